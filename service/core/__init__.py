@@ -1,0 +1,35 @@
+"""The pure reconnect core: policy values, one session's state machine, timeline records.
+
+Owns every reconnect decision. Must not do I/O, read a clock or import asyncio, simpy,
+redis, socket, time, http or neonize: shells pass `now` and a `random.Random` in and
+carry the returned commands out.
+"""
+
+from service.core.errors import CoreError, IllegalTransition, PolicyError
+from service.core.codes import Action, CodeTable, build_code_table, code_table
+from service.core.policy import Backoff, Jitter, Policy, Timeouts, build_policy
+from service.core.machine import SessionMachine, State
+from service.core.statuses import Priority, Status
+from service.core.timeline import TimelineRecord, read_jsonl, write_jsonl
+
+__all__ = [
+    "Action",
+    "Backoff",
+    "CodeTable",
+    "CoreError",
+    "IllegalTransition",
+    "Jitter",
+    "Policy",
+    "PolicyError",
+    "Priority",
+    "SessionMachine",
+    "State",
+    "Status",
+    "TimelineRecord",
+    "Timeouts",
+    "build_code_table",
+    "build_policy",
+    "code_table",
+    "read_jsonl",
+    "write_jsonl",
+]

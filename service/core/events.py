@@ -1,0 +1,145 @@
+"""What the shells tell a session's machine (events, past tense) and what it tells them
+back (commands, imperative). Plain frozen values; no behaviour, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.core.codes import CloseCode
+from service.core.statuses import Priority, Status
+from service.core.timeline import TimelineRecord
+
+# ---- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """The gateway wants this session online (first start, or a new owner took it over)."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The socket opened and the session is logged in."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The link closed with `code` (an int close code, a client event name, or None).
+
+    `wait_s` is the seconds until a temporary ban expires, when the close carries one.
+    """
+
+    code: CloseCode = None
+    wait_s: float | None = None
+
+
+@dataclass(frozen=True)
+class StartFailed:
+    """Opening the socket failed (refused, timed out, bad handshake): a close again."""
+
+    reason: str = "start_failed"
+    code: CloseCode = None
+
+
+@dataclass(frozen=True)
+class KeepaliveMissed:
+    """The link stopped carrying keepalives for the dead-link deadline (half-open link)."""
+
+
+@dataclass(frozen=True)
+class BackoffElapsed:
+    """The reconnect timer fired."""
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The answer to `Validate`: is the session still valid for a reconnect (R4)?"""
+
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A restarted gateway found this session `connecting` with `attempt` pending (B5).
+
+    `remaining_s` is what was left of the lost timer, when the shell recorded its due time.
+    """
+
+    attempt: int = 1
+    remaining_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Released:
+    """This process lets the session go (lease lost, shutdown): stop locally, status untouched."""
+
+    reason: str = "released"
+
+
+Event = Start | Opened | Closed | StartFailed | KeepaliveMissed | BackoffElapsed | Validated | Resumed | Released
+
+# ---- commands ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClearCache:
+    """Forget the cached validity answer and any pending QR state for this session (R3)."""
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    """Write the status to Redis and queue it for the back office with this priority."""
+
+    status: Status
+    priority: Priority = Priority.NORMAL
+
+
+@dataclass(frozen=True)
+class ScheduleReconnect:
+    """Start the one reconnect timer: deliver `BackoffElapsed` after `delay_s`."""
+
+    delay_s: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CancelReconnect:
+    """Cancel the pending reconnect timer, if any."""
+
+
+@dataclass(frozen=True)
+class Validate:
+    """Ask fresh sources (Redis, then the back office) if the session is valid; answer with `Validated`."""
+
+    for_reconnect: bool = True
+
+
+@dataclass(frozen=True)
+class CloseSocket:
+    """Close the current socket, ignoring errors while closing (R7)."""
+
+
+@dataclass(frozen=True)
+class OpenSocket:
+    """Open a new socket; answer with `Opened`, `Closed` or `StartFailed`. attempt 0 is a first start."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Forget the session in this process; nothing more will be scheduled for it."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Log this structured step and append it to the timeline (R8)."""
+
+    record: TimelineRecord
+
+
+Command = (ClearCache | SetStatus | ScheduleReconnect | CancelReconnect | Validate | CloseSocket
+           | OpenSocket | Drop | Emit)

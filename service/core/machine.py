@@ -1,0 +1,285 @@
+"""One session's reconnect state machine: `handle(event, now) -> list[Command]`.
+
+Implements R1–R7 of the spec and the close → reconnect flow; every decision about
+backoff, attempts, terminal codes and validation is made here and nowhere else. Must
+not do I/O or read a clock: `now` is passed in, randomness is the injected `rng`.
+An event the table below does not allow raises `IllegalTransition` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+from service.core.codes import Action, CloseCode
+from service.core.errors import CoreError, IllegalTransition
+from service.core.events import (
+    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Command, Drop, Emit,
+    Event, KeepaliveMissed, Opened, OpenSocket, Released, Resumed, ScheduleReconnect,
+    SetStatus, Start, StartFailed, Validate, Validated,
+)
+from service.core.policy import Policy
+from service.core.statuses import Priority, Status
+from service.core.timeline import TimelineRecord
+
+
+class State(str, Enum):
+    """Where one session's reconnect logic is (not its Redis status)."""
+
+    IDLE = "idle"  # known, no socket, nothing pending
+    CONNECTING = "connecting"  # a socket is opening
+    OPEN = "open"  # logged in
+    BACKOFF = "backoff"  # the one reconnect timer is pending
+    VALIDATING = "validating"  # timer fired; waiting for the validity answer
+    DROPPED = "dropped"  # final: forgotten by this process
+
+
+_I, _C, _O, _B, _V, _D = State.IDLE, State.CONNECTING, State.OPEN, State.BACKOFF, State.VALIDATING, State.DROPPED
+
+# state → event type → states the event may lead to. Anything absent is illegal.
+TRANSITIONS: Mapping[State, Mapping[type, frozenset[State]]] = MappingProxyType({
+    _I: {Start: frozenset({_C}), Resumed: frozenset({_B, _D}), Released: frozenset({_D})},
+    _C: {Opened: frozenset({_O}), Closed: frozenset({_B, _D}), StartFailed: frozenset({_B, _D}),
+         Released: frozenset({_D})},
+    _O: {Closed: frozenset({_B, _D}), KeepaliveMissed: frozenset({_B, _D}), Released: frozenset({_D})},
+    # a repeated close while a reconnect is pending never stacks a second timer
+    _B: {BackoffElapsed: frozenset({_V}), Closed: frozenset({_B, _D}), Released: frozenset({_D})},
+    _V: {Validated: frozenset({_C, _D}), Closed: frozenset({_V, _D}), Released: frozenset({_D})},
+    _D: {},
+})
+
+
+class LogEvent(str, Enum):
+    """Names of the structured log events and timeline records (R8)."""
+
+    CONNECTION_UPDATE = "connection_update"
+    SESSION_CLOSED = "session_closed"
+    RECONNECT_SCHEDULED = "reconnect_scheduled"
+    RECONNECT_RUNNING = "reconnect_running"
+    SESSION_STARTING = "session_starting"
+    SESSION_OPEN = "session_open"
+    RECONNECT_FAILED = "reconnect_failed"
+    MAX_ATTEMPTS_REACHED = "max_attempts_reached"
+    RECONNECT_CANCELLED = "reconnect_cancelled"
+    SESSION_TERMINAL = "session_terminal"
+    DUPLICATE_CLOSE_IGNORED = "duplicate_close_ignored"
+    SESSION_RESUMED = "session_resumed"
+    SESSION_RELEASED = "session_released"
+
+
+@dataclass(slots=True)
+class _Vars:
+    state: State = State.IDLE
+    status: Status | None = None
+    attempts: int = 0  # counted reconnect attempts in this disconnection episode
+    immediate_streak: int = 0  # uncounted immediate reconnects since the last open
+    has_socket: bool = False
+    previous_delay_s: float | None = None
+
+    def copy(self) -> _Vars:
+        return _Vars(self.state, self.status, self.attempts, self.immediate_streak,
+                     self.has_socket, self.previous_delay_s)
+
+
+class SessionMachine:
+    """The reconnect logic of one session. Feed it events; carry out the commands it returns."""
+
+    def __init__(self, session_id: str, policy: Policy, rng: random.Random | None = None,
+                 status: Status | None = None, trace: bool = True) -> None:
+        """`trace=False` skips `Emit` commands (large simulations that keep their own tallies)."""
+        self.session_id = session_id
+        self.policy = policy
+        self.trace = trace
+        self._rng = rng if rng is not None else random.Random(0)
+        self._vars = _Vars(status=status)
+        self._now = 0.0
+        self._out: list[Command] = []
+
+    # ---- read-only view ----
+    @property
+    def state(self) -> State:
+        return self._vars.state
+
+    @property
+    def status(self) -> Status | None:
+        return self._vars.status
+
+    @property
+    def attempts(self) -> int:
+        return self._vars.attempts
+
+    @property
+    def has_socket(self) -> bool:
+        return self._vars.has_socket
+
+    @property
+    def is_reconnecting(self) -> bool:
+        return self._vars.state in (State.BACKOFF, State.VALIDATING) or (
+            self._vars.state is State.CONNECTING and self._vars.attempts > 0)
+
+    def accepts(self, event: Event) -> bool:
+        """True if `event` is legal in the current state."""
+        return type(event) in TRANSITIONS[self._vars.state]
+
+    # ---- the one entry point ----
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Apply `event` at time `now` (seconds, the shell's clock); return the commands to run."""
+        before = self._vars.copy()
+        allowed = TRANSITIONS[before.state].get(type(event))
+        if allowed is None:
+            raise IllegalTransition(self.session_id, before.state.value, type(event).__name__)
+        self._now, self._out = now, []
+        try:
+            getattr(self, f"_on_{type(event).__name__}")(event)
+        except Exception:
+            self._vars = before
+            raise
+        if self._vars.state not in allowed:
+            target = self._vars.state
+            self._vars = before
+            raise CoreError(f"core bug: {type(event).__name__} led {before.state.value} → {target.value}")
+        out, self._out = self._out, []
+        return out
+
+    # ---- handlers (one per event type) ----
+    def _on_Start(self, event: Start) -> None:
+        self._set_status(Status.CONNECTING, Priority.NORMAL)
+        self._open(attempt=0)
+
+    def _on_Opened(self, event: Opened) -> None:
+        self._emit(LogEvent.CONNECTION_UPDATE, connection="open")
+        self._set(state=State.OPEN, attempts=0, immediate_streak=0, previous_delay_s=None)
+        self._set_status(Status.ACTIVE, Priority.NORMAL)
+        self._emit(LogEvent.SESSION_OPEN)
+
+    def _on_Closed(self, event: Closed) -> None:
+        self._close(event.code, event.wait_s)
+
+    def _on_StartFailed(self, event: StartFailed) -> None:
+        self._close(event.code, None, reason=event.reason)
+
+    def _on_KeepaliveMissed(self, event: KeepaliveMissed) -> None:
+        self._close("keepalive_timeout", None)
+
+    def _on_BackoffElapsed(self, event: BackoffElapsed) -> None:
+        self._emit(LogEvent.RECONNECT_RUNNING)
+        self._set(state=State.VALIDATING)
+        self._cmd(Validate(for_reconnect=True))
+
+    def _on_Validated(self, event: Validated) -> None:
+        if event.ok:
+            self._open(attempt=self._vars.attempts)
+            return
+        self._emit(LogEvent.RECONNECT_CANCELLED, reason="invalid")
+        self._drop("invalid")
+
+    def _on_Resumed(self, event: Resumed) -> None:
+        self._set(status=Status.CONNECTING)
+        self._cmd(ClearCache())
+        self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
+        attempt = max(1, event.attempt)
+        if attempt > self.policy.backoff.max_attempts:
+            self._give_up()
+            return
+        self._set(attempts=attempt - 1)
+        delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
+        self._schedule_counted(delay_s)
+
+    def _on_Released(self, event: Released) -> None:
+        if self._vars.state is State.BACKOFF:
+            self._cmd(CancelReconnect())
+        self._emit(LogEvent.SESSION_RELEASED, reason=event.reason)
+        self._drop(event.reason)
+
+    # ---- the close path (R3, R5, R2, B1) ----
+    def _close(self, code: CloseCode, wait_s: float | None, reason: str | None = None) -> None:
+        self._cmd(ClearCache())  # R3: first, whatever the reason
+        state = self._vars.state
+        self._emit(LogEvent.CONNECTION_UPDATE, connection="close")
+        if state is State.CONNECTING and self._vars.attempts > 0:
+            self._emit(LogEvent.RECONNECT_FAILED, code=code, reason=reason)
+        self._emit(LogEvent.SESSION_CLOSED, code=code, reason=reason)
+        action = self.policy.codes.action_for(code)
+        if action is Action.TERMINAL:
+            if state is State.BACKOFF:
+                self._cmd(CancelReconnect())
+            self._emit(LogEvent.SESSION_TERMINAL, code=code)
+            self._set_status(Status.INACTIVE, Priority.HIGH)
+            self._drop("terminal")
+            return
+        if state in (State.BACKOFF, State.VALIDATING):
+            self._emit(LogEvent.DUPLICATE_CLOSE_IGNORED, code=code)
+            return
+        streak_spent = self._vars.immediate_streak >= self.policy.backoff.max_attempts
+        if action is Action.RECONNECT_NOW and not streak_spent:
+            self._set(immediate_streak=self._vars.immediate_streak + 1)
+            self._schedule(0.0, self._vars.attempts, reason="reconnect_now")
+        elif action is Action.WAIT_UNTIL:
+            ban_s = self.policy.timeouts.default_ban_wait_s if wait_s is None else max(0.0, wait_s)
+            self._schedule(ban_s, self._vars.attempts, reason="temporary_ban")
+        elif self._vars.attempts >= self.policy.backoff.max_attempts:
+            self._give_up()
+        else:
+            self._schedule_counted(None)
+
+    def _schedule_counted(self, delay_s: float | None) -> None:
+        attempt = self._vars.attempts + 1
+        if delay_s is None:
+            delay_s = self.policy.backoff.delay_s(attempt, self._rng, self._vars.previous_delay_s)
+        self._set(attempts=attempt, previous_delay_s=delay_s)
+        self._schedule(delay_s, attempt, reason="backoff")
+
+    def _schedule(self, delay_s: float, attempt: int, reason: str) -> None:
+        self._set_status(Status.CONNECTING, Priority.NORMAL)
+        self._set(state=State.BACKOFF)
+        self._emit(LogEvent.RECONNECT_SCHEDULED, attempt=attempt,
+                   max_attempts=self.policy.backoff.max_attempts,
+                   backoff_ms=round(delay_s * 1000, 3), reason=reason)
+        self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt))
+
+    def _give_up(self) -> None:
+        self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts)
+        self._set_status(Status.INACTIVE, Priority.HIGH)
+        self._drop("max_attempts")
+
+    # ---- sockets (R7) ----
+    def _open(self, attempt: int) -> None:
+        if self._vars.has_socket:
+            self._cmd(CloseSocket())
+        self._set(state=State.CONNECTING, has_socket=True)
+        self._emit(LogEvent.SESSION_STARTING, attempt=attempt)
+        self._cmd(OpenSocket(attempt=attempt))
+
+    def _drop(self, reason: str) -> None:
+        if self._vars.has_socket:
+            self._cmd(CloseSocket())
+        self._set(state=State.DROPPED, has_socket=False)
+        self._cmd(Drop(reason=reason))
+
+    # ---- small helpers ----
+    def _set(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self._vars, name, value)
+
+    def _set_status(self, status: Status, priority: Priority) -> None:
+        if self._vars.status is not status:
+            self._set(status=status)
+            self._cmd(SetStatus(status=status, priority=priority))
+
+    def _cmd(self, command: Command) -> None:
+        if isinstance(command, CloseSocket):
+            self._set(has_socket=False)
+        self._out.append(command)
+
+    def _emit(self, event: LogEvent, attempt: int | None = None, **detail: Any) -> None:
+        if not self.trace:
+            return
+        status = self._vars.status.value if self._vars.status is not None else None
+        record = TimelineRecord(t=self._now, session_id=self.session_id, event=event.value,
+                                attempt=self._vars.attempts if attempt is None else attempt,
+                                status=status, detail={k: v for k, v in detail.items() if v is not None})
+        self._out.append(Emit(record))

@@ -1,0 +1,104 @@
+"""The one timeline record every shell writes, as JSON lines.
+
+A chaos run, the asyncio service and a simulation of the same scenario all emit these,
+so their histories can be compared line by line. Must not do I/O beyond the file-like
+objects it is handed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from service.core.errors import CoreError
+
+_FIELDS = ("t", "session_id", "event", "attempt", "status", "detail")
+
+
+class TimelineFormatError(CoreError, ValueError):
+    """A timeline line is not a valid record; the message names the line and the field."""
+
+
+@dataclass(frozen=True)
+class TimelineRecord:
+    """One step of one session: `t` seconds (the shell's clock), an event name, the attempt."""
+
+    t: float
+    session_id: str
+    event: str
+    attempt: int = 0
+    status: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", dict(self.detail))  # a private copy; plain dict pickles
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "session_id": self.session_id,
+            "event": self.event,
+            "attempt": self.attempt,
+            "status": self.status,
+            "detail": dict(self.detail),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TimelineRecord:
+        missing = [name for name in ("t", "session_id", "event") if name not in raw]
+        if missing:
+            raise TimelineFormatError(f"timeline record lacks field(s) {missing}: {dict(raw)!r}")
+        extra = sorted(set(raw) - set(_FIELDS))
+        if extra:
+            raise TimelineFormatError(f"timeline record has unknown field(s) {extra}")
+        t = raw["t"]
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise TimelineFormatError(f"timeline field t must be a number, got {t!r}")
+        attempt = raw.get("attempt", 0)
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            raise TimelineFormatError(f"timeline field attempt must be an integer, got {attempt!r}")
+        detail = raw.get("detail") or {}
+        if not isinstance(detail, Mapping):
+            raise TimelineFormatError(f"timeline field detail must be an object, got {detail!r}")
+        return cls(t=float(t), session_id=str(raw["session_id"]), event=str(raw["event"]),
+                   attempt=attempt, status=raw.get("status"), detail=detail)
+
+    @classmethod
+    def from_json(cls, line: str) -> TimelineRecord:
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TimelineFormatError(f"timeline line is not JSON ({exc.msg}): {line[:80]!r}") from exc
+        if not isinstance(raw, dict):
+            raise TimelineFormatError(f"timeline line must be a JSON object, got {line[:80]!r}")
+        return cls.from_dict(raw)
+
+    def shifted(self, offset_s: float) -> TimelineRecord:
+        """The same record with `t` moved by `offset_s` (to align two runs on one origin)."""
+        return TimelineRecord(self.t + offset_s, self.session_id, self.event, self.attempt,
+                              self.status, self.detail)
+
+
+def write_jsonl(stream: IO[str], records: Iterable[TimelineRecord]) -> int:
+    """Write records one per line; returns how many were written."""
+    count = 0
+    for record in records:
+        stream.write(record.to_json() + "\n")
+        count += 1
+    return count
+
+
+def read_jsonl(stream: Iterable[str]) -> Iterator[TimelineRecord]:
+    """Read records, skipping blank lines; a bad line raises naming its line number."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield TimelineRecord.from_json(line)
+        except TimelineFormatError as exc:
+            raise TimelineFormatError(f"line {number}: {exc}") from exc

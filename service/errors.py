@@ -1,0 +1,46 @@
+"""The service shell's exception hierarchy; each error says what was wrong and what to do.
+
+Core errors (`service.core.errors`) are for policy and transition problems; these are
+for the shell's I/O: config, links, Redis, the back office, malformed input.
+"""
+
+from service.core.errors import CoreError
+
+
+class ServiceError(Exception):
+    """Base of every error raised by the service shell."""
+
+
+class ConfigError(ServiceError, ValueError):
+    """A setting is invalid; the message names the setting, its source and the fix."""
+
+
+class LinkFailed(ServiceError):
+    """Opening a WhatsApp link failed: refused, timed out, rejected with a close code."""
+
+    def __init__(self, reason: str, code: int | str | None = None, wait_s: float | None = None) -> None:
+        super().__init__(f"link failed: {reason}" + (f" (code {code})" if code is not None else ""))
+        self.reason = reason
+        self.code = code
+        self.wait_s = wait_s
+
+
+class MalformedInput(ServiceError, ValueError):
+    """Bytes from the network, the back office or Redis that do not parse; counted and logged."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"malformed input from {source}: {detail}")
+        self.source = source
+        self.detail = detail
+
+
+class BackOfficeError(ServiceError):
+    """The back office is down, slow, or answered garbage; the caller retries later."""
+
+
+class StoreError(ServiceError):
+    """Redis is unreachable or holds a value the service cannot use."""
+
+
+__all__ = ["BackOfficeError", "ConfigError", "CoreError", "LinkFailed", "MalformedInput",
+           "ServiceError", "StoreError"]

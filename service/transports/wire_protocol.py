@@ -1,0 +1,64 @@
+"""The `wire` frame format, shared by the `wire` client and the WhatsApp stand-in server.
+
+A session connects over WebSocket to `/ws/<session_id>` and sends one `hello` frame
+with its credentials; the server answers `open` (logged in) or closes the WebSocket with
+a close code. Close codes carry WhatsApp's codes as 4000 + code (401 → 4401) so they
+survive RFC 6455's range; `reconnect_after_s` in the close reason carries a ban's wait.
+Keepalive: the client sends `ping` with a sequence number; the server answers `pong`.
+Frames are JSON text objects with a `type`. Must not do I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.errors import MalformedInput
+
+WS_PATH_PREFIX = "/ws/"
+CODE_OFFSET = 4000  # WebSocket application close codes are 4000–4999
+FRAME_TYPES = frozenset({"hello", "open", "ping", "pong"})
+MAX_FRAME_BYTES = 64 * 1024
+
+
+def to_ws_close_code(code: int) -> int:
+    """WhatsApp code (100–999) → WebSocket close code (4100–4999)."""
+    if not 100 <= code <= 999:
+        raise ValueError(f"WhatsApp close code must be in 100..999, got {code!r}")
+    return CODE_OFFSET + code
+
+
+def from_ws_close_code(ws_code: int | None) -> int | None:
+    """WebSocket close code → WhatsApp code; None for a close that carries none (1000, 1006…)."""
+    if ws_code is None or not CODE_OFFSET + 100 <= ws_code <= CODE_OFFSET + 999:
+        return None
+    return ws_code - CODE_OFFSET
+
+
+def encode(frame_type: str, **fields: Any) -> str:
+    if frame_type not in FRAME_TYPES:
+        raise ValueError(f"unknown frame type {frame_type!r}; known: {sorted(FRAME_TYPES)}")
+    return json.dumps({"type": frame_type, **fields}, separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """Parse one frame; raise `MalformedInput` naming what is wrong."""
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_FRAME_BYTES:
+            raise MalformedInput("wire", f"frame of {len(raw)} bytes exceeds {MAX_FRAME_BYTES}")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedInput("wire", f"frame is not UTF-8: {exc.reason}") from exc
+    if len(raw) > MAX_FRAME_BYTES:
+        raise MalformedInput("wire", f"frame of {len(raw)} characters exceeds {MAX_FRAME_BYTES}")
+    try:
+        frame = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedInput("wire", f"frame is not JSON ({exc.msg}): {raw[:60]!r}") from exc
+    if not isinstance(frame, dict):
+        raise MalformedInput("wire", f"frame must be a JSON object, got {type(frame).__name__}")
+    frame_type = frame.get("type")
+    if frame_type not in FRAME_TYPES:
+        raise MalformedInput("wire", f"unknown frame type {frame_type!r}")
+    return frame
