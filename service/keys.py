@@ -1,0 +1,22 @@
+"""Redis key names shared by the service, the back office (which writes statuses when an
+account is deleted) and the stand-ins. One place, so nobody spells a key twice."""
+
+PREFIX = "rl"
+
+
+def status_key(session_id: str) -> str:
+    """The session's status string (`active` / `connecting` / `inactive`), shared with the back office."""
+    return f"{PREFIX}:status:{session_id}"
+
+
+def session_key(session_id: str) -> str:
+    """Hash of the service's reconnect bookkeeping: attempt, due_at, owner (B5)."""
+    return f"{PREFIX}:session:{session_id}"
+
+
+def lease_key(session_id: str) -> str:
+    """The owning process id, with a TTL (B4)."""
+    return f"{PREFIX}:lease:{session_id}"
+
+
+OUTBOX_KEY = f"{PREFIX}:outbox"  # pending back-office updates, kept until acknowledged (B6)
