@@ -1,0 +1,1 @@
+"""Chaos harness: drives the real service through real Toxiproxy faults and checks invariants."""
