@@ -1,0 +1,1 @@
+"""Test suite: unit, integration, chaos, sim and bench tests."""
