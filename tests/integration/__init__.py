@@ -1,0 +1,1 @@
+"""Integration tests: real Redis and Toxiproxy servers started by fixtures."""
