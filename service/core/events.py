@@ -97,10 +97,14 @@ class SetStatus:
 
 @dataclass(frozen=True)
 class ScheduleReconnect:
-    """Start the one reconnect timer: deliver `BackoffElapsed` after `delay_s`."""
+    """Start the one reconnect timer: deliver `BackoffElapsed` after `delay_s`.
+
+    `reason` is `backoff` (a counted attempt), `reconnect_now` or `temporary_ban` (uncounted).
+    """
 
     delay_s: float
     attempt: int
+    reason: str = "backoff"
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ class SessionMachine:
         self._emit(LogEvent.RECONNECT_SCHEDULED, attempt=attempt,
                    max_attempts=self.policy.backoff.max_attempts,
                    backoff_ms=round(delay_s * 1000, 3), reason=reason)
-        self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt))
+        self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt, reason=reason))
 
     def _give_up(self) -> None:
         self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts)

@@ -1,0 +1,193 @@
+"""The session machine pinned command by command against R1–R7 and the note's flow."""
+
+import random
+
+import pytest
+
+from service.core import IllegalTransition, Priority, SessionMachine, State, Status, build_policy
+from service.core.codes import TABLES
+from service.core.events import (
+    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Drop, Emit, KeepaliveMissed,
+    Opened, OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed,
+    Validate, Validated,
+)
+from service.core.statuses import is_valid_status
+from tests.unit.script import drive, open_session
+
+
+@pytest.mark.parametrize(
+    ("status", "for_reconnect", "valid"),
+    [
+        (Status.ACTIVE, False, True), (Status.ACTIVE, True, True),
+        (Status.CONNECTING, False, False), (Status.CONNECTING, True, True),
+        (Status.INACTIVE, False, False), (Status.INACTIVE, True, False),
+    ],
+)
+def test_r1_validity_truth_table(status, for_reconnect, valid):
+    assert is_valid_status(status, for_reconnect=for_reconnect) is valid
+
+
+def test_long_outage_delays_are_2_4_8_16_32_and_the_fifth_failure_gives_up():
+    run = drive(open_session(), Closed(), link_up_at_s=10_000)
+    delays = [c.delay_s for _, c in run.of(ScheduleReconnect)]
+    assert delays == [2, 4, 8, 16, 32]
+    assert [t for t, c in run.of(OpenSocket)] == [2, 6, 14, 30, 62]
+    final = run.commands[-4:]
+    assert [type(c) for _, c in final] == [Emit, SetStatus, CloseSocket, Drop]
+    assert final[1][1] == SetStatus(Status.INACTIVE, Priority.HIGH)
+    assert final[0][1].record.event == "max_attempts_reached"
+    assert run.machine.state is State.DROPPED
+    assert not [c for t, c in run.commands if t > 62]
+
+
+def test_every_close_starts_with_clear_cache():
+    machine = open_session()
+    assert isinstance(machine.handle(Closed(code=500), 1.0)[0], ClearCache)
+    # a duplicate close while the timer is pending: still cleared first, no second timer
+    duplicate = machine.handle(Closed(code=500), 1.5)
+    assert isinstance(duplicate[0], ClearCache)
+    assert not [c for c in duplicate if isinstance(c, ScheduleReconnect)]
+    # a failed start is a close too
+    machine.handle(BackoffElapsed(), 3.0)
+    machine.handle(Validated(ok=True), 3.0)
+    assert isinstance(machine.handle(StartFailed("refused"), 3.0)[0], ClearCache)
+
+
+@pytest.mark.parametrize(
+    ("table", "code"),
+    [(name, code) for name, table in TABLES.items() for code in table.terminal_codes()],
+)
+def test_every_terminal_code_marks_inactive_high_and_opens_nothing(table, code):
+    machine = open_session(codes=table)
+    commands = machine.handle(Closed(code=code), 1.0)
+    assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
+    assert not [c for c in commands if isinstance(c, OpenSocket | ScheduleReconnect)]
+    assert isinstance(commands[-1], Drop)
+    assert machine.state is State.DROPPED
+    with pytest.raises(IllegalTransition):
+        machine.handle(BackoffElapsed(), 3.0)
+
+
+def test_terminal_code_during_backoff_cancels_the_timer():
+    machine = open_session()
+    machine.handle(Closed(), 1.0)
+    commands = machine.handle(Closed(code=401), 1.5)
+    assert CancelReconnect() in commands
+    assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
+
+
+def test_failed_validation_drops_and_opens_no_socket():
+    run = drive(open_session(), Closed(), link_up_at_s=10_000, valid_until_s=1.0)
+    opened_after_close = [c for c in run.of(OpenSocket)]
+    assert opened_after_close == []
+    assert "reconnect_cancelled" in run.events()
+    assert run.of(Drop)[-1][1] == Drop("invalid")
+    assert not run.of(SetStatus)[1:]  # only `connecting`; the back office already knows
+
+
+def test_close_socket_precedes_every_reconnect_open():
+    run = drive(open_session(), Closed(), link_up_at_s=7.0)  # attempts at +2, +6 fail; +14 opens
+    kinds = [type(c) for _, c in run.commands if isinstance(c, CloseSocket | OpenSocket)]
+    assert kinds == [CloseSocket, OpenSocket] * 3
+
+
+def test_success_resets_attempts_and_sets_active():
+    run = drive(open_session(), Closed(), link_up_at_s=5.0)
+    assert run.machine.state is State.OPEN
+    assert run.machine.attempts == 0
+    assert run.of(SetStatus)[-1][1] == SetStatus(Status.ACTIVE, Priority.NORMAL)
+    # a later drop starts again at attempt 1 with the base delay
+    commands = run.machine.handle(Closed(), 100.0)
+    assert [c.delay_s for c in commands if isinstance(c, ScheduleReconnect)] == [2]
+
+
+def test_restart_required_reconnects_at_once_without_counting():
+    machine = open_session(codes="baileys")
+    commands = machine.handle(Closed(code=515), 1.0)
+    assert [c for c in commands if isinstance(c, ScheduleReconnect)] == [ScheduleReconnect(0.0, 0, "reconnect_now")]
+    assert machine.attempts == 0
+
+
+def test_endless_restart_required_falls_back_to_counted_backoff():
+    machine = open_session(codes="baileys")
+    delays = []
+    now = 0.0
+    for _ in range(20):
+        if machine.state is State.DROPPED:
+            break
+        commands = machine.handle(Closed(code=515) if machine.state is State.OPEN else StartFailed(code=515), now)
+        delays += [c.delay_s for c in commands if isinstance(c, ScheduleReconnect)]
+        if machine.state is State.BACKOFF:
+            machine.handle(BackoffElapsed(), now)
+            machine.handle(Validated(ok=True), now)
+    assert delays == [0, 0, 0, 0, 0, 2, 4, 8, 16, 32]
+    assert machine.state is State.DROPPED
+
+
+def test_temporary_ban_waits_for_its_expiry_uncounted():
+    machine = open_session(codes="whatsmeow")
+    commands = machine.handle(Closed(code="TemporaryBan", wait_s=900.0), 1.0)
+    assert ScheduleReconnect(900.0, 0, "temporary_ban") in commands
+    assert machine.attempts == 0
+
+
+def test_keepalive_missed_is_a_close():
+    machine = open_session()
+    commands = machine.handle(KeepaliveMissed(), 1.0)
+    assert isinstance(commands[0], ClearCache)
+    assert ScheduleReconnect(2.0, 1) in commands
+
+
+def test_resumed_session_picks_up_its_pending_attempt():
+    machine = SessionMachine("s1", build_policy(), status=Status.CONNECTING)
+    commands = machine.handle(Resumed(attempt=3, remaining_s=1.25), 0.0)
+    assert ScheduleReconnect(1.25, 3) in commands
+    assert not [c for c in commands if isinstance(c, SetStatus)]  # already connecting
+    spent = SessionMachine("s2", build_policy(), status=Status.CONNECTING)
+    commands = spent.handle(Resumed(attempt=6), 0.0)
+    assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
+
+
+def test_released_session_stops_locally_without_touching_status():
+    machine = open_session()
+    machine.handle(Closed(), 1.0)
+    commands = machine.handle(Released("lease_lost"), 1.5)
+    assert CancelReconnect() in commands and Drop("lease_lost") in commands
+    assert not [c for c in commands if isinstance(c, SetStatus)]
+
+
+def test_illegal_event_raises_and_changes_nothing():
+    machine = open_session()
+    before = (machine.state, machine.status, machine.attempts, machine.has_socket)
+    with pytest.raises(IllegalTransition, match="BackoffElapsed is not allowed in state open"):
+        machine.handle(BackoffElapsed(), 1.0)
+    assert (machine.state, machine.status, machine.attempts, machine.has_socket) == before
+
+
+def test_first_start_opens_without_closing_anything():
+    machine = SessionMachine("s1", build_policy())
+    commands = machine.handle(Start(), 0.0)
+    assert commands[0] == SetStatus(Status.CONNECTING, Priority.NORMAL)
+    assert commands[-1] == OpenSocket(attempt=0)
+    assert not [c for c in commands if isinstance(c, CloseSocket)]
+
+
+def test_jitter_comes_from_the_injected_rng_only():
+    def delays(seed):
+        machine = SessionMachine("s1", build_policy({"jitter": "full"}), random.Random(seed))
+        machine.handle(Start(), 0.0)
+        machine.handle(Opened(), 0.0)
+        return [c.delay_s for c in machine.handle(Closed(), 1.0) if isinstance(c, ScheduleReconnect)]
+
+    assert delays(5) == delays(5)
+    assert delays(5) != delays(6)
+
+
+def test_trace_off_emits_nothing_but_decides_the_same():
+    traced = drive(open_session(), Closed(), link_up_at_s=7.0)
+    quiet_machine = SessionMachine("s1", build_policy(), trace=False)
+    quiet_machine.handle(Start(), 0.0)
+    quiet_machine.handle(Opened(), 0.0)
+    quiet = drive(quiet_machine, Closed(), link_up_at_s=7.0)
+    assert not quiet.of(Emit)
+    assert [c for _, c in quiet.commands] == [c for _, c in traced.commands if not isinstance(c, Emit)]
