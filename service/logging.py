@@ -1,0 +1,91 @@
+"""Structured JSON-lines logs for the service (structlog), with secrets redacted.
+
+Owns the log configuration and the redaction processor: any key that names a token,
+credential, password, secret or Authorization value is masked wherever it sits in the
+event dict (nested dicts and lists too), `Secret` values always render as ***, and
+passwords in URLs or bearer tokens inside free text are masked as well. R8 step names
+come from `service.core.machine.LogEvent`; this module must not invent reconnect steps.
+Must not write anywhere but the stream it is given.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+import structlog
+
+from service.ports import Secret
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"token|credential|passw(or)?d|passwd|secret|authori[sz]ation|api[_-]?key|cookie", re.I)
+_TEXT_PATTERNS = (
+    (re.compile(r"([a-z][a-z0-9+.-]*://[^:@/\s]*):([^@/\s]+)@", re.I), r"\1:***@"),
+    (re.compile(r"(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I), r"\1 ***"),
+    (re.compile(r"((?:authorization|token|password|credentials?)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+", re.I), r"\1***"),
+)
+_MAX_DEPTH = 6
+_LEVELS = {"debug": std_logging.DEBUG, "info": std_logging.INFO,
+           "warning": std_logging.WARNING, "error": std_logging.ERROR}
+
+
+def redact_text(text: str) -> str:
+    """Mask URL passwords, bearer tokens and `token=...`-style values inside free text."""
+    for pattern, replacement in _TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` with every secret masked (keys by name, `Secret` by type, text by pattern)."""
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth >= _MAX_DEPTH:
+        return value if isinstance(value, int | float | bool | type(None)) else MASK
+    if isinstance(value, Mapping):
+        return {k: (MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                    else redact_value(v, depth + 1)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(item, depth + 1) for item in value]
+    return value
+
+
+def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: runs last before rendering, so nothing added earlier escapes it."""
+    return redact_value(event_dict)
+
+
+def _render_default(value: Any) -> str:
+    return MASK if isinstance(value, Secret) else redact_text(str(value))
+
+
+def configure_logging(stream: IO[str] | None = None, level: str = "info") -> None:
+    """JSON lines to `stream` (default stderr), one event per line, secrets redacted."""
+    import json
+
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return json.dumps(obj, default=_render_default, separators=(",", ":"))
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            structlog.processors.JSONRenderer(serializer=dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, std_logging.INFO)),
+        logger_factory=structlog.WriteLoggerFactory(file=stream if stream is not None else sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    """A structlog logger with `bound` context (e.g. owner_id)."""
+    return structlog.get_logger("service").bind(**bound)
