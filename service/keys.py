@@ -20,3 +20,11 @@ def lease_key(session_id: str) -> str:
 
 
 OUTBOX_KEY = f"{PREFIX}:outbox"  # pending back-office updates, kept until acknowledged (B6)
+
+
+def seq_key(session_id: str) -> str:
+    """Per-session counter (INCR) giving each back-office update its `seq` (B6)."""
+    return f"{PREFIX}:seq:{session_id}"
+
+
+OUTBOX_DEAD_KEY = f"{PREFIX}:outbox:dead"  # outbox entries that could not be decoded, kept for a person to read

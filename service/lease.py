@@ -1,0 +1,152 @@
+"""Session ownership leases for several gateway processes sharing one Redis (B4).
+
+Owns: `keys.lease_key(session_id)`, whose value is the owner id and whose TTL is the
+lease. Acquire is SET NX PX; renew and release are Lua scripts that act only while the
+value is still our owner id (compare-and-expire, compare-and-delete), so a process never
+extends or deletes a lease another process has taken over. Must not: start sessions or
+decide reconnects; the caller stops driving a session whose lease it lost.
+
+Safety: two managers with different owner ids never hold one session at once in Redis.
+`held()` is the local view and errs on the side of "not held": an entry counts only
+until `ttl_s` after the request that last acquired or renewed it was *sent*, so when
+renewals fail (Redis down) the local view expires no later than the Redis key does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import keys
+from service.errors import ConfigError, StoreError
+
+_ACQUIRE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Returns the 1-based indexes of KEYS still owned (and now extended).
+_RENEW_LUA = """
+local held = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held[#held + 1] = i
+  end
+end
+return held
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+RENEW_CHUNK = 500  # keys per renew script call, so one call never blocks Redis for long
+
+
+def _check_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return session_id
+
+
+class LeaseManager:
+    """The leases one process (`owner_id`) holds."""
+
+    def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not isinstance(owner_id, str) or not owner_id:
+            raise ConfigError(f"LeaseManager owner_id must be a non-empty str, got {owner_id!r}")
+        if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or ttl_s < 0.01:
+            raise ConfigError(f"LeaseManager ttl_s must be a number >= 0.01, got {ttl_s!r}")
+        self.redis = redis
+        self.owner_id = owner_id
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        self._ttl_ms = max(1, int(self.ttl_s * 1000))
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        self._renew = redis.register_script(_RENEW_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+        self._valid_until: dict[str, float] = {}  # session → local deadline (clock)
+        self.round_trips = 0
+        self.lost = 0  # leases found taken or expired at renewal
+
+    async def _call(self, script: Any, what: str, keys_: list[str], args: list[Any]) -> Any:
+        self.round_trips += 1
+        try:
+            return await script(keys=keys_, args=args)
+        except RedisError as err:
+            raise StoreError(f"redis failed during lease {what}: {type(err).__name__}: {err}") from err
+
+    async def acquire(self, session_id: str) -> bool:
+        """Take the lease if it is free (or already ours, which extends it). True if held."""
+        started = self.clock()
+        ok = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
+                              [keys.lease_key(session_id)], [self.owner_id, self._ttl_ms])
+        if int(ok) == 1:
+            self._valid_until[session_id] = started + self.ttl_s
+            return True
+        self._valid_until.pop(session_id, None)
+        return False
+
+    async def renew(self, session_ids: Iterable[str]) -> set[str]:
+        """Extend those of `session_ids` we still own; return them. The rest are forgotten
+        locally (counted in `lost` if we thought we held them)."""
+        wanted = [_check_session_id(s) for s in dict.fromkeys(session_ids)]
+        held: set[str] = set()
+        for start in range(0, len(wanted), RENEW_CHUNK):
+            chunk = wanted[start:start + RENEW_CHUNK]
+            started = self.clock()
+            indexes = await self._call(self._renew, f"renew of {len(chunk)} sessions",
+                                       [keys.lease_key(s) for s in chunk], [self.owner_id, self._ttl_ms])
+            renewed = {chunk[int(i) - 1] for i in indexes}
+            for session_id in chunk:
+                if session_id in renewed:
+                    self._valid_until[session_id] = started + self.ttl_s
+                elif self._valid_until.pop(session_id, None) is not None:
+                    self.lost += 1
+            held |= renewed
+        return held
+
+    async def renew_held(self) -> set[str]:
+        """Renew every lease we believe we hold (call every ~ttl_s/3)."""
+        return await self.renew(list(self._valid_until))
+
+    async def release(self, session_id: str) -> bool:
+        """Give the lease up if it is still ours; True if a key was deleted."""
+        self._valid_until.pop(_check_session_id(session_id), None)
+        deleted = await self._call(self._release, f"release of {session_id!r}",
+                                   [keys.lease_key(session_id)], [self.owner_id])
+        return int(deleted) == 1
+
+    def held(self) -> set[str]:
+        """Sessions whose lease we hold by the local view (see the module docstring)."""
+        now = self.clock()
+        expired = [s for s, until in self._valid_until.items() if until <= now]
+        for session_id in expired:
+            del self._valid_until[session_id]
+        return set(self._valid_until)
+
+    async def owner(self, session_id: str) -> str | None:
+        """Who holds the lease in Redis now (None: nobody)."""
+        self.round_trips += 1
+        try:
+            value = await self.redis.get(keys.lease_key(_check_session_id(session_id)))
+        except RedisError as err:
+            raise StoreError(f"redis failed reading the lease of {session_id!r}: {err}") from err
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        return value

@@ -1,0 +1,114 @@
+"""Ownership leases (B4) against a real redis-server: exclusivity, renewal, release, handover."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.errors import ConfigError
+from service.lease import LeaseManager
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_two_owners_never_hold_one_session(aredis: aioredis.Redis) -> None:
+    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    b = LeaseManager(aredis, "gw-b", ttl_s=5.0)
+    results = await asyncio.gather(*[m.acquire(f"s{i}") for i in range(50) for m in (a, b)])
+    assert sum(results) == 50  # each of 50 sessions: exactly one winner
+    assert a.held().isdisjoint(b.held())
+    assert a.held() | b.held() == {f"s{i}" for i in range(50)}
+    for session_id in a.held():
+        assert await a.owner(session_id) == "gw-a"
+
+
+async def test_acquire_again_by_owner_is_true_and_extends(aredis: aioredis.Redis) -> None:
+    a = LeaseManager(aredis, "gw-a", ttl_s=2.0)
+    assert await a.acquire("s1")
+    await aredis.pexpire(keys.lease_key("s1"), 100)
+    assert await a.acquire("s1")
+    assert await aredis.pttl(keys.lease_key("s1")) > 1000
+
+
+async def test_renew_keeps_own_and_reports_lost(aredis: aioredis.Redis) -> None:
+    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    assert await a.acquire("s1") and await a.acquire("s2")
+    await aredis.set(keys.lease_key("s2"), "gw-b")  # another process took s2 over
+    held = await a.renew(["s1", "s2", "s3"])
+    assert held == {"s1"}
+    assert a.held() == {"s1"}
+    assert a.lost == 1
+    assert await aredis.get(keys.lease_key("s2")) == b"gw-b"  # renew never touched it
+
+
+async def test_renew_many_in_chunks(aredis: aioredis.Redis) -> None:
+    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    ids = [f"s{i}" for i in range(1200)]
+    for start in range(0, len(ids), 50):
+        assert all(await asyncio.gather(*[a.acquire(s) for s in ids[start:start + 50]]))
+    before = a.round_trips
+    assert await a.renew_held() == set(ids)
+    assert a.round_trips - before == 3  # 1200 keys in chunks of 500
+
+
+async def test_release_only_by_owner(aredis: aioredis.Redis) -> None:
+    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    b = LeaseManager(aredis, "gw-b", ttl_s=5.0)
+    assert await a.acquire("s1")
+    assert not await b.release("s1")
+    assert await a.owner("s1") == "gw-a"
+    assert await a.release("s1")
+    assert a.held() == set()
+    assert await b.acquire("s1")
+
+
+async def test_handover_after_owner_stops_renewing(aredis: aioredis.Redis) -> None:
+    ttl_s = 0.3
+    a = LeaseManager(aredis, "gw-a", ttl_s=ttl_s)
+    b = LeaseManager(aredis, "gw-b", ttl_s=ttl_s)
+    assert await a.acquire("s1")
+    assert not await b.acquire("s1")
+    stopped_at = time.monotonic()
+    deadline = stopped_at + ttl_s + 2.0
+    while not await b.acquire("s1"):  # a stopped renewing: b must get it within the ttl
+        assert time.monotonic() < deadline, "b never acquired the abandoned lease"
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - stopped_at <= ttl_s + 0.2
+    assert a.held() == set()  # a's local view expired with the ttl too
+    assert await a.renew(["s1"]) == set()
+
+
+async def test_renewing_owner_keeps_lease_past_ttl(aredis: aioredis.Redis) -> None:
+    ttl_s = 0.3
+    a = LeaseManager(aredis, "gw-a", ttl_s=ttl_s)
+    b = LeaseManager(aredis, "gw-b", ttl_s=ttl_s)
+    assert await a.acquire("s1")
+    end = time.monotonic() + 3 * ttl_s
+    while time.monotonic() < end:
+        assert await a.renew(["s1"]) == {"s1"}
+        assert not await b.acquire("s1")
+        await asyncio.sleep(ttl_s / 4)
+    assert a.held() == {"s1"}
+
+
+def test_bad_parameters_are_named(redis_server) -> None:
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    with pytest.raises(ConfigError, match="owner_id"):
+        LeaseManager(client, "", ttl_s=1.0)
+    with pytest.raises(ConfigError, match="ttl_s"):
+        LeaseManager(client, "gw", ttl_s=0)
