@@ -1,0 +1,136 @@
+"""HTTP client for the back office (Laravel in the original; the stand-in in chaos runs).
+
+Owns: the two calls of `service.ports.BackOffice` over aiohttp —
+`GET {base}/api/sessions/{id}/validity` and `POST {base}/api/status/batch` — with the
+bearer token, a per-request timeout, and strict parsing of the replies. Must not: retry
+(the outbox and the validation chain decide that), log or put the token in any message,
+or guess at a reply it does not understand: garbage, a missing field, a 5xx, a refused
+connection or a timeout all raise `BackOfficeError` saying which call failed and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from service.core import Status
+from service.errors import BackOfficeError, ConfigError
+from service.ports import Secret, StatusUpdate
+
+MAX_REPLY_BYTES = 1024 * 1024
+_VALIDITY_STATUSES = (200, 404)  # 404 with a well-formed body means "no such account"
+
+
+def update_to_json(update: StatusUpdate) -> dict[str, Any]:
+    """The wire shape of one update in a batch."""
+    return {"update_id": update.update_id, "session_id": update.session_id,
+            "status": Status(update.status).value, "priority": update.priority.value,
+            "seq": update.seq, "at_s": update.at_s}
+
+
+class HttpBackOffice:
+    """`BackOffice` over HTTP. Create inside a running event loop; `aclose()` when done."""
+
+    def __init__(self, base_url: str, token: Secret, *, timeout_s: float) -> None:
+        parts = urlsplit(base_url) if isinstance(base_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"back-office base_url must be an http(s) URL like http://127.0.0.1:8080, "
+                              f"got {base_url!r}")
+        if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
+            raise ConfigError(f"back-office timeout_s must be a positive number, got {timeout_s!r}")
+        if not isinstance(token, str) or not token:
+            raise ConfigError("back-office token must be a non-empty Secret")
+        self.base_url = base_url.rstrip("/")
+        self._token = token if isinstance(token, Secret) else Secret(token)
+        self.timeout_s = float(timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        self.errors = 0
+
+    def __repr__(self) -> str:
+        return f"HttpBackOffice({self.base_url!r}, token=***, timeout_s={self.timeout_s})"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"Authorization": f"Bearer {self._token.reveal()}", "Accept": "application/json"},
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> HttpBackOffice:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _request(self, method: str, path: str, ok: tuple[int, ...], body: Any = None) -> Any:
+        """One call → parsed JSON object; every failure is a `BackOfficeError` naming the call."""
+        what = f"back office {method} {path}"
+        self.requests += 1
+        try:
+            async with self._client().request(method, self.base_url + path, json=body) as resp:
+                raw = await resp.content.read(MAX_REPLY_BYTES + 1)
+                status = resp.status
+        except asyncio.TimeoutError:
+            self.errors += 1
+            raise BackOfficeError(f"{what}: no reply within {self.timeout_s:g} s") from None
+        except aiohttp.ClientError as err:
+            self.errors += 1
+            raise BackOfficeError(f"{what}: {type(err).__name__}: {err}") from None
+        return self._parse(what, status, ok, raw)
+
+    def _parse(self, what: str, status: int, ok: tuple[int, ...], raw: bytes) -> Any:
+        if status not in ok:
+            self.errors += 1
+            hint = " (check the back-office token)" if status in (401, 403) else ""
+            raise BackOfficeError(f"{what}: HTTP {status}{hint}: {raw[:200]!r}")
+        if len(raw) > MAX_REPLY_BYTES:
+            self.errors += 1
+            raise BackOfficeError(f"{what}: reply larger than {MAX_REPLY_BYTES} bytes")
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self.errors += 1
+            raise BackOfficeError(f"{what}: HTTP {status} reply is not JSON: {raw[:200]!r}") from None
+        if not isinstance(value, dict):
+            self.errors += 1
+            raise BackOfficeError(f"{what}: reply is {type(value).__name__}, expected a JSON object")
+        return value
+
+    def _garbage(self, what: str, detail: str) -> BackOfficeError:
+        self.errors += 1
+        return BackOfficeError(f"back office {what}: {detail}")
+
+    async def is_valid(self, session_id: str) -> bool:
+        """True when the account behind `session_id` exists and is enabled."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+        path = f"/api/sessions/{quote(session_id, safe='')}/validity"
+        reply = await self._request("GET", path, _VALIDITY_STATUSES)
+        valid = reply.get("valid")
+        if not isinstance(valid, bool):
+            raise self._garbage(f"GET {path}", f"field 'valid' must be true/false, got {valid!r}")
+        if reply.get("session_id") != session_id:
+            raise self._garbage(f"GET {path}", f"reply is for session {reply.get('session_id')!r}")
+        return valid
+
+    async def send_statuses(self, updates: list[StatusUpdate]) -> set[str]:
+        """Deliver a batch in order; return the ids acknowledged (a subset of those sent)."""
+        if not updates:
+            return set()
+        path = "/api/status/batch"
+        reply = await self._request("POST", path, (200,), {"updates": [update_to_json(u) for u in updates]})
+        acked = reply.get("acked")
+        if not isinstance(acked, list) or not all(isinstance(a, str) for a in acked):
+            raise self._garbage(f"POST {path}", f"field 'acked' must be a list of update ids, got {str(acked)[:80]}")
+        return set(acked) & {u.update_id for u in updates}

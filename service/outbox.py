@@ -1,0 +1,309 @@
+"""Durable outbox for back-office status updates (B6): kept in Redis until acknowledged.
+
+Owns: the Redis Stream `keys.OUTBOX_KEY` (one global FIFO of pending updates), the
+per-session `seq` counters (`keys.seq_key`), and the flusher task that delivers batches
+to a `service.ports.BackOffice` and deletes what it acknowledged. Must not: decide
+statuses (the core does), talk HTTP itself (the `BackOffice` does), or drop an update
+that the back office has not acknowledged.
+
+Delivery guarantee. Delivery to the back office is *at-least-once*: an update stays in
+Redis until the back office has acknowledged it, so a crash, a timeout or a lost reply
+makes it be sent again. Every `StatusUpdate` carries a unique `update_id` (its
+idempotency key) and a per-session `seq`, assigned by `INCR` on a per-session counter in
+Redis in the same transaction that appends the update, so the receiver can drop
+duplicates (an `update_id` it has already seen) and order one session's updates (a
+higher `seq` is newer). Updates are sent in append order; one session's later update is
+never removed before its earlier ones are acknowledged.
+
+How it moves. Appends ride in the caller's MULTI (`append_commands`), so a status write
+and its update commit together or not at all. `notify()` after the commit wakes the
+flusher at once for a `high` update or a full batch; otherwise it wakes every
+`flush_interval_s`. A failed batch (back office down, slow, 5xx, garbage, or Redis
+down) is retried after a capped exponential backoff (`retry_base_s * 2**(n-1)`, at most
+`retry_cap_s`). An update the back office never acknowledges is retried forever and
+holds the queue behind it: `oldest_age_s()` shows it. Entries that cannot be decoded are
+moved to `keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import keys
+from service.core import Priority, Status
+from service.errors import BackOfficeError, ConfigError, MalformedInput
+from service.ports import BackOffice, StatusUpdate
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] outbox stream, KEYS[2] the session's seq counter, KEYS[3] (optional) the
+# session's status key, set to ARGV[3] last. ARGV: update_id, session_id, status,
+# priority, at_s. Returns the assigned seq. INCR runs first, so a corrupt counter
+# fails the script before anything is written (Redis does not roll a MULTI back).
+_APPEND_LUA = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], '*', 'update_id', ARGV[1], 'session_id', ARGV[2],
+           'status', ARGV[3], 'priority', ARGV[4], 'seq', seq, 'at_s', ARGV[5])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3]) end
+return seq
+"""
+
+_FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
+
+
+def new_update(session_id: str, status: Status, priority: Priority = Priority.NORMAL,
+               *, at_s: float | None = None) -> StatusUpdate:
+    """A fresh update with a unique `update_id`; its `seq` (0 here) is assigned by Redis on append."""
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return StatusUpdate(update_id=uuid.uuid4().hex, session_id=session_id, status=Status(status),
+                        priority=Priority(priority), seq=0, at_s=time.time() if at_s is None else at_s)
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise MalformedInput("redis", f"{what} is not UTF-8: {value[:40]!r}") from err
+    if isinstance(value, str):
+        return value
+    raise MalformedInput("redis", f"{what} has unexpected type {type(value).__name__}")
+
+
+def decode_entry(fields: dict[Any, Any]) -> StatusUpdate:
+    """One stream entry's fields → `StatusUpdate`; raises `MalformedInput("redis", ...)`."""
+    text = {_text(k, "outbox field name"): v for k, v in fields.items()}
+    missing = [name for name in _FIELDS if name not in text]
+    if missing:
+        raise MalformedInput("redis", f"outbox entry lacks {', '.join(missing)}")
+    values = {name: _text(text[name], f"outbox field {name}") for name in _FIELDS}
+    try:
+        return StatusUpdate(update_id=values["update_id"], session_id=values["session_id"],
+                            status=Status(values["status"]), priority=Priority(values["priority"]),
+                            seq=int(values["seq"]), at_s=float(values["at_s"]))
+    except ValueError as err:
+        raise MalformedInput("redis", f"outbox entry has a bad value: {err}") from err
+
+
+def removable_ids(entries: list[tuple[str, StatusUpdate]], acked: set[str]) -> list[str]:
+    """Stream ids safe to delete: per session, the acknowledged prefix only, so a later update
+    of a session is never removed while an earlier one of the same session is still pending."""
+    blocked: set[str] = set()
+    removable = []
+    for entry_id, update in entries:
+        if update.session_id in blocked:
+            continue
+        if update.update_id in acked:
+            removable.append(entry_id)
+        else:
+            blocked.add(update.session_id)
+    return removable
+
+
+def backoff_s(failures: int, base_s: float, cap_s: float) -> float:
+    """Wait after the `failures`-th consecutive failed batch: capped exponential."""
+    return min(base_s * 2 ** (failures - 1), cap_s)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"Outbox {name} must be a positive number, got {value!r}")
+
+
+class Outbox:
+    """The durable queue and its flusher. One flusher per process; several processes may
+    flush the same Redis (duplicates are possible, losses are not)."""
+
+    def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, batch_size: int,
+                 flush_interval_s: float, retry_base_s: float, retry_cap_s: float) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"Outbox batch_size must be an int >= 1, got {batch_size!r}")
+        for name, value in (("flush_interval_s", flush_interval_s), ("retry_base_s", retry_base_s),
+                            ("retry_cap_s", retry_cap_s)):
+            _check_positive(name, value)
+        if retry_cap_s < retry_base_s:
+            raise ConfigError(f"Outbox retry_cap_s ({retry_cap_s}) must be >= retry_base_s ({retry_base_s})")
+        self.redis = redis
+        self.backoffice = backoffice
+        self.batch_size = batch_size
+        self.flush_interval_s = float(flush_interval_s)
+        self.retry_base_s = float(retry_base_s)
+        self.retry_cap_s = float(retry_cap_s)
+        self._wake = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._appended_since_flush = 0
+        self._consecutive_failures = 0
+        # counters, read by metrics and tests
+        self.round_trips = 0
+        self.sent_batches = 0
+        self.sent_updates = 0
+        self.acked_updates = 0
+        self.retries = 0
+        self.malformed = 0
+        self.last_error = ""
+
+    # -- appending ------------------------------------------------------------------
+
+    @staticmethod
+    def append_commands(pipeline: Any, update: StatusUpdate, *, set_status: bool = False) -> None:
+        """Queue the append of `update` on `pipeline` (use a MULTI one); with `set_status`,
+        the same script also writes the session's status to `update.status`, so the two
+        cannot be separated even by a failing command. Its EXEC result is the assigned
+        `seq`. Call `notify()` after the pipeline committed."""
+        script_keys = [keys.OUTBOX_KEY, keys.seq_key(update.session_id)]
+        if set_status:
+            script_keys.append(keys.status_key(update.session_id))
+        pipeline.eval(_APPEND_LUA, len(script_keys), *script_keys,
+                      update.update_id, update.session_id, Status(update.status).value,
+                      Priority(update.priority).value, repr(float(update.at_s)))
+
+    async def append(self, update: StatusUpdate) -> StatusUpdate:
+        """Append one update on its own (one round trip); returns it with its `seq`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.append_commands(pipe, update)
+            (seq,) = await pipe.execute()
+        self.round_trips += 1
+        stored = StatusUpdate(update.update_id, update.session_id, update.status, update.priority,
+                              int(seq), update.at_s)
+        self.notify(stored)
+        return stored
+
+    def notify(self, update: StatusUpdate) -> None:
+        """An update was committed: wake the flusher now if it is `high` or a batch is full."""
+        self._appended_since_flush += 1
+        if Priority(update.priority) is Priority.HIGH or self._appended_since_flush >= self.batch_size:
+            self._wake.set()
+
+    # -- metrics ------------------------------------------------------------------------
+
+    async def depth(self) -> int:
+        """Updates waiting in Redis (all processes' together)."""
+        self.round_trips += 1
+        return int(await self.redis.xlen(keys.OUTBOX_KEY))
+
+    async def oldest_age_s(self, *, now_s: float | None = None) -> float:
+        """Seconds since the oldest waiting update was appended (0.0 when empty), from its
+        stream id, which is Redis's wall clock in milliseconds."""
+        self.round_trips += 1
+        head = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=1)
+        if not head:
+            return 0.0
+        appended_ms = int(_text(head[0][0], "outbox id").split("-")[0])
+        now = time.time() if now_s is None else now_s
+        return max(0.0, now - appended_ms / 1000.0)
+
+    def stats(self) -> dict[str, float | int | str]:
+        """Counters as a plain dict for logs and metrics."""
+        return {"sent_batches": self.sent_batches, "sent_updates": self.sent_updates,
+                "acked_updates": self.acked_updates, "retries": self.retries,
+                "malformed": self.malformed, "round_trips": self.round_trips,
+                "last_error": self.last_error}
+
+    # -- delivering --------------------------------------------------------------------
+
+    async def deliver_batch(self) -> int:
+        """Send the oldest batch once and delete what was acknowledged. Returns the number
+        of entries read (0: queue empty). Raises `BackOfficeError` or `RedisError`."""
+        async with self._send_lock:
+            self.round_trips += 1
+            raw = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=self.batch_size)
+            if not raw:
+                return 0
+            entries = await self._decode_or_quarantine(raw)
+            if not entries:
+                return len(raw)
+            self._appended_since_flush = 0
+            acked = await self.backoffice.send_statuses([update for _, update in entries])
+            self.sent_batches += 1
+            self.sent_updates += len(entries)
+            done = removable_ids(entries, acked)
+            if done:
+                self.round_trips += 1
+                await self.redis.xdel(keys.OUTBOX_KEY, *done)
+                self.acked_updates += len(done)
+            if not done:
+                raise BackOfficeError(f"back office acknowledged none of a batch of {len(entries)} updates")
+            return len(raw)
+
+    async def _decode_or_quarantine(self, raw: list[Any]) -> list[tuple[str, StatusUpdate]]:
+        entries, bad = [], []
+        for entry_id, fields in raw:
+            entry_id = _text(entry_id, "outbox id")
+            try:
+                entries.append((entry_id, decode_entry(fields)))
+            except MalformedInput as err:
+                self.malformed += 1
+                log.error("outbox_entry_malformed", extra={"entry_id": entry_id, "detail": err.detail})
+                bad.append((entry_id, fields))
+        if bad:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for entry_id, fields in bad:
+                    pipe.xadd(keys.OUTBOX_DEAD_KEY, {**fields, "outbox_id": entry_id})
+                    pipe.xdel(keys.OUTBOX_KEY, entry_id)
+                await pipe.execute()
+            self.round_trips += 1
+        return entries
+
+    async def drain(self) -> None:
+        """Deliver batches until the queue is empty or a batch is partial; raises on failure."""
+        while True:
+            read = await self.deliver_batch()
+            self._consecutive_failures = 0
+            if read < self.batch_size:
+                return
+
+    async def _drain_with_retries(self) -> None:
+        while True:
+            try:
+                await self.drain()
+                return
+            except Exception as err:  # noqa: BLE001 - the flusher must outlive any one failure
+                expected = isinstance(err, (BackOfficeError, RedisError, MalformedInput, OSError))
+                self._consecutive_failures += 1
+                self.retries += 1
+                self.last_error = str(err)
+                wait_s = backoff_s(self._consecutive_failures, self.retry_base_s, self.retry_cap_s)
+                log.warning("outbox_batch_failed", exc_info=not expected,
+                            extra={"error": str(err), "retry_in_s": wait_s, "failures": self._consecutive_failures})
+                await asyncio.sleep(wait_s)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self._drain_with_retries()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher task (idempotent). It first delivers what an earlier process left."""
+        if self._task is None or self._task.done():
+            self._wake.set()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-flusher")
+
+    async def stop(self) -> None:
+        """Cancel the flusher. Nothing is lost: undelivered updates stay in Redis."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()

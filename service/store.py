@@ -1,0 +1,282 @@
+"""The Redis status store, the in-process validity cache and the validation chain (R1, R3, R4, B5).
+
+Owns: reading and writing `keys.status_key` (shared with the back office, which may write
+it too), the reconnect bookkeeping hash `keys.session_key` (B5), and the answer to "is this
+session still valid?". Must not: decide what to do with the answer (the core does), keep
+anything in memory but positive validity answers, or send to the back office outside the
+outbox (status updates go through `service.outbox.Outbox`, in the same MULTI as the write).
+
+Validation chain (`is_session_active`): cache → Redis status → back office.
+- Cache: only positive answers are cached, for `cache_ttl_s`; `clear_cache` (R3) and every
+  `set_status` drop the session's entry. An entry made while `connecting` (valid only for a
+  reconnect) never answers a strict question.
+- Redis: R1 — `active` is valid, and `connecting` too when `for_reconnect`. Missing, other
+  statuses, or a value that does not parse (counted in `malformed`, logged) are not valid:
+  we cannot confirm the session, so we fail closed; nothing else is disturbed.
+- Back office, asked only when Redis says valid: it owns the accounts, so if it says the
+  account is gone or disabled, *invalid wins* (counted in `backoffice_vetoes`). If it is
+  unreachable (`BackOfficeError`), the Redis answer stands — a back-office outage must not
+  drop every session that reconnects during it — and the event is counted in
+  `backoffice_unreachable`; that answer is not cached, so the next validation asks again.
+
+Round trips: `round_trips` counts every Redis round trip this store makes (a pipeline is
+one); a reconnect costs `set_status(connecting)` + validation GET + `set_status(active)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from service import keys
+from service.core import Status
+from service.core.statuses import is_valid_status
+from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
+from service.outbox import Outbox
+from service.ports import BackOffice, StatusUpdate
+
+log = logging.getLogger(__name__)
+
+_STATUS_PREFIX = keys.status_key("")
+
+
+@dataclass(frozen=True)
+class PendingReconnect:
+    """Reconnect bookkeeping left in Redis for crash recovery (B5)."""
+
+    attempt: int
+    due_at_epoch_s: float
+
+
+def _check_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return session_id
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise MalformedInput("redis", f"{what} is not UTF-8: {value[:40]!r}") from err
+    if isinstance(value, str):
+        return value
+    raise MalformedInput("redis", f"{what} has unexpected type {type(value).__name__}")
+
+
+def parse_status(value: Any, session_id: str) -> Status | None:
+    """A raw Redis value → `Status` (None when absent); raises `MalformedInput("redis", ...)`."""
+    if value is None:
+        return None
+    text = _text(value, f"status of session {session_id!r}")
+    try:
+        return Status(text)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise MalformedInput("redis", f"status of session {session_id!r} is {text[:40]!r}, "
+                                      f"expected one of {allowed}") from None
+
+
+def _pending_mapping(pending: PendingReconnect) -> dict[str, str]:
+    if not isinstance(pending.attempt, int) or pending.attempt < 0:
+        raise ValueError(f"pending attempt must be an int >= 0, got {pending.attempt!r}")
+    return {"attempt": str(pending.attempt), "due_at_s": repr(float(pending.due_at_epoch_s))}
+
+
+class StatusStore:
+    """Status per session in Redis plus the validity chain; one per process."""
+
+    def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, cache_ttl_s: float,
+                 clock: Callable[[], float] = time.monotonic, outbox: Outbox | None = None) -> None:
+        if not isinstance(cache_ttl_s, (int, float)) or isinstance(cache_ttl_s, bool) or cache_ttl_s < 0:
+            raise ConfigError(f"StatusStore cache_ttl_s must be a number >= 0, got {cache_ttl_s!r}")
+        self.redis = redis
+        self.backoffice = backoffice
+        self.cache_ttl_s = float(cache_ttl_s)
+        self.clock = clock
+        self.outbox = outbox  # when set, committed updates wake its flusher (high = at once)
+        self._cache: dict[str, tuple[float, bool]] = {}  # session → (expires_at, valid when strict)
+        self.round_trips = 0
+        self.malformed = 0
+        self.cache_hits = 0
+        self.backoffice_vetoes = 0
+        self.backoffice_unreachable = 0
+
+    @contextmanager
+    def _round_trip(self, what: str) -> Iterator[None]:
+        """Count one round trip; turn Redis failures into `StoreError` naming the operation."""
+        self.round_trips += 1
+        try:
+            yield
+        except ResponseError as err:
+            raise StoreError(f"redis rejected {what}: {err}; a key holds a value of the wrong "
+                             "kind (written by hand?): inspect it") from err
+        except RedisError as err:
+            raise StoreError(f"redis failed during {what}: {type(err).__name__}: {err}; "
+                             "check that Redis is up, then retry") from err
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def get_status(self, session_id: str) -> Status | None:
+        """The session's status, or None if Redis has none. A value that does not parse is
+        counted in `malformed` and raised as `MalformedInput("redis", ...)`."""
+        _check_session_id(session_id)
+        with self._round_trip(f"GET status of {session_id!r}"):
+            raw = await self.redis.get(keys.status_key(session_id))
+        try:
+            return parse_status(raw, session_id)
+        except MalformedInput:
+            self.malformed += 1
+            raise
+
+    async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
+                         pending: PendingReconnect | None = None,
+                         clear_pending: bool = False) -> StatusUpdate | None:
+        """Write the status and, in the same MULTI (one round trip), append `outbox_update`
+        and save or clear the reconnect bookkeeping. Returns the update as stored, with the
+        `seq` Redis assigned (the `seq` passed in is ignored). On `StoreError` the write may
+        or may not have committed: retry with the same update (same `update_id`)."""
+        _check_session_id(session_id)
+        status = Status(status)
+        if outbox_update is not None and (outbox_update.session_id != session_id or outbox_update.status != status):
+            raise ValueError(f"outbox_update is for ({outbox_update.session_id!r}, {outbox_update.status}), "
+                             f"but the write is ({session_id!r}, {status})")
+        if pending is not None and clear_pending:
+            raise ValueError("set_status: pass pending or clear_pending, not both")
+        self.clear_cache(session_id)
+        with self._round_trip(f"SET status of {session_id!r}"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if outbox_update is None:
+                    pipe.set(keys.status_key(session_id), status.value)
+                else:  # one script writes both: see Outbox.append_commands
+                    Outbox.append_commands(pipe, outbox_update, set_status=True)
+                if pending is not None:
+                    pipe.hset(keys.session_key(session_id), mapping=_pending_mapping(pending))
+                if clear_pending:
+                    pipe.delete(keys.session_key(session_id))
+                results = await pipe.execute()
+        if outbox_update is None:
+            return None
+        stored = StatusUpdate(outbox_update.update_id, session_id, status, outbox_update.priority,
+                              int(results[0]), outbox_update.at_s)
+        if self.outbox is not None:
+            self.outbox.notify(stored)
+        return stored
+
+    # -- validity ---------------------------------------------------------------------------
+
+    def clear_cache(self, session_id: str) -> None:
+        """R3: forget the session's cached validity (first thing on every close)."""
+        self._cache.pop(session_id, None)
+
+    def _cached(self, session_id: str, for_reconnect: bool) -> bool:
+        entry = self._cache.get(session_id)
+        if entry is None:
+            return False
+        expires_at, strict_ok = entry
+        if self.clock() >= expires_at:
+            del self._cache[session_id]
+            return False
+        return strict_ok or for_reconnect
+
+    async def is_session_active(self, session_id: str, *, for_reconnect: bool = False) -> bool:
+        """R1/R4: cache → Redis → back office; see the module docstring for every branch.
+        Raises `StoreError` only when Redis itself cannot be read."""
+        if self._cached(session_id, for_reconnect):
+            self.cache_hits += 1
+            return True
+        try:
+            status = await self.get_status(session_id)
+        except MalformedInput as err:
+            log.warning("status_malformed", extra={"session_id": session_id, "detail": err.detail})
+            return False
+        if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
+            return False
+        try:
+            backoffice_ok = await self.backoffice.is_valid(session_id)
+        except BackOfficeError as err:
+            self.backoffice_unreachable += 1
+            log.warning("validation_backoffice_unreachable",
+                        extra={"session_id": session_id, "redis_status": status.value, "error": str(err)})
+            return True
+        if not backoffice_ok:
+            self.backoffice_vetoes += 1
+            return False
+        if self.cache_ttl_s > 0:
+            self._cache[session_id] = (self.clock() + self.cache_ttl_s, status is Status.ACTIVE)
+        return True
+
+    # -- reconnect bookkeeping (B5) -------------------------------------------------------------
+
+    async def save_pending(self, session_id: str, attempt: int, due_at_epoch_s: float) -> None:
+        """Record that attempt `attempt` is due at `due_at_epoch_s` (wall clock). To save it in
+        the same round trip as a status write, pass `pending=` to `set_status` instead."""
+        mapping = _pending_mapping(PendingReconnect(attempt, due_at_epoch_s))
+        with self._round_trip(f"HSET pending of {_check_session_id(session_id)!r}"):
+            await self.redis.hset(keys.session_key(session_id), mapping=mapping)
+
+    async def pending(self, session_id: str) -> PendingReconnect | None:
+        """The saved reconnect bookkeeping, or None. Garbage raises `MalformedInput` (counted)."""
+        with self._round_trip(f"HGETALL pending of {_check_session_id(session_id)!r}"):
+            raw = await self.redis.hgetall(keys.session_key(session_id))
+        if not raw:
+            return None
+        try:
+            fields = {_text(k, "pending field"): _text(v, "pending value") for k, v in raw.items()}
+            return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]))
+        except (KeyError, ValueError) as err:
+            self.malformed += 1
+            raise MalformedInput("redis", f"pending reconnect of {session_id!r} is unusable: {err!r}") from err
+
+    async def clear_pending(self, session_id: str) -> None:
+        with self._round_trip(f"DEL pending of {_check_session_id(session_id)!r}"):
+            await self.redis.delete(keys.session_key(session_id))
+
+    async def iter_sessions_with_status(self, status: Status, *, scan_count: int = 500) -> AsyncIterator[str]:
+        """Session ids whose Redis status is `status`, by SCAN in batches of about
+        `scan_count` keys (one SCAN plus one MGET per batch). Unparseable values are counted
+        and skipped. A session written during the scan may or may not be seen."""
+        status = Status(status)
+        if not isinstance(scan_count, int) or scan_count < 1:
+            raise ValueError(f"scan_count must be an int >= 1, got {scan_count!r}")
+        cursor: int | bytes = 0
+        while True:
+            with self._round_trip(f"SCAN statuses for {status.value}"):
+                cursor, found = await self.redis.scan(cursor, match=_STATUS_PREFIX + "*", count=scan_count)
+            if found:
+                with self._round_trip("MGET statuses"):
+                    values = await self.redis.mget(found)
+                for key, value in zip(found, values):
+                    session_id = self._session_of(key)
+                    if session_id is not None and self._status_or_none(value, session_id) is status:
+                        yield session_id
+            if int(cursor) == 0:
+                return
+
+    def _session_of(self, key: Any) -> str | None:
+        try:
+            return _text(key, "status key")[len(_STATUS_PREFIX):]
+        except MalformedInput as err:
+            self.malformed += 1
+            log.warning("status_key_malformed", extra={"detail": err.detail})
+            return None
+
+    def _status_or_none(self, value: Any, session_id: str) -> Status | None:
+        try:
+            return parse_status(value, session_id)
+        except MalformedInput as err:
+            self.malformed += 1
+            log.warning("status_malformed", extra={"session_id": session_id, "detail": err.detail})
+            return None
+
+    async def sessions_with_status(self, status: Status, *, scan_count: int = 500) -> list[str]:
+        """All session ids with `status` (see `iter_sessions_with_status`), sorted."""
+        return sorted([sid async for sid in self.iter_sessions_with_status(status, scan_count=scan_count)])
