@@ -28,7 +28,6 @@ moved to `keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from typing import Any
@@ -39,9 +38,10 @@ from redis.exceptions import RedisError
 from service import keys
 from service.core import Priority, Status
 from service.errors import BackOfficeError, ConfigError, MalformedInput
+from service.logging import get_logger
 from service.ports import BackOffice, StatusUpdate
 
-log = logging.getLogger(__name__)
+log = get_logger(component="outbox")
 
 # KEYS[1] outbox stream, KEYS[2] the session's seq counter, KEYS[3] (optional) the
 # session's status key, set to ARGV[3] last. ARGV: update_id, session_id, status,
@@ -242,7 +242,7 @@ class Outbox:
                 entries.append((entry_id, decode_entry(fields)))
             except MalformedInput as err:
                 self.malformed += 1
-                log.error("outbox_entry_malformed", extra={"entry_id": entry_id, "detail": err.detail})
+                log.error("outbox_entry_malformed", entry_id=entry_id, detail=err.detail)
                 bad.append((entry_id, fields))
         if bad:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -273,7 +273,7 @@ class Outbox:
                 self.last_error = str(err)
                 wait_s = backoff_s(self._consecutive_failures, self.retry_base_s, self.retry_cap_s)
                 log.warning("outbox_batch_failed", exc_info=not expected,
-                            extra={"error": str(err), "retry_in_s": wait_s, "failures": self._consecutive_failures})
+                            error=str(err), retry_in_s=wait_s, failures=self._consecutive_failures)
                 await asyncio.sleep(wait_s)
 
     async def _run(self) -> None:

@@ -25,7 +25,6 @@ one); a reconnect costs `set_status(connecting)` + validation GET + `set_status(
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -39,10 +38,11 @@ from service import keys
 from service.core import Status
 from service.core.statuses import is_valid_status
 from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
+from service.logging import get_logger
 from service.outbox import Outbox
 from service.ports import BackOffice, StatusUpdate
 
-log = logging.getLogger(__name__)
+log = get_logger(component="store")
 
 _STATUS_PREFIX = keys.status_key("")
 
@@ -196,7 +196,7 @@ class StatusStore:
         try:
             status = await self.get_status(session_id)
         except MalformedInput as err:
-            log.warning("status_malformed", extra={"session_id": session_id, "detail": err.detail})
+            log.warning("status_malformed", session_id=session_id, detail=err.detail)
             return False
         if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
             return False
@@ -205,7 +205,7 @@ class StatusStore:
         except BackOfficeError as err:
             self.backoffice_unreachable += 1
             log.warning("validation_backoffice_unreachable",
-                        extra={"session_id": session_id, "redis_status": status.value, "error": str(err)})
+                        session_id=session_id, redis_status=status.value, error=str(err))
             return True
         if not backoffice_ok:
             self.backoffice_vetoes += 1
@@ -266,7 +266,7 @@ class StatusStore:
             return _text(key, "status key")[len(_STATUS_PREFIX):]
         except MalformedInput as err:
             self.malformed += 1
-            log.warning("status_key_malformed", extra={"detail": err.detail})
+            log.warning("status_key_malformed", detail=err.detail)
             return None
 
     def _status_or_none(self, value: Any, session_id: str) -> Status | None:
@@ -274,7 +274,7 @@ class StatusStore:
             return parse_status(value, session_id)
         except MalformedInput as err:
             self.malformed += 1
-            log.warning("status_malformed", extra={"session_id": session_id, "detail": err.detail})
+            log.warning("status_malformed", session_id=session_id, detail=err.detail)
             return None
 
     async def sessions_with_status(self, status: Status, *, scan_count: int = 500) -> list[str]:
