@@ -1,0 +1,146 @@
+"""The HTTP back-office client over real loopback sockets.
+
+Against the back-office stand-in (`standins_clean`): validity, batches, auth, URL quoting
+and the stand-in's failure modes. Against a tiny canned-reply server started here: the
+malformed replies the stand-in has no mode for (a missing field, a wrong type, a reply
+for another session), so every parse rule is exercised. Every failure is a
+`BackOfficeError` that never contains the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+from service.backoffice import HttpBackOffice
+from service.core import Priority, Status
+from service.errors import BackOfficeError, ConfigError
+from service.outbox import new_update
+from service.ports import Secret
+from tests.fixtures.process import free_port
+
+pytestmark = pytest.mark.integration
+
+TOKEN = Secret("tok-very-secret-123")
+
+
+class CannedServer:
+    """An aiohttp app on 127.0.0.1 answering each request with `reply(request)`."""
+
+    def __init__(self) -> None:
+        self.reply: Callable[[web.Request], web.StreamResponse] = lambda request: web.json_response({})
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.raw_path, request.headers.get("Authorization")))
+        result = self.reply(request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[CannedServer]:
+    server = CannedServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, handler_cancellation=True)  # a timed-out client ends the slow handler
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", server.port).start()
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def canned_client(canned: CannedServer) -> AsyncIterator[HttpBackOffice]:
+    async with HttpBackOffice(canned.url, TOKEN, timeout_s=0.5) as client:
+        yield client
+
+
+def assert_no_token(err: BaseException) -> None:
+    text = f"{err} {err!r} {err.__cause__!r} {err.__context__!r}"
+    assert TOKEN.reveal() not in text
+
+
+async def test_sends_bearer_token_and_quotes_ids(canned: CannedServer, canned_client: HttpBackOffice) -> None:
+    sid = "a/b c?d#e%"
+    canned.reply = lambda request: web.json_response({"session_id": sid, "valid": True, "status": "active"})
+    assert await canned_client.is_valid(sid) is True
+    method, path, auth = canned.seen[-1]
+    assert method == "GET"
+    assert path == "/api/sessions/a%2Fb%20c%3Fd%23e%25/validity"
+    assert auth == f"Bearer {TOKEN.reveal()}"
+    assert TOKEN.reveal() not in repr(canned_client)
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"session_id": "s1", "status": "active"}, "valid"),
+    ({"session_id": "s1", "valid": "yes"}, "valid"),
+    ({"session_id": "other", "valid": True}, "other"),
+    ([True], "JSON object"),
+])
+async def test_validity_garbage_is_a_clear_error(canned: CannedServer, canned_client: HttpBackOffice,
+                                                 body: object, why: str) -> None:
+    canned.reply = lambda request: web.json_response(body)
+    with pytest.raises(BackOfficeError, match=why) as caught:
+        await canned_client.is_valid("s1")
+    assert_no_token(caught.value)
+
+
+@pytest.mark.parametrize("status, text, why", [
+    (200, "<html>oops</html>", "not JSON"),
+    (200, '{"acked": "u1"}', "acked"),
+    (200, '{"acked": [1, 2]}', "acked"),
+    (200, '{"ok": true}', "acked"),
+    (500, "boom", "HTTP 500"),
+    (401, "no", "token"),
+])
+async def test_batch_garbage_is_a_clear_error(canned: CannedServer, canned_client: HttpBackOffice,
+                                              status: int, text: str, why: str) -> None:
+    canned.reply = lambda request: web.Response(status=status, text=text, content_type="application/json")
+    with pytest.raises(BackOfficeError, match=why) as caught:
+        await canned_client.send_statuses([new_update("s1", Status.ACTIVE)])
+    assert_no_token(caught.value)
+
+
+async def test_timeout_is_a_clear_error(canned: CannedServer, canned_client: HttpBackOffice) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.json_response({"acked": []})
+
+    canned.reply = slow
+    with pytest.raises(BackOfficeError, match="no reply within 0.5 s") as caught:
+        await canned_client.send_statuses([new_update("s1", Status.ACTIVE)])
+    assert_no_token(caught.value)
+
+
+async def test_refused_connection_is_a_clear_error() -> None:
+    async with HttpBackOffice(f"http://127.0.0.1:{free_port()}", TOKEN, timeout_s=1.0) as client:
+        with pytest.raises(BackOfficeError, match="GET /api/sessions/s1/validity") as caught:
+            await client.is_valid("s1")
+    assert_no_token(caught.value)
+    assert client.errors == 1
+
+
+async def test_acked_ids_limited_to_the_batch(canned: CannedServer, canned_client: HttpBackOffice) -> None:
+    updates = [new_update("s1", Status.CONNECTING), new_update("s1", Status.ACTIVE, Priority.HIGH)]
+    canned.reply = lambda request: web.json_response({"acked": [updates[0].update_id, "stranger"]})
+    assert await canned_client.send_statuses(updates) == {updates[0].update_id}
+    assert await canned_client.send_statuses([]) == set()
+    assert len(canned.seen) == 1  # an empty batch sends nothing
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        HttpBackOffice("127.0.0.1:8080", TOKEN, timeout_s=1.0)
+    with pytest.raises(ConfigError, match="timeout_s"):
+        HttpBackOffice("http://127.0.0.1:8080", TOKEN, timeout_s=0)
+    with pytest.raises(ConfigError, match="token"):
+        HttpBackOffice("http://127.0.0.1:8080", Secret(""), timeout_s=1.0)
