@@ -1,0 +1,7 @@
+"""Entry point of `python -m chaos` (see `chaos/cli.py`)."""
+
+import sys
+
+from chaos.cli import main
+
+sys.exit(main())

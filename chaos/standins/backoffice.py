@@ -1,0 +1,260 @@
+"""The back-office stand-in (Laravel in the original): accounts, session validity and
+the batch status endpoint on an API port, plus an admin port to drive it.
+
+Owns accounts, the ordered record of status updates (de-duplicated by `update_id`),
+failure modes (error500 / garbage / slow) and, given a Redis URL, the shared-Redis
+write a real back office makes when an account is deleted or deactivated.
+Must not log the bearer token or accept a request without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+
+from chaos.standins.webutil import BadRequest, json_body, json_response, non_negative_number
+from service.core import Priority, Status
+from service.keys import status_key
+from service.ports import Secret
+
+log = logging.getLogger(__name__)
+
+UPDATE_FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
+REDIS_TIMEOUT_S = 2.0
+
+
+class Mode(str, Enum):
+    """How the API answers: normally, 500, 200 with a non-JSON body, or after a delay."""
+
+    OK = "ok"
+    ERROR500 = "error500"
+    GARBAGE = "garbage"
+    SLOW = "slow"
+
+
+@dataclass
+class BackOfficeState:
+    accounts: dict[str, bool] = field(default_factory=dict)  # session id -> active
+    deleted: set[str] = field(default_factory=set)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    seen_update_ids: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    batches: int = 0
+    rejected_auth: int = 0
+    mode: Mode = Mode.OK
+    delay_s: float = 0.0
+
+    def validity(self, session_id: str) -> dict[str, Any]:
+        if session_id in self.accounts:
+            active = self.accounts[session_id]
+            status = "active" if active else "inactive"
+        else:
+            active, status = False, "deleted" if session_id in self.deleted else "unknown"
+        return {"session_id": session_id, "valid": active, "status": status}
+
+    def record_batch(self, updates: list[dict[str, Any]]) -> list[str]:
+        self.batches += 1
+        received_at = time.time()
+        for update in updates:
+            if update["update_id"] in self.seen_update_ids:
+                self.duplicates += 1
+                continue
+            self.seen_update_ids.add(update["update_id"])
+            self.updates.append({**update, "batch": self.batches, "received_at": received_at})
+        return [update["update_id"] for update in updates]
+
+
+def validate_batch(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's updates, each checked; raise `BadRequest` naming the first problem."""
+    updates = body.get("updates")
+    if not isinstance(updates, list):
+        raise BadRequest(f"'updates' must be a list of update objects, got {type(updates).__name__}")
+    return [_validate_update(i, update) for i, update in enumerate(updates)]
+
+
+def _validate_update(index: int, update: object) -> dict[str, Any]:
+    where = f"updates[{index}]"
+    if not isinstance(update, dict):
+        raise BadRequest(f"{where} must be an object, got {type(update).__name__}")
+    missing = [name for name in UPDATE_FIELDS if name not in update]
+    if missing:
+        raise BadRequest(f"{where} is missing {missing}")
+    for name in ("update_id", "session_id"):
+        if not isinstance(update[name], str) or not update[name]:
+            raise BadRequest(f"{where}.{name} must be a non-empty string, got {update[name]!r}")
+    for name, kind in (("status", Status), ("priority", Priority)):
+        if update[name] not in {item.value for item in kind}:
+            raise BadRequest(f"{where}.{name} must be one of {[item.value for item in kind]}, got {update[name]!r}")
+    seq, at_s = update["seq"], update["at_s"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise BadRequest(f"{where}.seq must be an integer >= 0, got {seq!r}")
+    if isinstance(at_s, bool) or not isinstance(at_s, (int, float)):
+        raise BadRequest(f"{where}.at_s must be a number (epoch seconds), got {at_s!r}")
+    return {name: update[name] for name in UPDATE_FIELDS}
+
+
+class BackOfficeStandin:
+    """`api_app()` needs `Authorization: Bearer <token>`; `admin_app()` drives the state."""
+
+    def __init__(self, token: Secret, *, redis_url: str | None = None) -> None:
+        if not token:
+            raise ValueError("the back-office token must be a non-empty string")
+        self._token = Secret(token)
+        self._redis_url = redis_url
+        self._redis: Any = None
+        self.state = BackOfficeState()
+
+    # -- apps -------------------------------------------------------------------
+
+    def api_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth_and_mode])
+        app.add_routes([
+            web.get("/api/sessions/{session_id}/validity", self._validity),
+            web.post("/api/status/batch", self._batch),
+        ])
+        return app
+
+    def admin_app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([
+            web.get("/admin/health", self._health),
+            web.get("/admin/accounts", self._list_accounts),
+            web.post("/admin/accounts", self._add_accounts),
+            web.delete("/admin/accounts/{session_id}", self._delete_account),
+            web.post("/admin/accounts/{session_id}/deactivate", self._deactivate),
+            web.post("/admin/accounts/{session_id}/activate", self._activate),
+            web.get("/admin/updates", self._updates),
+            web.post("/admin/mode", self._set_mode),
+            web.post("/admin/reset", self._reset),
+        ])
+        return app
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    # -- API ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth_and_mode(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self._authorised(request.headers.get("Authorization", "")):
+            self.state.rejected_auth += 1
+            return json_response({"error": "missing or wrong bearer token"}, status=401)
+        mode = self.state.mode
+        if mode is Mode.ERROR500:
+            return json_response({"error": "back office stand-in in mode error500"}, status=500)
+        if mode is Mode.GARBAGE:
+            return web.Response(text="<html><body>502 Bad Gateway (stand-in garbage)</body></html>",
+                                content_type="text/html")
+        response = await handler(request)  # state changes on arrival, as a real server's would
+        if mode is Mode.SLOW:
+            await asyncio.sleep(self.state.delay_s)
+        return response
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(presented.strip().encode(), self._token.reveal().encode())
+
+    async def _validity(self, request: web.Request) -> web.Response:
+        return json_response(self.state.validity(request.match_info["session_id"]))
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        updates = validate_batch(await json_body(request))
+        return json_response({"acked": self.state.record_batch(updates)})
+
+    # -- admin --------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return json_response({"ok": True, "redis": self._redis_url is not None})
+
+    async def _list_accounts(self, request: web.Request) -> web.Response:
+        return json_response({"accounts": {sid: {"active": active} for sid, active in self.state.accounts.items()},
+                              "deleted": sorted(self.state.deleted)})
+
+    async def _add_accounts(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        active = body.get("active", True)
+        if not isinstance(active, bool):
+            raise BadRequest(f"'active' must be true or false, got {active!r}")
+        if "session_ids" in body:
+            session_ids = body["session_ids"]
+            if not isinstance(session_ids, list) or not all(isinstance(s, str) and s for s in session_ids):
+                raise BadRequest("'session_ids' must be a list of non-empty strings")
+        elif isinstance(body.get("session_id"), str) and body["session_id"]:
+            session_ids = [body["session_id"]]
+        else:
+            raise BadRequest("give 'session_id' (a non-empty string) or 'session_ids' (a list of them)")
+        for session_id in session_ids:
+            self.state.accounts[session_id] = active
+            self.state.deleted.discard(session_id)
+        return json_response({"created": len(session_ids)}, status=201)
+
+    async def _delete_account(self, request: web.Request) -> web.Response:
+        session_id = request.match_info["session_id"]
+        if self.state.accounts.pop(session_id, None) is None:
+            return json_response({"error": f"no account {session_id!r}"}, status=404)
+        self.state.deleted.add(session_id)
+        return await self._mark_inactive_in_redis(session_id, {"deleted": session_id})
+
+    async def _deactivate(self, request: web.Request) -> web.Response:
+        session_id = request.match_info["session_id"]
+        if session_id not in self.state.accounts:
+            return json_response({"error": f"no account {session_id!r}"}, status=404)
+        self.state.accounts[session_id] = False
+        return await self._mark_inactive_in_redis(session_id, {"deactivated": session_id})
+
+    async def _activate(self, request: web.Request) -> web.Response:
+        session_id = request.match_info["session_id"]
+        if session_id not in self.state.accounts:
+            return json_response({"error": f"no account {session_id!r}"}, status=404)
+        self.state.accounts[session_id] = True
+        return json_response({"activated": session_id})
+
+    async def _mark_inactive_in_redis(self, session_id: str, answer: dict[str, Any]) -> web.Response:
+        """The real back office shares Redis: it writes `inactive` itself."""
+        if self._redis_url is None:
+            return json_response({**answer, "redis": None})
+        try:
+            await self._redis_client().set(status_key(session_id), Status.INACTIVE.value)
+        except Exception as exc:  # noqa: BLE001 - report it; the account change stands
+            log.warning("back-office stand-in: Redis write for %s failed: %s", session_id, type(exc).__name__)
+            return json_response({**answer, "error": f"account changed but the Redis write failed: {exc}"},
+                                 status=503)
+        return json_response({**answer, "redis": Status.INACTIVE.value})
+
+    def _redis_client(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio  # only when a Redis URL was given
+
+            self._redis = redis.asyncio.Redis.from_url(
+                self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+        return self._redis
+
+    async def _updates(self, request: web.Request) -> web.Response:
+        return json_response({"updates": self.state.updates, "duplicates": self.state.duplicates,
+                              "batches": self.state.batches, "rejected_auth": self.state.rejected_auth})
+
+    async def _set_mode(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        try:
+            mode = Mode(body.get("mode"))
+        except ValueError:
+            raise BadRequest(f"'mode' must be one of {[m.value for m in Mode]}, got {body.get('mode')!r}") from None
+        delay_s = non_negative_number(body, "delay_s", default=2.0 if mode is Mode.SLOW else 0.0)
+        self.state.mode, self.state.delay_s = mode, float(delay_s or 0.0)
+        log.info("back-office stand-in mode: %s (delay %.3fs)", mode.value, self.state.delay_s)
+        return json_response({"mode": mode.value, "delay_s": self.state.delay_s})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.state = BackOfficeState()
+        return json_response({"reset": True})
