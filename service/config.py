@@ -70,9 +70,11 @@ class Settings(BaseModel):
     seed: int | None = Field(None, description="seed of the jitter random generator (none: random)")
     start_concurrency: int = Field(500, ge=1, description="sessions opening at once at start-up")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful-stop deadline")
+    session_credentials: Secret = Field(Secret(""), description=(
+        "WhatsApp credentials sent by every session of a list/file/range source (never logged)"))
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
-    @field_validator("redis_url", "backoffice_token", mode="before")
+    @field_validator("redis_url", "backoffice_token", "session_credentials", mode="before")
     @classmethod
     def _to_secret(cls, value: Any) -> Secret:
         if not isinstance(value, str):
@@ -119,11 +121,13 @@ class Settings(BaseModel):
         raw = self.model_dump()
         raw["redis_url"] = redact_url(self.redis_url.reveal())
         raw["backoffice_token"] = "***" if self.backoffice_token.reveal() else ""
+        raw["session_credentials"] = "***" if self.session_credentials.reveal() else ""
         raw["timeline_path"] = str(self.timeline_path) if self.timeline_path else None
         return raw
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
+_SECRET_FIELDS = ("redis_url", "backoffice_token", "session_credentials")
 
 
 def parse_scalar(text: str) -> Any:
@@ -160,7 +164,7 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
             if key not in FIELD_NAMES or key == "policy":
                 raise ConfigError(f"unknown environment variable {name}; known: "
                                   + ", ".join(ENV_PREFIX + f.upper() for f in FIELD_NAMES if f != "policy"))
-            found[key] = value if key in ("redis_url", "backoffice_token", "owner_id", "sessions") else parse_scalar(value)
+            found[key] = value if key in (*_SECRET_FIELDS, "owner_id", "sessions") else parse_scalar(value)
     if policy:
         found["policy"] = policy
     return found
@@ -187,6 +191,9 @@ def load_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] |
         settings = Settings(**merged)
     except ValidationError as err:
         raise ConfigError(_describe(err, origin)) from None
+    if not settings.backoffice_token.reveal():
+        raise ConfigError(f"setting 'backoffice_token' is required (the back office rejects calls without it); "
+                          f"set {ENV_PREFIX}BACKOFFICE_TOKEN or backoffice_token in the TOML file")
     settings.build_policy()  # policy errors surface at start, named by the core
     return settings
 
@@ -199,6 +206,6 @@ def _describe(err: ValidationError, origin: Mapping[str, str]) -> str:
         if problem["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key!r} (from {source}); known: {', '.join(FIELD_NAMES)}")
             continue
-        shown = "***" if key in ("redis_url", "backoffice_token") else repr(problem.get("input"))
+        shown = "***" if key in _SECRET_FIELDS else repr(problem.get("input"))
         lines.append(f"setting {key!r} (from {source}) = {shown}: {problem['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

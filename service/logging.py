@@ -71,21 +71,35 @@ def configure_logging(stream: IO[str] | None = None, level: str = "info") -> Non
     def dumps(obj: Any, **kwargs: Any) -> str:
         return json.dumps(obj, default=_render_default, separators=(",", ":"))
 
+    out = stream if stream is not None else sys.stderr
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = structlog.processors.JSONRenderer(serializer=dumps)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            structlog.processors.JSONRenderer(serializer=dumps),
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, std_logging.INFO)),
-        logger_factory=structlog.WriteLoggerFactory(file=stream if stream is not None else sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    # stdlib loggers (transports, aiohttp, websockets) go through the same redaction and JSON
+    handler = std_logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, redact_processor, renderer],
+    ))
+    root = std_logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_reconnect_lab", False)]:
+        root.removeHandler(old)
+    handler._reconnect_lab = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(max(_LEVELS.get(level, std_logging.INFO), std_logging.INFO))
 
 
 def get_logger(**bound: Any) -> Any:
-    """A structlog logger with `bound` context (e.g. owner_id)."""
-    return structlog.get_logger("service").bind(**bound)
+    """A structlog logger with `bound` context (e.g. component); lazy, so a module-level
+    logger made before `configure_logging` still follows the configuration."""
+    return structlog.get_logger("service", **bound)

@@ -1,0 +1,138 @@
+"""Assembling the service from `Settings`: Redis, back office, store, outbox, leases,
+transport, metrics server, timeline and the gateway — and taking it apart again.
+
+Owns construction order and teardown order (stop sessions, release leases, flush the
+outbox, then close clients). Must not make reconnect decisions or parse settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from service.backoffice import HttpBackOffice
+from service.config import Settings, redact_url
+from service.errors import ConfigError
+from service.lease import LeaseManager
+from service.logging import get_logger
+from service.metrics import MetricsServer, ServiceMetrics
+from service.outbox import Outbox
+from service.ports import Transport
+from service.runtime.gateway import Gateway
+from service.runtime.runner import RunnerContext
+from service.runtime.sources import make_source
+from service.runtime.timeline import TimelineWriter
+from service.store import StatusStore
+
+REDIS_MAX_CONNECTIONS = 64
+REDIS_TIMEOUT_S = 5.0
+
+
+def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int) -> Transport:
+    """The WhatsApp transport the settings name."""
+    if settings.transport == "wire":
+        from service.transports.wire import WireTransport
+        return WireTransport(settings.whatsapp_url, keepalive_interval_s=keepalive_interval_s,
+                             keepalive_misses=keepalive_misses)
+    try:
+        from service.transports import neonize_transport  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise ConfigError(f"setting 'transport' = 'neonize' but the neonize transport cannot load: {err}") from None
+    build = getattr(neonize_transport, "build_transport", None)
+    if build is None:
+        raise ConfigError("setting 'transport' = 'neonize': service.transports.neonize_transport has no "
+                          "build_transport(settings, keepalive_interval_s, keepalive_misses)")
+    return build(settings, keepalive_interval_s, keepalive_misses)
+
+
+@dataclass
+class Service:
+    """Every running part of one service process."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    backoffice: HttpBackOffice
+    store: StatusStore
+    outbox: Outbox
+    lease: LeaseManager
+    transport: Transport
+    metrics: ServiceMetrics
+    timeline: TimelineWriter
+    gateway: Gateway
+    server: MetricsServer
+    log: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def refresh_metrics(self) -> None:
+        """Gauges that are read, not counted: outbox depth/age, per-link malformed frames."""
+        self.metrics.outbox_depth.set(await self.outbox.depth())
+        self.metrics.outbox_age.set(await self.outbox.oldest_age_s())
+        self.gateway.sync_link_counters()
+
+    async def health(self) -> dict[str, Any]:
+        report = self.gateway.health()
+        try:
+            await asyncio.wait_for(self.redis.ping(), 1.0)
+            report["redis"] = "ok"
+        except Exception as err:  # noqa: BLE001 - health reports, never raises
+            report["redis"] = f"error: {type(err).__name__}"
+            report["ok"] = False
+        report["outbox"] = self.outbox.stats()
+        return report
+
+    async def stop(self) -> None:
+        await self.gateway.stop(self.settings.shutdown_timeout_s)
+        await self.server.stop()
+        try:
+            await asyncio.wait_for(self.transport.aclose(), self.settings.shutdown_timeout_s)
+        except Exception as err:  # noqa: BLE001 - shutting down: say it and go on
+            self.log.warning("transport_close_failed", error=repr(err))
+        await self.backoffice.aclose()
+        await self.redis.aclose()
+        self.timeline.close()
+
+
+async def build_service(settings: Settings, *, keep_lateness: bool = False) -> Service:
+    """Build and start every part; `keep_lateness` keeps raw timer lateness samples (benchmarks)."""
+    log = get_logger(owner_id=settings.owner_id)
+    policy = settings.build_policy()
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.reveal(), max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    redis = aioredis.Redis(connection_pool=pool)
+    backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token,
+                                timeout_s=settings.backoffice_timeout_s)
+    outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size,
+                    flush_interval_s=settings.outbox_flush_interval_s,
+                    retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
+    store = StatusStore(redis, backoffice, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
+    lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses)
+    metrics = ServiceMetrics()
+    timeline = TimelineWriter(settings.timeline_path)
+    ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
+                        log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
+                        rng_seed=settings.seed)
+    source = make_source(settings.sessions, settings.session_credentials, backoffice)
+    gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
+                      start_concurrency=settings.start_concurrency)
+    service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
+                      gateway, server=MetricsServer(metrics, lambda: service.health(), settings.metrics_port),
+                      log=log)
+    service.server.before_scrape = service.refresh_metrics
+    log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
+    try:
+        await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - say which upstream and why, then give up
+        await backoffice.aclose()
+        await redis.aclose()
+        raise ConfigError(f"cannot reach Redis at {redact_url(settings.redis_url.reveal())}: "
+                          f"{type(err).__name__}: {err}") from None
+    port = await service.server.start()
+    log.info("metrics_listening", url=f"http://127.0.0.1:{port}/metrics")
+    await gateway.start()
+    return service

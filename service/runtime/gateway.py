@@ -1,0 +1,274 @@
+"""The gateway: many `SessionRunner`s in one process, their leases, start-up recovery and stop.
+
+Owns: which sessions this process runs (a session runs here only while this process
+holds its lease, B4), the lease loop (renew what we hold, give up locally what we lost or
+cannot renew in time, adopt free sessions — e.g. those of a dead process), the first event
+of each adopted session (B5: `Resumed(attempt, remaining_s)` from the pending record a
+crashed owner left in Redis, else `Start`), and graceful stop. Must not decide attempts,
+delays or validity: it only chooses which event tells the core what it found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from service.core import Status
+from service.core.events import Event, Released, Resumed, Start
+from service.errors import MalformedInput, StoreError
+from service.lease import LeaseManager
+from service.outbox import Outbox
+from service.ports import Secret
+from service.runtime.runner import RunnerContext, SessionRunner
+
+SETTLED_REASONS = frozenset({"terminal", "max_attempts", "invalid"})  # drops that keep the lease
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One session to run: its id and its WhatsApp credentials (never logged)."""
+
+    session_id: str
+    credentials: Secret
+
+
+SessionSource = Callable[[], Awaitable[list[SessionSpec]]]
+
+
+class Gateway:
+    """Runs the sessions of `source` that this process can lease."""
+
+    def __init__(self, ctx: RunnerContext, *, lease: LeaseManager, outbox: Outbox | None,
+                 source: SessionSource, start_concurrency: int = 500,
+                 lease_margin_s: float | None = None) -> None:
+        self.ctx = ctx
+        self.lease = lease
+        self.outbox = outbox
+        self.source = source
+        self.start_concurrency = start_concurrency
+        self.runners: dict[str, SessionRunner] = {}
+        self.settled: dict[str, Status | None] = {}  # leased here, not running (inactive/dropped)
+        self.lease_interval_s = lease.ttl_s / 5
+        self.lease_margin_s = lease.ttl_s / 4 if lease_margin_s is None else lease_margin_s
+        self._lease_deadline: dict[str, float] = {}  # monotonic: when our lease surely ends
+        self._specs: list[SessionSpec] = []
+        self._stopping = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
+        self._log = ctx.log
+        ctx.on_drop = self._on_drop
+        self.adopted = 0
+        self.released = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the outbox, adopt every session we can lease, then keep leases in a loop."""
+        if self.outbox is not None:
+            self.outbox.start()
+        await self._refresh_specs()
+        await self.adopt(self._specs)
+        self._lease_task = asyncio.get_running_loop().create_task(self._lease_loop(), name="lease-loop")
+        self._log.info("gateway_started", sessions=len(self.runners), settled=len(self.settled),
+                       known=len(self._specs))
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Release every session (status untouched), give the leases up, flush the outbox."""
+        self._stopping.set()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        runners = list(self.runners.values())
+        try:
+            await asyncio.wait_for(self._release_runners(runners, "shutdown"), timeout_s)
+        except asyncio.TimeoutError:
+            self._log.error("stop_timeout", stage="release_sessions", timeout_s=timeout_s)
+        owned = [*runners_ids(runners), *self.settled]
+        self.settled.clear()
+        try:
+            await asyncio.wait_for(self._bounded(owned, self._release_lease), timeout_s)
+        except (asyncio.TimeoutError, StoreError) as err:
+            self._log.error("stop_lease_release_failed", error=repr(err))
+        await self._flush_outbox(timeout_s)
+        self.ctx.timeline.flush()
+        self._log.info("gateway_stopped", released=len(owned))
+
+    async def _flush_outbox(self, timeout_s: float) -> None:
+        if self.outbox is None:
+            return
+        try:
+            await asyncio.wait_for(self.outbox.drain(), timeout_s)
+        except Exception as err:  # noqa: BLE001 - what is not flushed stays in Redis (B6)
+            self._log.warning("stop_outbox_not_drained", error=repr(err))
+        await self.outbox.stop()
+
+    # ---- adopting sessions -----------------------------------------------------------------
+
+    async def adopt(self, specs: Iterable[SessionSpec]) -> int:
+        """Lease and start each spec not already ours; returns how many were adopted."""
+        todo = [s for s in specs if s.session_id not in self.runners and s.session_id not in self.settled]
+        before = self.adopted
+        await self._bounded(todo, self._adopt_one)
+        return self.adopted - before
+
+    async def _adopt_one(self, spec: SessionSpec) -> None:
+        sid = spec.session_id
+        if self._stopping.is_set() or sid in self.runners or sid in self.settled:
+            return
+        started = time.monotonic()
+        try:
+            if not await self.lease.acquire(sid):
+                return
+        except StoreError as err:
+            self._log.warning("lease_acquire_failed", session_id=sid, error=str(err))
+            return
+        self._lease_deadline[sid] = started + self.lease.ttl_s
+        try:
+            event, status = await self._first_event(sid)
+        except StoreError as err:  # cannot tell how to resume: let the lease lapse, retry later
+            self._log.warning("adopt_failed", session_id=sid, error=str(err))
+            await self._release_lease(sid)
+            return
+        self.adopted += 1
+        if event is None:
+            self.settled[sid] = status
+            self.ctx.metrics.status_changed(None, status)
+            self._log.info("session_settled", session_id=sid, status=status.value if status else None)
+            return
+        runner = SessionRunner(sid, spec.credentials, self.ctx, status=status)
+        self.runners[sid] = runner
+        self.ctx.metrics.status_changed(None, status)
+        await runner.deliver(event)
+
+    async def _first_event(self, sid: str) -> tuple[Event | None, Status | None]:
+        """What the core is told about a session we just leased (B5)."""
+        try:
+            status = await self.ctx.store.get_status(sid)
+        except MalformedInput as err:
+            self._malformed(sid, err)
+            status = None  # unusable: start afresh, which overwrites it with a real status
+        if status is Status.INACTIVE:
+            return None, status
+        if status is not Status.CONNECTING:
+            return Start(), status
+        try:
+            pending = await self.ctx.store.pending(sid)
+        except MalformedInput as err:
+            self._malformed(sid, err)
+            pending = None
+        if pending is None:
+            return Start(), status  # it was starting, not waiting for a reconnect
+        remaining_s = max(0.0, pending.due_at_epoch_s - self.ctx.clock())
+        return Resumed(attempt=pending.attempt, remaining_s=remaining_s), status
+
+    def _malformed(self, sid: str, err: MalformedInput) -> None:
+        self.ctx.metrics.count_malformed(err.source)
+        self._log.error("malformed_input", session_id=sid, source=err.source, detail=err.detail)
+
+    def _on_drop(self, runner: SessionRunner, reason: str) -> None:
+        sid = runner.session_id
+        if self.runners.get(sid) is runner:
+            del self.runners[sid]
+        if reason in SETTLED_REASONS and not self._stopping.is_set():
+            self.settled[sid] = runner.status
+        else:
+            self.ctx.metrics.status_changed(runner.status, None)
+            self._lease_deadline.pop(sid, None)
+
+    # ---- leases (B4) --------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.lease_interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.lease_round()
+            except Exception as err:  # noqa: BLE001 - the loop must outlive any one failure
+                self._log.error("lease_round_failed", error=repr(err), exc_info=True)
+
+    async def lease_round(self) -> None:
+        """Renew; let go of what we lost or could not renew in time; adopt free sessions."""
+        local = [*self.runners, *self.settled]
+        started = time.monotonic()
+        try:
+            renewed = await asyncio.wait_for(self.lease.renew(local), self.lease_interval_s)
+        except (StoreError, asyncio.TimeoutError) as err:
+            self._log.warning("lease_renew_failed", error=repr(err), held=len(local))
+            renewed = None
+        if renewed is not None:
+            for sid in renewed:
+                self._lease_deadline[sid] = started + self.lease.ttl_s
+            lost = [sid for sid in local if sid not in renewed]
+        else:  # renew failed: stop, before Redis lets another process in, what may expire soon
+            now = time.monotonic()
+            lost = [sid for sid in local if self._lease_deadline.get(sid, 0.0) - now < self.lease_margin_s]
+        if lost:
+            await self._let_go(lost)
+        self.ctx.metrics.leases.set(len(self.runners) + len(self.settled))
+        await self._refresh_specs()
+        await self.adopt(self._specs)
+
+    async def _let_go(self, session_ids: list[str]) -> None:
+        self._log.warning("leases_lost", count=len(session_ids), sample=session_ids[:5])
+        for sid in session_ids:
+            status = self.settled.pop(sid, None)
+            if status is not None:
+                self.ctx.metrics.status_changed(status, None)
+            self._lease_deadline.pop(sid, None)
+        runners = [self.runners[s] for s in session_ids if s in self.runners]
+        await self._release_runners(runners, "lease_lost")
+
+    async def _release_runners(self, runners: list[SessionRunner], reason: str) -> None:
+        async def release(runner: SessionRunner) -> None:
+            await runner.deliver(Released(reason=reason))
+            await runner.aclose()
+            self.released += 1
+        await self._bounded(runners, release)
+
+    async def _release_lease(self, sid: str) -> None:
+        self._lease_deadline.pop(sid, None)
+        try:
+            await self.lease.release(sid)
+        except StoreError as err:
+            self._log.warning("lease_release_failed", session_id=sid, error=str(err))
+
+    async def _refresh_specs(self) -> None:
+        try:
+            self._specs = await self.source()
+        except Exception as err:  # noqa: BLE001 - keep the last good list; say why
+            self._log.error("session_source_failed", error=str(err), error_type=type(err).__name__)
+
+    async def _bounded(self, items: Iterable[Any], work: Callable[[Any], Awaitable[None]]) -> None:
+        """Run `work` on every item with at most `start_concurrency` at once."""
+        semaphore = asyncio.Semaphore(self.start_concurrency)
+
+        async def one(item: Any) -> None:
+            async with semaphore:
+                await work(item)
+        await asyncio.gather(*(one(item) for item in items))
+
+    # ---- read-only views ----------------------------------------------------------------------
+
+    def sync_link_counters(self) -> None:
+        """Fold per-link counters (malformed frames) into the metrics."""
+        for runner in list(self.runners.values()):
+            runner.sync_link_counters()
+
+    def owned(self) -> set[str]:
+        return set(self.runners) | set(self.settled)
+
+    def health(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for runner in self.runners.values():
+            states[runner.machine.state.value] = states.get(runner.machine.state.value, 0) + 1
+        return {"ok": not self._stopping.is_set(), "owner_id": self.lease.owner_id,
+                "sessions": len(self.runners), "settled": len(self.settled), "states": states}
+
+
+def runners_ids(runners: Iterable[SessionRunner]) -> list[str]:
+    return [r.session_id for r in runners]

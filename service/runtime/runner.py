@@ -1,0 +1,358 @@
+"""One session's asyncio driver: owns its `SessionMachine`, carries out its commands with
+real I/O, and turns link outcomes, timers and validation answers back into events.
+
+Owns: the session's one reconnect timer (a stale timer never fires into a new state: each
+timer, link and validation carries a generation checked under the session's lock), its
+current link and the task reading it, and the per-session lock that serialises events.
+Must not: make any reconnect decision (attempts, delays, codes, validity rules are the
+core's), or let one session's failure escape into another session or the gateway —
+every I/O error is logged, counted and contained here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.core import IllegalTransition, Policy, SessionMachine, State, Status
+from service.core.events import (
+    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Command, Drop, Emit, Event,
+    KeepaliveMissed, Opened, OpenSocket, ScheduleReconnect, SetStatus, StartFailed, Validate, Validated,
+)
+from service.core.machine import LogEvent
+from service.errors import LinkFailed, MalformedInput, StoreError
+from service.metrics import ServiceMetrics
+from service.outbox import new_update
+from service.ports import Link, LinkClosed, Secret, Transport
+from service.runtime.timeline import TimelineWriter
+from service.store import PendingReconnect, StatusStore
+
+KEEPALIVE_CODE = "keepalive_timeout"
+_WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED.value, LogEvent.SESSION_TERMINAL.value,
+                          LogEvent.RECONNECT_CANCELLED.value, LogEvent.RECONNECT_FAILED.value})
+
+
+@dataclass
+class RunnerContext:
+    """What every runner of one gateway shares."""
+
+    store: StatusStore
+    transport: Transport
+    policy: Policy
+    metrics: ServiceMetrics
+    timeline: TimelineWriter
+    log: Any
+    clock: Callable[[], float] = time.time  # the `now` the core sees: epoch seconds, comparable across processes
+    on_drop: Callable[[SessionRunner, str], None] | None = None
+    lateness_s: list[float] | None = None  # raw samples, kept only when a benchmark asks
+    io_retries: int = 3  # tries of one status write before it is logged as failed
+    io_retry_s: float = 0.1
+    validate_retry_cap_s: float = 5.0
+    close_timeout_s: float = 5.0
+    rng_seed: int | None = None
+
+
+@dataclass
+class _Gen:
+    """Generation counters: an outcome is delivered only if its generation is current."""
+
+    timer: int = 0
+    link: int = 0
+    validation: int = 0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class SessionRunner:
+    """Drives one session. `deliver(event)` is the only way events reach the machine."""
+
+    def __init__(self, session_id: str, credentials: Secret, ctx: RunnerContext,
+                 status: Status | None = None) -> None:
+        self.session_id = session_id
+        self._credentials = credentials
+        self._ctx = ctx
+        seed = None if ctx.rng_seed is None else hash((ctx.rng_seed, session_id))
+        self.machine = SessionMachine(session_id, ctx.policy, random.Random(seed), status=status)
+        self.status = status  # last status this runner wrote (or found)
+        self.drop_reason: str | None = None
+        self._lock = asyncio.Lock()
+        self._gen = _Gen()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None  # loop time
+        self._link: Link | None = None
+        self._link_attempt = 0
+        self._link_task: asyncio.Task[None] | None = None
+        self._link_malformed_seen = 0
+        self._pending_saved_by_status = False
+        self._loop_now = 0.0  # loop time when the current event was handed to the machine
+        self._log = ctx.log.bind(session_id=session_id)
+
+    @property
+    def dropped(self) -> bool:
+        return self.machine.state is State.DROPPED
+
+    # ---- events in -------------------------------------------------------------------
+
+    async def deliver(self, event: Event, guard: Callable[[], bool] | None = None) -> None:
+        """Hand `event` to the machine and carry out its commands, in order. Never raises."""
+        try:
+            async with self._lock:
+                if self.dropped:
+                    return
+                if guard is not None and not guard():
+                    return  # a stale timer, link or validation outcome: its generation has passed
+                await self._handle(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
+            self._ctx.metrics.command_errors.labels(command="deliver").inc()
+            self._log.error("session_error", event_type=type(event).__name__, error=repr(err), exc_info=True)
+
+    async def _handle(self, event: Event) -> None:
+        queue: list[Event] = [event]
+        while queue:
+            current = queue.pop(0)
+            self._loop_now = asyncio.get_running_loop().time()
+            if isinstance(current, BackoffElapsed) and self._timer_due is not None:
+                self._record_lateness(self._loop_now - self._timer_due)
+            try:
+                commands = self.machine.handle(current, self._ctx.clock())
+            except IllegalTransition as err:
+                self._ctx.metrics.illegal.labels(event=err.event).inc()
+                self._log.warning("illegal_transition", state=err.state, event_type=err.event)
+                continue
+            for index, command in enumerate(commands):
+                follow_up = await self._run(command, commands[index + 1:])
+                if follow_up is not None:
+                    queue.append(follow_up)
+
+    def _record_lateness(self, lateness_s: float) -> None:
+        self._timer_due = None
+        self._ctx.metrics.lateness.observe(max(0.0, lateness_s))
+        if self._ctx.lateness_s is not None:
+            self._ctx.lateness_s.append(lateness_s)
+
+    # ---- commands out ----------------------------------------------------------------
+
+    async def _run(self, command: Command, rest: list[Command]) -> Event | None:
+        name = type(command).__name__
+        try:
+            if isinstance(command, Emit):
+                self._emit(command)
+            elif isinstance(command, SetStatus):
+                await self._set_status(command, rest)
+            elif isinstance(command, ClearCache):
+                self._ctx.store.clear_cache(self.session_id)
+            elif isinstance(command, ScheduleReconnect):
+                await self._schedule(command)
+            elif isinstance(command, CancelReconnect):
+                self._cancel_timer()
+            elif isinstance(command, Validate):
+                self._start_validation(command.for_reconnect)
+            elif isinstance(command, CloseSocket):
+                await self._close_socket()
+            elif isinstance(command, OpenSocket):
+                self._open_socket(command.attempt)
+            elif isinstance(command, Drop):
+                self._drop(command.reason)
+            else:
+                raise TypeError(f"the runtime cannot carry out {command!r}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
+            self._ctx.metrics.command_errors.labels(command=name).inc()
+            if isinstance(err, MalformedInput):
+                self._ctx.metrics.count_malformed(err.source)
+            self._log.error("command_failed", command=name, error=str(err), error_type=type(err).__name__)
+        return None
+
+    def _emit(self, command: Emit) -> None:
+        record = command.record
+        self._ctx.timeline.write(record)
+        metrics, detail = self._ctx.metrics, record.detail
+        if record.event == LogEvent.MAX_ATTEMPTS_REACHED.value:
+            metrics.give_ups.inc()
+        elif record.event == LogEvent.RECONNECT_CANCELLED.value:
+            metrics.cancelled.inc()
+        elif record.event == LogEvent.SESSION_CLOSED.value:
+            metrics.closes.labels(code=str(detail.get("code"))).inc()
+        elif record.event == LogEvent.SESSION_TERMINAL.value:
+            metrics.terminal.labels(code=str(detail.get("code"))).inc()
+        level = "warning" if record.event in _WARN_EVENTS else "info"
+        getattr(self._log, level)(record.event, attempt=record.attempt, status=record.status,
+                                  **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
+
+    async def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
+        pending, clear = None, False
+        schedule = next((c for c in rest if isinstance(c, ScheduleReconnect)), None)
+        if command.status is Status.CONNECTING and schedule is not None:
+            pending = PendingReconnect(schedule.attempt, self._ctx.clock() + schedule.delay_s)
+        elif command.status is not Status.CONNECTING:
+            clear = True  # active or inactive: no reconnect is pending any more
+        update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
+        await self._with_retries("set_status", lambda: self._ctx.store.set_status(
+            self.session_id, command.status, outbox_update=update, pending=pending, clear_pending=clear))
+        self._ctx.metrics.status_changed(self.status, command.status)
+        self.status = command.status
+        self._pending_saved_by_status = pending is not None
+
+    async def _with_retries(self, what: str, call: Callable[[], Any]) -> Any:
+        for attempt in range(1, self._ctx.io_retries + 1):
+            try:
+                return await call()
+            except StoreError as err:
+                if attempt == self._ctx.io_retries:
+                    raise
+                self._log.warning("store_retry", operation=what, try_number=attempt, error=str(err))
+                await asyncio.sleep(self._ctx.io_retry_s * attempt)
+        return None
+
+    async def _schedule(self, command: ScheduleReconnect) -> None:
+        self._cancel_timer()  # the core never stacks timers; this makes it impossible here too
+        loop = asyncio.get_running_loop()
+        self._gen.timer += 1
+        generation = self._gen.timer
+        self._timer_due = self._loop_now + command.delay_s
+        self._timer = loop.call_at(self._timer_due, self._fire_timer, generation)
+        self._ctx.metrics.backoff.observe(command.delay_s)
+        if not self._pending_saved_by_status:
+            due_epoch_s = self._ctx.clock() + command.delay_s
+            await self._with_retries("save_pending", lambda: self._ctx.store.save_pending(
+                self.session_id, command.attempt, due_epoch_s))
+        self._pending_saved_by_status = False
+
+    def _fire_timer(self, generation: int) -> None:
+        self._timer = None
+        self._spawn(self.deliver(BackoffElapsed(), guard=lambda: self._gen.timer == generation))
+
+    def _cancel_timer(self) -> None:
+        self._gen.timer += 1  # a timer already fired and waiting for the lock is now stale
+        self._timer_due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ---- validation (R4) -----------------------------------------------------------------
+
+    def _start_validation(self, for_reconnect: bool) -> None:
+        self._gen.validation += 1
+        generation = self._gen.validation
+        self._spawn(self._validate(for_reconnect, generation))
+
+    async def _validate(self, for_reconnect: bool, generation: int) -> None:
+        """Ask the store until it can answer; an unreachable Redis is not an answer."""
+        wait_s = self._ctx.io_retry_s
+        while self._gen.validation == generation and not self.dropped:
+            try:
+                ok = await self._ctx.store.is_session_active(self.session_id, for_reconnect=for_reconnect)
+            except StoreError as err:
+                self._ctx.metrics.command_errors.labels(command="Validate").inc()
+                self._log.warning("validation_unavailable", error=str(err), retry_in_s=wait_s)
+                await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 2, self._ctx.validate_retry_cap_s)
+                continue
+            await self.deliver(Validated(ok=ok), guard=lambda: self._gen.validation == generation)
+            return
+
+    # ---- the link (R7, B3) ----------------------------------------------------------------
+
+    def _open_socket(self, attempt: int) -> None:
+        self._gen.link += 1
+        generation = self._gen.link
+        link = self._ctx.transport.new_link(self.session_id, self._credentials)
+        self.sync_link_counters()
+        self._link, self._link_attempt, self._link_malformed_seen = link, attempt, 0
+        self._link_task = self._spawn(self._drive_link(link, attempt, generation))
+
+    async def _drive_link(self, link: Link, attempt: int, generation: int) -> None:
+        def current() -> bool:
+            return self._gen.link == generation
+
+        timeout_s = self._ctx.policy.timeouts.connect_timeout_s
+        try:
+            # the transport enforces timeout_s; the outer deadline only guards a transport bug
+            await asyncio.wait_for(link.open(timeout_s), timeout_s + 1.0)
+        except Exception as err:  # noqa: BLE001 - every failure to open is a StartFailed
+            if current():
+                self._count_attempt(attempt, "failed")
+            await self.deliver(self._start_failed(err), guard=current)
+            return
+        if current():
+            self._count_attempt(attempt, "opened")
+        await self.deliver(Opened(), guard=current)
+        try:
+            closed = await link.wait_closed()
+        except Exception as err:  # noqa: BLE001 - a broken reader is a close without a code
+            closed = LinkClosed(code=None, reason=f"{type(err).__name__}: {err}")
+        if current():
+            self.sync_link_counters()
+        event: Event = KeepaliveMissed() if closed.code == KEEPALIVE_CODE else Closed(closed.code, closed.wait_s)
+        await self.deliver(event, guard=current)
+
+    def sync_link_counters(self) -> None:
+        """Count malformed frames the current link ignored since the last look."""
+        seen = int(getattr(self._link, "malformed_frames", 0) or 0)
+        if seen > self._link_malformed_seen:
+            self._ctx.metrics.malformed.labels(source="wire").inc(seen - self._link_malformed_seen)
+            self._log.warning("malformed_input", source="wire", frames=seen - self._link_malformed_seen)
+            self._link_malformed_seen = seen
+
+    def _start_failed(self, err: BaseException) -> StartFailed:
+        if isinstance(err, LinkFailed):
+            if "malformed" in err.reason:
+                self._ctx.metrics.count_malformed("wire")
+            return StartFailed(reason=err.reason, code=err.code)
+        if isinstance(err, asyncio.TimeoutError):
+            return StartFailed(reason="connect_timeout")
+        if isinstance(err, MalformedInput):
+            self._ctx.metrics.count_malformed(err.source)
+            return StartFailed(reason="malformed")
+        return StartFailed(reason=type(err).__name__)
+
+    def _count_attempt(self, attempt: int, outcome: str) -> None:
+        if attempt >= 1:
+            self._ctx.metrics.attempts.labels(outcome=outcome).inc()
+
+    async def _close_socket(self) -> None:
+        """R7: the old socket is closed (and the close awaited) before any new one opens."""
+        self._gen.link += 1
+        self.sync_link_counters()
+        link, task = self._link, self._link_task
+        self._link, self._link_task = None, None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        if link is not None:
+            try:
+                await asyncio.wait_for(link.close(), self._ctx.close_timeout_s)
+            except Exception as err:  # noqa: BLE001 - R7: errors while closing are ignored
+                self._log.info("close_socket_error", error=repr(err))
+
+    def _drop(self, reason: str) -> None:
+        self.drop_reason = reason
+        self._cancel_timer()
+        self._gen.validation += 1
+        if self._ctx.on_drop is not None:
+            self._ctx.on_drop(self, reason)
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._gen.tasks.add(task)
+        task.add_done_callback(self._gen.tasks.discard)
+        return task
+
+    async def aclose(self) -> None:
+        """Cancel every task of this runner and close its link (after `Released`)."""
+        self._cancel_timer()
+        self._gen.validation += 1
+        await self._close_socket()
+        current = asyncio.current_task()
+        tasks = [t for t in self._gen.tasks if t is not current and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
