@@ -1,0 +1,426 @@
+"""The production WhatsApp transport: neonize 0.5.2 clients, each in its own worker process.
+
+Owns the supervisor side: spawning workers (`python -m service.transports.neonize_worker`,
+a warm spare kept ready so a reconnect does not wait for neonize's import), sending them
+`connect`/`stop`, turning their messages into `LinkFailed`/`LinkClosed`, and enforcing
+every deadline from here: a worker that has not opened by `timeout_s` is killed by its PID
+(`LinkFailed("connect_timeout")`), one that does not exit within `stop_grace_s` of `stop`
+is killed. neonize can abort the whole process and blocks in `connect()`/`stop()` while a
+dial hangs, so no neonize code runs in the service process, and one client's crash or hang
+touches no other session. All I/O here is asyncio pipes: the event loop never blocks.
+Must not: decide about reconnects (the core does), import neonize, or log the store
+path/DSN (the session's credentials) or the proxy URL (both `Secret`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import urllib.parse
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError, LinkFailed, MalformedInput
+from service.ports import LinkClosed, Secret
+from service.transports.neonize_worker.protocol import MAX_LINE_BYTES, decode_message, encode_op
+
+log = logging.getLogger(__name__)
+KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
+PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
+WORKER_MODULE = "service.transports.neonize_worker"
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+_REAP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The worker process is gone; a negative return code is the signal that ended it."""
+
+    returncode: int | None
+
+
+class WorkerProcess:
+    """The supervisor's handle on one worker process, which it started and alone may kill."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, redact: Callable[[str], str]) -> None:
+        self._proc = proc
+        self._redact = redact
+        self._messages: asyncio.Queue[dict[str, Any] | Exited] = asyncio.Queue()
+        self._stopping: asyncio.Future[None] | None = None
+        self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pid: int = proc.pid
+        self.malformed_lines = 0
+        self._readers = (asyncio.create_task(self._read_messages()), asyncio.create_task(self._read_log()))
+
+    @classmethod
+    async def spawn(cls, python: str, redact: Callable[[str], str]) -> WorkerProcess:
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
+        proc = await asyncio.create_subprocess_exec(
+            python, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
+        return cls(proc, redact)
+
+    @property
+    def running(self) -> bool:
+        return self._proc.returncode is None
+
+    async def wait_ready(self) -> bool:
+        """True once neonize is imported in the worker; False if it exited or failed first."""
+        return await asyncio.shield(self._ready)
+
+    async def next_message(self) -> dict[str, Any] | Exited:
+        """The next message; `Exited` once the process is gone (and for every later call)."""
+        message = await self._messages.get()
+        if isinstance(message, Exited):
+            self._messages.put_nowait(message)
+        return message
+
+    def send(self, op: str, **fields: Any) -> None:
+        stdin = self._proc.stdin
+        if stdin is None or stdin.is_closing() or not self.running:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            stdin.write(encode_op(op, **fields))
+
+    def kill(self) -> None:
+        """SIGKILL by PID, at once: for a worker past its deadline or hung in a dial."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+    async def stop(self, grace_s: float) -> None:
+        """Ask the client to stop; kill the process if it has not exited within `grace_s`."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace_s))
+        await asyncio.shield(self._stopping)
+
+    async def wait_exited(self, timeout_s: float = _REAP_TIMEOUT_S) -> int | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), timeout_s)
+        return self._proc.returncode
+
+    async def _stop(self, grace_s: float) -> None:
+        self.send("stop")
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), grace_s)
+        except TimeoutError:
+            log.info("neonize worker %d did not stop within %.1fs: killing it", self.pid, grace_s)
+            self.kill()
+            await self.wait_exited()
+
+    async def _read_messages(self) -> None:
+        assert self._proc.stdout is not None
+        while True:
+            try:
+                line = await self._proc.stdout.readline()
+            except ValueError:  # a line past the limit: dropped by the reader, counted here
+                self._malformed("line too long")
+                continue
+            if not line:
+                break
+            try:
+                message = decode_message(line)
+            except MalformedInput as err:
+                self._malformed(err.detail)
+                continue
+            if self._ready.done():
+                self._messages.put_nowait(message)
+            elif message["kind"] in ("ready", "error"):
+                if message["kind"] == "error":
+                    log.warning("neonize worker %d failed to start: %s", self.pid, self._redact(message["detail"]))
+                self._ready.set_result(message["kind"] == "ready")
+        returncode = await self._proc.wait()
+        if not self._ready.done():
+            self._ready.set_result(False)
+        self._messages.put_nowait(Exited(returncode))
+
+    def _malformed(self, detail: str) -> None:
+        self.malformed_lines += 1
+        log.warning("neonize worker %d sent a malformed message: %s", self.pid, self._redact(detail)[:200])
+
+    async def _read_log(self) -> None:
+        assert self._proc.stderr is not None
+        while True:
+            try:
+                line = await self._proc.stderr.readline()
+            except ValueError:
+                continue
+            if not line:
+                return
+            log.debug("neonize worker %d: %s", self.pid, self._redact(line.decode(errors="replace").rstrip()))
+
+
+class NeonizeTransport:
+    """Makes `NeonizeLink`s; keeps `spare_workers` worker processes started ahead of need.
+
+    `credentials` of a link is its neonize session store (sqlite path or postgres DSN).
+    `dead_link_after_s`: a link reporting `KeepAliveTimeout` for this long is closed with
+    code "keepalive_timeout" (pass the policy's `timeouts.dead_link_after_s`); None leaves
+    it to whatsmeow, which forces a reconnect (a `Disconnected`) after about 3 minutes.
+    """
+
+    def __init__(self, proxy_url: str | None = None, *, pairing: bool = False, spare_workers: int = 1,
+                 stop_grace_s: float = 2.0, dead_link_after_s: float | None = None,
+                 python: str = sys.executable) -> None:
+        self.proxy_url = None if proxy_url is None else Secret(_check_proxy(proxy_url))
+        if isinstance(spare_workers, bool) or not isinstance(spare_workers, int) or spare_workers < 0:
+            raise ConfigError(f"spare_workers must be a whole number >= 0, got {spare_workers!r}")
+        _check_seconds("stop_grace_s", stop_grace_s)
+        if dead_link_after_s is not None:
+            _check_seconds("dead_link_after_s", dead_link_after_s)
+        self.pairing = bool(pairing)
+        self.spare_workers = spare_workers
+        self.stop_grace_s = float(stop_grace_s)
+        self.dead_link_after_s = None if dead_link_after_s is None else float(dead_link_after_s)
+        self.python = python
+        self.workers_started = 0
+        self._secrets: set[str] = set()
+        self._spares: list[WorkerProcess] = []
+        self._refill: asyncio.Task[None] | None = None
+        self._links: weakref.WeakSet[NeonizeLink] = weakref.WeakSet()
+        self._closed = False
+        if self.proxy_url is not None:
+            self._add_secret_url(self.proxy_url.reveal())
+
+    def __repr__(self) -> str:
+        proxy = "none" if self.proxy_url is None else "***"
+        return f"NeonizeTransport(proxy={proxy}, spare_workers={self.spare_workers})"
+
+    def new_link(self, session_id: str, credentials: Secret) -> NeonizeLink:
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
+        if not isinstance(credentials, str) or not credentials:
+            raise ConfigError(f"credentials of session {session_id!r} must be its neonize store path or DSN")
+        secret = credentials if isinstance(credentials, Secret) else Secret(credentials)
+        self._secrets.add(secret.reveal())
+        link = NeonizeLink(self, session_id, secret)
+        self._links.add(link)
+        return link
+
+    async def warm_up(self, timeout_s: float = 30.0) -> int:
+        """Start the spare workers now; return how many are ready within `timeout_s`."""
+        await self._fill_spares()
+        spares = list(self._spares)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return sum(await asyncio.gather(*(spare.wait_ready() for spare in spares)))
+        except TimeoutError:
+            return 0
+
+    async def aclose(self) -> None:
+        """Close every link, then stop the spares. Idempotent."""
+        self._closed = True
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
+        await asyncio.gather(*(link.close() for link in list(self._links)))
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(spare.stop(self.stop_grace_s) for spare in spares))
+
+    def redact(self, text: str) -> str:
+        """`text` with every known secret (stores, proxy and its password) replaced by ***."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    async def _take_worker(self) -> WorkerProcess:
+        if self._closed:
+            raise LinkFailed("transport_closed")
+        worker = None
+        while self._spares and worker is None:
+            candidate = self._spares.pop(0)
+            worker = candidate if candidate.running else None
+        if worker is None:
+            worker = await self._spawn()
+        if self.spare_workers and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.create_task(self._fill_spares())
+        return worker
+
+    async def _spawn(self) -> WorkerProcess:
+        self.workers_started += 1
+        try:
+            return await WorkerProcess.spawn(self.python, self.redact)
+        except OSError as err:
+            raise LinkFailed("worker_start_failed") from err
+
+    async def _fill_spares(self) -> None:
+        self._spares = [spare for spare in self._spares if spare.running]
+        while not self._closed and len(self._spares) < self.spare_workers:
+            self._spares.append(await self._spawn())
+
+    def _add_secret_url(self, url: str) -> None:
+        self._secrets.add(url)
+        parts = urllib.parse.urlsplit(url)
+        if parts.password:
+            self._secrets.update({f"{parts.username}:{parts.password}", parts.password})
+
+
+class NeonizeLink:
+    """One session's neonize client in its own worker process. Single use: a reconnect
+    makes a new link (and a new worker, and a new neonize uuid)."""
+
+    def __init__(self, transport: NeonizeTransport, session_id: str, credentials: Secret) -> None:
+        self.session_id = session_id
+        self._transport = transport
+        self._credentials = credentials
+        self._uuid = f"{session_id}-{uuid.uuid4().hex}"  # neonize keys Go-side maps by it
+        self._worker: WorkerProcess | None = None
+        self._used = False
+        self._result: asyncio.Future[LinkClosed] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"NeonizeLink(session_id={self.session_id!r}, worker_pid={self.worker_pid})"
+
+    @property
+    def worker_pid(self) -> int | None:
+        return None if self._worker is None else self._worker.pid
+
+    @property
+    def is_open(self) -> bool:
+        return self._watch is not None and self._result is not None and not self._result.done()
+
+    async def open(self, timeout_s: float) -> None:
+        """Start a worker and dial; `LinkFailed` on a failed dial, a rejection (with its
+        close code), a crashed worker, or after `timeout_s` (the worker is killed)."""
+        if self._used:
+            raise LinkFailed("already_used")
+        _check_seconds("timeout_s", timeout_s)
+        self._used = True
+        self._result = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._dial()
+        except TimeoutError:
+            await self._abort("connect_timeout", kill=True)
+            raise LinkFailed("connect_timeout") from None
+        except LinkFailed as err:
+            await self._abort(err.reason, kill=False)
+            raise
+        except BaseException:  # cancelled: no await allowed to outlive us, so kill at once
+            self._finish(LinkClosed(code=None, reason="open_cancelled"))
+            if self._worker is not None:
+                self._worker.kill()
+            raise
+
+    async def _dial(self) -> None:
+        self._worker = worker = await self._transport._take_worker()
+        if not await worker.wait_ready():
+            raise LinkFailed("worker_start_failed")
+        proxy = self._transport.proxy_url
+        worker.send("connect", store=self._credentials.reveal(), uuid=self._uuid,
+                    proxy=None if proxy is None else proxy.reveal(), pairing=self._transport.pairing)
+        while True:
+            message = await worker.next_message()
+            if isinstance(message, Exited):
+                self._log_unexpected(message, "while dialing")
+                raise LinkFailed("worker_exited")
+            kind = message["kind"]
+            if kind == "open":
+                self._watch = asyncio.create_task(self._watch_worker(worker))
+                return
+            if kind == "closed":
+                raise LinkFailed("rejected", message["code"], message["wait_s"])
+            if kind == "failed":
+                log.info("session %s: dial failed (%s): %s", self.session_id, message["reason"],
+                         self._transport.redact(message["detail"]))
+                raise LinkFailed(message["reason"])
+            self._log_unexpected(message, "while dialing")
+
+    async def wait_closed(self) -> LinkClosed:
+        """How the link ended: a close event (code from the whatsmeow table), a dead link
+        ("keepalive_timeout"), a crashed worker (code None), or our own `close()`."""
+        if self._result is None:
+            raise RuntimeError("wait_closed() before open(): this link was never opened")
+        return await asyncio.shield(self._result)
+
+    async def close(self) -> None:
+        """Stop the client and its worker (killed after `stop_grace_s`); idempotent, never raises."""
+        self._used = True
+        self._finish(LinkClosed(code=None, reason="closed_by_service"))
+        watch, self._watch = self._watch, None
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+        if self._worker is not None:
+            try:
+                await self._worker.stop(self._transport.stop_grace_s)
+            except Exception as err:  # noqa: BLE001 - close never raises (R7)
+                log.warning("session %s: stopping worker %d failed: %r", self.session_id, self._worker.pid, err)
+
+    async def _watch_worker(self, worker: WorkerProcess) -> None:
+        degraded_at: float | None = None
+        dead_after_s = self._transport.dead_link_after_s
+        loop = asyncio.get_running_loop()
+        while True:
+            wait_s = None if degraded_at is None or dead_after_s is None else degraded_at + dead_after_s - loop.time()
+            try:
+                message = await asyncio.wait_for(worker.next_message(), wait_s)
+            except TimeoutError:
+                self._finish(LinkClosed(code=KEEPALIVE_CODE, reason=f"KeepAliveTimeout for {dead_after_s:.1f}s"))
+                break
+            if isinstance(message, Exited):
+                self._finish(LinkClosed(code=None, reason=f"worker_exited:{message.returncode}"))
+                return
+            if message["kind"] == "closed":
+                self._finish(LinkClosed(message["code"], message["wait_s"], message["reason"]))
+                break
+            if message["kind"] == "keepalive":
+                degraded_at = None if message["ok"] else (degraded_at or loop.time())
+                log.info("session %s: %s (errors %d)", self.session_id, message["code"], message["error_count"])
+            elif message["kind"] == "stopped":
+                self._finish(LinkClosed(code=None, reason="client_stopped"))
+                break
+            else:
+                self._log_unexpected(message, "while open")
+        await worker.stop(self._transport.stop_grace_s)  # the worker already stop()s its client on a close
+
+    async def _abort(self, reason: str, kill: bool) -> None:
+        self._finish(LinkClosed(code=None, reason=reason))
+        worker = self._worker
+        if worker is None:
+            return
+        if kill:
+            worker.kill()
+            await worker.wait_exited()
+        else:
+            await worker.stop(self._transport.stop_grace_s)
+
+    def _finish(self, closed: LinkClosed) -> None:
+        if self._result is not None and not self._result.done():
+            self._result.set_result(closed)
+
+    def _log_unexpected(self, message: dict[str, Any] | Exited, when: str) -> None:
+        if isinstance(message, Exited):
+            log.warning("session %s: neonize worker exited with %s %s", self.session_id, message.returncode, when)
+        else:
+            detail = self._transport.redact(str(message.get("detail", "")))[:300]
+            log.info("session %s: worker said %s %s %s", self.session_id, message["kind"], when, detail)
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+
+
+def _check_proxy(url: str) -> str:
+    text = url.reveal() if isinstance(url, Secret) else url
+    if not isinstance(text, str):
+        raise ConfigError(f"neonize proxy_url must be a string, got {type(url).__name__}")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or parts.port is None:
+        shown = f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.hostname else "(unparsable)"
+        raise ConfigError(f"neonize proxy_url must look like socks5://[user:pass@]host:port (or http/https), "
+                          f"got {shown}; socks5h and socks4 are rejected by neonize")
+    return text
+
