@@ -1,0 +1,108 @@
+"""Model flags: one argparse flag per `ModelParams` field, with units and defaults, plus TOML.
+
+Owns the help text that teaches each parameter, and the merge order
+defaults < TOML file (`--config`) < flags. Must not run the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from service.core import Jitter
+from service.core.codes import TABLES
+from sim.params import ENGINES, ModelParams, ParamError, coerce, names
+from sim.population import all_names
+
+# field → (metavar, help). Units are in the names and restated here.
+HELP: dict[str, tuple[str, str]] = {
+    "sessions": ("N", "sessions in the population"),
+    "scenario": ("NAME", "fault schedule: " + ", ".join(all_names())),
+    "outage_s": ("SECONDS", "length of the mass outage (scenarios mass_outage, outage_during_deploy)"),
+    "base_s": ("SECONDS", "backoff before attempt 1 (R2)"),
+    "factor": ("X", "backoff growth per attempt (R2)"),
+    "cap_s": ("SECONDS", "longest single backoff (R2)"),
+    "max_attempts": ("N", "reconnect attempts before a session is marked inactive (R2)"),
+    "jitter": ("KIND", "backoff jitter (B2): " + ", ".join(j.value for j in Jitter)),
+    "codes": ("TABLE", "close-code table (B1): " + ", ".join(sorted(TABLES))),
+    "sessions_per_ip": ("N", "sessions sharing one source IP at WhatsApp"),
+    "ip_connects_per_s": ("RATE", "WhatsApp connects allowed per IP per second (token refill); 0 = unlimited"),
+    "ip_burst": ("N", "WhatsApp per-IP token bucket size (connects at once)"),
+    "account_connects": ("N", "connects allowed per account per window; 0 = unlimited"),
+    "account_window_s": ("SECONDS", "per-account rate-limit window"),
+    "account_lockout_s": ("SECONDS", "lock-out of an account that went over its limit (extended by every try)"),
+    "redis_ops_per_s": ("RATE", "Redis capacity in operations per second (load meter)"),
+    "backoffice_requests_per_s": ("RATE", "back-office capacity in requests per second (load meter)"),
+    "backoffice_batch": ("N", "status updates per back-office request"),
+    "backoffice_flush_s": ("SECONDS", "how often normal-priority updates are flushed (high: at once)"),
+    "seed": ("N", "seed of every random stream (same seed → identical results.json)"),
+    "until_s": ("SECONDS", "simulated horizon; 0 = the scenario's own"),
+    "bin_s": ("SECONDS", "width of the load-over-time bins"),
+    "engine": ("KIND", "auto (cohort when sessions are identical), session or cohort"),
+    "block_sessions": ("N", "sessions simulated together in one SimPy environment"),
+}
+
+_CHOICES: dict[str, list[str]] = {
+    "jitter": [j.value for j in Jitter],
+    "codes": sorted(TABLES),
+    "engine": list(ENGINES),
+    "scenario": all_names(),
+}
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --config and one flag per model parameter (default None: TOML or the dataclass decides)."""
+    defaults = ModelParams()
+    parser.add_argument("--config", metavar="FILE.toml", type=Path,
+                        help="TOML file of model parameters (keys as the flags, with underscores); flags win")
+    group = parser.add_argument_group("model parameters")
+    for name in names():
+        metavar, text = HELP[name]
+        default = getattr(defaults, name)
+        kind = type(default)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=metavar, default=None,
+                           type=_typed(name, kind), choices=_CHOICES.get(name),
+                           help=f"{text} (default: {default:g})" if kind is float else
+                           f"{text} (default: {default})")
+
+
+def _typed(name: str, kind: type):
+    def parse(raw: str) -> Any:
+        try:
+            return coerce(name, raw)
+        except ParamError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Model parameters from a TOML file: top-level keys, or a [sim] table."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ParamError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ParamError(f"config {path} is not valid TOML: {exc}") from None
+    table = raw.get("sim", raw)
+    unknown = sorted(set(table) - set(names()))
+    if unknown:
+        raise ParamError(f"config {path}: unknown key(s) {unknown}; known: {', '.join(names())}")
+    return {key: coerce(key, value) for key, value in table.items()}
+
+
+def params_from(args: argparse.Namespace, **overrides: Any) -> ModelParams:
+    """defaults < TOML < flags < overrides."""
+    values: dict[str, Any] = load_toml(args.config) if getattr(args, "config", None) else {}
+    for name in names():
+        flag_value = getattr(args, name, None)
+        if flag_value is not None:
+            values[name] = flag_value
+    values.update(overrides)
+    try:
+        return ModelParams(**values)
+    except TypeError as exc:  # a TOML value of the wrong type reaching the dataclass
+        raise ParamError(str(exc)) from None

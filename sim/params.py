@@ -1,0 +1,144 @@
+"""Model parameters: one frozen dataclass with units in every name, validated once.
+
+Owns the numbers a simulation run is made of (population, policy settings, upstream
+capacities, scenario choice, seed, horizon) and their checks. Must not run anything:
+`sim.engine` runs a `ModelParams`, `sim.cli` builds one from flags and TOML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from service.core import Jitter, Policy, build_policy
+from sim.population import all_names
+
+
+class ParamError(ValueError):
+    """A model parameter is invalid; the message names it and what is allowed."""
+
+
+ENGINES = ("auto", "session", "cohort")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Everything one simulation run depends on. Same params → same results.json."""
+
+    sessions: int = 10_000
+    scenario: str = "mass_outage"
+    outage_s: float = 60.0  # length of the mass outage (mass_outage scenario)
+    # reconnect policy (R2, B1, B2) — handed to service.core.build_policy
+    base_s: float = 2.0
+    factor: float = 2.0
+    cap_s: float = 32.0
+    max_attempts: int = 5
+    jitter: str = "none"
+    codes: str = "original"
+    # WhatsApp connect limits
+    sessions_per_ip: int = 100
+    ip_connects_per_s: float = 20.0  # token refill per IP; 0 = unlimited
+    ip_burst: float = 100.0  # token bucket size per IP
+    account_connects: int = 10  # connects allowed per account per window; 0 = unlimited
+    account_window_s: float = 60.0
+    account_lockout_s: float = 300.0  # rate-limited accounts are locked out this long
+    # Redis and back office (load meters with capacity and a fluid backlog)
+    redis_ops_per_s: float = 50_000.0
+    backoffice_requests_per_s: float = 50.0
+    backoffice_batch: int = 100  # status updates per back-office request
+    backoffice_flush_s: float = 1.0  # normal-priority updates are flushed this often
+    # run control
+    seed: int = 0
+    until_s: float = 0.0  # simulated horizon; 0 = the scenario's own (e.g. outage + 60 s)
+    bin_s: float = 1.0  # width of the load-over-time bins
+    engine: str = "auto"  # auto | session | cohort
+    block_sessions: int = 10_000  # sessions simulated together in one SimPy environment
+
+    def __post_init__(self) -> None:
+        _positive_int("sessions", self.sessions)
+        _positive_int("max_attempts", self.max_attempts)
+        _positive_int("sessions_per_ip", self.sessions_per_ip)
+        _positive_int("backoffice_batch", self.backoffice_batch)
+        _positive_int("block_sessions", self.block_sessions)
+        _non_negative_int("account_connects", self.account_connects)
+        _non_negative_int("seed", self.seed)
+        for name in ("outage_s", "ip_connects_per_s", "redis_ops_per_s", "backoffice_requests_per_s",
+                     "until_s"):
+            _number(name, getattr(self, name), minimum=0.0)
+        for name in ("ip_burst", "account_window_s", "account_lockout_s", "backoffice_flush_s",
+                     "bin_s"):
+            _number(name, getattr(self, name), minimum=0.0, strict=True)
+        if self.until_s / self.bin_s > 1_000_000:
+            raise ParamError(f"until_s / bin_s gives {self.until_s / self.bin_s:.0f} bins; keep it ≤ 1,000,000")
+        if not isinstance(self.scenario, str) or self.scenario not in all_names():
+            raise ParamError(f"unknown scenario {self.scenario!r}; known: {', '.join(all_names())}")
+        if self.engine not in ENGINES:
+            raise ParamError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        self.policy()  # the core validates base, factor, cap, attempts, jitter and codes
+
+    def policy(self) -> Policy:
+        """The core policy these parameters describe (raises `PolicyError` on bad values)."""
+        return build_policy({"base_s": self.base_s, "factor": self.factor, "cap_s": self.cap_s,
+                             "max_attempts": self.max_attempts, "jitter": self.jitter,
+                             "codes": self.codes})
+
+    @property
+    def jitter_kind(self) -> Jitter:
+        return self.policy().backoff.jitter
+
+    def with_(self, **changes: Any) -> ModelParams:
+        """A copy with some values changed (validated again)."""
+        unknown = sorted(set(changes) - set(names()))
+        if unknown:
+            raise ParamError(f"unknown model parameter(s) {unknown}; known: {names()}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """A short stable hash of every value: names a run's report folder."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def names() -> list[str]:
+    return [f.name for f in fields(ModelParams)]
+
+
+def coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML or `key=value` string into the type the field `name` holds."""
+    if name not in names():
+        raise ParamError(f"unknown model parameter {name!r}; known: {', '.join(names())}")
+    kind = type(getattr(ModelParams(), name))
+    if isinstance(raw, str) and kind is not str:
+        try:
+            return kind(float(raw)) if kind is int and "." not in raw else kind(raw)
+        except ValueError:
+            raise ParamError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if kind is int and isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return raw
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParamError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
+def _non_negative_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParamError(f"{name} must be a whole number ≥ 0, got {value!r}")
+
+
+def _number(name: str, value: object, *, minimum: float, strict: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ParamError(f"{name} must be a finite number, got {value!r}")
+    if value < minimum or (strict and value <= minimum):
+        sign = ">" if strict else "≥"
+        raise ParamError(f"{name} must be {sign} {minimum:g}, got {value!r}")

@@ -1,0 +1,81 @@
+"""Carry out one run end to end: simulate, build results, print, write the run folder.
+
+Used by `python -m sim` (run) and `compare`. Owns the progress bar and the choice of
+report folder (`reports/sim/<scenario>-<params digest>/` unless `--out` is given).
+Must not parse flags.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sim import charts, engine, studies
+from sim.params import ModelParams
+from sim.report import render_table, write_run
+from sim.results import build
+
+REPORTS = Path("reports/sim")
+PROGRESS_FROM_SESSIONS = 30_000  # per-session runs past this take more than a couple of seconds
+
+
+def simulate(params: ModelParams, *, workers: int | None = None, quiet: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results, timing) for `params`, with a progress bar on stderr for long runs."""
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    scenario_engine = engine.choose_engine(params, engine.resolve(params.scenario, params.outage_s))
+    long_run = scenario_engine == "session" and params.sessions >= PROGRESS_FROM_SESSIONS
+    if long_run and not quiet:
+        console = Console(stderr=True)
+        with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("sessions"),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("run", total=params.sessions)
+            output = engine.run(params, workers=workers, progress=lambda done, _t: bar.update(task, completed=done))
+    else:
+        output = engine.run(params, workers=workers)
+    simulated_s = time.perf_counter() - started
+    results = build(output)
+    timing = {"wall_s": round(time.perf_counter() - started, 4), "simulate_wall_s": round(simulated_s, 4),
+              "main_process_cpu_s": round(time.process_time() - cpu_started, 4),
+              "workers": output.workers, "blocks": output.blocks, "engine": output.engine,
+              "core_events_per_wall_s": round(output.tally.core_events / simulated_s, 1),
+              "timer_events_per_wall_s": round(output.tally.timer_events / simulated_s, 1)}
+    return results, timing
+
+
+def run_folder(params: ModelParams, out: Path | None) -> Path:
+    return out if out is not None else REPORTS / f"{params.scenario}-{params.digest()}"
+
+
+def run_and_report(params: ModelParams, *, out: Path | None, workers: int | None, with_charts: bool,
+                   quiet: bool, stdout=None) -> dict[str, Any]:
+    """Simulate, print the summary table on stdout, write the run folder; returns the results."""
+    stdout = stdout or sys.stdout
+    results, timing = simulate(params, workers=workers, quiet=quiet)
+    folder = run_folder(params, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = draw(params, results, folder) if with_charts else []
+    write_run(folder, results, timing, names)
+    stdout.write(render_table(results))
+    if not quiet:
+        print(f"wrote {folder}/results.json, summary.md and {len(names)} charts "
+              f"({timing['wall_s']:.2f} s wall, engine {timing['engine']})", file=sys.stderr)
+    return results
+
+
+def draw(params: ModelParams, results: dict[str, Any], folder: Path) -> list[str]:
+    """Every chart of a run: its own load and recovery, plus the policy's herd and cliff studies."""
+    resolved = params.with_(until_s=results["params"]["until_s"])
+    names = [
+        charts.backoff_schedule(resolved.policy(), folder / "backoff_schedule.png"),
+        charts.load_over_time(results, folder / "load_over_time.png"),
+        charts.recovery_cdf(results, folder / "recovery_cdf.png"),
+        charts.herd(studies.herd(params, outage_s=params.outage_s), folder / "herd.png"),
+        charts.cliff(studies.cliff(params), folder / "cliff.png"),
+    ]
+    return names

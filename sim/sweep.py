@@ -1,0 +1,5 @@
+"""stub"""
+def add_parser(commands):
+    commands.add_parser("sweep")
+def command(args):
+    return 0
