@@ -1,0 +1,353 @@
+"""Checkers over a recorded history: pure functions, one per invariant, each named after it.
+
+Each takes the `History` and the (scaled) `ChaosScenario` that states the policy the
+service must follow, the expected outcome and the timing tolerance, and returns a
+`CheckResult(name, ok, violations)`. A violation says which session, when, and what was
+wrong. Must not do I/O or change the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from chaos.history import History
+from chaos.scenario import ChaosScenario
+from service.core import Action, Status, TimelineRecord
+
+MAX_LISTED = 25  # violations listed per check; the rest are counted
+DROP_EVENTS = frozenset({"max_attempts_reached", "reconnect_cancelled", "session_terminal", "session_released"})
+GIVE_UP_EVENTS = frozenset({"max_attempts_reached", "session_terminal"})
+ACCOUNT_FAULTS = ("account_deleted", "account_deactivated")
+
+ATTEMPTS_WITHIN_MAX = "attempts per episode ≤ max"
+ATTEMPT_TIMES_MATCH_POLICY = "attempt times match the policy"
+FINAL_STATUS_AS_EXPECTED = "final status per session as expected"
+ONE_LIVE_SOCKET = "one live socket per session at all times"
+NO_CONNECT_AFTER_END = "no connect after a terminal code or a deletion"
+BACKOFFICE_COMPLETE_ORDERED = "back office's history complete and ordered"
+NONE_LEFT_CONNECTING = "no session left connecting"
+RECONNECTS_AS_EXPECTED = "reconnects as the scenario expects"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One invariant's verdict over a history."""
+
+    name: str
+    ok: bool
+    violations: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"{'PASS' if self.ok else 'FAIL'} {self.name}"
+        return head if self.ok else head + "".join(f"\n  - {v}" for v in self.violations)
+
+
+def _result(name: str, violations: list[str]) -> CheckResult:
+    listed = violations[:MAX_LISTED]
+    if len(violations) > MAX_LISTED:
+        listed.append(f"… and {len(violations) - MAX_LISTED} more")
+    return CheckResult(name, not violations, listed)
+
+
+# ---- helpers over one session's records ---------------------------------------------------
+
+
+def episodes(records: list[TimelineRecord]) -> list[list[TimelineRecord]]:
+    """Disconnection episodes: from a close to the next open or drop (a resume continues one)."""
+    found: list[list[TimelineRecord]] = []
+    current: list[TimelineRecord] | None = None
+    for record in records:
+        if current is None and record.event in ("session_closed", "session_resumed"):
+            current = []
+            found.append(current)
+        if current is not None:
+            current.append(record)
+            if record.event == "session_open" or record.event in DROP_EVENTS:
+                current = None
+    return found
+
+
+def reconnect_starts(records: Iterable[TimelineRecord]) -> list[TimelineRecord]:
+    """The `session_starting` records of reconnects (attempt >= 1): each opened a socket."""
+    return [r for r in records if r.event == "session_starting" and r.attempt >= 1]
+
+
+def attempt_outcomes(records: list[TimelineRecord]) -> list[tuple[float, int, str]]:
+    """(time, attempt, outcome) per reconnect socket: `open`, `failed` or `pending`."""
+    out: list[tuple[float, int, str]] = []
+    for index, record in enumerate(records):
+        if record.event != "session_starting" or record.attempt < 1:
+            continue
+        outcome = "pending"
+        for later in records[index + 1:]:
+            if later.event == "session_open":
+                outcome = "open"
+                break
+            if later.event in ("reconnect_failed", "session_closed", "session_starting") or later.event in DROP_EVENTS:
+                outcome = "failed"
+                break
+        out.append((record.t, record.attempt, outcome))
+    return out
+
+
+def gateway_statuses(records: list[TimelineRecord]) -> list[str]:
+    """The statuses the service set, in order, collapsed; a give-up ends with `inactive`."""
+    seen: list[str] = []
+    for record in records:
+        if record.status is not None and (not seen or seen[-1] != record.status):
+            seen.append(record.status)
+        if record.event in GIVE_UP_EVENTS and (not seen or seen[-1] != Status.INACTIVE.value):
+            seen.append(Status.INACTIVE.value)
+    return seen
+
+
+def final_status_of(history: History, session_id: str) -> str | None:
+    """The session's final status: Redis's when recorded, else what its timeline implies."""
+    if session_id in history.final_status:
+        return history.final_status[session_id]
+    statuses = gateway_statuses(history.records_of(session_id))
+    return statuses[-1] if statuses else None
+
+
+def is_dropped(records: Iterable[TimelineRecord]) -> bool:
+    return any(r.event in DROP_EVENTS for r in records)
+
+
+# ---- the invariants ------------------------------------------------------------------------
+
+
+def attempts_per_episode_within_max(history: History, scenario: ChaosScenario) -> CheckResult:
+    """No disconnection episode counts more reconnect attempts than the policy's max."""
+    max_attempts = scenario.policy().backoff.max_attempts
+    violations = []
+    for session_id in history.sessions:
+        for episode in episodes(history.records_of(session_id)):
+            counted = {r.attempt for r in episode if r.attempt >= 1 and (
+                r.event == "session_starting" or (r.event == "reconnect_scheduled"
+                                                  and r.detail.get("reason", "backoff") == "backoff"))}
+            if counted and (len(counted) > max_attempts or max(counted) > max_attempts):
+                violations.append(f"{session_id}: episode from t={episode[0].t:.3f}s made attempts "
+                                  f"{sorted(counted)}; the policy allows at most {max_attempts}")
+    return _result(ATTEMPTS_WITHIN_MAX, violations)
+
+
+def attempt_times_match_policy(history: History, scenario: ChaosScenario) -> CheckResult:
+    """Each backoff lasts what the policy says for its attempt (within tolerance), and no timer is lost."""
+    backoff, tol_s = scenario.policy().backoff, scenario.allowed_error_s
+    end_s = max((r.t for r in history.timeline), default=0.0)
+    violations = []
+    for session_id in history.sessions:
+        records = history.records_of(session_id)
+        previous_s: float | None = None
+        for index, record in enumerate(records):
+            if record.event == "session_open":
+                previous_s = None
+            if record.event != "reconnect_scheduled" or record.detail.get("reason", "backoff") != "backoff":
+                continue
+            scheduled_s = float(record.detail.get("backoff_ms", 0.0)) / 1000
+            resumed = index > 0 and records[index - 1].event == "session_resumed"
+            low_s, high_s = backoff.bounds_s(record.attempt, previous_s) if record.attempt >= 1 else (0.0, 0.0)
+            previous_s = scheduled_s
+            if resumed:  # the rest of a lost timer (B5), not a fresh backoff
+                continue
+            if not low_s - 1e-6 <= scheduled_s <= high_s + 1e-6:
+                violations.append(f"{session_id}: attempt {record.attempt} scheduled {scheduled_s:.3f}s of backoff "
+                                  f"at t={record.t:.3f}s; the policy says {_span(low_s, high_s)}")
+            fired = _next_event(records[index + 1:], "reconnect_running",
+                                stop=("session_closed", "session_resumed", *DROP_EVENTS))
+            if fired is None:
+                if record.t + high_s + tol_s < end_s and not _interrupted(records[index + 1:]):
+                    violations.append(f"{session_id}: the timer of attempt {record.attempt} (due "
+                                      f"t={record.t + scheduled_s:.3f}s) never fired")
+                continue
+            waited_s = fired.t - record.t
+            if not low_s - tol_s <= waited_s <= high_s + tol_s:
+                violations.append(f"{session_id}: attempt {record.attempt} ran {waited_s:.3f}s after its close; "
+                                  f"the policy says {_span(low_s, high_s)} ± {tol_s:.3f}s")
+    return _result(ATTEMPT_TIMES_MATCH_POLICY, violations)
+
+
+def _span(low_s: float, high_s: float) -> str:
+    return f"{low_s:.3f}s" if abs(high_s - low_s) < 1e-9 else f"{low_s:.3f}–{high_s:.3f}s"
+
+
+def _next_event(records: list[TimelineRecord], event: str, stop: tuple[str, ...]) -> TimelineRecord | None:
+    for record in records:
+        if record.event == event:
+            return record
+        if record.event in stop:
+            return None
+    return None
+
+
+def _interrupted(records: list[TimelineRecord]) -> bool:
+    return any(r.event in ("session_closed", "session_resumed") or r.event in DROP_EVENTS for r in records)
+
+
+def final_status_as_expected(history: History, scenario: ChaosScenario) -> CheckResult:
+    """Every session ends in one of the statuses the scenario expects."""
+    allowed = sorted(s.value for s in scenario.expected.final_statuses)
+    violations = []
+    for session_id in history.sessions:
+        status = final_status_of(history, session_id)
+        if status not in allowed:
+            violations.append(f"{session_id}: final status {status!r}, expected {' or '.join(allowed)}")
+    return _result(FINAL_STATUS_AS_EXPECTED, violations)
+
+
+def one_live_socket_per_session(history: History, scenario: ChaosScenario) -> CheckResult:
+    """At the WhatsApp stand-in, no session ever holds two opened, unclosed sockets (R7)."""
+    violations = []
+    for session_id in history.sessions:
+        live: set[str] = set()
+        for event in sorted(history.link_events_of(session_id), key=lambda e: e.t):
+            if event.kind == "open":
+                live.add(event.conn_id)
+                if len(live) > 1:
+                    violations.append(f"{session_id}: {len(live)} live sockets at t={event.t:.3f}s "
+                                      f"({', '.join(sorted(live))})")
+            elif event.kind in ("close", "reject"):
+                live.discard(event.conn_id)
+    for report in history.meta.get("standin_r7_violations", []):
+        if report.get("session_id") in history.sessions:
+            violations.append(f"{report['session_id']}: the stand-in saw {report.get('live')} live sockets")
+    return _result(ONE_LIVE_SOCKET, violations)
+
+
+def no_connect_after_terminal_or_deletion(history: History, scenario: ChaosScenario) -> CheckResult:
+    """After a terminal close code or an account deletion/deactivation, no socket is opened."""
+    codes = scenario.policy().codes
+    grace_s = scenario.overhead_s
+    violations = []
+    for session_id in history.sessions:
+        ends = _end_times(history, session_id, codes.action_for)
+        if not ends:
+            continue
+        cutoff_s, why = min(ends)
+        for event in history.link_events_of(session_id):
+            if event.kind == "connect" and event.t > cutoff_s + grace_s:
+                violations.append(f"{session_id}: socket {event.conn_id} connected at t={event.t:.3f}s, "
+                                  f"after {why} at t={cutoff_s:.3f}s")
+        for record in history.records_of(session_id):
+            if record.event == "session_starting" and record.t > cutoff_s + grace_s:
+                violations.append(f"{session_id}: the service started attempt {record.attempt} at "
+                                  f"t={record.t:.3f}s, after {why} at t={cutoff_s:.3f}s")
+    return _result(NO_CONNECT_AFTER_END, violations)
+
+
+def _end_times(history: History, session_id: str,
+               action_for: Callable[[object], Action]) -> list[tuple[float, str]]:
+    ends = [(r.t, f"terminal code {r.detail.get('code')}") for r in history.records_of(session_id)
+            if r.event == "session_terminal"]
+    ends += [(e.t, f"terminal code {e.code} from WhatsApp") for e in history.link_events_of(session_id)
+             if e.kind in ("close", "reject") and e.code is not None and action_for(e.code) is Action.TERMINAL]
+    for kind in ACCOUNT_FAULTS:
+        for fault in history.faults_of(kind):
+            targets = fault.detail.get("sessions")
+            if targets is None or session_id in targets:
+                ends.append((fault.start_s, kind.replace("_", " ")))
+    return ends
+
+
+def backoffice_history_complete_and_ordered(history: History, scenario: ChaosScenario) -> CheckResult:
+    """Per session the back office got every status change, in order, none lost, and ends where the service does."""
+    violations = []
+    for session_id in history.sessions:
+        violations += _backoffice_violations(history, session_id)
+    return _result(BACKOFFICE_COMPLETE_ORDERED, violations)
+
+
+def _backoffice_violations(history: History, session_id: str) -> list[str]:
+    violations, first_of = [], {}
+    for update in history.updates_of(session_id):
+        original = first_of.setdefault(update.update_id, update)
+        if (original.status, original.seq) != (update.status, update.seq):
+            violations.append(f"{session_id}: update {update.update_id} arrived twice with different content")
+    unique = list(first_of.values())
+    seqs = [u.seq for u in unique]
+    for before, after in zip(unique, unique[1:]):
+        if after.seq <= before.seq:
+            violations.append(f"{session_id}: update seq {after.seq} ({after.status}) arrived at t={after.t:.3f}s, "
+                              f"after seq {before.seq} ({before.status})")
+    missing = sorted(set(range(min(seqs), max(seqs) + 1)) - set(seqs)) if seqs else []
+    if missing:
+        violations.append(f"{session_id}: updates with seq {missing} never arrived")
+    received = _collapse(u.status for u in sorted(unique, key=lambda u: u.seq))
+    expected = gateway_statuses(history.records_of(session_id))
+    if not _is_subsequence(expected, received):
+        violations.append(f"{session_id}: the service set {expected} but the back office got {received}")
+    elif expected and received and received[-1] != expected[-1]:
+        violations.append(f"{session_id}: the back office ends at {received[-1]!r}, the service at {expected[-1]!r}")
+    return violations
+
+
+def _collapse(statuses: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for status in statuses:
+        if not out or out[-1] != status:
+            out.append(status)
+    return out
+
+
+def _is_subsequence(needle: list[str], haystack: list[str]) -> bool:
+    remaining = iter(haystack)
+    return all(any(item == candidate for candidate in remaining) for item in needle)
+
+
+def no_session_left_connecting(history: History, scenario: ChaosScenario) -> CheckResult:
+    """When the run is over, no session is still `connecting` (none stuck mid-reconnect)."""
+    violations = []
+    for session_id in history.sessions:
+        status = final_status_of(history, session_id)
+        if status == Status.CONNECTING.value:
+            last = history.records_of(session_id)
+            where = f"; its last step was {last[-1].event} at t={last[-1].t:.3f}s" if last else ""
+            violations.append(f"{session_id}: still connecting at the end{where}")
+    return _result(NONE_LEFT_CONNECTING, violations)
+
+
+def reconnects_as_expected(history: History, scenario: ChaosScenario) -> CheckResult:
+    """The scenario's stated outcome: how many reconnects, when (relative to the first fault), dropped or not."""
+    outcome, tol_s = scenario.expected, scenario.allowed_error_s
+    origin_s = min((f.start_s for f in history.faults), default=scenario.first_fault_s)
+    violations = []
+    for session_id in history.sessions:
+        records = history.records_of(session_id)
+        starts = reconnect_starts(records)
+        count = len(starts)
+        top = outcome.reconnects_max
+        if count < outcome.reconnects_min or (top is not None and count > top):
+            want = outcome.reconnects_min if top == outcome.reconnects_min else f"{outcome.reconnects_min}..{top}"
+            violations.append(f"{session_id}: {count} reconnect socket(s), expected {want}")
+        if outcome.attempt_offsets_s is not None:
+            for index, (want_s, record) in enumerate(zip(outcome.attempt_offsets_s, starts), start=1):
+                got_s = record.t - origin_s
+                if abs(got_s - want_s) > tol_s:
+                    violations.append(f"{session_id}: reconnect {index} at +{got_s:.3f}s, expected "
+                                      f"+{want_s:.3f}s ± {tol_s:.3f}s")
+        if outcome.dropped is not None and is_dropped(records) != outcome.dropped:
+            violations.append(f"{session_id}: {'dropped' if is_dropped(records) else 'kept'}, expected "
+                              f"{'dropped' if outcome.dropped else 'kept'}")
+    return _result(RECONNECTS_AS_EXPECTED, violations)
+
+
+CHECKERS: tuple[Callable[[History, ChaosScenario], CheckResult], ...] = (
+    attempts_per_episode_within_max,
+    attempt_times_match_policy,
+    final_status_as_expected,
+    one_live_socket_per_session,
+    no_connect_after_terminal_or_deletion,
+    backoffice_history_complete_and_ordered,
+    no_session_left_connecting,
+    reconnects_as_expected,
+)
+
+
+def check_all(history: History, scenario: ChaosScenario) -> list[CheckResult]:
+    """Every checker over the history, in a fixed order."""
+    return [checker(history, scenario) for checker in CHECKERS]
+
+
+def failed(results: Iterable[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if not r.ok]

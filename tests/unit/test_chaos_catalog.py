@@ -1,0 +1,158 @@
+"""The chaos scenario values and the named catalog: valid, complete, scalable, and what the
+simulation predicts for them is what they state."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import catalog
+from chaos.checkers import attempt_outcomes, check_all
+from chaos.history import from_replay
+from chaos.scenario import (UPSTREAMS, ChaosScenario, ChaosScenarioError, KillService, Outcome, ProxyDown,
+                            RestartRedis, ToxicWindow, flapping_windows, replay_id, session_ids)
+from service.core import Status
+from sim.replay import replay
+from sim.scenarios import FLAKY_WIFI, LinkDown, Scenario, Expected
+
+
+def test_the_note_scenarios_are_the_simulations_values_at_real_timings():
+    for alias, name in (("S1", "flaky_wifi"), ("S2", "long_outage"), ("S3", "deleted_mid_retry")):
+        scenario = catalog.at_scale(alias)
+        assert scenario.name == name and scenario.time_scale == 1.0
+        assert catalog.default_scale(alias) == 1.0 and catalog.group_of(alias) == "note"
+    assert catalog.get("S2").expected.attempt_offsets_s == (2.0, 6.0, 14.0, 30.0, 62.0)
+    assert catalog.get("S1").policy().backoff.schedule_s() == [2.0, 4.0, 8.0, 16.0, 32.0]
+
+
+def test_the_matrix_covers_every_upstream_and_fault_kind():
+    names = catalog.names("matrix")
+    assert len(names) == len(UPSTREAMS) * len(catalog.MATRIX_FAULTS) == 18
+    for upstream in UPSTREAMS:
+        for kind in catalog.MATRIX_FAULTS:
+            scenario = catalog.get(f"matrix_{upstream}_{kind}")
+            assert upstream in scenario.tags
+            kinds = {getattr(a, "kind", "disable" if isinstance(a, ProxyDown) else None) for a in scenario.actions}
+            targets = {a.upstream for a in scenario.actions}
+            if (upstream, kind) == ("whatsapp", "disable"):
+                assert isinstance(scenario.faults[0], LinkDown)  # the sim's own link-down
+            else:
+                assert kinds == {kind} and targets == {upstream}
+            assert catalog.default_scale(scenario.name) == catalog.QUICK_SCALE
+
+
+def test_every_catalog_scenario_states_its_outcome_and_is_serialisable():
+    assert len(set(catalog.names())) == len(catalog.names()) == len(catalog.CATALOG)
+    for name in catalog.names():
+        scenario = catalog.at_scale(name)
+        described = scenario.to_dict()
+        assert described["expected"].startswith("final ") and described["description"]
+        assert scenario.first_fault_s >= 0 and scenario.duration_s > scenario.first_fault_s
+    assert {"herd", "flapping", "kill_mid_backoff", "redis_restart_mid_reconnect"} <= set(catalog.names("extra"))
+    assert catalog.get("herd").sessions >= 500
+
+
+def test_unknown_names_say_what_is_known():
+    with pytest.raises(ChaosScenarioError, match="known: flaky_wifi, long_outage"):
+        catalog.get("nope")
+    with pytest.raises(ChaosScenarioError, match="unknown group"):
+        catalog.names("nope")
+
+
+def test_scaling_scales_times_durations_and_tolerance_but_not_sizes():
+    latency = catalog.get("matrix_redis_latency").scaled(0.1)
+    toxic = latency.actions[0]
+    assert (toxic.start_s, toxic.end_s) == pytest.approx((0.05, 0.9))
+    assert toxic.attrs == {"latency": 100, "jitter": 50}
+    assert latency.faults[0] == LinkDown(0.1, 0.6) or latency.faults[0] == LinkDown(1.0 * 0.1, 6.0 * 0.1)
+    assert latency.policy().backoff.base_s == pytest.approx(0.2)
+    assert latency.policy().timeouts.keepalive_interval_s == pytest.approx(0.1)
+    assert latency.allowed_error_s == pytest.approx(0.025 + 0.25)
+    stall = catalog.get("matrix_whatsapp_bandwidth").scaled(0.1).actions[0]
+    assert stall.attrs == {"rate": 0}
+    slicer = catalog.get("matrix_whatsapp_slicer").scaled(0.1).actions[0]
+    assert slicer.attrs == {"average_size": 8, "size_variation": 4, "delay": 1000}
+    kill = catalog.get("kill_mid_backoff").scaled(0.5).actions[0]
+    assert kill == KillService(1.0, 0.5)
+    assert RestartRedis(2.0, 1.0).scaled(0.1) == RestartRedis(0.2, 0.1)
+
+
+def predictable() -> list[str]:
+    return [n for n in catalog.names() if catalog.get(n).prediction_schedule() is not None]
+
+
+@pytest.mark.parametrize("name", predictable())
+def test_the_replay_meets_each_predictable_scenarios_stated_outcome(name):
+    scenario = catalog.at_scale(name)
+    schedule = scenario.prediction_schedule()
+    sessions = min(scenario.sessions, 20)
+    ids = session_ids(scenario.name, sessions)
+    result = replay(schedule, scenario.policy(), sessions=sessions)
+    history = from_replay(result, schedule)
+    assert sorted(replay_id(s) for s in ids) == history.sessions
+    assert [str(r) for r in check_all(history, scenario) if not r.ok] == []
+
+
+@pytest.mark.parametrize("name", predictable())
+def test_real_and_scaled_timings_give_the_same_per_attempt_outcomes(name):
+    real, quick = catalog.get(name), catalog.get(name).scaled(0.1)
+    outcomes = []
+    for scenario in (real, quick):
+        schedule = scenario.prediction_schedule()
+        result = replay(schedule, scenario.policy())
+        records = sorted((r for r in result.timeline if r.session_id == "s0"), key=lambda r: r.t)
+        outcomes.append([(attempt, outcome) for _t, attempt, outcome in attempt_outcomes(records)])
+        outcomes.append(result.final_status)
+    assert outcomes[0] == outcomes[2] and outcomes[1] == outcomes[3]
+
+
+def test_flapping_windows_are_seeded_bounded_and_alternate():
+    windows = flapping_windows(7, 1.0, 60.0)
+    assert windows == flapping_windows(7, 1.0, 60.0) != flapping_windows(8, 1.0, 60.0)
+    assert windows[0].start_s == 1.0 and windows[-1].end_s <= 61.0
+    for before, after in zip(windows, windows[1:]):
+        assert 1.0 - 1e-3 <= after.start_s - before.end_s <= 3.0 + 1e-3
+    assert all(w.end_s - w.start_s <= 3.0 + 1e-3 for w in windows)
+    with pytest.raises(ChaosScenarioError, match="min_s"):
+        flapping_windows(1, 0.0, 10.0, min_s=3.0, max_s=1.0)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ProxyDown("kafka", 1.0, 2.0), "unknown upstream 'kafka'"),
+    (lambda: ProxyDown("redis", 2.0, 1.0), "empty or negative"),
+    (lambda: ToxicWindow("redis", "lag", 1.0, 2.0), "unknown toxic kind 'lag'"),
+    (lambda: ToxicWindow("redis", "latency", 1.0, 2.0, {"rate": 1}), "not \\['rate'\\]"),
+    (lambda: ToxicWindow("redis", "latency", 1.0, 2.0, {"latency": -1}), "non-negative int"),
+    (lambda: ChaosScenario(FLAKY_WIFI, sessions=0), "sessions must be"),
+    (lambda: ChaosScenario(FLAKY_WIFI, prediction="maybe"), "prediction must be"),
+    (lambda: ChaosScenario(FLAKY_WIFI, policy_settings={"base_s": -1}), "bad policy_settings: base_s"),
+    (lambda: ChaosScenario(FLAKY_WIFI, policy_settings={"time_scale": 0.1}), "give time_scale with scaled"),
+    (lambda: ChaosScenario(FLAKY_WIFI, actions=(ProxyDown("redis", 1.0, 99.0),)), "ends after duration_s"),
+    (lambda: ChaosScenario(Scenario("x", "x", (), 5.0, Expected(None))), "no fault and no action"),
+    (lambda: Outcome(frozenset()), "at least one allowed final status"),
+    (lambda: Outcome(frozenset({Status.ACTIVE}), 3, 1), "reconnects_max 1 < reconnects_min 3"),
+    (lambda: catalog.get("S1").scaled(0), "scale must be"),
+])
+def test_bad_scenarios_get_clear_errors(build, message):
+    with pytest.raises(ChaosScenarioError, match=message):
+        build()
+
+
+def test_registering_adds_a_scenario_once_at_real_timings():
+    mine = ChaosScenario(Scenario("unit_test_only", "a team's own", (LinkDown(1.0, 3.0),), 8.0,
+                                  Expected(Status.ACTIVE, (2.0,), 1)))
+    try:
+        catalog.register(mine, group="team", default_scale=0.5)
+        assert catalog.get("unit_test_only") is mine and catalog.names("team") == ["unit_test_only"]
+        assert catalog.at_scale("unit_test_only").time_scale == 0.5
+        with pytest.raises(ChaosScenarioError, match="already in the catalog"):
+            catalog.register(mine)
+        with pytest.raises(ChaosScenarioError, match="real timings"):
+            catalog.register(FLAKY_WIFI_SCALED)
+    finally:
+        catalog._REGISTRY.pop("unit_test_only", None)
+        catalog._GROUPS.pop("team", None)
+        catalog._DEFAULT_SCALES.pop("unit_test_only", None)
+
+
+FLAKY_WIFI_SCALED = ChaosScenario(Scenario("scaled_one", "x", (LinkDown(1.0, 3.0),), 8.0,
+                                           Expected(Status.ACTIVE))).scaled(0.5)
