@@ -8,6 +8,7 @@ Must not talk to the API/WebSocket ports (those are what the service uses).
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -93,6 +94,11 @@ class WhatsAppAdmin(_AdminClient):
 
     def garbage(self, session_id: str, payload: str = "not json", *, binary: bool = False) -> int:
         return int(self._session("POST", session_id, "garbage", {"payload": payload, "binary": binary})["sent"])
+
+    def garbage_bytes(self, session_id: str, data: bytes) -> int:
+        """Send raw bytes as one binary frame (e.g. not UTF-8)."""
+        body = {"payload_b64": base64.b64encode(data).decode()}
+        return int(self._session("POST", session_id, "garbage", body)["sent"])
 
     def mute(self, session_id: str) -> None:
         self._session("POST", session_id, "mute")

@@ -10,6 +10,8 @@ timer), so one process holds >= 10,000 sockets. Must not log credentials or fram
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 from typing import Any
@@ -18,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from chaos.standins.webutil import (BadRequest, json_body, json_response, non_negative_number,
                                     optional_code, required_code)
-from chaos.standins.whatsapp_state import Conn, WhatsAppState
+from chaos.standins.whatsapp_state import Conn, SessionState, WhatsAppState
 from service.errors import MalformedInput
 from service.transports.wire import ban_close_reason
 from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode,
@@ -188,7 +190,8 @@ class WhatsAppStandin:
         return json_response({sid: state.summary() for sid, state in self.state.sessions.items()})
 
     async def _session(self, request: web.Request) -> web.Response:
-        return json_response(self.state.session(request.match_info["session_id"]).summary())
+        state = self.state.sessions.get(request.match_info["session_id"]) or SessionState()
+        return json_response(state.summary())
 
     async def _close(self, request: web.Request) -> web.Response:
         body = await json_body(request, required=False)
@@ -227,17 +230,13 @@ class WhatsAppStandin:
         return json_response({"requires_credentials": False})
 
     async def _garbage(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        payload, binary = body.get("payload"), body.get("binary", False)
-        if not isinstance(payload, str):
-            raise BadRequest(f"'payload' must be a string, got {type(payload).__name__}")
-        if not isinstance(binary, bool):
-            raise BadRequest(f"'binary' must be true or false, got {binary!r}")
+        """Send `payload` (text; bytes with `binary`) or `payload_b64` (raw bytes) as one frame."""
+        data = _garbage_payload(await json_body(request))
         sent = 0
         for conn in self.state.live_conns(request.match_info["session_id"]):
             if conn.is_open and not conn.ended:
                 with contextlib.suppress(ConnectionError):
-                    await (conn.ws.send_bytes(payload.encode()) if binary else conn.ws.send_str(payload))
+                    await (conn.ws.send_str(data) if isinstance(data, str) else conn.ws.send_bytes(data))
                     sent += 1
         return json_response({"sent": sent})
 
@@ -277,6 +276,20 @@ class WhatsAppStandin:
         self.hello_timeout_s = self.default_hello_timeout_s
         log.info("whatsapp stand-in reset; closed %d sockets", len(conns))
         return json_response({"closed": len(conns)})
+
+
+def _garbage_payload(body: dict[str, Any]) -> str | bytes:
+    if "payload_b64" in body:
+        try:
+            return base64.b64decode(str(body["payload_b64"]), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("'payload_b64' must be base64 text") from None
+    payload, binary = body.get("payload"), body.get("binary", False)
+    if not isinstance(payload, str):
+        raise BadRequest(f"'payload' must be a string (or give 'payload_b64'), got {type(payload).__name__}")
+    if not isinstance(binary, bool):
+        raise BadRequest(f"'binary' must be true or false, got {binary!r}")
+    return payload.encode() if binary else payload
 
 
 def _query_int(request: web.Request, name: str, default: int) -> int:
