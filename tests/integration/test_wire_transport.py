@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import struct
 import time
@@ -320,3 +321,33 @@ async def test_credentials_never_reach_the_logs(wire: WireTransport, standins_cl
     assert "malformed frame" in caplog.text and "keepalives unanswered" in caplog.text  # logging was on
     assert secret not in caplog.text
     assert secret not in str(info.value) and secret not in repr(link) and secret not in repr(wire)
+
+
+# -- scale ------------------------------------------------------------------------------------------
+
+TEN_THOUSAND = 10_000
+
+
+@pytest.mark.slow
+async def test_ten_thousand_concurrent_links_on_one_stand_in(standins_clean: Standins) -> None:
+    """The service benchmark's load: every link open at once, each counted once, all closed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < TEN_THOUSAND + 500:
+        pytest.fail(f"RLIMIT_NOFILE hard limit {hard} is below {TEN_THOUSAND + 500}: raise it (ulimit -Hn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    transport = WireTransport(standins_clean.whatsapp_ws_url, keepalive_interval_s=60.0, keepalive_misses=3)
+    gate = asyncio.Semaphore(500)  # many connects in flight, not 10,000 SYNs in one instant
+
+    async def open_one(index: int) -> WireLink:
+        async with gate:
+            return await opened(transport, f"bulk-{index}")
+
+    try:
+        links = await asyncio.gather(*(open_one(i) for i in range(TEN_THOUSAND)))
+        stats = standins_clean.whatsapp.stats()
+        assert (stats["live"], stats["sessions"], stats["max_live_per_session"]) == (TEN_THOUSAND, TEN_THOUSAND, 1)
+        assert all(link.is_open for link in links)
+    finally:
+        await transport.aclose()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert standins_clean.whatsapp.stats()["live"] == 0
