@@ -46,6 +46,8 @@ class ServiceMetrics:
         self.malformed = Counter("reconnect_lab_malformed_input", "rejected malformed input, by source",
                                  ["source"], registry=r)
         self.command_errors = Counter("reconnect_lab_command_errors", "commands whose I/O failed", ["command"], registry=r)
+        self.outbox_retries = Gauge("reconnect_lab_outbox_failed_batches", "back-office batches that failed "
+                                    "and were retried, since start", registry=r)
         self.leases = Gauge("reconnect_lab_leases_held", "session leases held by this process", registry=r)
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",

@@ -66,12 +66,18 @@ class Service:
     server: MetricsServer
     log: Any
     extra: dict[str, Any] = field(default_factory=dict)
+    _redis_malformed_seen: int = 0
 
     async def refresh_metrics(self) -> None:
         """Gauges that are read, not counted: outbox depth/age, per-link malformed frames."""
         self.metrics.outbox_depth.set(await self.outbox.depth())
         self.metrics.outbox_age.set(await self.outbox.oldest_age_s())
         self.gateway.sync_link_counters()
+        redis_malformed = self.store.malformed + self.outbox.malformed
+        if redis_malformed > self._redis_malformed_seen:
+            self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
+            self._redis_malformed_seen = redis_malformed
+        self.metrics.outbox_retries.set(self.outbox.retries)
 
     async def health(self) -> dict[str, Any]:
         report = self.gateway.health()
