@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
 PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
 WORKER_MODULE = "service.transports.neonize_worker"
+WORKER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # worker stderr is logged here at DEBUG
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 _REAP_TIMEOUT_S = 5.0
 
@@ -60,11 +61,11 @@ class WorkerProcess:
         self._readers = (asyncio.create_task(self._read_messages()), asyncio.create_task(self._read_log()))
 
     @classmethod
-    async def spawn(cls, python: str, redact: Callable[[str], str]) -> WorkerProcess:
+    async def spawn(cls, python: str, redact: Callable[[str], str], log_level: str = "WARNING") -> WorkerProcess:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
         proc = await asyncio.create_subprocess_exec(
-            python, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            python, "-m", WORKER_MODULE, "--log-level", log_level, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
         return cls(proc, redact)
 
@@ -171,13 +172,16 @@ class NeonizeTransport:
 
     def __init__(self, proxy_url: str | None = None, *, pairing: bool = False, spare_workers: int = 1,
                  stop_grace_s: float = 2.0, dead_link_after_s: float | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, worker_log_level: str = "WARNING") -> None:
         self.proxy_url = None if proxy_url is None else Secret(_check_proxy(proxy_url))
         if isinstance(spare_workers, bool) or not isinstance(spare_workers, int) or spare_workers < 0:
             raise ConfigError(f"spare_workers must be a whole number >= 0, got {spare_workers!r}")
         _check_seconds("stop_grace_s", stop_grace_s)
         if dead_link_after_s is not None:
             _check_seconds("dead_link_after_s", dead_link_after_s)
+        if worker_log_level not in WORKER_LOG_LEVELS:
+            raise ConfigError(f"worker_log_level must be one of {WORKER_LOG_LEVELS}, got {worker_log_level!r}")
+        self.worker_log_level = worker_log_level
         self.pairing = bool(pairing)
         self.spare_workers = spare_workers
         self.stop_grace_s = float(stop_grace_s)
@@ -250,7 +254,7 @@ class NeonizeTransport:
     async def _spawn(self) -> WorkerProcess:
         self.workers_started += 1
         try:
-            return await WorkerProcess.spawn(self.python, self.redact)
+            return await WorkerProcess.spawn(self.python, self.redact, self.worker_log_level)
         except OSError as err:
             raise LinkFailed("worker_start_failed") from err
 

@@ -199,11 +199,16 @@ def _wait_connect(inbox: queue.SimpleQueue[Item], send: Callable[..., None]) -> 
             send("error", detail=str(payload)[:200])
 
 
-def main() -> int:
-    """Run one client until it is stopped or fails; the exit code is for the supervisor."""
+def main(argv: list[str] | None = None) -> int:
+    """Run one client until it is stopped or fails; the exit code is for the supervisor.
+
+    argv: optional `--log-level LEVEL` (DEBUG shows whatsmeow's own log, redacted).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    level = args[args.index("--log-level") + 1] if "--log-level" in args[:-1] else "WARNING"
     send = _take_stdout()
     redactor = Redactor()
-    configure_logging(redactor)
+    configure_logging(redactor, getattr(logging, level.upper(), logging.WARNING))
     try:
         from neonize.client import NewClient, ProxySettings
     except Exception as err:  # noqa: BLE001 - reported, then exit

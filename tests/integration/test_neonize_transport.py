@@ -1,0 +1,317 @@
+"""The neonize transport with real neonize clients dialing through real faults, offline.
+
+Path of every dial: neonize worker process → Toxiproxy proxy (127.0.0.1) → the test's
+SOCKS5 server (127.0.0.1), which refuses WhatsApp's hosts (nothing leaves loopback).
+So the real client's dial path fails for real, and the transport must classify it; the
+core (`SessionMachine`, scaled policy, `whatsmeow` table) decides what happens next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from chaos.toxiproxy import Proxy, Toxiproxy
+from service.core import SessionMachine, State, Status, build_policy
+from service.core.events import (
+    BackoffElapsed, CloseSocket, Command, Drop, Event, Opened, OpenSocket, ScheduleReconnect,
+    SetStatus, Start, StartFailed, Validate, Validated,
+)
+from service.errors import ConfigError, LinkFailed
+from service.ports import Link, Secret, Transport
+from service.transports.neonize_transport import NeonizeLink, NeonizeTransport
+from tests.fixtures.socks5 import REPLY_NOT_ALLOWED, Socks5Server
+
+pytestmark = pytest.mark.integration
+
+POLICY = build_policy({"time_scale": 0.05, "codes": "whatsmeow"})  # delays 0.1…1.6 s, connect 1 s
+WARM_UP_S = 30.0
+PROXY_PASSWORD = "pw-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def socks_proxy(toxiproxy: Toxiproxy, socks5_server: Socks5Server) -> Proxy:
+    """A Toxiproxy proxy in front of the SOCKS5 server: the dial path's fault point."""
+    return toxiproxy.create_proxy(f"neonize-socks-{uuid.uuid4().hex[:8]}", upstream=f"127.0.0.1:{socks5_server.port}")
+
+
+@pytest.fixture
+async def transport(socks_proxy: Proxy) -> AsyncIterator[NeonizeTransport]:
+    proxy_url = f"socks5://lab:{PROXY_PASSWORD}@127.0.0.1:{socks_proxy.listen_port}"
+    transport = NeonizeTransport(proxy_url, spare_workers=2, stop_grace_s=1.0, worker_log_level="DEBUG")
+    assert await transport.warm_up(WARM_UP_S) == 2, "neonize workers did not start (is neonize installed?)"
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Secret:
+    return Secret(str(tmp_path / f"store-{uuid.uuid4().hex}.db"))
+
+
+def gone(pid: int | None) -> bool:
+    """True when the process no longer exists (it was reaped)."""
+    assert pid is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@dataclass
+class LoopLag:
+    """Measures how late a 5 ms sleep wakes up: the event loop's responsiveness."""
+
+    interval_s: float = 0.005
+    max_lag_s: float = 0.0
+    samples: int = 0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def _run(self, started: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            started.set()
+            await asyncio.sleep(self.interval_s)
+            self.max_lag_s = max(self.max_lag_s, loop.time() - before - self.interval_s)
+            self.samples += 1
+
+    async def __aenter__(self) -> LoopLag:
+        started = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(started))
+        await started.wait()  # measuring from here on, before the code under test runs
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@dataclass
+class Driver:
+    """A minimal shell: runs the core's commands with the real transport (no Redis, no back office)."""
+
+    machine: SessionMachine
+    transport: Transport
+    credentials: Secret
+    opens_s: list[float] = field(default_factory=list)  # loop time of each OpenSocket
+    failures_s: list[float] = field(default_factory=list)  # loop time each open() failed
+    failures: list[LinkFailed] = field(default_factory=list)
+    statuses: list[Status] = field(default_factory=list)
+    dropped: str | None = None
+    link: Link | None = None
+
+    async def run(self, limit_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        events: list[Event] = [Start()]
+        async with asyncio.timeout(limit_s):
+            while events and self.dropped is None:
+                for command in self.machine.handle(events.pop(0), loop.time()):
+                    events += await self._execute(command, loop)
+
+    async def _execute(self, command: Command, loop: asyncio.AbstractEventLoop) -> list[Event]:
+        if isinstance(command, OpenSocket):
+            self.opens_s.append(loop.time())
+            self.link = self.transport.new_link(self.machine.session_id, self.credentials)
+            try:
+                await self.link.open(self.machine.policy.timeouts.connect_timeout_s)
+            except LinkFailed as err:
+                self.failures_s.append(loop.time())
+                self.failures.append(err)
+                return [StartFailed(reason=err.reason, code=err.code)]
+            return [Opened()]
+        if isinstance(command, CloseSocket) and self.link is not None:
+            await self.link.close()
+        elif isinstance(command, ScheduleReconnect):
+            await asyncio.sleep(command.delay_s)  # the service's reconnect timer
+            return [BackoffElapsed()]
+        elif isinstance(command, Validate):
+            return [Validated(ok=True)]
+        elif isinstance(command, SetStatus):
+            self.statuses.append(command.status)
+        elif isinstance(command, Drop):
+            self.dropped = command.reason
+        return []
+
+
+# ---- a failing dial, classified -------------------------------------------------------
+
+
+async def test_a_real_dial_through_the_proxies_fails_and_is_classified(
+        transport: NeonizeTransport, socks5_server: Socks5Server, store: Secret) -> None:
+    link = transport.new_link("s-refused", store)
+    assert isinstance(transport, Transport) and isinstance(link, Link)
+    with pytest.raises(LinkFailed) as failure:
+        await link.open(timeout_s=10.0)
+    assert (failure.value.reason, failure.value.code) == ("proxy_refused_target", None)
+    # the real client asked the SOCKS server (through Toxiproxy) for WhatsApp, and was refused
+    [request] = socks5_server.requests
+    assert (request.host, request.port, request.reply) == ("web.whatsapp.com", 443, REPLY_NOT_ALLOWED)
+    await link.close()
+    assert gone(link.worker_pid)
+
+
+@pytest.mark.parametrize("fault,reasons", [
+    ("disabled", {"connection_refused"}),
+    ("reset_peer", {"connection_reset", "proxy_closed"}),
+])
+async def test_proxy_faults_are_classified(transport: NeonizeTransport, socks_proxy: Proxy,
+                                           socks5_server: Socks5Server, store: Secret,
+                                           fault: str, reasons: set[str]) -> None:
+    if fault == "disabled":
+        socks_proxy.disable()
+    else:
+        socks_proxy.add_toxic("reset_peer", stream="upstream", timeout=0)
+    link = transport.new_link("s-fault", store)
+    with pytest.raises(LinkFailed) as failure:
+        await link.open(timeout_s=10.0)
+    assert failure.value.reason in reasons
+    assert socks5_server.requests == []  # the fault struck before the SOCKS handshake
+    await link.close()
+
+
+# ---- the core drives five failed attempts to inactive --------------------------------------
+
+
+async def test_five_failed_attempts_with_the_policys_delays_then_inactive(
+        transport: NeonizeTransport, socks5_server: Socks5Server, store: Secret) -> None:
+    machine = SessionMachine("s-outage", POLICY)
+    driver = Driver(machine, transport, store)
+    async with LoopLag() as lag:
+        await driver.run(limit_s=30.0)
+    assert lag.max_lag_s < 0.1, f"event loop blocked for {lag.max_lag_s:.3f}s"
+
+    assert driver.dropped == "max_attempts" and machine.state is State.DROPPED
+    assert driver.statuses == [Status.CONNECTING, Status.INACTIVE]
+    assert {f.reason for f in driver.failures} == {"proxy_refused_target"}
+    delays_s = POLICY.backoff.schedule_s()  # 0.1, 0.2, 0.4, 0.8, 1.6
+    assert len(driver.opens_s) == 1 + POLICY.backoff.max_attempts == 6
+    for n, delay_s in enumerate(delays_s, start=1):
+        gap_s = driver.opens_s[n] - driver.failures_s[n - 1]
+        assert delay_s - 0.005 <= gap_s <= delay_s + 0.05, f"attempt {n}: waited {gap_s:.3f}s, policy {delay_s}s"
+    # every attempt really dialed, soon after the core asked for it
+    dials_s = [r.at_s for r in socks5_server.requests]
+    assert len(dials_s) == 6
+    for n, (open_s, dial_s) in enumerate(zip(driver.opens_s, dials_s, strict=True)):
+        assert 0.0 <= dial_s - open_s <= 0.5, f"attempt {n}: dialed {dial_s - open_s:.3f}s after OpenSocket"
+
+
+# ---- a hung dial is cut off by the service's deadline ----------------------------------------
+
+
+async def test_a_hung_dial_is_killed_at_the_deadline_and_counts_as_a_failed_attempt(
+        transport: NeonizeTransport, socks_proxy: Proxy, socks5_server: Socks5Server, store: Secret) -> None:
+    socks_proxy.add_toxic("timeout", stream="upstream", timeout=0)  # greeting swallowed, socket kept open
+    machine = SessionMachine("s-hung", POLICY)
+    machine.handle(Start(), now=0.0)
+    timeout_s = POLICY.timeouts.connect_timeout_s
+    loop = asyncio.get_running_loop()
+    link = transport.new_link("s-hung", store)
+    async with LoopLag() as lag:
+        started_s = loop.time()
+        with pytest.raises(LinkFailed) as failure:
+            await link.open(timeout_s)
+        elapsed_s = loop.time() - started_s
+    assert failure.value.reason == "connect_timeout"
+    assert timeout_s <= elapsed_s <= timeout_s + 0.5
+    assert gone(link.worker_pid), "the worker that missed its deadline must be killed"
+    assert socks5_server.accepted >= 1 and socks5_server.requests == []  # reached the proxy, never answered
+    assert lag.samples >= 50 and lag.max_lag_s < 0.1, f"event loop blocked for {lag.max_lag_s:.3f}s"
+
+    commands = machine.handle(StartFailed(reason=failure.value.reason, code=failure.value.code), now=elapsed_s)
+    assert machine.state is State.BACKOFF and machine.attempts == 1
+    assert any(isinstance(c, ScheduleReconnect) and c.delay_s == POLICY.backoff.schedule_s()[0] for c in commands)
+
+
+async def test_a_crashed_worker_fails_only_its_own_session(
+        transport: NeonizeTransport, socks_proxy: Proxy, socks5_server: Socks5Server, tmp_path: Path) -> None:
+    socks_proxy.add_toxic("timeout", stream="upstream", timeout=0)
+    crashing = transport.new_link("s-crash", Secret(str(tmp_path / "a.db")))
+    bystander = transport.new_link("s-bystander", Secret(str(tmp_path / "b.db")))
+    loop = asyncio.get_running_loop()
+    started_s = loop.time()
+    tasks = [asyncio.create_task(link.open(2.0)) for link in (crashing, bystander)]
+    await wait_for_condition(lambda: socks5_server.accepted >= 2, timeout_s=5.0, what="both dials in flight")
+    assert crashing.worker_pid is not None
+    os.kill(crashing.worker_pid, signal.SIGABRT)  # what a Go abort inside neonize does
+    with pytest.raises(LinkFailed) as crashed:
+        await tasks[0]
+    assert crashed.value.reason == "worker_exited"
+    assert loop.time() - started_s < 1.5 and not tasks[1].done()
+    with pytest.raises(LinkFailed) as timed_out:
+        await tasks[1]
+    assert timed_out.value.reason == "connect_timeout"
+    assert gone(crashing.worker_pid) and gone(bystander.worker_pid)
+
+
+async def test_close_during_a_hung_dial_ends_the_worker(
+        transport: NeonizeTransport, socks_proxy: Proxy, socks5_server: Socks5Server, store: Secret) -> None:
+    socks_proxy.add_toxic("timeout", stream="upstream", timeout=0)
+    link = transport.new_link("s-close", store)
+    opening = asyncio.create_task(link.open(30.0))
+    await wait_for_condition(lambda: socks5_server.accepted >= 1, timeout_s=5.0, what="dial in flight")
+    await asyncio.wait_for(link.close(), timeout=5.0)  # stop() blocks in a dial: the grace kill ends it
+    with pytest.raises(LinkFailed):
+        await asyncio.wait_for(opening, timeout=5.0)
+    assert gone(link.worker_pid)
+    assert (await link.wait_closed()).reason == "closed_by_service"
+
+
+# ---- secrets and bad input -----------------------------------------------------------------
+
+
+async def test_store_and_proxy_credentials_never_logged(
+        transport: NeonizeTransport, store: Secret, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="service.transports.neonize_transport")
+    link = transport.new_link("s-secret", store)
+    with pytest.raises(LinkFailed) as failure:
+        await link.open(timeout_s=10.0)
+    await link.close()
+    assert "neonize worker" in caplog.text  # the worker's own (debug) log did come through
+    shown = caplog.text + repr(transport) + repr(link) + str(failure.value)
+    assert PROXY_PASSWORD not in shown and store.reveal() not in shown
+
+
+def test_bad_settings_get_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="socks5h and socks4"):
+        NeonizeTransport("socks5h://user:hunter2@127.0.0.1:1080")
+    with pytest.raises(ConfigError) as err:
+        NeonizeTransport("ftp://user:hunter2@127.0.0.1:21")
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="spare_workers"):
+        NeonizeTransport(spare_workers=-1)
+    with pytest.raises(ConfigError, match="stop_grace_s"):
+        NeonizeTransport(stop_grace_s=0)
+    with pytest.raises(ConfigError, match="credentials"):
+        NeonizeTransport().new_link("s1", Secret(""))
+
+
+async def test_a_link_is_single_use(transport: NeonizeTransport, store: Secret) -> None:
+    link: NeonizeLink = transport.new_link("s-once", store)
+    with pytest.raises(LinkFailed):
+        await link.open(timeout_s=10.0)
+    with pytest.raises(LinkFailed, match="already_used"):
+        await link.open(timeout_s=10.0)
+    await link.close()
+    await link.close()  # idempotent
+
+
+async def wait_for_condition(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline_s = loop.time() + timeout_s
+    while not check():
+        if loop.time() >= deadline_s:
+            raise TimeoutError(f"{what}: not true after {timeout_s}s")
+        await asyncio.sleep(0.01)
