@@ -127,6 +127,8 @@ class WireLink:
         self._reader: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._attempt: asyncio.Task[None] | None = None
+        self._open_settled: asyncio.Future[None] | None = None
         self._last_pong_seq = 0
 
     def __repr__(self) -> str:
@@ -146,28 +148,45 @@ class WireLink:
         if self._started or self._close_requested:
             raise LinkFailed("already_used" if self._started else "closed")
         self._started = True
-        self._result = asyncio.get_running_loop().create_future()
-        failure: LinkFailed | None = None
+        loop = asyncio.get_running_loop()
+        self._result = loop.create_future()
+        self._open_settled = loop.create_future()
+        # The attempt runs as its own task so that close() can cut it off mid-open.
+        self._attempt = asyncio.create_task(self._connect_and_login())
+        self._attempt.add_done_callback(_retrieve_outcome)
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._connect_and_login()
-        except LinkFailed as exc:
-            failure = exc
-        except TimeoutError:
-            failure = LinkFailed("connect_timeout")
-        except asyncio.CancelledError:
+            failure = await self._await_attempt(self._attempt, timeout_s)
+            if failure is None and self._close_requested:  # close() raced the last step
+                failure = LinkFailed("closed")
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._transport.close_timeout_s):
+                        await self._ws.close()  # type: ignore[union-attr]
+            if failure is not None:
+                await self._abort_attempt(failure)
+                raise failure
+            self._reader = asyncio.create_task(self._read_loop())
+            self._keepalive = asyncio.create_task(self._keepalive_loop())
+        finally:
+            self._open_settled.set_result(None)
+        log.debug("wire link open: session %s", self.session_id)
+
+    async def _await_attempt(self, attempt: asyncio.Task[None], timeout_s: float) -> LinkFailed | None:
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=timeout_s)
+        except asyncio.CancelledError:  # our caller was cancelled: take the attempt down too
+            attempt.cancel()
             await self._abort_attempt(LinkFailed("cancelled"))
             raise
-        except Exception as exc:  # noqa: BLE001 - anything else is still a failed attempt
-            failure = _link_failed(exc)
-        if failure is None and self._close_requested:  # close() was called while opening
-            failure = LinkFailed("closed")
-        if failure is not None:
-            await self._abort_attempt(failure)
-            raise failure
-        self._reader = asyncio.create_task(self._read_loop())
-        self._keepalive = asyncio.create_task(self._keepalive_loop())
-        log.debug("wire link open: session %s", self.session_id)
+        if not done:
+            attempt.cancel()
+            await asyncio.wait({attempt}, timeout=self._transport.close_timeout_s)
+            return LinkFailed("connect_timeout")
+        if attempt.cancelled():
+            return LinkFailed("closed")  # close() cut it off
+        exc = attempt.exception()
+        if exc is None:
+            return None
+        return exc if isinstance(exc, LinkFailed) else _link_failed(exc)
 
     async def _connect_and_login(self) -> None:
         try:
@@ -281,8 +300,14 @@ class WireLink:
     async def close(self) -> None:
         """Close the socket and wait (bounded) until it is really closed. Never raises."""
         self._close_requested = True
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.cancel()  # an open in progress: cut it off, wait until it is settled
+        if self._open_settled is not None and not self._open_settled.done():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2 * self._transport.close_timeout_s + 1.0):
+                    await asyncio.shield(self._open_settled)
         if self._ws is None or self._reader is None:
-            return  # never opened, or an open in progress that will see the request
+            return  # never opened, or the open failed (its socket is already closed)
         try:
             await asyncio.shield(self._begin_shutdown("local", grace_s=self._transport.close_timeout_s))
         except Exception as exc:  # noqa: BLE001 - close never raises
@@ -313,6 +338,12 @@ class WireLink:
             async with asyncio.timeout(self._transport.close_timeout_s):
                 await self._ws.wait_closed()
         self._finish()
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    """Mark an attempt's exception as seen (it may end after we stopped waiting for it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _close_info(exc: ConnectionClosed) -> tuple[int | None, float | None]:

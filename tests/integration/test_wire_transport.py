@@ -249,6 +249,38 @@ async def test_silent_server_times_out_and_the_attempt_is_cut_off() -> None:
             await server.peer_gone.wait()  # our side really closed the TCP connection
 
 
+async def test_close_during_open_cuts_the_attempt_off() -> None:
+    async with raw_server(reset_after_request=False) as server:
+        link = transport_for(f"ws://127.0.0.1:{server.port}").new_link("s1", CREDS)
+        opening = asyncio.create_task(link.open(30.0))
+        async with asyncio.timeout(5):
+            await server.accepted.wait()
+        async with asyncio.timeout(5):
+            await link.close()  # returns once the attempt is settled, long before 30 s
+        assert await _gone_soon(server)
+        with pytest.raises(LinkFailed, match="closed"):
+            await opening
+    assert (await closed_within(link)).reason == "open failed: closed"
+
+
+async def test_cancelling_open_cuts_the_attempt_off() -> None:
+    async with raw_server(reset_after_request=False) as server:
+        link = transport_for(f"ws://127.0.0.1:{server.port}").new_link("s1", CREDS)
+        opening = asyncio.create_task(link.open(30.0))
+        async with asyncio.timeout(5):
+            await server.accepted.wait()
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert await _gone_soon(server)
+
+
+async def _gone_soon(server: RawServer) -> bool:
+    async with asyncio.timeout(5):
+        await server.peer_gone.wait()
+    return True
+
+
 async def test_stalled_network_times_out_through_toxiproxy(standins_clean: Standins, toxiproxy: Toxiproxy) -> None:
     proxy = toxiproxy.create_proxy("wa-stall", upstream=f"127.0.0.1:{standins_clean.ports['whatsapp_port']}")
     transport = transport_for(f"ws://{proxy.listen}")
