@@ -1,7 +1,7 @@
 """The production WhatsApp transport: neonize 0.5.2 clients, each in its own worker process.
 
 Owns the supervisor side: spawning workers (`python -m service.transports.neonize_worker`,
-a warm spare kept ready so a reconnect does not wait for neonize's import), sending them
+handled through `neonize_worker.supervisor.WorkerProcess`; a warm spare kept ready so a reconnect does not wait for neonize's import), sending them
 `connect`/`stop`, turning their messages into `LinkFailed`/`LinkClosed`, and enforcing
 every deadline from here: a worker that has not opened by `timeout_s` is killed by its PID
 (`LinkFailed("connect_timeout")`), one that does not exit within `stop_grace_s` of `stop`
@@ -17,148 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError, LinkFailed, MalformedInput
+from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
-from service.transports.neonize_worker.protocol import MAX_LINE_BYTES, decode_message, encode_op
+from service.transports.neonize_worker.supervisor import Exited, WorkerProcess
 
 log = logging.getLogger(__name__)
 KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
 PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
-WORKER_MODULE = "service.transports.neonize_worker"
 WORKER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # worker stderr is logged here at DEBUG
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-_REAP_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Exited:
-    """The worker process is gone; a negative return code is the signal that ended it."""
-
-    returncode: int | None
-
-
-class WorkerProcess:
-    """The supervisor's handle on one worker process, which it started and alone may kill."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, redact: Callable[[str], str]) -> None:
-        self._proc = proc
-        self._redact = redact
-        self._messages: asyncio.Queue[dict[str, Any] | Exited] = asyncio.Queue()
-        self._stopping: asyncio.Future[None] | None = None
-        self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pid: int = proc.pid
-        self.malformed_lines = 0
-        self._readers = (asyncio.create_task(self._read_messages()), asyncio.create_task(self._read_log()))
-
-    @classmethod
-    async def spawn(cls, python: str, redact: Callable[[str], str], log_level: str = "WARNING") -> WorkerProcess:
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
-        proc = await asyncio.create_subprocess_exec(
-            python, "-m", WORKER_MODULE, "--log-level", log_level, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
-        return cls(proc, redact)
-
-    @property
-    def running(self) -> bool:
-        return self._proc.returncode is None
-
-    async def wait_ready(self) -> bool:
-        """True once neonize is imported in the worker; False if it exited or failed first."""
-        return await asyncio.shield(self._ready)
-
-    async def next_message(self) -> dict[str, Any] | Exited:
-        """The next message; `Exited` once the process is gone (and for every later call)."""
-        message = await self._messages.get()
-        if isinstance(message, Exited):
-            self._messages.put_nowait(message)
-        return message
-
-    def send(self, op: str, **fields: Any) -> None:
-        stdin = self._proc.stdin
-        if stdin is None or stdin.is_closing() or not self.running:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            stdin.write(encode_op(op, **fields))
-
-    def kill(self) -> None:
-        """SIGKILL by PID, at once: for a worker past its deadline or hung in a dial."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-
-    async def stop(self, grace_s: float) -> None:
-        """Ask the client to stop; kill the process if it has not exited within `grace_s`."""
-        if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._stop(grace_s))
-        await asyncio.shield(self._stopping)
-
-    async def wait_exited(self, timeout_s: float = _REAP_TIMEOUT_S) -> int | None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._proc.wait(), timeout_s)
-        return self._proc.returncode
-
-    async def _stop(self, grace_s: float) -> None:
-        self.send("stop")
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        try:
-            await asyncio.wait_for(self._proc.wait(), grace_s)
-        except TimeoutError:
-            log.info("neonize worker %d did not stop within %.1fs: killing it", self.pid, grace_s)
-            self.kill()
-            await self.wait_exited()
-
-    async def _read_messages(self) -> None:
-        assert self._proc.stdout is not None
-        while True:
-            try:
-                line = await self._proc.stdout.readline()
-            except ValueError:  # a line past the limit: dropped by the reader, counted here
-                self._malformed("line too long")
-                continue
-            if not line:
-                break
-            try:
-                message = decode_message(line)
-            except MalformedInput as err:
-                self._malformed(err.detail)
-                continue
-            if self._ready.done():
-                self._messages.put_nowait(message)
-            elif message["kind"] in ("ready", "error"):
-                if message["kind"] == "error":
-                    log.warning("neonize worker %d failed to start: %s", self.pid, self._redact(message["detail"]))
-                self._ready.set_result(message["kind"] == "ready")
-        returncode = await self._proc.wait()
-        if not self._ready.done():
-            self._ready.set_result(False)
-        self._messages.put_nowait(Exited(returncode))
-
-    def _malformed(self, detail: str) -> None:
-        self.malformed_lines += 1
-        log.warning("neonize worker %d sent a malformed message: %s", self.pid, self._redact(detail)[:200])
-
-    async def _read_log(self) -> None:
-        assert self._proc.stderr is not None
-        while True:
-            try:
-                line = await self._proc.stderr.readline()
-            except ValueError:
-                continue
-            if not line:
-                return
-            log.debug("neonize worker %d: %s", self.pid, self._redact(line.decode(errors="replace").rstrip()))
 
 
 class NeonizeTransport:
