@@ -77,8 +77,9 @@ class WireTransport:
     def __init__(self, url: str, *, keepalive_interval_s: float, keepalive_misses: int,
                  close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
-            raise ConfigError(f"wire url must look like ws://127.0.0.1:PORT, got {url!r}")
+        if parsed.scheme not in ("ws", "wss") or not parsed.hostname or parsed.path not in ("", "/"):
+            raise ConfigError(f"wire url must be a base URL like ws://127.0.0.1:PORT (links add "
+                              f"{WS_PATH_PREFIX}<session_id>), got {url!r}")
         if isinstance(keepalive_interval_s, bool) or not keepalive_interval_s > 0:
             raise ConfigError(f"keepalive_interval_s must be > 0 seconds, got {keepalive_interval_s!r}")
         if isinstance(keepalive_misses, bool) or not isinstance(keepalive_misses, int) or keepalive_misses < 1:

@@ -110,6 +110,7 @@ async def test_transport_and_link_implement_the_ports(wire: WireTransport) -> No
 
 @pytest.mark.parametrize(("url", "interval_s", "misses", "named"), [
     ("http://127.0.0.1:1", 1.0, 3, "wire url"),
+    ("ws://127.0.0.1:1/ws/s1", 1.0, 3, "base URL"),
     ("ws://127.0.0.1:1", 0.0, 3, "keepalive_interval_s"),
     ("ws://127.0.0.1:1", 1.0, 0, "keepalive_misses"),
     ("ws://127.0.0.1:1", 1.0, 2.5, "keepalive_misses"),
