@@ -16,6 +16,11 @@ from service.core import Priority, Status
 class Secret(str):
     """A credential or token: a str whose repr and str never show the value (B8)."""
 
+    def __new__(cls, value: str) -> "Secret":
+        # re-wrapping must keep the value, not the redacted str() of it
+        raw = value.reveal() if isinstance(value, Secret) else value
+        return super().__new__(cls, raw)
+
     def __repr__(self) -> str:
         return "Secret('***')"
 
