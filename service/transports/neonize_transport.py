@@ -15,6 +15,7 @@ path/DSN (the session's credentials) or the proxy URL (both `Secret`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import sys
@@ -40,11 +41,13 @@ class NeonizeTransport:
     `dead_link_after_s`: a link reporting `KeepAliveTimeout` for this long is closed with
     code "keepalive_timeout" (pass the policy's `timeouts.dead_link_after_s`); None leaves
     it to whatsmeow, which forces a reconnect (a `Disconnected`) after about 3 minutes.
+    `allow_event_injection`: tests only, see `NeonizeLink.inject_event`.
     """
 
     def __init__(self, proxy_url: str | None = None, *, pairing: bool = False, spare_workers: int = 1,
                  stop_grace_s: float = 2.0, dead_link_after_s: float | None = None,
-                 python: str = sys.executable, worker_log_level: str = "WARNING") -> None:
+                 python: str = sys.executable, worker_log_level: str = "WARNING",
+                 allow_event_injection: bool = False) -> None:
         self.proxy_url = None if proxy_url is None else Secret(_check_proxy(proxy_url))
         if isinstance(spare_workers, bool) or not isinstance(spare_workers, int) or spare_workers < 0:
             raise ConfigError(f"spare_workers must be a whole number >= 0, got {spare_workers!r}")
@@ -54,6 +57,7 @@ class NeonizeTransport:
         if worker_log_level not in WORKER_LOG_LEVELS:
             raise ConfigError(f"worker_log_level must be one of {WORKER_LOG_LEVELS}, got {worker_log_level!r}")
         self.worker_log_level = worker_log_level
+        self.allow_event_injection = bool(allow_event_injection)
         self.pairing = bool(pairing)
         self.spare_workers = spare_workers
         self.stop_grace_s = float(stop_grace_s)
@@ -126,7 +130,8 @@ class NeonizeTransport:
     async def _spawn(self) -> WorkerProcess:
         self.workers_started += 1
         try:
-            return await WorkerProcess.spawn(self.python, self.redact, self.worker_log_level)
+            args = ("--log-level", self.worker_log_level) + (("--allow-inject",) if self.allow_event_injection else ())
+            return await WorkerProcess.spawn(self.python, self.redact, args)
         except OSError as err:
             raise LinkFailed("worker_start_failed") from err
 
@@ -213,6 +218,14 @@ class NeonizeLink:
                          self._transport.redact(message["detail"]))
                 raise LinkFailed(message["reason"])
             self._log_unexpected(message, "while dialing")
+
+    def inject_event(self, event_name: str, data: bytes) -> None:
+        """Tests only: have the worker hand `data` (a serialized neonize event, e.g.
+        `Disconnected`) to neonize's real dispatch path, as Go would. Needs
+        `allow_event_injection=True` and a worker that has been sent `connect`."""
+        if not self._transport.allow_event_injection or self._worker is None:
+            raise RuntimeError("event injection needs allow_event_injection=True and an opening or open link")
+        self._worker.send("inject", event=event_name, data=base64.b64encode(data).decode())
 
     async def wait_closed(self) -> LinkClosed:
         """How the link ended: a close event (code from the whatsmeow table), a dead link

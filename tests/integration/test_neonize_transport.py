@@ -22,7 +22,7 @@ import pytest
 from chaos.toxiproxy import Proxy, Toxiproxy
 from service.core import SessionMachine, State, Status, build_policy
 from service.core.events import (
-    BackoffElapsed, CloseSocket, Command, Drop, Event, Opened, OpenSocket, ScheduleReconnect,
+    BackoffElapsed, Closed, CloseSocket, Command, Drop, Event, Opened, OpenSocket, ScheduleReconnect,
     SetStatus, Start, StartFailed, Validate, Validated,
 )
 from service.errors import ConfigError, LinkFailed
@@ -315,3 +315,114 @@ async def wait_for_condition(check: Callable[[], bool], timeout_s: float, what: 
         if loop.time() >= deadline_s:
             raise TimeoutError(f"{what}: not true after {timeout_s}s")
         await asyncio.sleep(0.01)
+
+
+# ---- after open: events through the worker's real dispatch path ------------------------------
+# WhatsApp cannot be reached, so Go never fires Connected/Disconnected here. The worker is
+# started with --allow-inject and handed the serialized events Go would send; they go through
+# neonize's own callback, the worker's handlers and main thread, the pipe, and the link.
+
+DEAD_LINK_S = 0.3
+
+
+@pytest.fixture
+def pb() -> object:
+    from neonize.proto import Neonize_pb2  # imported during setup: pytest's log handlers are in place
+
+    return Neonize_pb2
+
+
+@pytest.fixture
+async def injecting(socks_proxy: Proxy) -> AsyncIterator[NeonizeTransport]:
+    """A transport whose dials hang (so no real failure interferes) and whose workers accept events."""
+    socks_proxy.add_toxic("timeout", stream="upstream", timeout=0)
+    transport = NeonizeTransport(f"socks5://127.0.0.1:{socks_proxy.listen_port}", spare_workers=1,
+                                 stop_grace_s=0.5, dead_link_after_s=DEAD_LINK_S, allow_event_injection=True)
+    assert await transport.warm_up(WARM_UP_S) == 1
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+async def open_by_injection(transport: NeonizeTransport, socks5_server: Socks5Server, store: Secret,
+                            pb: object) -> NeonizeLink:
+    link = transport.new_link("s-injected", store)
+    opening = asyncio.create_task(link.open(10.0))
+    await wait_for_condition(lambda: socks5_server.accepted >= 1, timeout_s=5.0, what="dial in flight")
+    link.inject_event("Connected", pb.Connected(status=True).SerializeToString())  # type: ignore[attr-defined]
+    await asyncio.wait_for(opening, timeout=5.0)
+    assert link.is_open
+    return link
+
+
+async def test_disconnected_after_open_closes_the_link_and_the_core_backs_off(
+        injecting: NeonizeTransport, socks5_server: Socks5Server, store: Secret, pb: object) -> None:
+    machine = SessionMachine("s-injected", POLICY)
+    machine.handle(Start(), now=0.0)
+    link = await open_by_injection(injecting, socks5_server, store, pb)
+    machine.handle(Opened(), now=0.1)
+    link.inject_event("Disconnected", pb.Disconnected(status=True).SerializeToString())  # type: ignore[attr-defined]
+    closed = await asyncio.wait_for(link.wait_closed(), timeout=5.0)
+    assert closed.code == "Disconnected"
+    # the worker stop()s its client at once; stop() blocks in this hung dial, so the grace kill ends it
+    await asyncio.wait_for(link.close(), timeout=5.0)
+    assert gone(link.worker_pid)
+    machine.handle(Closed(closed.code, closed.wait_s), now=0.2)
+    assert machine.state is State.BACKOFF and machine.attempts == 1
+
+
+async def test_keepalive_timeout_closes_only_after_the_dead_link_deadline(
+        injecting: NeonizeTransport, socks5_server: Socks5Server, store: Secret, pb: object) -> None:
+    link = await open_by_injection(injecting, socks5_server, store, pb)
+    timeout_event = pb.KeepAliveTimeout(ErrorCount=1, LastSuccess=1).SerializeToString()  # type: ignore[attr-defined]
+    link.inject_event("KeepAliveTimeout", timeout_event)
+    link.inject_event("KeepAliveRestored", pb.KeepAliveRestored().SerializeToString())  # type: ignore[attr-defined]
+    with pytest.raises(TimeoutError):  # restored in time: the deadline is off
+        await asyncio.wait_for(link.wait_closed(), timeout=3 * DEAD_LINK_S)
+    loop = asyncio.get_running_loop()
+    degraded_s = loop.time()
+    link.inject_event("KeepAliveTimeout", timeout_event)
+    closed = await asyncio.wait_for(link.wait_closed(), timeout=5.0)
+    assert closed.code == "keepalive_timeout"
+    assert loop.time() - degraded_s >= DEAD_LINK_S
+    await link.close()
+
+
+@pytest.mark.parametrize("event,make,code,wait_s,state", [
+    ("ConnectFailure", lambda pb: pb.ConnectFailure(Reason=2, Message="m", Raw=pb.Node(Tag="failure")),
+     "ConnectFailure:401", None, State.DROPPED),
+    ("TemporaryBan", lambda pb: pb.TemporaryBan(Code=1, Expire=7), "TemporaryBan", 7.0, State.BACKOFF),
+    ("StreamReplaced", lambda pb: pb.StreamReplaced(), "StreamReplaced", None, State.DROPPED),
+])
+async def test_a_rejection_while_opening_is_a_failed_start_with_its_close_code(
+        injecting: NeonizeTransport, socks5_server: Socks5Server, store: Secret, pb: object,
+        event: str, make: Callable[[object], object], code: str, wait_s: float | None, state: State) -> None:
+    machine = SessionMachine("s-rejected", POLICY)
+    machine.handle(Start(), now=0.0)
+    link = injecting.new_link("s-rejected", store)
+    opening = asyncio.create_task(link.open(10.0))
+    await wait_for_condition(lambda: socks5_server.accepted >= 1, timeout_s=5.0, what="dial in flight")
+    link.inject_event(event, make(pb).SerializeToString())  # type: ignore[attr-defined]
+    with pytest.raises(LinkFailed) as failure:
+        await asyncio.wait_for(opening, timeout=5.0)
+    assert (failure.value.reason, failure.value.code, failure.value.wait_s) == ("rejected", code, wait_s)
+    assert gone(link.worker_pid)
+    machine.handle(Closed(failure.value.code, failure.value.wait_s), now=0.1)
+    assert machine.state is state
+
+
+async def test_a_worker_crash_after_open_is_a_close_without_code(
+        injecting: NeonizeTransport, socks5_server: Socks5Server, store: Secret, pb: object) -> None:
+    link = await open_by_injection(injecting, socks5_server, store, pb)
+    assert link.worker_pid is not None
+    os.kill(link.worker_pid, signal.SIGABRT)
+    closed = await asyncio.wait_for(link.wait_closed(), timeout=5.0)
+    assert closed.code is None and closed.reason == f"worker_exited:{-signal.SIGABRT}"
+    await link.close()
+
+
+async def test_injection_is_refused_unless_enabled(transport: NeonizeTransport, store: Secret) -> None:
+    link = transport.new_link("s-no-inject", store)
+    with pytest.raises(RuntimeError, match="allow_event_injection"):
+        link.inject_event("Connected", b"")

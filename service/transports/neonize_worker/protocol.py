@@ -3,7 +3,8 @@
 Service → worker on the worker's stdin: `connect` (store, uuid, proxy, pairing — secrets
 travel only here, never in argv or the environment) and `stop`. Worker → service on the
 worker's original stdout: `ready`, `open`, `closed`, `failed`, `keepalive`, `stopped`,
-`error`. Owns encoding, decoding and validation; a line that does not parse raises
+`error`. `inject` (a serialized event for neonize's real dispatch path) is for tests
+and is refused unless the worker was started with `--allow-inject`. Owns encoding, decoding and validation; a line that does not parse raises
 `MalformedInput`. Must not do I/O.
 """
 
@@ -29,6 +30,7 @@ WORKER_MESSAGES: dict[str, dict[str, tuple[type, ...]]] = {
 SERVICE_OPS: dict[str, dict[str, tuple[type, ...]]] = {
     "connect": {"store": (str,), "uuid": (str,), "proxy": (str, type(None)), "pairing": (bool,)},
     "stop": {},
+    "inject": {"event": (str,), "data": (str,)},  # tests only: a serialized event, base64
 }
 
 

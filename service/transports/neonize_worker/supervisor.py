@@ -48,11 +48,11 @@ class WorkerProcess:
         self._readers = (asyncio.create_task(self._read_messages()), asyncio.create_task(self._read_log()))
 
     @classmethod
-    async def spawn(cls, python: str, redact: Callable[[str], str], log_level: str = "WARNING") -> WorkerProcess:
+    async def spawn(cls, python: str, redact: Callable[[str], str], worker_args: tuple[str, ...] = ()) -> WorkerProcess:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
         proc = await asyncio.create_subprocess_exec(
-            python, "-m", WORKER_MODULE, "--log-level", log_level, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            python, "-m", WORKER_MODULE, *worker_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
         return cls(proc, redact)
 

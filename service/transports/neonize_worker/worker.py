@@ -13,6 +13,7 @@ returns), or write the store path or proxy credentials anywhere.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import queue
@@ -103,8 +104,10 @@ class WorkerSession:
     """The main thread's logic: one inbox item at a time, until `done`."""
 
     def __init__(self, stop_client: Callable[[], None], send: Callable[..., None],
-                 redactor: Redactor, pairing: bool = False) -> None:
+                 redactor: Redactor, pairing: bool = False,
+                 inject: Callable[[str, bytes], None] | None = None) -> None:
         self._stop_client = stop_client
+        self._inject = inject
         self._send = send
         self._redactor = redactor
         self._pairing = pairing
@@ -116,6 +119,8 @@ class WorkerSession:
         kind, payload = item
         if kind == "event":
             self._on_event(payload)
+        elif kind == "op" and payload["op"] == "inject":
+            self._on_inject(payload)
         elif kind == "op":
             self._stop("stop requested")
         elif kind == "connect_error":
@@ -148,6 +153,15 @@ class WorkerSession:
         elif isinstance(mapped, KeepAlive):
             self._send("keepalive", code=mapped.code, ok=mapped.ok, error_count=mapped.error_count)
 
+    def _on_inject(self, op: dict[str, Any]) -> None:
+        if self._inject is None:
+            self._send("error", detail="event injection is not enabled in this worker")
+            return
+        try:
+            self._inject(op["event"], base64.b64decode(op["data"], validate=True))
+        except (AttributeError, KeyError, ValueError) as err:
+            self._send("error", detail=f"cannot inject {op['event'][:40]!r}: {type(err).__name__}")
+
     def _stop(self, why: str) -> None:
         if self.stopping:
             return
@@ -155,6 +169,28 @@ class WorkerSession:
         logging.getLogger(__name__).info("stopping the neonize client (%s)", why)
         # May block while a dial is in flight; the service kills us after its grace period.
         self._stop_client()
+
+
+def dispatcher(client: Any) -> Callable[[str, bytes], None]:
+    """Deliver a serialized event through neonize's own Go → Python callback.
+
+    For tests only (`--allow-inject`): WhatsApp's servers, which make Go fire these events,
+    cannot be reached here, so tests hand the real dispatch path the bytes Go would.
+    """
+    import ctypes
+
+    from neonize._binder import func_callback_bytes
+    from neonize.events import EVENT_TO_INT
+    from neonize.proto import Neonize_pb2 as pb
+
+    callback = func_callback_bytes(client.event.execute)  # referenced by the closure: stays alive
+
+    def deliver(event_name: str, data: bytes) -> None:
+        number = EVENT_TO_INT[getattr(pb, event_name)]
+        buffer = ctypes.create_string_buffer(data, len(data))
+        callback(client.uuid, ctypes.addressof(buffer), len(data), number)
+
+    return deliver
 
 
 def _read_ops(stream: BinaryIO, put: Callable[[Item], None]) -> None:
@@ -202,7 +238,8 @@ def _wait_connect(inbox: queue.SimpleQueue[Item], send: Callable[..., None]) -> 
 def main(argv: list[str] | None = None) -> int:
     """Run one client until it is stopped or fails; the exit code is for the supervisor.
 
-    argv: optional `--log-level LEVEL` (DEBUG shows whatsmeow's own log, redacted).
+    argv: optional `--log-level LEVEL` (DEBUG shows whatsmeow's own log, redacted) and
+    `--allow-inject` (tests: accept `inject` ops, see `dispatcher`).
     """
     args = sys.argv[1:] if argv is None else argv
     level = args[args.index("--log-level") + 1] if "--log-level" in args[:-1] else "WARNING"
@@ -236,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             inbox.put(("connect_returned", None))
 
     threading.Thread(target=run_client, name="client", daemon=True).start()
-    session = WorkerSession(client.stop, send, redactor, pairing=op["pairing"])
+    inject = dispatcher(client) if "--allow-inject" in args else None
+    session = WorkerSession(client.stop, send, redactor, pairing=op["pairing"], inject=inject)
     while not session.done:
         session.handle(inbox.get())
     return EXIT_OK
