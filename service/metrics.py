@@ -48,6 +48,10 @@ class ServiceMetrics:
         self.command_errors = Counter("reconnect_lab_command_errors", "commands whose I/O failed", ["command"], registry=r)
         self.outbox_retries = Gauge("reconnect_lab_outbox_failed_batches", "back-office batches that failed "
                                     "and were retried, since start", registry=r)
+        self.redis_round_trips = Gauge("reconnect_lab_redis_round_trips", "Redis round trips since start "
+                                       "(status store + leases + outbox)", registry=r)
+        self.backoffice_requests = Gauge("reconnect_lab_backoffice_requests", "HTTP requests to the back office "
+                                         "since start, by call", ["call"], registry=r)
         self.leases = Gauge("reconnect_lab_leases_held", "session leases held by this process", registry=r)
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",

@@ -78,6 +78,10 @@ class Service:
             self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
             self._redis_malformed_seen = redis_malformed
         self.metrics.outbox_retries.set(self.outbox.retries)
+        self.metrics.redis_round_trips.set(self.store.round_trips + self.lease.round_trips + self.outbox.round_trips)
+        requests = self.backoffice.requests
+        self.metrics.backoffice_requests.labels(call="status_batch_answered").set(self.outbox.sent_batches)
+        self.metrics.backoffice_requests.labels(call="all").set(requests)
 
     async def health(self) -> dict[str, Any]:
         report = self.gateway.health()

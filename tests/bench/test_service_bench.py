@@ -1,0 +1,191 @@
+"""Benchmark: a reconnect storm through real sockets — N sessions in one `python -m service`
+process, all dropped at once by disabling the Toxiproxy proxy in front of the WhatsApp
+stand-in, kept down through attempt 1, recovered on attempt 2 (the note's timings:
+attempt 1 at +2 s, attempt 2 at +6 s).
+
+Measures (never asserts time): CPU ms of the service per reconnect, Redis round trips per
+reconnect, back-office requests per 1,000 status updates, status updates per batch, and
+p50/p99 lateness of each reconnect timer against its scheduled time (from the service's
+own timeline). Writes `reports/service/bench.json` and `reports/service/bench.md`.
+
+Size: SERVICE_BENCH_SESSIONS (default 10,000), clipped to what the open-file hard limit
+allows: Toxiproxy holds two sockets per proxied connection in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.core import read_jsonl
+from tests.fixtures.process import wait_until
+from tests.fixtures.service import metric_value, scrape, statuses
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.slow, pytest.mark.integration]
+
+REPORT_DIR = Path(__file__).resolve().parents[2] / "reports" / "service"
+REQUESTED = int(os.environ.get("SERVICE_BENCH_SESSIONS", "10000"))
+FD_MARGIN = 400
+TARGETS = {"p99_lateness_ms": 100.0, "redis_round_trips_per_reconnect": 4.0, "updates_per_backoffice_batch": 50.0}
+
+
+def raise_fd_limit() -> int:
+    """Soft limit up to the hard one (children inherit it); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def session_count() -> tuple[int, str]:
+    limit = raise_fd_limit()
+    fits = (limit - FD_MARGIN) // 2  # Toxiproxy: one client socket + one upstream socket per session
+    if REQUESTED <= fits:
+        return REQUESTED, ""
+    return fits, (f"{REQUESTED} sessions do not fit: the open-file hard limit is {limit} and Toxiproxy holds "
+                  f"two sockets per session in one process, so at most {fits} fit")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def snapshot(service: Any) -> dict[str, float]:
+    text = scrape(service.metrics_port, timeout_s=30.0)
+    return {
+        "cpu_s": cpu_s(service.process.pid),
+        "redis_round_trips": metric_value(text, "reconnect_lab_redis_round_trips"),
+        "backoffice_requests": metric_value(text, "reconnect_lab_backoffice_requests", call="all"),
+        "status_batches": metric_value(text, "reconnect_lab_backoffice_requests", call="status_batch_answered"),
+        "attempts_failed": metric_value(text, "reconnect_lab_reconnect_attempts_total", outcome="failed"),
+        "attempts_opened": metric_value(text, "reconnect_lab_reconnect_attempts_total", outcome="opened"),
+        "wall_s": time.monotonic(),
+    }
+
+
+def lateness_ms(timeline: Path, since_t: float) -> tuple[list[float], dict[int, int]]:
+    """Each reconnect timer's lateness, and how many sessions recovered on which attempt."""
+    due: dict[str, float] = {}
+    late: list[float] = []
+    last_attempt: dict[str, int] = {}
+    with timeline.open(encoding="utf-8") as stream:
+        for record in read_jsonl(stream):
+            if record.t < since_t:
+                continue
+            if record.event == "reconnect_scheduled":
+                due[record.session_id] = record.t + float(record.detail["backoff_ms"]) / 1000
+                last_attempt[record.session_id] = record.attempt
+            elif record.event == "reconnect_running" and record.session_id in due:
+                late.append((record.t - due.pop(record.session_id)) * 1000)
+    recovered_on: dict[int, int] = {}
+    for attempt in last_attempt.values():
+        recovered_on[attempt] = recovered_on.get(attempt, 0) + 1
+    return late, recovered_on
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def test_reconnect_storm(service_process, standins_clean, toxiproxy, redis_client, tmp_path) -> None:
+    n, clipped = session_count()
+    s = standins_clean
+    ids = [f"s{i}" for i in range(n)]
+    s.backoffice.add_accounts(ids)
+    proxy = toxiproxy.create_proxy(f"wa-bench-{uuid.uuid4().hex[:6]}", upstream=f"127.0.0.1:{s.ports['whatsapp_port']}")
+    service = service_process("bench", sessions=f"s{{0..{n - 1}}}", time_scale=1.0, lease_ttl_s=10.0,
+                              whatsapp_url=f"ws://{proxy.listen}", outbox_batch_size=500,
+                              outbox_flush_interval_s=0.5, start_concurrency=500, seed=None)
+    wait_until(lambda: set(statuses(redis_client, ids).values()) == {"active"}, 300, f"{n} sessions active")
+    wait_until(lambda: redis_client.xlen("rl:outbox") == 0, 60, "start-up updates delivered")
+    bo_before = s.backoffice.updates()
+    before = snapshot(service)
+    storm_t = time.time()
+
+    proxy.disable()  # every socket closes; new ones are refused
+    wait_until(lambda: snapshot(service)["attempts_failed"] - before["attempts_failed"] >= n, 60,
+               "attempt 1 failed for every session")
+    proxy.enable()
+    enabled_after_s = time.time() - storm_t
+    wait_until(lambda: set(statuses(redis_client, ids).values()) == {"active"}, 300, "every session recovered")
+    wait_until(lambda: redis_client.xlen("rl:outbox") == 0, 60, "storm updates delivered")
+    after = snapshot(service)
+    bo_after = s.backoffice.updates()
+    late, recovered_on = lateness_ms(tmp_path / "timeline-bench.jsonl", storm_t)
+    stats = s.whatsapp.stats()
+
+    reconnects = n
+    attempts = (after["attempts_failed"] - before["attempts_failed"]) + (after["attempts_opened"] - before["attempts_opened"])
+    updates = len(bo_after["updates"]) - len(bo_before["updates"])
+    batches = bo_after["batches"] - bo_before["batches"]
+    backoffice_requests = after["backoffice_requests"] - before["backoffice_requests"]
+    result = {
+        "sessions": n, "requested_sessions": REQUESTED, "clipped_because": clipped,
+        "policy": "note defaults: base 2 s, factor 2, cap 32 s, 5 attempts, no jitter",
+        "drop": "Toxiproxy proxy disabled until attempt 1 failed everywhere, then enabled",
+        "proxy_enabled_after_s": round(enabled_after_s, 3),
+        "recovered_on_attempt": {str(k): v for k, v in sorted(recovered_on.items())},
+        "storm_wall_s": round(after["wall_s"] - before["wall_s"], 3),
+        "reconnect_attempts": int(attempts),
+        "cpu_ms_per_reconnect": round((after["cpu_s"] - before["cpu_s"]) * 1000 / reconnects, 3),
+        "cpu_ms_per_attempt": round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(1, attempts), 3),
+        "redis_round_trips_per_reconnect": round((after["redis_round_trips"] - before["redis_round_trips"]) / reconnects, 3),
+        "redis_round_trips_per_attempt": round((after["redis_round_trips"] - before["redis_round_trips"]) / max(1, attempts), 3),
+        "status_updates": updates,
+        "status_batches": batches,
+        "updates_per_backoffice_batch": round(updates / max(1, batches), 1),
+        "backoffice_requests_per_1000_updates": round(backoffice_requests * 1000 / max(1, updates), 1),
+        "backoffice_batch_requests_per_1000_updates": round(batches * 1000 / max(1, updates), 2),
+        "lateness_ms": {"count": len(late), "p50": round(percentile(late, 0.50), 2),
+                        "p99": round(percentile(late, 0.99), 2), "max": round(max(late, default=float("nan")), 2),
+                        "mean": round(statistics.fmean(late), 2) if late else None},
+        "r7_violations": len(stats["r7_violations"]),
+        "machine": {"cpus": os.cpu_count(), "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]},
+        "targets": TARGETS,
+    }
+    write_report(result)
+    assert result["r7_violations"] == 0
+    assert sum(recovered_on.values()) == n, "every session must have gone through the storm"
+
+
+def write_report(result: dict[str, Any]) -> None:
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    (REPORT_DIR / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    late = result["lateness_ms"]
+    met = {
+        "p99 lateness ≤ 100 ms": late["p99"] <= TARGETS["p99_lateness_ms"],
+        "≤ 4 Redis round trips per reconnect": result["redis_round_trips_per_reconnect"] <= 4,
+        "≥ 50 status updates per back-office request": result["updates_per_backoffice_batch"] >= 50,
+    }
+    lines = [
+        "# Service reconnect storm", "",
+        f"{result['sessions']} sessions in one `python -m service` process, dropped at once (Toxiproxy disabled), "
+        f"kept down through attempt 1, recovered on attempt 2. {result['policy']}.",
+        *([f"", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
+        "| measure | value |", "|---|---|",
+        f"| recovered on attempt | {result['recovered_on_attempt']} |",
+        f"| CPU ms per reconnect (per attempt) | {result['cpu_ms_per_reconnect']} ({result['cpu_ms_per_attempt']}) |",
+        f"| Redis round trips per reconnect (per attempt) | {result['redis_round_trips_per_reconnect']} "
+        f"({result['redis_round_trips_per_attempt']}) |",
+        f"| status updates per back-office batch | {result['updates_per_backoffice_batch']} |",
+        f"| back-office requests per 1,000 status updates (all / batches only) | "
+        f"{result['backoffice_requests_per_1000_updates']} / {result['backoffice_batch_requests_per_1000_updates']} |",
+        f"| timer lateness p50 / p99 / max (ms) | {late['p50']} / {late['p99']} / {late['max']} |",
+        f"| storm wall time (s) | {result['storm_wall_s']} |",
+        f"| R7 violations at the stand-in | {result['r7_violations']} |", "",
+        "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met.items()) + ".", "",
+        "Back-office requests include one validity GET per attempt (R4) besides the status batches.",
+    ]
+    (REPORT_DIR / "bench.md").write_text("\n".join(lines) + "\n")
