@@ -26,7 +26,7 @@ from typing import Any
 
 from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
-from service.transports.neonize_worker.supervisor import Exited, WorkerProcess
+from service.transports.neonize_worker.supervisor import Exited, WorkerProcess, secret_parts
 
 log = logging.getLogger(__name__)
 KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
@@ -64,13 +64,12 @@ class NeonizeTransport:
         self.dead_link_after_s = None if dead_link_after_s is None else float(dead_link_after_s)
         self.python = python
         self.workers_started = 0
-        self._secrets: set[str] = set()
+        self._proxy_secrets = () if self.proxy_url is None else tuple(secret_parts(self.proxy_url.reveal()))
         self._spares: list[WorkerProcess] = []
+        self._workers: set[WorkerProcess] = set()  # every live worker, held strongly until it exits
         self._refill: asyncio.Task[None] | None = None
         self._links: weakref.WeakSet[NeonizeLink] = weakref.WeakSet()
         self._closed = False
-        if self.proxy_url is not None:
-            self._add_secret_url(self.proxy_url.reveal())
 
     def __repr__(self) -> str:
         proxy = "none" if self.proxy_url is None else "***"
@@ -81,15 +80,13 @@ class NeonizeTransport:
             raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
         if not isinstance(credentials, str) or not credentials:
             raise ConfigError(f"credentials of session {session_id!r} must be its neonize store path or DSN")
-        secret = credentials if isinstance(credentials, Secret) else Secret(credentials)
-        self._secrets.add(secret.reveal())
-        link = NeonizeLink(self, session_id, secret)
+        link = NeonizeLink(self, session_id, credentials if isinstance(credentials, Secret) else Secret(credentials))
         self._links.add(link)
         return link
 
     async def warm_up(self, timeout_s: float = 30.0) -> int:
         """Start the spare workers now; return how many are ready within `timeout_s`."""
-        await self._fill_spares()
+        await self._fill_spares(wait_ready=False)
         spares = list(self._spares)
         try:
             async with asyncio.timeout(timeout_s):
@@ -98,7 +95,7 @@ class NeonizeTransport:
             return 0
 
     async def aclose(self) -> None:
-        """Close every link, then stop the spares. Idempotent."""
+        """Close every link, then stop the spares; kill any worker left. Idempotent."""
         self._closed = True
         if self._refill is not None:
             self._refill.cancel()
@@ -107,12 +104,10 @@ class NeonizeTransport:
         await asyncio.gather(*(link.close() for link in list(self._links)))
         spares, self._spares = self._spares, []
         await asyncio.gather(*(spare.stop(self.stop_grace_s) for spare in spares))
-
-    def redact(self, text: str) -> str:
-        """`text` with every known secret (stores, proxy and its password) replaced by ***."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        for worker in list(self._workers):
+            worker.kill()
+            await worker.wait_exited()
+        self._workers.clear()
 
     async def _take_worker(self) -> WorkerProcess:
         if self._closed:
@@ -129,23 +124,24 @@ class NeonizeTransport:
 
     async def _spawn(self) -> WorkerProcess:
         self.workers_started += 1
+        self._workers = {worker for worker in self._workers if worker.running}
+        args = ("--log-level", self.worker_log_level) + (("--allow-inject",) if self.allow_event_injection else ())
         try:
-            args = ("--log-level", self.worker_log_level) + (("--allow-inject",) if self.allow_event_injection else ())
-            return await WorkerProcess.spawn(self.python, self.redact, args)
+            worker = await WorkerProcess.spawn(self.python, self._proxy_secrets, args)
         except OSError as err:
             raise LinkFailed("worker_start_failed") from err
+        self._workers.add(worker)
+        return worker
 
-    async def _fill_spares(self) -> None:
+    async def _fill_spares(self, wait_ready: bool = True) -> None:
+        # One at a time, each ready before the next: a burst of reconnects must not turn
+        # into a burst of neonize imports competing for the CPU with live dials.
         self._spares = [spare for spare in self._spares if spare.running]
         while not self._closed and len(self._spares) < self.spare_workers:
-            self._spares.append(await self._spawn())
-
-    def _add_secret_url(self, url: str) -> None:
-        self._secrets.add(url)
-        parts = urllib.parse.urlsplit(url)
-        if parts.password:
-            self._secrets.update({f"{parts.username}:{parts.password}", parts.password})
-
+            spare = await self._spawn()
+            self._spares.append(spare)
+            if wait_ready:
+                await spare.wait_ready()
 
 class NeonizeLink:
     """One session's neonize client in its own worker process. Single use: a reconnect
@@ -197,6 +193,7 @@ class NeonizeLink:
 
     async def _dial(self) -> None:
         self._worker = worker = await self._transport._take_worker()
+        worker.add_secret(self._credentials.reveal())
         if not await worker.wait_ready():
             raise LinkFailed("worker_start_failed")
         proxy = self._transport.proxy_url
@@ -215,7 +212,7 @@ class NeonizeLink:
                 raise LinkFailed("rejected", message["code"], message["wait_s"])
             if kind == "failed":
                 log.info("session %s: dial failed (%s): %s", self.session_id, message["reason"],
-                         self._transport.redact(message["detail"]))
+                         worker.redact(message["detail"]))
                 raise LinkFailed(message["reason"])
             self._log_unexpected(message, "while dialing")
 
@@ -282,8 +279,8 @@ class NeonizeLink:
         if kill:
             worker.kill()
             await worker.wait_exited()
-        else:
-            await worker.stop(self._transport.stop_grace_s)
+        else:  # the stop (and its grace kill) runs on; close() awaits it before any new link (R7)
+            worker.begin_stop(self._transport.stop_grace_s)
 
     def _finish(self, closed: LinkClosed) -> None:
         if self._result is not None and not self._result.done():
@@ -293,7 +290,8 @@ class NeonizeLink:
         if isinstance(message, Exited):
             log.warning("session %s: neonize worker exited with %s %s", self.session_id, message.returncode, when)
         else:
-            detail = self._transport.redact(str(message.get("detail", "")))[:300]
+            detail = str(message.get("detail", ""))[:300]
+            detail = self._worker.redact(detail) if self._worker is not None else "(hidden)"
             log.info("session %s: worker said %s %s %s", self.session_id, message["kind"], when, detail)
 
 

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,11 @@ class Exited:
 class WorkerProcess:
     """The supervisor's handle on one worker process, which it started and alone may kill."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, redact: Callable[[str], str]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, secrets: Iterable[str] = ()) -> None:
         self._proc = proc
-        self._redact = redact
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add_secret(secret)
         self._messages: asyncio.Queue[dict[str, Any] | Exited] = asyncio.Queue()
         self._stopping: asyncio.Future[None] | None = None
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -48,13 +51,25 @@ class WorkerProcess:
         self._readers = (asyncio.create_task(self._read_messages()), asyncio.create_task(self._read_log()))
 
     @classmethod
-    async def spawn(cls, python: str, redact: Callable[[str], str], worker_args: tuple[str, ...] = ()) -> WorkerProcess:
+    async def spawn(cls, python: str, secrets: Iterable[str] = (), worker_args: tuple[str, ...] = ()) -> WorkerProcess:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
         proc = await asyncio.create_subprocess_exec(
             python, "-m", WORKER_MODULE, *worker_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
-        return cls(proc, redact)
+        return cls(proc, secrets)
+
+    def add_secret(self, secret: str) -> None:
+        """Redact `secret` (and a URL's password in it) from everything logged about this worker."""
+        for part in secret_parts(secret):
+            if part and part not in self._secrets:
+                self._secrets.append(part)
+        self._secrets.sort(key=len, reverse=True)  # a URL before its password
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     @property
     def running(self) -> bool:
@@ -86,9 +101,13 @@ class WorkerProcess:
 
     async def stop(self, grace_s: float) -> None:
         """Ask the client to stop; kill the process if it has not exited within `grace_s`."""
+        await asyncio.shield(self.begin_stop(grace_s))
+
+    def begin_stop(self, grace_s: float) -> asyncio.Future[None]:
+        """Start `stop` without waiting for it; every later `stop` awaits the same one."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop(grace_s))
-        await asyncio.shield(self._stopping)
+        return self._stopping
 
     async def wait_exited(self, timeout_s: float = _REAP_TIMEOUT_S) -> int | None:
         with contextlib.suppress(TimeoutError):
@@ -125,7 +144,7 @@ class WorkerProcess:
                 self._messages.put_nowait(message)
             elif message["kind"] in ("ready", "error"):
                 if message["kind"] == "error":
-                    log.warning("neonize worker %d failed to start: %s", self.pid, self._redact(message["detail"]))
+                    log.warning("neonize worker %d failed to start: %s", self.pid, self.redact(message["detail"]))
                 self._ready.set_result(message["kind"] == "ready")
         returncode = await self._proc.wait()
         if not self._ready.done():
@@ -134,7 +153,7 @@ class WorkerProcess:
 
     def _malformed(self, detail: str) -> None:
         self.malformed_lines += 1
-        log.warning("neonize worker %d sent a malformed message: %s", self.pid, self._redact(detail)[:200])
+        log.warning("neonize worker %d sent a malformed message: %s", self.pid, self.redact(detail)[:200])
 
     async def _read_log(self) -> None:
         assert self._proc.stderr is not None
@@ -145,4 +164,14 @@ class WorkerProcess:
                 continue
             if not line:
                 return
-            log.debug("neonize worker %d: %s", self.pid, self._redact(line.decode(errors="replace").rstrip()))
+            log.debug("neonize worker %d: %s", self.pid, self.redact(line.decode(errors="replace").rstrip()))
+
+
+def secret_parts(secret: str) -> list[str]:
+    """A secret and, when it is a URL or DSN with credentials, its user:password and password."""
+    parts = [secret]
+    with contextlib.suppress(ValueError):
+        url = urllib.parse.urlsplit(secret)
+        if url.password:
+            parts += [f"{url.username}:{url.password}", url.password]
+    return parts
