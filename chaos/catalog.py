@@ -96,6 +96,12 @@ HERD = ChaosScenario(
     Scenario("herd", "500 sessions dropped at once by a 5 s link outage: all retry together and recover",
              (LinkDown(1.0, 6.0),), 14.0, Expected(Status.ACTIVE, (2.0, 6.0), 2)),
     sessions=500, overhead_s=1.5, settle_s=8.0, tags=("herd",),
+    # 500 validations at one instant queue up behind Redis and the back office, so an
+    # attempt may start seconds late and find the link back: when is capacity, not policy
+    # (the backoffs themselves are still checked), and the zero-latency replay cannot say.
+    outcome=Outcome(_ACTIVE, 1, 2, dropped=False,
+                    text="Every session retries on the note's schedule, ends active, none dropped or doubled."),
+    prediction="none",
 )
 
 FLAPPING_SEED = 7

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from chaos.history import History
+from chaos.history import BackOfficeUpdate, History
 from chaos.scenario import ChaosScenario
 from service.core import Action, Status, TimelineRecord
 
@@ -266,10 +266,19 @@ def _backoffice_violations(history: History, session_id: str) -> list[str]:
             violations.append(f"{session_id}: update {update.update_id} arrived twice with different content")
     unique = list(first_of.values())
     seqs = [u.seq for u in unique]
-    for before, after in zip(unique, unique[1:]):
-        if after.seq <= before.seq:
-            violations.append(f"{session_id}: update seq {after.seq} ({after.status}) arrived at t={after.t:.3f}s, "
-                              f"after seq {before.seq} ({before.status})")
+    # One request is one arrival: the receiver orders a batch by seq (`StatusUpdate.seq`);
+    # a later request must never carry an older update of the session.
+    requests: list[list[BackOfficeUpdate]] = []
+    for update in unique:
+        if requests and _same_request(requests[-1][0], update):
+            requests[-1].append(update)
+        else:
+            requests.append([update])
+    for before, after in zip(requests, requests[1:]):
+        newest, oldest = max(before, key=lambda u: u.seq), min(after, key=lambda u: u.seq)
+        if oldest.seq <= newest.seq:
+            violations.append(f"{session_id}: update seq {oldest.seq} ({oldest.status}) arrived at t={oldest.t:.3f}s, "
+                              f"after seq {newest.seq} ({newest.status})")
     missing = sorted(set(range(min(seqs), max(seqs) + 1)) - set(seqs)) if seqs else []
     if missing:
         violations.append(f"{session_id}: updates with seq {missing} never arrived")
@@ -280,6 +289,12 @@ def _backoffice_violations(history: History, session_id: str) -> list[str]:
     elif expected and received and received[-1] != expected[-1]:
         violations.append(f"{session_id}: the back office ends at {received[-1]!r}, the service at {expected[-1]!r}")
     return violations
+
+
+def _same_request(first: BackOfficeUpdate, other: BackOfficeUpdate) -> bool:
+    if first.batch is not None and other.batch is not None:
+        return first.batch == other.batch
+    return first.t == other.t
 
 
 def _collapse(statuses: Iterable[str]) -> list[str]:

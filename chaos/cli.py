@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 SUBCOMMAND_MODULES = [
     "chaos.standins.run",  # standins
+    "chaos.cli_run",  # list, run
 ]
 
 

@@ -47,7 +47,7 @@ class LinkEvent:
 
 @dataclass(frozen=True)
 class BackOfficeUpdate:
-    """One status update as the back office received it (duplicates included)."""
+    """One status update as the back office received it; `batch` numbers the request it came in."""
 
     t: float
     session_id: str
@@ -55,6 +55,7 @@ class BackOfficeUpdate:
     priority: str
     seq: int
     update_id: str
+    batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,10 @@ def updates_from_standin(raw_updates: Iterable[Mapping[str, Any]], origin_epoch_
             if wanted is not None and session_id not in wanted:
                 continue
             arrived = row["t"] if "t" in row else row["received_at"]
+            batch = row.get("batch")
             updates.append(BackOfficeUpdate(float(arrived) - origin_epoch_s, session_id, str(row["status"]),
                                             str(row.get("priority", "normal")), int(row["seq"]),
-                                            str(row["update_id"])))
+                                            str(row["update_id"]), None if batch is None else int(batch)))
         except (KeyError, TypeError, ValueError) as exc:
             raise HistoryError(f"back-office update {dict(row)!r} lacks or mangles a field: {exc}") from exc
     return updates
@@ -241,7 +243,8 @@ def from_replay(result: ReplayResult, scenario: Scenario, *, sessions: Iterable[
     for t, session_id, status, priority in result.status_updates:
         seqs[session_id] = seqs.get(session_id, 0) + 1
         history.backoffice_updates.append(BackOfficeUpdate(t, session_id, status.value, priority.value,
-                                                           seqs[session_id], f"{session_id}:{seqs[session_id]}"))
+                                                           seqs[session_id], f"{session_id}:{seqs[session_id]}",
+                                                           len(history.backoffice_updates) + 1))
     history.final_status = {sid: (s.value if s is not None else None) for sid, s in result.final_status.items()}
     return history
 

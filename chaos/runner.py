@@ -35,13 +35,13 @@ from chaos.journal import Journal
 from chaos.lab import Lab, Proc, free_port, wait_for
 from chaos.prediction import predict_and_compare
 from chaos.report import ScenarioRun, timeline_chart
-from chaos.scenario import ChaosScenario
+from chaos.scenario import ChaosScenario, KillService
 from service import keys
 from service.core import TimelineRecord, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICE_SETTINGS = {  # quick outbox and leases, so a run settles within seconds
-    "lease_ttl_s": 2.0, "outbox_flush_interval_s": 0.1, "outbox_retry_base_s": 0.05,
+SERVICE_SETTINGS = {  # a quick outbox, so a run settles within seconds
+    "outbox_flush_interval_s": 0.1, "outbox_retry_base_s": 0.05,
     "outbox_retry_cap_s": 1.0, "backoffice_timeout_s": 2.0, "seed": 0, "log_level": "info",
 }
 
@@ -74,7 +74,9 @@ class _Service:
         port = free_port()
         name = f"service-{self.incarnation}"
         self.incarnation += 1
-        values = {**SERVICE_SETTINGS,
+        # a restarted service takes its sessions over once the dead one's leases expire
+        crash = any(isinstance(a, KillService) for a in self.scenario.actions)
+        values = {**SERVICE_SETTINGS, "lease_ttl_s": 2.0 if crash else 10.0,
                   "sessions": f"{self.prefix}-s{{0..{self.scenario.sessions - 1}}}",
                   "redis_url": f"redis://{self.proxies['redis'].listen}/0",
                   "backoffice_url": f"http://{self.proxies['backoffice'].listen}",

@@ -270,3 +270,14 @@ def test_violations_are_capped_with_a_count():
     many = [f"v{i}" for i in range(40)]
     result = checkers._result("x", many)
     assert len(result.violations) == checkers.MAX_LISTED + 1 and result.violations[-1] == "… and 15 more"
+
+
+def test_updates_out_of_seq_order_within_one_request_are_fine_across_requests_not():
+    history = flaky_wifi_run().history()
+    first, *rest = history.backoffice_updates
+    history.backoffice_updates = [replace(first, batch=1)] + [replace(u, batch=2, t=9.0) for u in reversed(rest)]
+    assert failing(history) == []
+    # request 2 carries seq 3 and 4, request 3 the older seq 2
+    history.backoffice_updates = [replace(first, batch=1), *[replace(u, batch=2) for u in rest[1:]],
+                                  replace(rest[0], batch=3, t=20.0)]
+    assert failing(history) == [BACKOFFICE_COMPLETE_ORDERED]

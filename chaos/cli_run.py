@@ -1,0 +1,136 @@
+"""`python -m chaos list` and `python -m chaos run`: the catalog, and running it for real.
+
+Owns the two subcommands' flags, progress lines and exit codes (0 every scenario
+passed, 1 one failed, errored or was interrupted, 2 bad usage). `run` starts its own lab
+(Redis, Toxiproxy, the stand-ins) on free loopback ports, runs the note's scenarios
+concurrently and the rest one by one, and writes the Markdown summary, one journal,
+history and chart per scenario under the report dir. Must not decide verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from chaos import catalog
+from chaos.lab import LabError, started_lab
+from chaos.report import ScenarioRun, write_summary
+from chaos.runner import RunOptions, run_scenarios
+from chaos.scenario import ChaosScenarioError
+from service.config import parse_scalar
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_REPORT_DIR = Path("reports/chaos")
+
+RUN_EPILOG = """\
+examples:
+  python -m chaos list
+  python -m chaos run S1                      # the note's flaky WiFi at its real timings
+  python -m chaos run matrix_redis_timeout --scale 0.1
+  python -m chaos run --all --scale 0.1 --report reports/chaos
+  python -m chaos run S2 --service-policy max_attempts=6   # a broken service: the checks must fail
+
+exit codes: 0 every scenario passed, 1 one failed, errored or was interrupted, 2 bad usage.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add `list` and `run` to `python -m chaos`."""
+    lister = subparsers.add_parser("list", help="list the chaos scenarios and what each expects",
+                                   description="List the named chaos scenarios: group, default scale, "
+                                               "duration, sessions and the expected outcome.")
+    lister.add_argument("--group", choices=["note", "matrix", "extra"], help="only this group")
+    lister.set_defaults(func=_list)
+    runner = subparsers.add_parser(
+        "run", help="run chaos scenarios against the real service",
+        description="Start Redis, Toxiproxy and the stand-ins on 127.0.0.1, run each scenario against "
+                    "`python -m service` behind one proxy per upstream, check the recorded history and "
+                    "compare it with the simulation's replay.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runner.add_argument("names", nargs="*", metavar="NAME", help="scenario names or aliases (S1, S2, S3)")
+    runner.add_argument("--all", action="store_true", help="every scenario in the catalog")
+    runner.add_argument("--group", choices=["note", "matrix", "extra"], help="every scenario of one group")
+    runner.add_argument("--scale", type=_scale, default=None, metavar="K",
+                        help="multiply every time by K (default: each scenario's own: 1 for the note's, 0.1 else)")
+    runner.add_argument("--report", type=Path, default=DEFAULT_REPORT_DIR, metavar="DIR",
+                        help=f"where journals, histories, charts and summary.md go (default {DEFAULT_REPORT_DIR})")
+    runner.add_argument("--service-policy", action="append", default=[], metavar="KEY=VALUE",
+                        help="run the service with this policy instead of the scenario's (checks still use "
+                             "the scenario's): shows the checkers catching a broken service")
+    runner.add_argument("--sequential", action="store_true", help="run the note's scenarios one by one too")
+    runner.set_defaults(func=_run)
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.01:
+        raise argparse.ArgumentTypeError(f"--scale must be a number >= 0.01, got {text!r}")
+    return value
+
+
+def _list(args: argparse.Namespace) -> int:
+    for name in catalog.names(args.group):
+        scenario = catalog.at_scale(name)
+        print(f"{name:34} {catalog.group_of(name):6} ×{scenario.time_scale:<4g} {scenario.duration_s:7.1f} s "
+              f"{scenario.sessions:4d} session(s)  {scenario.expected.describe()}")
+    return EXIT_OK
+
+
+def _selected(args: argparse.Namespace) -> list[str]:
+    if args.all and (args.names or args.group):
+        raise ChaosScenarioError("give scenario names, --group or --all, not several")
+    if args.all:
+        return catalog.names()
+    if args.group:
+        return catalog.names(args.group)
+    if not args.names:
+        raise ChaosScenarioError("name at least one scenario, or use --all (see `python -m chaos list`)")
+    return [catalog.get(name).name for name in args.names]
+
+
+def _policy(items: list[str]) -> dict[str, Any] | None:
+    if not items:
+        return None
+    policy = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ChaosScenarioError(f"--service-policy expects KEY=VALUE, got {item!r}")
+        policy[key.strip()] = parse_scalar(value.strip())
+    return policy
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        names = _selected(args)
+        scenarios = [catalog.at_scale(name, args.scale) for name in names]
+        options = RunOptions(report_dir=args.report, service_policy=_policy(args.service_policy))
+    except ChaosScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    note = [s for s in scenarios if catalog.group_of(s.name) == "note"]
+    rest = [s for s in scenarios if s not in note]
+    results: list[ScenarioRun] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="chaos-lab-") as work, started_lab(Path(work)) as lab:
+            print(f"lab up; running {len(scenarios)} scenario(s), report in {args.report}", file=sys.stderr)
+            results += run_scenarios(note, lab, options, concurrent=not args.sequential)
+            results += run_scenarios(rest, lab, options)
+    except LabError as exc:
+        print(f"error: the lab did not start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: every started scenario was rolled back", file=sys.stderr)
+    summary = write_summary(args.report, results, title=f"Chaos run of {len(scenarios)} scenario(s)")
+    passed = sum(r.status == "passed" for r in results)
+    print(f"{passed}/{len(scenarios)} passed in {time.monotonic() - started:.0f} s; summary: {summary}",
+          file=sys.stderr)
+    return EXIT_OK if passed == len(scenarios) else EXIT_FAILED
