@@ -31,13 +31,16 @@ from service.transports.neonize_worker.supervisor import Exited, WorkerProcess, 
 log = logging.getLogger(__name__)
 KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
 PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
+STORE_PLACEHOLDER = "{session_id}"
 WORKER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # worker stderr is logged here at DEBUG
 
 
 class NeonizeTransport:
     """Makes `NeonizeLink`s; keeps `spare_workers` worker processes started ahead of need.
 
-    `credentials` of a link is its neonize session store (sqlite path or postgres DSN).
+    `credentials` of a link is its neonize session store (sqlite path or postgres DSN);
+    `{session_id}` in it is replaced by the session's id (one store per session: neonize
+    resumes the first account of a store, so sessions must not share one).
     `dead_link_after_s`: a link reporting `KeepAliveTimeout` for this long is closed with
     code "keepalive_timeout" (pass the policy's `timeouts.dead_link_after_s`); None leaves
     it to whatsmeow, which forces a reconnect (a `Disconnected`) after about 3 minutes.
@@ -78,9 +81,7 @@ class NeonizeTransport:
     def new_link(self, session_id: str, credentials: Secret) -> NeonizeLink:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
-        if not isinstance(credentials, str) or not credentials:
-            raise ConfigError(f"credentials of session {session_id!r} must be its neonize store path or DSN")
-        link = NeonizeLink(self, session_id, credentials if isinstance(credentials, Secret) else Secret(credentials))
+        link = NeonizeLink(self, session_id, store_for(credentials, session_id))
         self._links.add(link)
         return link
 
@@ -293,6 +294,31 @@ class NeonizeLink:
             detail = str(message.get("detail", ""))[:300]
             detail = self._worker.redact(detail) if self._worker is not None else "(hidden)"
             log.info("session %s: worker said %s %s %s", self.session_id, message["kind"], when, detail)
+
+
+def build_transport(settings: Any, keepalive_interval_s: float, keepalive_misses: int) -> NeonizeTransport:
+    """The transport for `service.runtime.app.make_transport` (setting transport = "neonize").
+
+    Reads `neonize_proxy_url`, `neonize_spare_workers` and `neonize_pairing` from the
+    settings when they have them; the dead-link deadline is the policy's keepalive one.
+    """
+    proxy = getattr(settings, "neonize_proxy_url", None) or None
+    return NeonizeTransport(proxy, spare_workers=getattr(settings, "neonize_spare_workers", 1),
+                            pairing=bool(getattr(settings, "neonize_pairing", False)),
+                            dead_link_after_s=keepalive_interval_s * keepalive_misses)
+
+
+def store_for(credentials: Secret | str, session_id: str) -> Secret:
+    """The session's store: `credentials`, with `{session_id}` replaced by the id."""
+    if not isinstance(credentials, str) or not credentials:
+        raise ConfigError(f"credentials of session {session_id!r} must be its neonize store path or DSN "
+                          f"(e.g. /var/lib/gateway/stores/{STORE_PLACEHOLDER}.db)")
+    text = credentials.reveal() if isinstance(credentials, Secret) else credentials
+    if STORE_PLACEHOLDER not in text:
+        return credentials if isinstance(credentials, Secret) else Secret(credentials)
+    if "/" in session_id or session_id in (".", ".."):
+        raise ConfigError(f"session id {session_id!r} cannot name a store file: no '/', '.' or '..'")
+    return Secret(text.replace(STORE_PLACEHOLDER, session_id))
 
 
 def _check_seconds(name: str, value: object) -> None:

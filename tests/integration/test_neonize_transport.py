@@ -436,3 +436,16 @@ async def test_injection_is_refused_unless_enabled(transport: NeonizeTransport, 
     link = transport.new_link("s-no-inject", store)
     with pytest.raises(RuntimeError, match="allow_event_injection"):
         link.inject_event("Connected", b"")
+
+
+def test_the_service_builds_this_transport_from_its_settings(tmp_path: Path) -> None:
+    from service.config import Settings
+    from service.runtime.app import make_transport
+
+    transport = make_transport(Settings(transport="neonize"), keepalive_interval_s=1.0, keepalive_misses=3)
+    assert isinstance(transport, NeonizeTransport) and transport.dead_link_after_s == 3.0
+    template = Secret(str(tmp_path / "{session_id}.db"))
+    link = transport.new_link("alice", template)
+    assert link._credentials.reveal() == str(tmp_path / "alice.db")
+    with pytest.raises(ConfigError, match="cannot name a store"):
+        transport.new_link("..", template)
