@@ -46,10 +46,16 @@ def choose_engine(params: ModelParams, scenario: PopulationScenario) -> str:
     return params.engine
 
 
-def blocks_of(params: ModelParams) -> list[tuple[int, int, int]]:
-    """(block index, first session, sessions) — block edges fall on IP-group edges."""
+def blocks_of(params: ModelParams, engine: str = "session") -> list[tuple[int, int, int]]:
+    """(block index, first session, sessions) — block edges fall on IP-group edges.
+
+    A block holds about `block_sessions` machines: sessions in the per-session engine,
+    whole IP groups (one cohort each) in the cohort engine, which has no chance in it, so
+    its block layout cannot change a result.
+    """
     spi = params.sessions_per_ip
-    size = max(1, round(params.block_sessions / spi)) * spi
+    groups = max(1, round(params.block_sessions / spi)) if engine == "session" else params.block_sessions
+    size = groups * spi
     return [(b, first, min(size, params.sessions - first))
             for b, first in enumerate(range(0, params.sessions, size))]
 
@@ -64,7 +70,7 @@ def default_workers(params: ModelParams, engine: str) -> int:
     """One process for small or cohort runs (start-up costs more than it saves), else every core."""
     if engine == "cohort" or params.sessions < 50_000:
         return 1
-    return max(1, min(os.cpu_count() or 1, len(blocks_of(params))))
+    return max(1, min(os.cpu_count() or 1, len(blocks_of(params, engine))))
 
 
 def run(params: ModelParams, *, workers: int | None = None, progress: Progress | None = None) -> RunOutput:
@@ -73,7 +79,7 @@ def run(params: ModelParams, *, workers: int | None = None, progress: Progress |
     if params.until_s == 0:
         params = params.with_(until_s=scenario.until_s)
     engine = choose_engine(params, scenario)
-    blocks = blocks_of(params)
+    blocks = blocks_of(params, engine)
     workers = default_workers(params, engine) if workers is None else workers
     if workers < 1:
         raise ParamError(f"workers must be ≥ 1, got {workers}")
