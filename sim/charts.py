@@ -51,6 +51,7 @@ def backoff_schedule(policy: Policy, path: Path) -> str:
     ax.set_xlabel("reconnect attempt")
     ax.set_ylabel("seconds")
     ax.set_xticks(attempts)
+    ax.set_ylim(0, max(cumulative) * 1.18)
     ax.legend(loc="upper left")
     return _save(fig, path)
 

@@ -23,7 +23,8 @@ def build(output: RunOutput) -> dict[str, Any]:
     bin_s = params.bin_s
     requests = backoffice_requests(tally.normal_updates, tally.high_updates,
                                    batch=params.backoffice_batch, flush_s=params.backoffice_flush_s,
-                                   bin_s=bin_s, n_bins=tally.n_bins)
+                                   bin_s=bin_s, n_bins=tally.n_bins,
+                                   capacity_per_s=params.backoffice_requests_per_s)
     outcomes = {k: int(tally.outcomes.get(k, 0))
                 for k in ("recovered", "inactive", "cancelled", "reconnecting", "undisturbed")}
     return {

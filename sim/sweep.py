@@ -10,6 +10,7 @@ ran. Output: a table, sweep.json and heatmaps. Must not change the model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -60,20 +61,33 @@ def run_point(params: ModelParams) -> dict[str, Any]:
             "recovery_p99_s": results["recovery_s"]["p99"], "engine": results["engine"]}
 
 
-def run_local(all_params: list[ModelParams], workers: int) -> list[dict[str, Any]]:
+def run_local(all_params: list[ModelParams], workers: int, progress=None) -> list[dict[str, Any]]:
+    """Run every task in `workers` local processes; rows come back in task order."""
+    tick = progress or (lambda: None)
     if workers <= 1:
-        return [run_point(p) for p in all_params]
+        rows = []
+        for params in all_params:
+            rows.append(run_point(params))
+            tick()
+        return rows
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run_point, all_params, chunksize=max(1, len(all_params) // (4 * workers))))
+        rows = []
+        for row in pool.map(run_point, all_params, chunksize=max(1, len(all_params) // (8 * workers))):
+            rows.append(row)
+            tick()
+        return rows
 
 
-def run_dask(all_params: list[ModelParams], scheduler: Any) -> list[dict[str, Any]]:
-    """`scheduler`: an address string or a `distributed.Client`/cluster."""
-    from distributed import Client
+def run_dask(all_params: list[ModelParams], scheduler: Any, progress=None) -> list[dict[str, Any]]:
+    """`scheduler`: an address string or a `distributed.Client`; rows come back in task order."""
+    from distributed import Client, as_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         futures = client.map(run_point, all_params, pure=False)
+        for _ in as_completed(futures):
+            if progress:
+                progress()
         return client.gather(futures)
     finally:
         if client is not scheduler:
@@ -120,7 +134,9 @@ def command(args: argparse.Namespace) -> int:
     base = params_from(args, **({} if args.sessions else {"sessions": 1_000}))
     all_params = tasks(base, grid, args.replications)
     started = time.perf_counter()
-    rows = run_dask(all_params, args.scheduler) if args.scheduler else run_local(all_params, args.workers)
+    with _progress(len(all_params)) as tick:
+        rows = (run_dask(all_params, args.scheduler, tick) if args.scheduler
+                else run_local(all_params, args.workers, tick))
     wall_s = time.perf_counter() - started
     summary = summarise(rows, grid)
     sys.stdout.write(render(summary, grid))
@@ -128,6 +144,17 @@ def command(args: argparse.Namespace) -> int:
                                                   "where": args.scheduler or f"{args.workers} local processes"})
     print(f"wrote {args.out}/sweep.json and {', '.join(names)} ({len(rows)} runs, {wall_s:.1f} s)", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sweep", total=total)
+        yield lambda: bar.advance(task)
 
 
 def dumps(rows: list[dict[str, Any]]) -> str:

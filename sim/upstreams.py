@@ -84,14 +84,21 @@ def fluid_queue(arrivals: Sequence[int], capacity_per_bin: float) -> dict[str, A
 
 
 def backoffice_requests(normal: Counter, high: Counter, *, batch: int, flush_s: float,
-                        bin_s: float, n_bins: int) -> list[int]:
+                        bin_s: float, n_bins: int, capacity_per_s: float = 0.0) -> list[int]:
     """Back-office requests per bin: normal updates go out at the next periodic flush,
-    high-priority ones at once, each flush in batches of `batch` updates."""
+    high-priority ones at once, each flush in batches of `batch` updates.
+
+    High-priority updates arriving while a request is in flight (1 / capacity seconds)
+    share the next one, as an outbox that flushes at once but one request at a time would.
+    """
     requests = [0] * n_bins
     for flush_index, updates in sorted(normal.items()):
         _add(requests, flush_index * flush_s / bin_s, math.ceil(updates / batch))
+    windows: Counter = Counter()
     for instant_s, updates in sorted(high.items()):
-        _add(requests, instant_s / bin_s, math.ceil(updates / batch))
+        windows[math.floor(instant_s * capacity_per_s) / capacity_per_s if capacity_per_s > 0 else instant_s] += updates
+    for start_s, updates in sorted(windows.items()):
+        _add(requests, start_s / bin_s, math.ceil(updates / batch))
     return requests
 
 
