@@ -19,8 +19,10 @@ from sim.scenarios import (DELETED_MID_RETRY, FLAKY_WIFI, LONG_OUTAGE, TERMINAL_
 
 QUICK_SCALE = 0.1
 MATRIX_FAULTS = ("disable", "timeout", "latency", "bandwidth", "reset_peer", "slicer")
-# Fast dead-link detection and connect deadline, so half-open faults resolve within seconds.
-MATRIX_POLICY = (("connect_timeout_s", 3.0), ("keepalive_interval_s", 1.0), ("keepalive_misses", 3))
+# Quick dead-link detection (6 s of silence) and connect deadline, so half-open faults
+# resolve within seconds; a ping's pong may take up to one interval (2 s), above the
+# matrix's worst latency (1.5 s), so latency alone must never look like a dead link.
+MATRIX_POLICY = (("connect_timeout_s", 3.0), ("keepalive_interval_s", 2.0), ("keepalive_misses", 3))
 _ACTIVE = frozenset({Status.ACTIVE})
 
 # ---- the note's three scenarios, at its real timings, exactly as the simulation has them ----
@@ -64,12 +66,13 @@ def _whatsapp_case(kind: str) -> ChaosScenario:
         return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 6.0, _toxic_attrs(kind)),),
                              policy_settings=MATRIX_POLICY, outcome=outcome, prediction="none",
                              tags=("matrix", "whatsapp"))
-    # timeout / bandwidth 0: a half-open or stalled link, found by keepalives (B3)
-    schedule = Scenario(name, f"WhatsApp link half-open ({kind}) for 8 s: keepalives detect it, reconnect after",
-                        (), 18.0, Expected(Status.ACTIVE, (), None))
+    # timeout / bandwidth 0: a half-open or stalled link, found by keepalives (B3): dead by
+    # ~7 s, attempt 1 at ~9 s stalls until the window ends at 12 s, attempt 2 at ~16 s opens
+    schedule = Scenario(name, f"WhatsApp link half-open ({kind}) for 11 s: keepalives detect it, reconnect after",
+                        (), 24.0, Expected(Status.ACTIVE, (), None))
     outcome = Outcome(_ACTIVE, 1, 3, text="Keepalives declare the link dead; attempts inside the window time out; "
                                           "the first attempt after it succeeds.")
-    return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 9.0, _toxic_attrs(kind)),),
+    return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 12.0, _toxic_attrs(kind)),),
                          policy_settings=MATRIX_POLICY, outcome=outcome, prediction="none",
                          tags=("matrix", "whatsapp"))
 

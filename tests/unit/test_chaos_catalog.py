@@ -65,7 +65,7 @@ def test_scaling_scales_times_durations_and_tolerance_but_not_sizes():
     assert toxic.attrs == {"latency": 100, "jitter": 50}
     assert latency.faults[0] == LinkDown(0.1, 0.6) or latency.faults[0] == LinkDown(1.0 * 0.1, 6.0 * 0.1)
     assert latency.policy().backoff.base_s == pytest.approx(0.2)
-    assert latency.policy().timeouts.keepalive_interval_s == pytest.approx(0.1)
+    assert latency.policy().timeouts.keepalive_interval_s == pytest.approx(0.2)
     assert latency.allowed_error_s == pytest.approx(0.025 + 0.25)
     stall = catalog.get("matrix_whatsapp_bandwidth").scaled(0.1).actions[0]
     assert stall.attrs == {"rate": 0}

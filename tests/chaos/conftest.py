@@ -1,0 +1,67 @@
+"""Fixtures of the chaos suite: a `Lab` over the session's real Redis, stand-ins and Toxiproxy.
+
+Owns `chaos_lab` (session-scoped, attached to the fixtures in tests/fixtures), `run_chaos`
+(runs scenarios, reports under reports/chaos/, then asserts Toxiproxy is clean) and
+`toxiproxy_is_clean`. Must not start servers itself: the shared fixtures do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chaos.lab import Lab
+from chaos.report import ScenarioRun
+from chaos.runner import RunOptions, run_scenarios
+from chaos.scenario import ChaosScenario
+from chaos.toxiproxy import Toxiproxy
+from tests.fixtures.servers import RedisServer
+from tests.fixtures.standins import Standins
+
+REPORT_DIR = Path(__file__).resolve().parents[2] / "reports" / "chaos"
+
+
+@pytest.fixture(scope="session")
+def chaos_lab(redis_server: RedisServer, standins: Standins, toxiproxy_server: Toxiproxy) -> Lab:
+    return Lab(
+        toxiproxy=toxiproxy_server,
+        redis_address=(redis_server.host, redis_server.port),
+        whatsapp_address=("127.0.0.1", standins.ports["whatsapp_port"]),
+        backoffice_address=("127.0.0.1", standins.ports["backoffice_port"]),
+        whatsapp=standins.whatsapp, backoffice=standins.backoffice, backoffice_token=standins.backoffice_token,
+        stop_redis=redis_server.stop, start_redis=redis_server.start, redis_running=lambda: redis_server.running,
+    )
+
+
+def toxiproxy_problems(api: Toxiproxy) -> list[str]:
+    """Why Toxiproxy is not clean: a toxic left, a proxy left disabled."""
+    problems = []
+    for name, proxy in api.proxies().items():
+        if not proxy.enabled:
+            problems.append(f"proxy {name} is disabled")
+        problems += [f"proxy {name} keeps toxic {t['name']}" for t in proxy.toxics()]
+    return problems
+
+
+@pytest.fixture
+def run_chaos(chaos_lab: Lab) -> Callable[..., list[ScenarioRun]]:
+    """`run_chaos([scenario, ...], concurrent=False, **options)`; Toxiproxy is checked clean after each call."""
+    def run(scenarios: list[ChaosScenario], *, concurrent: bool = False, **options: object) -> list[ScenarioRun]:
+        results = run_scenarios(scenarios, chaos_lab, RunOptions(report_dir=REPORT_DIR, **options),
+                                concurrent=concurrent)
+        assert toxiproxy_problems(chaos_lab.toxiproxy) == [], "a scenario left Toxiproxy dirty"
+        for result in results:
+            assert result.journal is not None and result.journal.exists(), f"{result.name}: no journal"
+        return results
+    return run
+
+
+def verdict(result: ScenarioRun) -> str:
+    """Everything that went wrong in a run, for assertion messages."""
+    lines = [f"{result.name} ×{result.scale:g}: {result.status}" + (f" ({result.error})" if result.error else "")]
+    lines += [str(c) for c in result.failed_checks]
+    if result.prediction is not None and not result.prediction.ok:
+        lines += ["prediction differs:", *result.prediction.differences[:10]]
+    return "\n".join(lines)

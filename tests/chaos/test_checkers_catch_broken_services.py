@@ -1,0 +1,55 @@
+"""The checkers have teeth against the real service: run it with a deliberately wrong policy
+and the run fails naming the violated invariant; interrupt a run and Toxiproxy is still clean."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from chaos import catalog
+from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX
+from chaos.lab import wait_for
+from tests.chaos.conftest import verdict
+
+pytestmark = [pytest.mark.chaos]
+
+
+def failed_names(result) -> set[str]:
+    return {c.name for c in result.failed_checks}
+
+
+def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
+    [result] = run_chaos([catalog.at_scale("long_outage", 0.1)], service_policy={"max_attempts": 6})
+    assert result.status == "failed", verdict(result)
+    assert ATTEMPTS_WITHIN_MAX in failed_names(result), verdict(result)
+    journal = json.loads(result.journal.read_text())
+    assert journal["deviated"] is True and journal["status"] == "failed"
+    assert all(a["status"] == "succeeded" for a in journal["rollbacks"])
+
+
+def test_a_service_with_a_slower_backoff_fails_attempt_times(run_chaos):
+    [result] = run_chaos([catalog.at_scale("flaky_wifi", 0.1)], service_policy={"base_s": 6.0, "cap_s": 96.0})
+    assert result.status == "failed", verdict(result)
+    assert ATTEMPT_TIMES_MATCH_POLICY in failed_names(result), verdict(result)
+
+
+def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
+    scenario = catalog.at_scale("matrix_redis_latency", 0.5)  # the toxic stays on for ~4 s
+    abort = threading.Event()
+
+    def interrupt_once_the_toxic_is_on() -> None:
+        wait_for(lambda: any(p.toxics() for p in chaos_lab.toxiproxy.proxies().values()), 60.0, "a toxic")
+        abort.set()
+
+    watcher = threading.Thread(target=interrupt_once_the_toxic_is_on, daemon=True)
+    watcher.start()
+    [result] = run_chaos([scenario], abort=abort)  # run_chaos asserts Toxiproxy is clean after
+    watcher.join(timeout=5.0)
+    assert result.status == "interrupted", verdict(result)
+    journal = json.loads(result.journal.read_text())
+    assert journal["status"] == "interrupted"
+    assert [a["activity"]["name"] for a in journal["rollbacks"]] == [
+        "stop the service", "remove toxics, enable proxies, start Redis", "delete this scenario's proxies"]
+    assert not any(name.startswith(scenario.name) for name in chaos_lab.toxiproxy.proxies())
