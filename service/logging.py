@@ -32,8 +32,13 @@ _LEVELS = {"debug": std_logging.DEBUG, "info": std_logging.INFO,
            "warning": std_logging.WARNING, "error": std_logging.ERROR}
 
 
+_TRIGGER = re.compile(r"@|bearer|basic|authori|token|passw|credential", re.I)
+
+
 def redact_text(text: str) -> str:
     """Mask URL passwords, bearer tokens and `token=...`-style values inside free text."""
+    if not _TRIGGER.search(text):
+        return text  # the common case, cheaply: nothing that could carry a secret
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -55,6 +55,7 @@ class Gateway:
         self.lease_margin_s = lease.ttl_s / 4 if lease_margin_s is None else lease_margin_s
         self._lease_deadline: dict[str, float] = {}  # monotonic: when our lease surely ends
         self._specs: list[SessionSpec] = []
+        self._adopting: set[str] = set()  # sessions between "lease acquired" and "runner made"
         self._stopping = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._log = ctx.log
@@ -65,12 +66,13 @@ class Gateway:
     # ---- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the outbox, adopt every session we can lease, then keep leases in a loop."""
+        """Start the outbox and the lease loop, then adopt every session we can lease. The
+        loop runs from the start: adopting 10^4 sessions can outlast the lease TTL."""
         if self.outbox is not None:
             self.outbox.start()
+        self._lease_task = asyncio.get_running_loop().create_task(self._lease_loop(), name="lease-loop")
         await self._refresh_specs()
         await self.adopt(self._specs)
-        self._lease_task = asyncio.get_running_loop().create_task(self._lease_loop(), name="lease-loop")
         self._log.info("gateway_started", sessions=len(self.runners), settled=len(self.settled),
                        known=len(self._specs))
 
@@ -81,11 +83,11 @@ class Gateway:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
         runners = list(self.runners.values())
+        owned = sorted(set(self._lease_deadline) | set(self.runners) | set(self.settled))
         try:
             await asyncio.wait_for(self._release_runners(runners, "shutdown"), timeout_s)
         except asyncio.TimeoutError:
             self._log.error("stop_timeout", stage="release_sessions", timeout_s=timeout_s)
-        owned = [*runners_ids(runners), *self.settled]
         self.settled.clear()
         try:
             await asyncio.wait_for(self._bounded(owned, self._release_lease), timeout_s)
@@ -108,15 +110,24 @@ class Gateway:
 
     async def adopt(self, specs: Iterable[SessionSpec]) -> int:
         """Lease and start each spec not already ours; returns how many were adopted."""
-        todo = [s for s in specs if s.session_id not in self.runners and s.session_id not in self.settled]
+        todo = [s for s in specs if s.session_id not in self.runners and s.session_id not in self.settled
+                and s.session_id not in self._adopting]
         before = self.adopted
         await self._bounded(todo, self._adopt_one)
         return self.adopted - before
 
     async def _adopt_one(self, spec: SessionSpec) -> None:
         sid = spec.session_id
-        if self._stopping.is_set() or sid in self.runners or sid in self.settled:
+        if self._stopping.is_set() or sid in self.runners or sid in self.settled or sid in self._adopting:
             return
+        self._adopting.add(sid)  # no await since the check: one adoption per session at a time
+        try:
+            await self._adopt_leased(spec)
+        finally:
+            self._adopting.discard(sid)
+
+    async def _adopt_leased(self, spec: SessionSpec) -> None:
+        sid = spec.session_id
         started = time.monotonic()
         try:
             if not await self.lease.acquire(sid):
@@ -127,10 +138,12 @@ class Gateway:
         self._lease_deadline[sid] = started + self.lease.ttl_s
         try:
             event, status = await self._first_event(sid)
-        except StoreError as err:  # cannot tell how to resume: let the lease lapse, retry later
+        except StoreError as err:  # cannot tell how to resume: let the lease go, retry later
             self._log.warning("adopt_failed", session_id=sid, error=str(err))
             await self._release_lease(sid)
             return
+        if sid not in self._lease_deadline or self._stopping.is_set():
+            return  # the lease was lost (or we are stopping) while we looked
         self.adopted += 1
         if event is None:
             self.settled[sid] = status
@@ -193,16 +206,18 @@ class Gateway:
 
     async def lease_round(self) -> None:
         """Renew; let go of what we lost or could not renew in time; adopt free sessions."""
-        local = [*self.runners, *self.settled]
+        local = list(self._lease_deadline)  # every lease we took: running, settled or being adopted
         started = time.monotonic()
         try:
-            renewed = await asyncio.wait_for(self.lease.renew(local), self.lease_interval_s)
+            # a saturated loop makes the renew slow, not wrong: wait up to half a TTL for it
+            renewed = await asyncio.wait_for(self.lease.renew(local), self.lease.ttl_s / 2)
         except (StoreError, asyncio.TimeoutError) as err:
             self._log.warning("lease_renew_failed", error=repr(err), held=len(local))
             renewed = None
         if renewed is not None:
             for sid in renewed:
-                self._lease_deadline[sid] = started + self.lease.ttl_s
+                if sid in self._lease_deadline:  # not dropped while the renew was in flight
+                    self._lease_deadline[sid] = started + self.lease.ttl_s
             lost = [sid for sid in local if sid not in renewed]
         else:  # renew failed: stop, before Redis lets another process in, what may expire soon
             now = time.monotonic()
@@ -216,6 +231,9 @@ class Gateway:
     async def _let_go(self, session_ids: list[str]) -> None:
         self._log.warning("leases_lost", count=len(session_ids), sample=session_ids[:5])
         for sid in session_ids:
+            if sid not in self.runners and sid not in self.settled:
+                self._lease_deadline.pop(sid, None)  # being adopted: `_adopt_leased` sees it gone
+                continue
             status = self.settled.pop(sid, None)
             if status is not None:
                 self.ctx.metrics.status_changed(status, None)
@@ -269,6 +287,3 @@ class Gateway:
         return {"ok": not self._stopping.is_set(), "owner_id": self.lease.owner_id,
                 "sessions": len(self.runners), "settled": len(self.settled), "states": states}
 
-
-def runners_ids(runners: Iterable[SessionRunner]) -> list[str]:
-    return [r.session_id for r in runners]

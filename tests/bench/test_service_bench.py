@@ -125,6 +125,9 @@ def test_reconnect_storm(service_process, standins_clean, toxiproxy, redis_clien
     bo_after = s.backoffice.updates()
     late, recovered_on = lateness_ms(tmp_path / "timeline-bench.jsonl", storm_t)
     stats = s.whatsapp.stats()
+    if os.environ.get("SERVICE_BENCH_KEEP_TIMELINE"):
+        import shutil
+        shutil.copy(tmp_path / "timeline-bench.jsonl", os.environ["SERVICE_BENCH_KEEP_TIMELINE"])
 
     reconnects = n
     attempts = (after["attempts_failed"] - before["attempts_failed"]) + (after["attempts_opened"] - before["attempts_opened"])
