@@ -26,7 +26,8 @@ HELP: dict[str, tuple[str, str]] = {
     "cap_s": ("SECONDS", "longest single backoff (R2)"),
     "max_attempts": ("N", "reconnect attempts before a session is marked inactive (R2)"),
     "jitter": ("KIND", "backoff jitter (B2): " + ", ".join(j.value for j in Jitter)),
-    "codes": ("TABLE", "close-code table (B1): " + ", ".join(sorted(TABLES))),
+    "codes": ("TABLE", "close-code table (B1): " + ", ".join(sorted(TABLES))
+              + "; a custom one as a [codes] table in --config (base, default, codes)"),
     "sessions_per_ip": ("N", "sessions sharing one source IP at WhatsApp"),
     "ip_connects_per_s": ("RATE", "WhatsApp connects allowed per IP per second (token refill); 0 = unlimited"),
     "ip_burst": ("N", "WhatsApp per-IP token bucket size (connects at once)"),
