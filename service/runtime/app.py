@@ -29,6 +29,7 @@ from service.runtime.timeline import TimelineWriter
 from service.store import StatusStore
 
 REDIS_MAX_CONNECTIONS = 64
+LEASE_MAX_CONNECTIONS = 4
 REDIS_TIMEOUT_S = 5.0
 
 
@@ -78,7 +79,8 @@ class Service:
             self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
             self._redis_malformed_seen = redis_malformed
         self.metrics.outbox_retries.set(self.outbox.retries)
-        self.metrics.redis_round_trips.set(self.store.round_trips + self.lease.round_trips + self.outbox.round_trips)
+        self.metrics.redis_round_trips.set(self.store.round_trips + self.lease.round_trips
+                                           + self.gateway.renewer.round_trips + self.outbox.round_trips)
         requests = self.backoffice.requests
         self.metrics.backoffice_requests.labels(call="status_batch_answered").set(self.outbox.sent_batches)
         self.metrics.backoffice_requests.labels(call="all").set(requests)
@@ -102,6 +104,7 @@ class Service:
         except Exception as err:  # noqa: BLE001 - shutting down: say it and go on
             self.log.warning("transport_close_failed", error=repr(err))
         await self.backoffice.aclose()
+        await self.gateway.renewer.redis.aclose()
         await self.redis.aclose()
         self.timeline.close()
 
@@ -114,6 +117,11 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         settings.redis_url.reveal(), max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT_S,
         socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     redis = aioredis.Redis(connection_pool=pool)
+    # leases get their own connections: a renewal must never queue behind 10^4 sessions' traffic
+    lease_pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.reveal(), max_connections=LEASE_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    lease_redis = aioredis.Redis(connection_pool=lease_pool)
     backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token,
                                 timeout_s=settings.backoffice_timeout_s)
     outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size,
@@ -121,6 +129,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
                     retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
     store = StatusStore(redis, backoffice, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
     lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses)
     metrics = ServiceMetrics()
     timeline = TimelineWriter(settings.timeline_path)
@@ -129,7 +138,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
                         rng_seed=settings.seed)
     source = make_source(settings.sessions, settings.session_credentials, backoffice)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
-                      start_concurrency=settings.start_concurrency)
+                      start_concurrency=settings.start_concurrency, renewer=renewer)
     service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
                       gateway, server=MetricsServer(metrics, lambda: service.health(), settings.metrics_port),
                       log=log)
@@ -139,6 +148,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - say which upstream and why, then give up
         await backoffice.aclose()
+        await lease_redis.aclose()
         await redis.aclose()
         raise ConfigError(f"cannot reach Redis at {redact_url(settings.redis_url.reveal())}: "
                           f"{type(err).__name__}: {err}") from None

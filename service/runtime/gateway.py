@@ -43,9 +43,12 @@ class Gateway:
 
     def __init__(self, ctx: RunnerContext, *, lease: LeaseManager, outbox: Outbox | None,
                  source: SessionSource, start_concurrency: int = 500,
-                 lease_margin_s: float | None = None) -> None:
+                 lease_margin_s: float | None = None, renewer: LeaseManager | None = None) -> None:
+        """`renewer`: the same owner's leases on their own Redis connections, so renewals
+        never queue behind adoption or session traffic (defaults to `lease`)."""
         self.ctx = ctx
         self.lease = lease
+        self.renewer = renewer if renewer is not None else lease
         self.outbox = outbox
         self.source = source
         self.start_concurrency = start_concurrency
@@ -58,6 +61,7 @@ class Gateway:
         self._adopting: set[str] = set()  # sessions between "lease acquired" and "runner made"
         self._stopping = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None  # the one adoption sweep in progress
         self._log = ctx.log
         ctx.on_drop = self._on_drop
         self.adopted = 0
@@ -79,9 +83,10 @@ class Gateway:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Release every session (status untouched), give the leases up, flush the outbox."""
         self._stopping.set()
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
+        for task in (self._lease_task, self._sweep):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         runners = list(self.runners.values())
         owned = sorted(set(self._lease_deadline) | set(self.runners) | set(self.settled))
         try:
@@ -210,7 +215,7 @@ class Gateway:
         started = time.monotonic()
         try:
             # a saturated loop makes the renew slow, not wrong: wait up to half a TTL for it
-            renewed = await asyncio.wait_for(self.lease.renew(local), self.lease.ttl_s / 2)
+            renewed = await asyncio.wait_for(self.renewer.renew(local), self.lease.ttl_s / 2)
         except (StoreError, asyncio.TimeoutError) as err:
             self._log.warning("lease_renew_failed", error=repr(err), held=len(local))
             renewed = None
@@ -225,8 +230,15 @@ class Gateway:
         if lost:
             await self._let_go(lost)
         self.ctx.metrics.leases.set(len(self.runners) + len(self.settled))
-        await self._refresh_specs()
-        await self.adopt(self._specs)
+        if self._sweep is None or self._sweep.done():  # adoption never delays the next renewal
+            self._sweep = asyncio.get_running_loop().create_task(self._adoption_sweep(), name="adoption-sweep")
+
+    async def _adoption_sweep(self) -> None:
+        try:
+            await self._refresh_specs()
+            await self.adopt(self._specs)
+        except Exception as err:  # noqa: BLE001 - the next round sweeps again
+            self._log.error("adoption_sweep_failed", error=repr(err), exc_info=True)
 
     async def _let_go(self, session_ids: list[str]) -> None:
         self._log.warning("leases_lost", count=len(session_ids), sample=session_ids[:5])
