@@ -141,7 +141,7 @@ def _draw_lanes(history: History, ax: Any, lanes: list[str], end_s: float) -> No
 
 def _draw_counts(history: History, ax: Any, end_s: float) -> None:
     steps = 400
-    times = [end_s * i / steps for i in range(steps + 1)]
+    times = [end_s * i / steps for i in range(steps)]
     spans = {sid: status_intervals(history, sid, end_s) for sid in history.sessions}
     for status in ("active", "connecting", "inactive"):
         counts = [sum(1 for s in spans.values() for a, b, st in s if st == status and a <= t < b) for t in times]

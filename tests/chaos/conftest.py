@@ -7,13 +7,14 @@ Owns `chaos_lab` (session-scoped, attached to the fixtures in tests/fixtures), `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaos.lab import Lab
-from chaos.report import ScenarioRun
+from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
 from chaos.scenario import ChaosScenario
 from chaos.toxiproxy import Toxiproxy
@@ -45,16 +46,32 @@ def toxiproxy_problems(api: Toxiproxy) -> list[str]:
     return problems
 
 
+@pytest.fixture(scope="session")
+def chaos_results() -> Iterator[list[ScenarioRun]]:
+    """Every scenario run of the session; `reports/chaos/summary.md` is written from them at the end."""
+    results: list[ScenarioRun] = []
+    yield results
+    if results:
+        write_summary(REPORT_DIR, results, title=f"Chaos suite: {len(results)} scenario run(s)")
+
+
+def run_and_check_clean(lab: Lab, results: list[ScenarioRun], scenarios: list[ChaosScenario], *,
+                        concurrent: bool = False, subdir: str = "", **options: Any) -> list[ScenarioRun]:
+    """Run scenarios, keep their results for the summary, and assert Toxiproxy is clean after."""
+    found = run_scenarios(scenarios, lab, RunOptions(report_dir=REPORT_DIR / subdir, **options),
+                          concurrent=concurrent)
+    results.extend(found)
+    assert toxiproxy_problems(lab.toxiproxy) == [], "a scenario left Toxiproxy dirty"
+    for result in found:
+        assert result.journal is not None and result.journal.exists(), f"{result.name}: no journal"
+    return found
+
+
 @pytest.fixture
-def run_chaos(chaos_lab: Lab) -> Callable[..., list[ScenarioRun]]:
-    """`run_chaos([scenario, ...], concurrent=False, **options)`; Toxiproxy is checked clean after each call."""
-    def run(scenarios: list[ChaosScenario], *, concurrent: bool = False, **options: object) -> list[ScenarioRun]:
-        results = run_scenarios(scenarios, chaos_lab, RunOptions(report_dir=REPORT_DIR, **options),
-                                concurrent=concurrent)
-        assert toxiproxy_problems(chaos_lab.toxiproxy) == [], "a scenario left Toxiproxy dirty"
-        for result in results:
-            assert result.journal is not None and result.journal.exists(), f"{result.name}: no journal"
-        return results
+def run_chaos(chaos_lab: Lab, chaos_results: list[ScenarioRun]) -> Callable[..., list[ScenarioRun]]:
+    """`run_chaos([scenario, ...], concurrent=False, subdir="", **options)`; Toxiproxy checked clean after."""
+    def run(scenarios: list[ChaosScenario], **kwargs: Any) -> list[ScenarioRun]:
+        return run_and_check_clean(chaos_lab, chaos_results, scenarios, **kwargs)
     return run
 
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from chaos import catalog
-from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX
+from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, NO_CONNECT_AFTER_END
 from chaos.lab import wait_for
 from tests.chaos.conftest import verdict
 
@@ -21,7 +21,8 @@ def failed_names(result) -> set[str]:
 
 
 def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
-    [result] = run_chaos([catalog.at_scale("long_outage", 0.1)], service_policy={"max_attempts": 6})
+    [result] = run_chaos([catalog.at_scale("long_outage", 0.1)], service_policy={"max_attempts": 6},
+                          subdir="broken")
     assert result.status == "failed", verdict(result)
     assert ATTEMPTS_WITHIN_MAX in failed_names(result), verdict(result)
     journal = json.loads(result.journal.read_text())
@@ -30,7 +31,8 @@ def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
 
 
 def test_a_service_with_a_slower_backoff_fails_attempt_times(run_chaos):
-    [result] = run_chaos([catalog.at_scale("flaky_wifi", 0.1)], service_policy={"base_s": 6.0, "cap_s": 96.0})
+    [result] = run_chaos([catalog.at_scale("flaky_wifi", 0.1)], service_policy={"base_s": 6.0, "cap_s": 96.0},
+                          subdir="broken")
     assert result.status == "failed", verdict(result)
     assert ATTEMPT_TIMES_MATCH_POLICY in failed_names(result), verdict(result)
 
@@ -45,7 +47,7 @@ def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
 
     watcher = threading.Thread(target=interrupt_once_the_toxic_is_on, daemon=True)
     watcher.start()
-    [result] = run_chaos([scenario], abort=abort)  # run_chaos asserts Toxiproxy is clean after
+    [result] = run_chaos([scenario], abort=abort, subdir="interrupted")  # run_chaos asserts Toxiproxy is clean after
     watcher.join(timeout=5.0)
     assert result.status == "interrupted", verdict(result)
     journal = json.loads(result.journal.read_text())
@@ -53,3 +55,19 @@ def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
     assert [a["activity"]["name"] for a in journal["rollbacks"]] == [
         "stop the service", "remove toxics, enable proxies, start Redis", "delete this scenario's proxies"]
     assert not any(name.startswith(scenario.name) for name in chaos_lab.toxiproxy.proxies())
+
+
+def test_python_m_chaos_run_starts_its_own_lab_and_reports(tmp_path):
+    from chaos.cli import main
+
+    assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| terminal_401 | 0.2 | **passed** | 8/8 | match |" in summary
+    assert (tmp_path / "terminal_401" / "timeline.png").exists()
+    # whatsmeow's table names events, not numbers: a plain 401 is retried there, so this
+    # service reconnects after WhatsApp said "unauthorised"
+    broken = tmp_path / "broken"
+    assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(broken),
+                 "--service-policy", "codes=whatsmeow"]) == 1
+    summary = (broken / "summary.md").read_text()
+    assert "**failed**" in summary and f"**{NO_CONNECT_AFTER_END}** violated" in summary

@@ -8,7 +8,7 @@ import pytest
 from chaos import catalog
 from chaos.checkers import attempt_outcomes
 from chaos.history import History
-from tests.chaos.conftest import verdict
+from tests.chaos.conftest import run_and_check_clean, verdict
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -20,16 +20,12 @@ def per_attempt(result) -> list[list[tuple[int, str]]]:
 
 
 @pytest.fixture(scope="module")
-def note_runs(chaos_lab):
-    from tests.chaos.conftest import REPORT_DIR, toxiproxy_problems
-    from chaos.runner import RunOptions, run_scenarios
-
-    real = run_scenarios([catalog.at_scale(n) for n in catalog.names("note")], chaos_lab,
-                         RunOptions(report_dir=REPORT_DIR), concurrent=True)
-    assert toxiproxy_problems(chaos_lab.toxiproxy) == []
-    quick = run_scenarios([catalog.at_scale(n, 0.1) for n in catalog.names("note")], chaos_lab,
-                          RunOptions(report_dir=REPORT_DIR / "scaled"), concurrent=True)
-    assert toxiproxy_problems(chaos_lab.toxiproxy) == []
+def note_runs(chaos_lab, chaos_results):
+    """S1–S3 at once at real timings (~2.3 min, S2 is the longest), then at once at 0.1."""
+    names = catalog.names("note")
+    real = run_and_check_clean(chaos_lab, chaos_results, [catalog.at_scale(n) for n in names], concurrent=True)
+    quick = run_and_check_clean(chaos_lab, chaos_results, [catalog.at_scale(n, 0.1) for n in names],
+                                concurrent=True, subdir="scaled")
     return {r.name: r for r in real}, {r.name: r for r in quick}
 
 

@@ -156,3 +156,67 @@ def test_registering_adds_a_scenario_once_at_real_timings():
 
 FLAKY_WIFI_SCALED = ChaosScenario(Scenario("scaled_one", "x", (LinkDown(1.0, 3.0),), 8.0,
                                            Expected(Status.ACTIVE))).scaled(0.5)
+
+
+# ---- bindings: scenario → timed steps (no servers: recording stand-ins for the actions) ----
+
+
+class _Recorder:
+    """Records calls in order; stands in for a proxy or an admin client in pure tests."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def __getattr__(self, action: str):
+        return lambda *args, **kwargs: self.log.append(f"{self.name}.{action}{args}{sorted(kwargs.items())}")
+
+
+def _targets(log: list[str]):
+    from chaos.bindings import Targets
+
+    proxies = {u: _Recorder(log, u) for u in UPSTREAMS}
+    return Targets(proxies, _Recorder(log, "whatsapp_admin"), _Recorder(log, "backoffice_admin"), ["a", "b"],
+                   kill_service=lambda: log.append("kill"), start_service=lambda: log.append("start"),
+                   stop_redis=lambda: log.append("redis stop"), start_redis=lambda: log.append("redis start"))
+
+
+def test_each_fault_binds_to_its_real_action_in_time_order():
+    from chaos.bindings import steps_for
+
+    log: list[str] = []
+    steps = steps_for(catalog.get("matrix_whatsapp_reset_peer"), _targets(log))
+    assert [(s.at_s, s.edge, s.window) for s in steps] == [
+        (1.0, "start", ("toxic_reset_peer", "whatsapp")),  # the toxic is in place before the close
+        (1.0, "instant", ("close_with", "whatsapp")),
+        (6.0, "end", ("toxic_reset_peer", "whatsapp"))]
+    for step in steps:
+        step.run()
+    assert log == ["whatsapp.add_toxic('reset_peer',)[('name', 'chaos_reset_peer_1'), ('stream', 'downstream'), "
+                   "('timeout', 0)]",
+                   "whatsapp_admin.close('a', 408)[]", "whatsapp_admin.close('b', 408)[]",
+                   "whatsapp.remove_toxic('chaos_reset_peer_1',)[]"]
+
+
+def test_processes_accounts_and_proxies_bind_to_the_runners_controls():
+    from chaos.bindings import steps_for
+
+    log: list[str] = []
+    for name in ("kill_mid_backoff", "redis_restart_mid_reconnect", "deleted_mid_retry", "deactivated_mid_retry",
+                 "matrix_backoffice_disable"):
+        for step in steps_for(catalog.get(name), _targets(log)):
+            step.run()
+    assert "kill" in log and "start" in log and log.index("redis stop") < log.index("redis start")
+    assert "backoffice_admin.delete_account('a',)[]" in log and "backoffice_admin.deactivate('b',)[]" in log
+    assert "backoffice.disable()[]" in log and "whatsapp.enable()[]" in log
+
+
+def test_the_cli_lists_the_catalog_and_rejects_bad_usage(capsys):
+    from chaos.cli import main
+
+    assert main(["list", "--group", "note"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == ["flaky_wifi", "long_outage", "deleted_mid_retry"]
+    assert main(["run", "nope"]) == 2 and "unknown chaos scenario 'nope'" in capsys.readouterr().err
+    assert main(["run"]) == 2 and "name at least one scenario" in capsys.readouterr().err
+    assert main(["run", "S1", "--all"]) == 2
+    assert main(["run", "S1", "--scale", "0"]) == 2
