@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -78,14 +79,23 @@ def _timed(env: simpy.Environment, fired: list[int], started: float) -> dict[str
     return {"events": fired[0], "wall_s": round(wall_s, 4), "events_per_s": round(fired[0] / wall_s, 1)}
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def model_run(params: ModelParams, workers: int) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_s()
     output = engine.run(params, workers=workers)
     wall_s = time.perf_counter() - started
+    cpu_s = _cpu_s() - cpu_started
     results = build(output)
     tally = output.tally
     return {"sessions": params.sessions, "engine": output.engine, "workers": output.workers,
             "jitter": params.jitter, "outage_s": params.outage_s, "wall_s": round(wall_s, 3),
+            "cpu_s": round(cpu_s, 3), "cpu_s_per_worker": round(cpu_s / output.workers, 3),
             "timer_events": tally.timer_events, "timer_events_per_s": round(tally.timer_events / wall_s, 1),
             "core_handle_calls": tally.handle_calls, "core_handle_calls_per_s": round(tally.handle_calls / wall_s, 1),
             "session_events": tally.core_events, "session_events_per_s": round(tally.core_events / wall_s, 1),
@@ -157,7 +167,7 @@ def command(args: argparse.Namespace) -> int:
     for key in ("model_per_session_1_process", "scale_cohort", "scale_per_session", "scale_per_session_full_jitter"):
         if key in report:
             r = report[key]
-            print(f"{key:32} {r['sessions']:>10,} sessions {r['wall_s']:>8.2f} s wall  "
+            print(f"{key:32} {r['sessions']:>10,} sessions {r['wall_s']:>8.2f} s wall {r['cpu_s']:>8.2f} s cpu  "
                   f"{r['timer_events_per_s']:>12,.0f} timer events/s  {r['session_events_per_s']:>14,.0f} session events/s")
     for name, value in report["ratios"].items():
         print(f"{name:60} {value}")
