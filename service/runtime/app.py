@@ -31,6 +31,7 @@ from service.store import StatusStore
 REDIS_MAX_CONNECTIONS = 64
 LEASE_MAX_CONNECTIONS = 4
 REDIS_TIMEOUT_S = 5.0
+POOL_WAIT_S = 60.0  # waiting for a free connection is queueing behind our own work, not a fault
 
 
 def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int) -> Transport:
@@ -109,19 +110,24 @@ class Service:
         self.timeline.close()
 
 
+async def _close_all(*clients: Any) -> None:
+    for client in clients:
+        await client.aclose()
+
+
+def _redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.reveal(), max_connections=max_connections, timeout=POOL_WAIT_S,
+        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    return aioredis.Redis(connection_pool=pool)
+
+
 async def build_service(settings: Settings, *, keep_lateness: bool = False) -> Service:
     """Build and start every part; `keep_lateness` keeps raw timer lateness samples (benchmarks)."""
-    log = get_logger(owner_id=settings.owner_id)
-    policy = settings.build_policy()
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url.reveal(), max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    redis = aioredis.Redis(connection_pool=pool)
+    log, policy = get_logger(owner_id=settings.owner_id), settings.build_policy()
+    redis = _redis_client(settings, REDIS_MAX_CONNECTIONS)
     # leases get their own connections: a renewal must never queue behind 10^4 sessions' traffic
-    lease_pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url.reveal(), max_connections=LEASE_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    lease_redis = aioredis.Redis(connection_pool=lease_pool)
+    lease_redis = _redis_client(settings, LEASE_MAX_CONNECTIONS)
     backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token,
                                 timeout_s=settings.backoffice_timeout_s)
     outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size,
@@ -139,17 +145,15 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     source = make_source(settings.sessions, settings.session_credentials, backoffice)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)
+    server = MetricsServer(metrics, lambda: service.health(), settings.metrics_port)
     service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
-                      gateway, server=MetricsServer(metrics, lambda: service.health(), settings.metrics_port),
-                      log=log)
+                      gateway, server=server, log=log)
     service.server.before_scrape = service.refresh_metrics
     log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
     try:
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - say which upstream and why, then give up
-        await backoffice.aclose()
-        await lease_redis.aclose()
-        await redis.aclose()
+        await _close_all(backoffice, lease_redis, redis)
         raise ConfigError(f"cannot reach Redis at {redact_url(settings.redis_url.reveal())}: "
                           f"{type(err).__name__}: {err}") from None
     port = await service.server.start()

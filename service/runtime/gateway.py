@@ -62,6 +62,7 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None  # the one adoption sweep in progress
+        self._dropped_unwritten: dict[str, SessionRunner] = {}  # dropped, last status not yet in Redis
         self._log = ctx.log
         ctx.on_drop = self._on_drop
         self.adopted = 0
@@ -187,6 +188,8 @@ class Gateway:
 
     def _on_drop(self, runner: SessionRunner, reason: str) -> None:
         sid = runner.session_id
+        if runner.needs_repair:
+            self._dropped_unwritten[sid] = runner
         if self.runners.get(sid) is runner:
             del self.runners[sid]
         if reason in SETTLED_REASONS and not self._stopping.is_set():
@@ -235,10 +238,24 @@ class Gateway:
 
     async def _adoption_sweep(self) -> None:
         try:
+            await self.repair_statuses()
             await self._refresh_specs()
             await self.adopt(self._specs)
         except Exception as err:  # noqa: BLE001 - the next round sweeps again
             self._log.error("adoption_sweep_failed", error=repr(err), exc_info=True)
+
+    async def repair_statuses(self) -> None:
+        """Retry status writes that failed, so Redis and the back office converge (B6)."""
+        dirty = [r for r in self.runners.values() if r.needs_repair]
+        dirty += [r for sid, r in list(self._dropped_unwritten.items()) if sid in self.settled]
+        if not dirty:
+            return
+        self._log.warning("status_repairs", count=len(dirty))
+        await self._bounded(dirty, self._repair_one)
+
+    async def _repair_one(self, runner: SessionRunner) -> None:
+        if await runner.repair_status():
+            self._dropped_unwritten.pop(runner.session_id, None)
 
     async def _let_go(self, session_ids: list[str]) -> None:
         self._log.warning("leases_lost", count=len(session_ids), sample=session_ids[:5])

@@ -87,6 +87,7 @@ class SessionRunner:
         self._link_task: asyncio.Task[None] | None = None
         self._link_malformed_seen = 0
         self._pending_saved_by_status = False
+        self._unwritten: Callable[[], Any] | None = None  # a status write that failed, to repair
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
 
@@ -193,11 +194,39 @@ class SessionRunner:
         elif command.status is not Status.CONNECTING:
             clear = True  # active or inactive: no reconnect is pending any more
         update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
-        await self._with_retries("set_status", lambda: self._ctx.store.set_status(
-            self.session_id, command.status, outbox_update=update, pending=pending, clear_pending=clear))
+
+        def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
+            return self._ctx.store.set_status(self.session_id, command.status, outbox_update=update,
+                                              pending=pending, clear_pending=clear)
+        try:
+            await self._with_retries("set_status", write)
+            self._unwritten = None  # a newer status supersedes any older unwritten one
+        except StoreError as err:
+            self._unwritten = write
+            self._ctx.metrics.command_errors.labels(command="SetStatus").inc()
+            self._log.error("status_write_deferred", status=command.status.value, error=str(err))
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
         self._pending_saved_by_status = pending is not None
+
+    @property
+    def needs_repair(self) -> bool:
+        return self._unwritten is not None
+
+    async def repair_status(self) -> bool:
+        """Write the status whose write failed (Redis down or saturated); True once written."""
+        async with self._lock:
+            write = self._unwritten
+            if write is None:
+                return True
+            try:
+                await write()
+            except StoreError as err:
+                self._log.warning("status_repair_failed", error=str(err))
+                return False
+            self._unwritten = None
+            self._log.info("status_write_repaired", status=self.status.value if self.status else None)
+            return True
 
     async def _with_retries(self, what: str, call: Callable[[], Any]) -> Any:
         for attempt in range(1, self._ctx.io_retries + 1):

@@ -137,3 +137,27 @@ def test_invalid_config_file_and_env(capsys, monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("RECONNECT_LAB_POLICY_FACTOR")
     assert main(["--check-config"]) == 2
     assert "'backoffice_token' is required" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+async def test_status_write_lost_to_a_redis_outage_is_repaired(
+        service_settings, standins_clean, redis_client, redis_proxy, service_log) -> None:
+    s = standins_clean
+    s.backoffice.add_accounts(["s0", "s1"])
+    host, port = redis_proxy.address
+    async with run_service(service_settings(sessions="s0,s1", redis_url=f"redis://{host}:{port}/0")) as service:
+        await eventually(lambda: active(redis_client, ["s0", "s1"]), 5, "both active")
+        redis_proxy.disable()  # Redis unreachable: the terminal close cannot write `inactive`
+        try:
+            s.whatsapp.close("s0", 401)
+            await eventually(lambda: any(r["event"] == "status_write_deferred" and r.get("session_id") == "s0"
+                                         for r in log_records(service_log)), 3, "the failed write is kept")
+            assert statuses(redis_client, ["s0"])["s0"] == "active"  # not written yet
+        finally:
+            redis_proxy.enable()
+        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "inactive", 5, "repaired in Redis")
+        await eventually(lambda: any(u["session_id"] == "s0" and u["status"] == "inactive" and u["priority"] == "high"
+                                     for u in s.backoffice.updates()["updates"]), 3, "back office told")
+        assert statuses(redis_client, ["s1"])["s1"] == "active"
+        assert s.whatsapp.session("s0")["connects"] == 1
+    assert any(r["event"] == "status_write_repaired" and r.get("session_id") == "s0" for r in log_records(service_log))
