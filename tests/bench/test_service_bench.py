@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 
 from service.core import read_jsonl
-from tests.fixtures.process import wait_until
 from tests.fixtures.service import metric_value, scrape, statuses
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow, pytest.mark.integration]
@@ -35,6 +34,17 @@ REPORT_DIR = Path(__file__).resolve().parents[2] / "reports" / "service"
 REQUESTED = int(os.environ.get("SERVICE_BENCH_SESSIONS", "10000"))
 FD_MARGIN = 400
 TARGETS = {"p99_lateness_ms": 100.0, "redis_round_trips_per_reconnect": 4.0, "updates_per_backoffice_batch": 50.0}
+
+
+POLL_S = 0.5  # polls load the measured process (a scrape walks every session): keep them rare
+
+
+def wait_until(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not true after {timeout_s:.1f}s")
+        time.sleep(POLL_S)
 
 
 def raise_fd_limit() -> int:
