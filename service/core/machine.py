@@ -121,6 +121,13 @@ class SessionMachine:
         return self._vars.state in (State.BACKOFF, State.VALIDATING) or (
             self._vars.state is State.CONNECTING and self._vars.attempts > 0)
 
+    def fork(self, session_id: str | None = None) -> SessionMachine:
+        """A machine in this one's exact state that shares its policy and random stream
+        (a simulation cohort splitting in two keeps drawing from one stream)."""
+        twin = SessionMachine(session_id or self.session_id, self.policy, self._rng, trace=self.trace)
+        twin._vars = self._vars.copy()
+        return twin
+
     def accepts(self, event: Event) -> bool:
         """True if `event` is legal in the current state."""
         return type(event) in TRANSITIONS[self._vars.state]
@@ -128,13 +135,13 @@ class SessionMachine:
     # ---- the one entry point ----
     def handle(self, event: Event, now: float) -> list[Command]:
         """Apply `event` at time `now` (seconds, the shell's clock); return the commands to run."""
-        before = self._vars.copy()
-        allowed = TRANSITIONS[before.state].get(type(event))
+        allowed = TRANSITIONS[self._vars.state].get(type(event))
         if allowed is None:
-            raise IllegalTransition(self.session_id, before.state.value, type(event).__name__)
+            raise IllegalTransition(self.session_id, self._vars.state.value, type(event).__name__)
+        before = self._vars.copy()
         self._now, self._out = now, []
         try:
-            getattr(self, f"_on_{type(event).__name__}")(event)
+            _HANDLERS[type(event)](self, event)
         except Exception:
             self._vars = before
             raise
@@ -152,7 +159,10 @@ class SessionMachine:
 
     def _on_Opened(self, event: Opened) -> None:
         self._emit(LogEvent.CONNECTION_UPDATE, connection="open")
-        self._set(state=State.OPEN, attempts=0, immediate_streak=0, previous_delay_s=None)
+        self._vars.state = State.OPEN
+        self._vars.attempts = 0
+        self._vars.immediate_streak = 0
+        self._vars.previous_delay_s = None
         self._set_status(Status.ACTIVE, Priority.NORMAL)
         self._emit(LogEvent.SESSION_OPEN)
 
@@ -167,7 +177,7 @@ class SessionMachine:
 
     def _on_BackoffElapsed(self, event: BackoffElapsed) -> None:
         self._emit(LogEvent.RECONNECT_RUNNING)
-        self._set(state=State.VALIDATING)
+        self._vars.state = State.VALIDATING
         self._cmd(Validate(for_reconnect=True))
 
     def _on_Validated(self, event: Validated) -> None:
@@ -178,14 +188,14 @@ class SessionMachine:
         self._drop("invalid")
 
     def _on_Resumed(self, event: Resumed) -> None:
-        self._set(status=Status.CONNECTING)
+        self._vars.status = Status.CONNECTING
         self._cmd(ClearCache())
         self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
         attempt = max(1, event.attempt)
         if attempt > self.policy.backoff.max_attempts:
             self._give_up()
             return
-        self._set(attempts=attempt - 1)
+        self._vars.attempts = attempt - 1
         delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
         self._schedule_counted(delay_s)
 
@@ -207,8 +217,8 @@ class SessionMachine:
         if action is Action.TERMINAL:
             if state is State.BACKOFF:
                 self._cmd(CancelReconnect())
-            self._emit(LogEvent.SESSION_TERMINAL, code=code)
             self._set_status(Status.INACTIVE, Priority.HIGH)
+            self._emit(LogEvent.SESSION_TERMINAL, code=code)
             self._drop("terminal")
             return
         if state in (State.BACKOFF, State.VALIDATING):
@@ -216,7 +226,7 @@ class SessionMachine:
             return
         streak_spent = self._vars.immediate_streak >= self.policy.backoff.max_attempts
         if action is Action.RECONNECT_NOW and not streak_spent:
-            self._set(immediate_streak=self._vars.immediate_streak + 1)
+            self._vars.immediate_streak = self._vars.immediate_streak + 1
             self._schedule(0.0, self._vars.attempts, reason="reconnect_now")
         elif action is Action.WAIT_UNTIL:
             ban_s = self.policy.timeouts.default_ban_wait_s if wait_s is None else max(0.0, wait_s)
@@ -230,49 +240,49 @@ class SessionMachine:
         attempt = self._vars.attempts + 1
         if delay_s is None:
             delay_s = self.policy.backoff.delay_s(attempt, self._rng, self._vars.previous_delay_s)
-        self._set(attempts=attempt, previous_delay_s=delay_s)
+        self._vars.attempts = attempt
+        self._vars.previous_delay_s = delay_s
         self._schedule(delay_s, attempt, reason="backoff")
 
     def _schedule(self, delay_s: float, attempt: int, reason: str) -> None:
         self._set_status(Status.CONNECTING, Priority.NORMAL)
-        self._set(state=State.BACKOFF)
-        self._emit(LogEvent.RECONNECT_SCHEDULED, attempt=attempt,
-                   max_attempts=self.policy.backoff.max_attempts,
-                   backoff_ms=round(delay_s * 1000, 3), reason=reason)
+        self._vars.state = State.BACKOFF
+        if self.trace:
+            self._emit(LogEvent.RECONNECT_SCHEDULED, attempt=attempt,
+                       max_attempts=self.policy.backoff.max_attempts,
+                       backoff_ms=round(delay_s * 1000, 3), reason=reason)
         self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt, reason=reason))
 
     def _give_up(self) -> None:
-        self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts)
         self._set_status(Status.INACTIVE, Priority.HIGH)
+        self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts)
         self._drop("max_attempts")
 
     # ---- sockets (R7) ----
     def _open(self, attempt: int) -> None:
         if self._vars.has_socket:
             self._cmd(CloseSocket())
-        self._set(state=State.CONNECTING, has_socket=True)
+        self._vars.state = State.CONNECTING
+        self._vars.has_socket = True
         self._emit(LogEvent.SESSION_STARTING, attempt=attempt)
         self._cmd(OpenSocket(attempt=attempt))
 
     def _drop(self, reason: str) -> None:
         if self._vars.has_socket:
             self._cmd(CloseSocket())
-        self._set(state=State.DROPPED, has_socket=False)
+        self._vars.state = State.DROPPED
+        self._vars.has_socket = False
         self._cmd(Drop(reason=reason))
 
     # ---- small helpers ----
-    def _set(self, **changes: Any) -> None:
-        for name, value in changes.items():
-            setattr(self._vars, name, value)
-
     def _set_status(self, status: Status, priority: Priority) -> None:
         if self._vars.status is not status:
-            self._set(status=status)
+            self._vars.status = status
             self._cmd(SetStatus(status=status, priority=priority))
 
     def _cmd(self, command: Command) -> None:
-        if isinstance(command, CloseSocket):
-            self._set(has_socket=False)
+        if command.__class__ is CloseSocket:
+            self._vars.has_socket = False
         self._out.append(command)
 
     def _emit(self, event: LogEvent, attempt: int | None = None, **detail: Any) -> None:
@@ -283,3 +293,9 @@ class SessionMachine:
                                 attempt=self._vars.attempts if attempt is None else attempt,
                                 status=status, detail={k: v for k, v in detail.items() if v is not None})
         self._out.append(Emit(record))
+
+
+_HANDLERS = {
+    event_type: getattr(SessionMachine, f"_on_{event_type.__name__}")
+    for transitions in TRANSITIONS.values() for event_type in transitions
+}

@@ -33,9 +33,10 @@ def test_long_outage_delays_are_2_4_8_16_32_and_the_fifth_failure_gives_up():
     assert delays == [2, 4, 8, 16, 32]
     assert [t for t, c in run.of(OpenSocket)] == [2, 6, 14, 30, 62]
     final = run.commands[-4:]
-    assert [type(c) for _, c in final] == [Emit, SetStatus, CloseSocket, Drop]
-    assert final[1][1] == SetStatus(Status.INACTIVE, Priority.HIGH)
-    assert final[0][1].record.event == "max_attempts_reached"
+    assert [type(c) for _, c in final] == [SetStatus, Emit, CloseSocket, Drop]
+    assert final[0][1] == SetStatus(Status.INACTIVE, Priority.HIGH)
+    assert final[1][1].record.event == "max_attempts_reached"
+    assert final[1][1].record.status == "inactive"
     assert run.machine.state is State.DROPPED
     assert not [c for t, c in run.commands if t > 62]
 
@@ -154,6 +155,25 @@ def test_released_session_stops_locally_without_touching_status():
     commands = machine.handle(Released("lease_lost"), 1.5)
     assert CancelReconnect() in commands and Drop("lease_lost") in commands
     assert not [c for c in commands if isinstance(c, SetStatus)]
+
+
+def test_fork_copies_the_state_and_shares_the_random_stream():
+    rng = random.Random(3)
+    machine = SessionMachine("s1", build_policy({"jitter": "full"}), rng)
+    machine.handle(Start(), 0.0)
+    machine.handle(Opened(), 0.0)
+    machine.handle(Closed(), 1.0)
+    twin = machine.fork("s2")
+    assert (twin.state, twin.status, twin.attempts, twin.has_socket) == (
+        machine.state, machine.status, machine.attempts, machine.has_socket)
+    twin.handle(BackoffElapsed(), 2.0)
+    assert machine.state is State.BACKOFF and twin.state is State.VALIDATING
+    expected = random.Random(3)
+    expected.uniform(0, 2)  # the draw the original made for attempt 1
+    machine.handle(Closed(code=401), 2.5)  # the original's fate does not change the twin's
+    twin.handle(Validated(ok=True), 2.0)
+    delays = [c.delay_s for c in twin.handle(StartFailed(), 2.0) if isinstance(c, ScheduleReconnect)]
+    assert delays == [expected.uniform(0, 4)]
 
 
 def test_illegal_event_raises_and_changes_nothing():
