@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from chaos import catalog
-from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, NO_CONNECT_AFTER_END
+from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, NO_CONNECT_AFTER_END, ONE_LIVE_SOCKET
 from chaos.lab import wait_for
 from tests.chaos.conftest import verdict
 
@@ -71,3 +71,38 @@ def test_python_m_chaos_run_starts_its_own_lab_and_reports(tmp_path):
                  "--service-policy", "codes=whatsmeow"]) == 1
     summary = (broken / "summary.md").read_text()
     assert "**failed**" in summary and f"**{NO_CONNECT_AFTER_END}** violated" in summary
+
+
+def test_a_second_live_socket_for_a_session_fails_one_live_socket(run_chaos, chaos_lab):
+    """Stands in for a service that never closes its old socket: while the link is down, a rogue
+    client logs the same session in directly at the stand-in; the service's reconnect makes two."""
+    from websockets.sync.client import connect
+
+    from service.transports.wire_protocol import encode
+
+    scenario = catalog.at_scale("flaky_wifi", 0.1)
+    logged_in, run_over = threading.Event(), threading.Event()
+
+    def log_in_a_second_socket() -> None:
+        def link_down() -> bool:
+            return any(p.name.startswith(scenario.name) and p.name.endswith("-whatsapp") and not p.enabled
+                       for p in chaos_lab.toxiproxy.proxies().values())
+        wait_for(link_down, 60.0, "the WhatsApp proxy disabled")
+        session_id = next(s for s in chaos_lab.whatsapp.sessions() if s.startswith(scenario.name))
+        host, port = chaos_lab.whatsapp_address
+        with connect(f"ws://{host}:{port}/ws/{session_id}", proxy=None) as ws:
+            ws.send(encode("hello", session_id=session_id, credentials=""))
+            ws.recv(timeout=5.0)
+            logged_in.set()
+            run_over.wait(timeout=60.0)
+
+    helper = threading.Thread(target=log_in_a_second_socket, daemon=True)
+    helper.start()
+    try:
+        [result] = run_chaos([scenario], subdir="broken")
+    finally:
+        run_over.set()
+        helper.join(timeout=10.0)
+    assert logged_in.is_set(), "the rogue socket never logged in"
+    assert result.status == "failed", verdict(result)
+    assert ONE_LIVE_SOCKET in failed_names(result), verdict(result)
