@@ -69,6 +69,8 @@ class Settings(BaseModel):
         "jitter, connect_timeout_s, keepalive_interval_s, keepalive_misses, default_ban_wait_s, codes"))
     seed: int | None = Field(None, description="seed of the jitter random generator (none: random)")
     start_concurrency: int = Field(500, ge=1, description="sessions opening at once at start-up")
+    max_inflight: int = Field(256, ge=1, description=(
+        "validations and socket opens in flight at once (paces a reconnect storm; decides nothing)"))
     shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful-stop deadline")
     session_credentials: Secret = Field(Secret(""), description=(
         "WhatsApp credentials sent by every session of a list/file/range source (never logged)"))

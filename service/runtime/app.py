@@ -141,7 +141,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     timeline = TimelineWriter(settings.timeline_path)
     ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
                         log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
-                        rng_seed=settings.seed)
+                        rng_seed=settings.seed, max_inflight=settings.max_inflight)
     source = make_source(settings.sessions, settings.session_credentials, backoffice)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)

@@ -54,6 +54,21 @@ class RunnerContext:
     validate_retry_cap_s: float = 5.0
     close_timeout_s: float = 5.0
     rng_seed: int | None = None
+    # admission control: at most this many validations / socket opens in flight at once. It paces
+    # I/O (like a connection pool); when and whether to reconnect is still the core's decision.
+    max_inflight: int = 256
+    _validations: asyncio.Semaphore | None = None
+    _opens: asyncio.Semaphore | None = None
+
+    def validation_slot(self) -> asyncio.Semaphore:
+        if self._validations is None:
+            self._validations = asyncio.Semaphore(self.max_inflight)
+        return self._validations
+
+    def open_slot(self) -> asyncio.Semaphore:
+        if self._opens is None:
+            self._opens = asyncio.Semaphore(self.max_inflight)
+        return self._opens
 
 
 @dataclass
@@ -276,7 +291,8 @@ class SessionRunner:
         wait_s = self._ctx.io_retry_s
         while self._gen.validation == generation and not self.dropped:
             try:
-                ok = await self._ctx.store.is_session_active(self.session_id, for_reconnect=for_reconnect)
+                async with self._ctx.validation_slot():
+                    ok = await self._ctx.store.is_session_active(self.session_id, for_reconnect=for_reconnect)
             except StoreError as err:
                 self._ctx.metrics.command_errors.labels(command="Validate").inc()
                 self._log.warning("validation_unavailable", error=str(err), retry_in_s=wait_s)
@@ -302,8 +318,9 @@ class SessionRunner:
 
         timeout_s = self._ctx.policy.timeouts.connect_timeout_s
         try:
-            # the transport enforces timeout_s; the outer deadline only guards a transport bug
-            await asyncio.wait_for(link.open(timeout_s), timeout_s + 1.0)
+            async with self._ctx.open_slot():  # the connect timeout starts once a slot is ours
+                # the transport enforces timeout_s; the outer deadline only guards a transport bug
+                await asyncio.wait_for(link.open(timeout_s), timeout_s + 1.0)
         except Exception as err:  # noqa: BLE001 - every failure to open is a StartFailed
             if current():
                 self._count_attempt(attempt, "failed")
