@@ -11,7 +11,7 @@ schedule or wait: the runner runs the steps at their times.
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +19,12 @@ from typing import Any
 from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, KillService, ProxyDown, RestartRedis,
                             ToxicWindow, describe)
 from chaos.standins.admin import BackOfficeAdmin, WhatsAppAdmin
-from chaos.toxiproxy import Proxy, ToxiproxyError, ToxiproxyNotFoundError
+from chaos.toxiproxy import Proxy, ToxiproxyError, ToxiproxyNotFoundError, ToxiproxyUnreachableError
 from sim.scenarios import AccountDeleted, CloseWith, Fault, LinkDown
 
 # At one instant, network faults go first, so a close or deletion meets the fault already in place.
 _ORDER_NETWORK, _ORDER_SESSIONS, _ORDER_PROCESSES = 0, 1, 2
+REMOVE_DEADLINE_S = 30.0
 
 
 @dataclass
@@ -114,8 +115,7 @@ def _toxic(item: ToxicWindow, proxy: Proxy, text: str, key: int) -> list[Step]:
         return proxy.add_toxic(item.kind, name=name, stream=item.stream, **item.attrs)
 
     def remove() -> None:
-        with contextlib.suppress(ToxiproxyNotFoundError):
-            proxy.remove_toxic(name)
+        _remove_toxic(proxy, name)
 
     return _window(item.start_s, item.end_s, text, (f"toxic_{item.kind}", item.upstream), key, add, remove)
 
@@ -145,13 +145,29 @@ def rollback(targets: Targets) -> list[str]:
 
 def _clear_toxics(proxy: Proxy) -> None:
     for toxic in proxy.toxics():
-        with contextlib.suppress(ToxiproxyNotFoundError):
-            proxy.remove_toxic(toxic["name"])
+        _remove_toxic(proxy, toxic["name"])
+
+
+def _remove_toxic(proxy: Proxy, name: str, deadline_s: float = REMOVE_DEADLINE_S) -> None:
+    """Remove a toxic, riding out a slow answer: Toxiproxy answers a DELETE of a `bandwidth` 0
+    toxic only once the connections it stalled let go (seconds), finishing the removal anyway."""
+    try:
+        proxy.remove_toxic(name)
+        return
+    except ToxiproxyNotFoundError:
+        return
+    except ToxiproxyUnreachableError:
+        pass
+    give_up = time.monotonic() + deadline_s
+    while any(t["name"] == name for t in proxy.toxics()):
+        if time.monotonic() >= give_up:
+            raise TimeoutError(f"toxic {name} still on proxy {proxy.name} {deadline_s:.0f} s after its removal")
+        time.sleep(0.05)
 
 
 def _attempt(what: str, call: Callable[[], Any]) -> list[str]:
     try:
         call()
-    except (ToxiproxyError, OSError, RuntimeError, KeyError, ValueError) as exc:
+    except (ToxiproxyError, OSError, RuntimeError, KeyError, ValueError, TimeoutError) as exc:
         return [f"{what}: {exc}"]
     return []

@@ -35,6 +35,16 @@ ALIASES = MappingProxyType({"S1": FLAKY_WIFI.name, "S2": LONG_OUTAGE.name, "S3":
 
 
 # ---- the fault matrix: each upstream × each fault kind ----
+# A downstream `bandwidth` 0 toxic holds data for a client that has since closed; Toxiproxy
+# then cannot lift it until the far end gives up (seconds late). Stalling what the service
+# sends (upstream) starves keepalives and handshakes just the same and lifts on time.
+_STREAMS = {"bandwidth": "upstream"}
+
+
+def _toxic(upstream: str, kind: str, start_s: float, end_s: float) -> ToxicWindow:
+    return ToxicWindow(upstream, kind, start_s, end_s, _toxic_attrs(kind), stream=_STREAMS.get(kind, "downstream"))
+
+
 def _toxic_attrs(kind: str) -> dict[str, int]:
     return {
         "timeout": {"timeout": 0},  # half-open: data dropped, sockets kept
@@ -56,14 +66,14 @@ def _whatsapp_case(kind: str) -> ChaosScenario:
         # every reconnect inside the window is reset, exactly like a link that is down.
         schedule = Scenario(name, "new WhatsApp connections reset for 5 s while the session reconnects",
                             (CloseWith(1.0, 408),), 12.0, Expected(Status.ACTIVE, (2.0, 6.0), 2))
-        return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 6.0, _toxic_attrs(kind)),),
+        return ChaosScenario(schedule, actions=(_toxic("whatsapp", kind, 1.0, 6.0),),
                              policy_settings=MATRIX_POLICY, model_faults=(LinkDown(1.0, 6.0),),
                              tags=("matrix", "whatsapp"))
     if kind in ("latency", "slicer"):
         schedule = Scenario(name, f"WhatsApp link slowed by {kind} for 5 s: below every deadline, no reconnect",
                             (), 9.0, Expected(Status.ACTIVE, (), 0))
         outcome = Outcome(_ACTIVE, 0, 0, text="The link stays usable; keepalives arrive before the dead-link deadline.")
-        return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 6.0, _toxic_attrs(kind)),),
+        return ChaosScenario(schedule, actions=(_toxic("whatsapp", kind, 1.0, 6.0),),
                              policy_settings=MATRIX_POLICY, outcome=outcome, prediction="none",
                              tags=("matrix", "whatsapp"))
     # timeout / bandwidth 0: a half-open or stalled link, found by keepalives (B3): dead by
@@ -72,7 +82,7 @@ def _whatsapp_case(kind: str) -> ChaosScenario:
                         (), 24.0, Expected(Status.ACTIVE, (), None))
     outcome = Outcome(_ACTIVE, 1, 3, text="Keepalives declare the link dead; attempts inside the window time out; "
                                           "the first attempt after it succeeds.")
-    return ChaosScenario(schedule, actions=(ToxicWindow("whatsapp", kind, 1.0, 12.0, _toxic_attrs(kind)),),
+    return ChaosScenario(schedule, actions=(_toxic("whatsapp", kind, 1.0, 12.0),),
                          policy_settings=MATRIX_POLICY, outcome=outcome, prediction="none",
                          tags=("matrix", "whatsapp"))
 
@@ -83,7 +93,7 @@ def _dependency_case(upstream: str, kind: str) -> ChaosScenario:
     schedule = Scenario(name, f"{upstream} {kind} from 0.5 s to 9 s while the session rides out a 5 s link drop",
                         (LinkDown(1.0, 6.0),), 16.0, Expected(Status.ACTIVE, (2.0, 6.0), 2))
     action = (ProxyDown(upstream, 0.5, 9.0) if kind == "disable"
-              else ToxicWindow(upstream, kind, 0.5, 9.0, _toxic_attrs(kind)))
+              else _toxic(upstream, kind, 0.5, 9.0))
     outcome = Outcome(_ACTIVE, 1, 2, text=f"A slow or broken {upstream} may delay validation and status delivery, "
                                           "but the session reconnects, ends active, and the back office catches up.")
     return ChaosScenario(schedule, actions=(action,), policy_settings=MATRIX_POLICY, outcome=outcome,

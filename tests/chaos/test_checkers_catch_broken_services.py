@@ -84,11 +84,11 @@ def test_a_second_live_socket_for_a_session_fails_one_live_socket(run_chaos, cha
     logged_in, run_over = threading.Event(), threading.Event()
 
     def log_in_a_second_socket() -> None:
-        def link_down() -> bool:
-            return any(p.name.startswith(scenario.name) and p.name.endswith("-whatsapp") and not p.enabled
-                       for p in chaos_lab.toxiproxy.proxies().values())
-        wait_for(link_down, 60.0, "the WhatsApp proxy disabled")
-        session_id = next(s for s in chaos_lab.whatsapp.sessions() if s.startswith(scenario.name))
+        def disabled_link() -> list[str]:  # this run's proxy is named "<scenario>-<tag>-whatsapp"
+            return [p.name for p in chaos_lab.toxiproxy.proxies().values()
+                    if p.name.startswith(scenario.name) and p.name.endswith("-whatsapp") and not p.enabled]
+        wait_for(lambda: bool(disabled_link()), 60.0, "the WhatsApp proxy disabled")
+        session_id = disabled_link()[0].removesuffix("-whatsapp") + "-s0"
         host, port = chaos_lab.whatsapp_address
         with connect(f"ws://{host}:{port}/ws/{session_id}", proxy=None) as ws:
             ws.send(encode("hello", session_id=session_id, credentials=""))
