@@ -6,7 +6,7 @@ attempt 1 at +2 s, attempt 2 at +6 s).
 Measures (never asserts time): CPU ms of the service per reconnect, Redis round trips per
 reconnect, back-office requests per 1,000 status updates, status updates per batch, and
 p50/p99 lateness of each reconnect timer against its scheduled time (from the service's
-own timeline). Writes `reports/service/bench.json` and `reports/service/bench.md`.
+own timeline). Writes `reports/service/bench-<N>.json` and `bench-<N>.md`.
 
 Size: SERVICE_BENCH_SESSIONS (default 10,000), clipped to what the open-file hard limit
 allows: Toxiproxy holds two sockets per proxied connection in one process.
@@ -175,7 +175,8 @@ def test_reconnect_storm(service_process, standins_clean, toxiproxy, redis_clien
 
 def write_report(result: dict[str, Any]) -> None:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORT_DIR / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"bench-{result['sessions']}"
+    (REPORT_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     late = result["lateness_ms"]
     met = {
         "p99 lateness ≤ 100 ms": late["p99"] <= TARGETS["p99_lateness_ms"],
@@ -201,4 +202,4 @@ def write_report(result: dict[str, Any]) -> None:
         "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met.items()) + ".", "",
         "Back-office requests include one validity GET per attempt (R4) besides the status batches.",
     ]
-    (REPORT_DIR / "bench.md").write_text("\n".join(lines) + "\n")
+    (REPORT_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
