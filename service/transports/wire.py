@@ -131,6 +131,7 @@ class WireLink:
         self._attempt: asyncio.Task[None] | None = None
         self._open_settled: asyncio.Future[None] | None = None
         self._last_pong_seq = 0
+        self._last_pong_at = 0.0  # loop time of the last pong (or of the open)
 
     def __repr__(self) -> str:
         return f"WireLink(session_id={self.session_id!r}, open={self.is_open})"
@@ -244,6 +245,7 @@ class WireLink:
                     seq = frame.get("seq")
                     if isinstance(seq, int) and not isinstance(seq, bool):
                         self._last_pong_seq = max(self._last_pong_seq, seq)
+                    self._last_pong_at = asyncio.get_running_loop().time()
         except ConnectionClosed:
             pass
         except Exception as exc:  # noqa: BLE001 - never let a reader kill anything else
@@ -253,27 +255,35 @@ class WireLink:
             self._keepalive.cancel()
 
     async def _keepalive_loop(self) -> None:
-        """Ping every interval; `keepalive_misses` unanswered pings in a row = dead link."""
+        """Ping every interval; silence for interval × misses since the last pong = dead link.
+
+        Judged by time since the last pong, not by which ping it answered, so a link whose
+        round trip is longer than the interval is slow, not dead, while pongs keep coming.
+        """
         assert self._ws is not None
         interval_s, misses_allowed = self._transport.keepalive_interval_s, self._transport.keepalive_misses
-        seq, misses = 0, 0
+        loop = asyncio.get_running_loop()
+        dead_after_s = interval_s * misses_allowed
+        self._last_pong_at = loop.time()
+        seq = 0
         while True:
-            if seq > 0:
-                misses = misses + 1 if self._last_pong_seq < seq else 0
-                if misses >= misses_allowed:
-                    log.info("wire link: %d keepalives unanswered, closing (session %s)", misses, self.session_id)
-                    # A dead link cannot finish a handshake: give it one interval, then abort.
-                    self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
-                    return
+            silent_s = loop.time() - self._last_pong_at
+            if silent_s >= dead_after_s:
+                log.info("wire link: no pong for %.2f s (%d intervals), closing (session %s)",
+                         silent_s, misses_allowed, self.session_id)
+                # A dead link cannot finish a handshake: give it one interval, then abort.
+                self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
+                return
             seq += 1
             try:
                 async with asyncio.timeout(interval_s):
                     await self._ws.send(encode("ping", seq=seq))
             except TimeoutError:
-                pass  # a stalled send is a missed keepalive, judged at the next tick
+                pass  # a stalled send is silence too, judged by the clock at the next tick
             except ConnectionClosed:
                 return  # the reader sees the close and finishes the link
-            await asyncio.sleep(interval_s)
+            # wake at the next ping or exactly when the silence would reach the deadline
+            await asyncio.sleep(max(0.01, min(interval_s, self._last_pong_at + dead_after_s - loop.time())))
 
     def _finish(self) -> None:
         """Resolve `wait_closed()` once the socket is gone, from whoever saw it first."""

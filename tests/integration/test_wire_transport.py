@@ -318,6 +318,21 @@ async def test_keepalive_detects_a_half_open_link_through_toxiproxy(standins_cle
     await link.close()  # idempotent after a keepalive death
 
 
+async def test_a_slow_link_is_not_a_dead_link(standins_clean: Standins, toxiproxy: Toxiproxy) -> None:
+    """Round trip 0.5 s on a 0.2 s interval: pongs keep coming, late; the link must stay up."""
+    proxy = toxiproxy.create_proxy("wa-slow", upstream=f"127.0.0.1:{standins_clean.ports['whatsapp_port']}")
+    transport = transport_for(f"ws://{proxy.listen}")
+    try:
+        link = await opened(transport)
+        proxy.add_toxic("latency", stream="downstream", latency=500, jitter=0)
+        pongs_before = link.pongs_received
+        await asyncio.sleep(6 * INTERVAL_S * MISSES)  # twice the dead-link deadline, on purpose
+        assert link.is_open, "a link whose pongs arrive late was declared dead"
+        assert link.pongs_received > pongs_before + MISSES
+    finally:
+        await transport.aclose()
+
+
 # -- malformed frames and secrets ------------------------------------------------------------------
 
 
