@@ -10,9 +10,13 @@ Validation chain (`is_session_active`): cache → Redis status → back office.
 - Cache: only positive answers are cached, for `cache_ttl_s`; `clear_cache` (R3) and every
   `set_status` drop the session's entry. An entry made while `connecting` (valid only for a
   reconnect) never answers a strict question.
-- Redis: R1 — `active` is valid, and `connecting` too when `for_reconnect`. Missing, other
-  statuses, or a value that does not parse (counted in `malformed`, logged) are not valid:
-  we cannot confirm the session, so we fail closed; nothing else is disturbed.
+- Redis: R1 — `active` is valid, and `connecting` too when `for_reconnect`. Other statuses,
+  or a value that does not parse (counted in `malformed`, logged) are not valid: we cannot
+  confirm the session, so we fail closed; nothing else is disturbed. A *missing* status
+  during a reconnect (Redis lost its data: a restart without persistence, a failover to an
+  empty replica) is not a verdict: the back office, which owns the accounts, decides
+  (counted in `missing_status`); if it cannot answer either, `StoreError` is raised so the
+  caller retries rather than dropping every session that reconnects after a Redis wipe.
 - Back office, asked only when Redis says valid: it owns the accounts, so if it says the
   account is gone or disabled, *invalid wins* (counted in `backoffice_vetoes`). If it is
   unreachable (`BackOfficeError`), the Redis answer stands — a back-office outage must not
@@ -109,6 +113,7 @@ class StatusStore:
         self.cache_hits = 0
         self.backoffice_vetoes = 0
         self.backoffice_unreachable = 0
+        self.missing_status = 0  # reconnect validations that found no status in Redis
 
     @contextmanager
     def _round_trip(self, what: str) -> Iterator[None]:
@@ -198,6 +203,8 @@ class StatusStore:
         except MalformedInput as err:
             log.warning("status_malformed", session_id=session_id, detail=err.detail)
             return False
+        if status is None and for_reconnect:
+            return await self._ask_backoffice_without_redis(session_id)
         if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
             return False
         try:
@@ -213,6 +220,17 @@ class StatusStore:
         if self.cache_ttl_s > 0:
             self._cache[session_id] = (self.clock() + self.cache_ttl_s, status is Status.ACTIVE)
         return True
+
+    async def _ask_backoffice_without_redis(self, session_id: str) -> bool:
+        self.missing_status += 1
+        try:
+            valid = await self.backoffice.is_valid(session_id)
+        except BackOfficeError as err:
+            self.backoffice_unreachable += 1
+            raise StoreError(f"no status in Redis for {session_id!r} and the back office cannot tell "
+                             f"({err}); retry once either answers") from err
+        log.warning("validation_without_redis_status", session_id=session_id, backoffice_valid=valid)
+        return valid
 
     # -- reconnect bookkeeping (B5) -------------------------------------------------------------
 

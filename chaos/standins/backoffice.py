@@ -237,8 +237,14 @@ class BackOfficeStandin:
         if self._redis is None:
             import redis.asyncio  # only when a Redis URL was given
 
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+
+            # a Redis restarted under us leaves dead pooled connections: retry on a fresh one
             self._redis = redis.asyncio.Redis.from_url(
-                self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+                self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
         return self._redis
 
     async def _updates(self, request: web.Request) -> web.Response:

@@ -188,7 +188,7 @@ class Gateway:
 
     def _on_drop(self, runner: SessionRunner, reason: str) -> None:
         sid = runner.session_id
-        if runner.needs_repair:
+        if runner.has_unwritten:  # its last writes may still be queued: the sweep sees them through
             self._dropped_unwritten[sid] = runner
         if self.runners.get(sid) is runner:
             del self.runners[sid]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ class SessionRunner:
         self._link_task: asyncio.Task[None] | None = None
         self._link_malformed_seen = 0
         self._pending_saved_by_status = False
-        self._unwritten: Callable[[], Any] | None = None  # a status write that failed, to repair
+        # status/pending writes in order; the head is being written (or failed, to repair)
+        self._writes: deque[tuple[str, Callable[[], Any]]] = deque()
+        self._writer: asyncio.Task[bool] | None = None
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
 
@@ -202,6 +205,9 @@ class SessionRunner:
                                   **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
     async def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
+        """Queue the status write (with its outbox record) and go on at once: a slow or absent
+        Redis must not delay the commands after it (the backoff timer above all). Writes are
+        kept in order and retried until Redis has them, so no update is lost (B6)."""
         pending, clear = None, False
         schedule = next((c for c in rest if isinstance(c, ScheduleReconnect)), None)
         if command.status is Status.CONNECTING and schedule is not None:
@@ -213,35 +219,57 @@ class SessionRunner:
         def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
             return self._ctx.store.set_status(self.session_id, command.status, outbox_update=update,
                                               pending=pending, clear_pending=clear)
-        try:
-            await self._with_retries("set_status", write)
-            self._unwritten = None  # a newer status supersedes any older unwritten one
-        except StoreError as err:
-            self._unwritten = write
-            self._ctx.metrics.command_errors.labels(command="SetStatus").inc()
-            self._log.error("status_write_deferred", status=command.status.value, error=str(err))
+        self._queue_write("set_status", write)
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
         self._pending_saved_by_status = pending is not None
 
+    def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
+        self._writes.append((what, write))
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._drain_writes())
+
+    async def _drain_writes(self) -> bool:
+        """Write queued writes in order; on a write that keeps failing, stop and leave it (and
+        everything after it) for `repair_status`. True once the queue is empty."""
+        while self._writes:
+            what, write = self._writes[0]
+            try:
+                await self._with_retries(what, write)
+            except StoreError as err:
+                self._ctx.metrics.command_errors.labels(command="SetStatus").inc()
+                self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
+                                error=str(err))
+                return False
+            self._writes.popleft()
+        return True
+
+    @property
+    def has_unwritten(self) -> bool:
+        return bool(self._writes)
+
     @property
     def needs_repair(self) -> bool:
-        return self._unwritten is not None
+        return bool(self._writes) and (self._writer is None or self._writer.done())
 
     async def repair_status(self) -> bool:
-        """Write the status whose write failed (Redis down or saturated); True once written."""
-        async with self._lock:
-            write = self._unwritten
-            if write is None:
-                return True
-            try:
-                await write()
-            except StoreError as err:
-                self._log.warning("status_repair_failed", error=str(err))
-                return False
-            self._unwritten = None
+        """Write the queued writes that failed (Redis down or saturated); True once all are written."""
+        if not self.needs_repair:
+            return not self._writes
+        self._writer = self._spawn(self._drain_writes())
+        written = await self._writer
+        if written:
             self._log.info("status_write_repaired", status=self.status.value if self.status else None)
-            return True
+        return written
+
+    async def flush_writes(self, timeout_s: float) -> bool:
+        """Wait (bounded) for queued status writes; True if none is left."""
+        if self._writer is not None and not self._writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+        return not self._writes
 
     async def _with_retries(self, what: str, call: Callable[[], Any]) -> Any:
         for attempt in range(1, self._ctx.io_retries + 1):
@@ -264,7 +292,7 @@ class SessionRunner:
         self._ctx.metrics.backoff.observe(command.delay_s)
         if not self._pending_saved_by_status:
             due_epoch_s = self._ctx.clock() + command.delay_s
-            await self._with_retries("save_pending", lambda: self._ctx.store.save_pending(
+            self._queue_write("save_pending", lambda: self._ctx.store.save_pending(
                 self.session_id, command.attempt, due_epoch_s))
         self._pending_saved_by_status = False
 
@@ -393,6 +421,7 @@ class SessionRunner:
 
     async def aclose(self) -> None:
         """Cancel every task of this runner and close its link (after `Released`)."""
+        await self.flush_writes(self._ctx.close_timeout_s)
         self._cancel_timer()
         self._gen.validation += 1
         await self._close_socket()
