@@ -28,3 +28,8 @@ def seq_key(session_id: str) -> str:
 
 
 OUTBOX_DEAD_KEY = f"{PREFIX}:outbox:dead"  # outbox entries that could not be decoded, kept for a person to read
+
+
+def update_id_key(update_id: str) -> str:
+    """The seq assigned to one back-office update, so a retried append is a no-op (B6)."""
+    return f"{PREFIX}:outbox:id:{update_id}"

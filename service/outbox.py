@@ -17,10 +17,12 @@ never removed before its earlier ones are acknowledged.
 
 How it moves. Appends ride in the caller's MULTI (`append_commands`), so a status write
 and its update commit together or not at all. `notify()` after the commit wakes the
-flusher at once for a `high` update or a full batch; otherwise it wakes every
-`flush_interval_s`. A failed batch (back office down, slow, 5xx, garbage, or Redis
-down) is retried after a capped exponential backoff (`retry_base_s * 2**(n-1)`, at most
-`retry_cap_s`). An update the back office never acknowledges is retried forever and
+flusher at once: a `high` update makes it send everything waiting (the earlier updates
+go first, in order); a full batch makes it send full batches only. Anything left is sent
+when `flush_interval_s` has passed since the last send-everything, so a normal update
+waits at most about one interval and batches stay large when traffic allows. A failed
+batch (back office down, slow, 5xx, garbage, or Redis down) is retried after a capped
+exponential backoff (`retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the back office never acknowledges is retried forever and
 holds the queue behind it: `oldest_age_s()` shows it. Entries that cannot be decoded are
 moved to `keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
 """
@@ -43,17 +45,27 @@ from service.ports import BackOffice, StatusUpdate
 
 log = get_logger(component="outbox")
 
-# KEYS[1] outbox stream, KEYS[2] the session's seq counter, KEYS[3] (optional) the
-# session's status key, set to ARGV[3] last. ARGV: update_id, session_id, status,
-# priority, at_s. Returns the assigned seq. INCR runs first, so a corrupt counter
-# fails the script before anything is written (Redis does not roll a MULTI back).
+# KEYS[1] outbox stream, KEYS[2] the session's seq counter, KEYS[3] this update's
+# idempotency key, KEYS[4] (optional) the session's status key, set to ARGV[3] last.
+# ARGV: update_id, session_id, status, priority, at_s, idempotency TTL (s). Returns the
+# seq. A write whose reply was lost is retried with the same update_id: the retry finds
+# the idempotency key and returns the seq already assigned, so it neither consumes a new
+# seq nor appends a second entry (else the back office would see a seq it never gets).
+# INCR runs before any write, so a corrupt counter fails the script with nothing written.
 _APPEND_LUA = """
+local known = redis.call('GET', KEYS[3])
+if known then
+  if KEYS[4] then redis.call('SET', KEYS[4], ARGV[3]) end
+  return tonumber(known)
+end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], '*', 'update_id', ARGV[1], 'session_id', ARGV[2],
            'status', ARGV[3], 'priority', ARGV[4], 'seq', seq, 'at_s', ARGV[5])
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3]) end
+redis.call('SET', KEYS[3], seq, 'EX', ARGV[6])
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[3]) end
 return seq
 """
+APPEND_IDEMPOTENCY_TTL_S = 86_400  # retries of one write come within seconds; a day is ample
 
 _FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
 
@@ -141,6 +153,7 @@ class Outbox:
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._appended_since_flush = 0
+        self._urgent: str | None = None  # why the next wake-up must drain everything
         self._consecutive_failures = 0
         # counters, read by metrics and tests
         self.round_trips = 0
@@ -149,6 +162,7 @@ class Outbox:
         self.acked_updates = 0
         self.retries = 0
         self.malformed = 0
+        self.flushes = {"start": 0, "high": 0, "full": 0, "interval": 0}  # wake-ups by cause
         self.last_error = ""
 
     # -- appending ------------------------------------------------------------------
@@ -159,12 +173,12 @@ class Outbox:
         the same script also writes the session's status to `update.status`, so the two
         cannot be separated even by a failing command. Its EXEC result is the assigned
         `seq`. Call `notify()` after the pipeline committed."""
-        script_keys = [keys.OUTBOX_KEY, keys.seq_key(update.session_id)]
+        script_keys = [keys.OUTBOX_KEY, keys.seq_key(update.session_id), keys.update_id_key(update.update_id)]
         if set_status:
             script_keys.append(keys.status_key(update.session_id))
         pipeline.eval(_APPEND_LUA, len(script_keys), *script_keys,
                       update.update_id, update.session_id, Status(update.status).value,
-                      Priority(update.priority).value, repr(float(update.at_s)))
+                      Priority(update.priority).value, repr(float(update.at_s)), APPEND_IDEMPOTENCY_TTL_S)
 
     async def append(self, update: StatusUpdate) -> StatusUpdate:
         """Append one update on its own (one round trip); returns it with its `seq`."""
@@ -180,7 +194,10 @@ class Outbox:
     def notify(self, update: StatusUpdate) -> None:
         """An update was committed: wake the flusher now if it is `high` or a batch is full."""
         self._appended_since_flush += 1
-        if Priority(update.priority) is Priority.HIGH or self._appended_since_flush >= self.batch_size:
+        if Priority(update.priority) is Priority.HIGH:
+            self._urgent = "high"
+            self._wake.set()
+        elif self._appended_since_flush >= self.batch_size:
             self._wake.set()
 
     # -- metrics ------------------------------------------------------------------------
@@ -206,17 +223,19 @@ class Outbox:
         return {"sent_batches": self.sent_batches, "sent_updates": self.sent_updates,
                 "acked_updates": self.acked_updates, "retries": self.retries,
                 "malformed": self.malformed, "round_trips": self.round_trips,
+                **{f"flushes_{cause}": n for cause, n in self.flushes.items()},
                 "last_error": self.last_error}
 
     # -- delivering --------------------------------------------------------------------
 
-    async def deliver_batch(self) -> int:
+    async def deliver_batch(self, *, full_only: bool = False) -> int:
         """Send the oldest batch once and delete what was acknowledged. Returns the number
-        of entries read (0: queue empty). Raises `BackOfficeError` or `RedisError`."""
+        of entries read (0: queue empty, or fewer than a batch when `full_only`).
+        Raises `BackOfficeError` or `RedisError`."""
         async with self._send_lock:
             self.round_trips += 1
             raw = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=self.batch_size)
-            if not raw:
+            if not raw or (full_only and len(raw) < self.batch_size):
                 return 0
             entries = await self._decode_or_quarantine(raw)
             if not entries:
@@ -253,18 +272,19 @@ class Outbox:
             self.round_trips += 1
         return entries
 
-    async def drain(self) -> None:
-        """Deliver batches until the queue is empty or a batch is partial; raises on failure."""
+    async def drain(self, *, full_only: bool = False) -> None:
+        """Deliver batches until the queue is empty or a batch is partial (with `full_only`,
+        send full batches only); raises on failure."""
         while True:
-            read = await self.deliver_batch()
+            read = await self.deliver_batch(full_only=full_only)
             self._consecutive_failures = 0
             if read < self.batch_size:
                 return
 
-    async def _drain_with_retries(self) -> None:
+    async def _drain_with_retries(self, *, full_only: bool) -> None:
         while True:
             try:
-                await self.drain()
+                await self.drain(full_only=full_only)
                 return
             except Exception as err:  # noqa: BLE001 - the flusher must outlive any one failure
                 expected = isinstance(err, (BackOfficeError, RedisError, MalformedInput, OSError))
@@ -277,19 +297,30 @@ class Outbox:
                 await asyncio.sleep(wait_s)
 
     async def _run(self) -> None:
+        """Wake on `high`/start (drain all), a full batch (full batches only) or the interval
+        (drain all); the interval counts from the last drain-all, so nothing waits longer."""
+        loop = asyncio.get_running_loop()
+        interval_due = loop.time() + self.flush_interval_s
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow our stop()'s cancel
+                async with asyncio.timeout(max(0.0, interval_due - loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
-            await self._drain_with_retries()
+            cause = self._urgent or ("interval" if loop.time() >= interval_due else "full")
+            self._urgent = None
+            self.flushes[cause] += 1
+            await self._drain_with_retries(full_only=cause == "full")
+            if cause != "full":
+                interval_due = loop.time() + self.flush_interval_s
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the flusher task (idempotent). It first delivers what an earlier process left."""
         if self._task is None or self._task.done():
+            self._urgent = "start"
             self._wake.set()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-flusher")
 

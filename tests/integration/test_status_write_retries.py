@@ -1,0 +1,72 @@
+"""A status write whose reply was lost is retried with the same update: the retry must not
+consume a new seq nor append a second outbox entry (else the back office sees a gap), and
+a reconnect that finds no status in Redis (Redis lost its data) asks the back office."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.backoffice import HttpBackOffice
+from service.core import Priority, Status
+from service.errors import StoreError
+from service.outbox import new_update
+from service.ports import Secret
+from service.store import StatusStore
+from tests.fixtures.process import free_port
+from tests.fixtures.standins import Standins
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis) -> None:
+    backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("unused"), timeout_s=1.0)
+    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    first = new_update("s1", Status.CONNECTING, Priority.NORMAL)
+    second = new_update("s1", Status.ACTIVE, Priority.NORMAL)
+    try:
+        stored = await store.set_status("s1", Status.CONNECTING, outbox_update=first)
+        again = await store.set_status("s1", Status.CONNECTING, outbox_update=first)  # the "lost reply" retry
+        later = await store.set_status("s1", Status.ACTIVE, outbox_update=second)
+    finally:
+        await backoffice.aclose()
+    assert (stored.seq, again.seq, later.seq) == (1, 1, 2)
+    entries = await aredis.xrange(keys.OUTBOX_KEY)
+    assert [fields[b"update_id"].decode() for _, fields in entries] == [first.update_id, second.update_id]
+
+
+async def test_missing_status_during_a_reconnect_asks_the_back_office(
+        aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    backoffice = HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token, timeout_s=2.0)
+    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    standins_clean.backoffice.add_account("known")
+    try:
+        assert await store.is_session_active("known", for_reconnect=True) is True
+        assert await store.is_session_active("unknown", for_reconnect=True) is False
+        assert await store.is_session_active("known", for_reconnect=False) is False  # R1: not `active`
+    finally:
+        await backoffice.aclose()
+    assert store.missing_status == 2
+
+
+async def test_missing_status_and_no_back_office_is_not_a_verdict(aredis: aioredis.Redis) -> None:
+    backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("unused"), timeout_s=1.0)
+    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    try:
+        with pytest.raises(StoreError, match="back office cannot tell"):
+            await store.is_session_active("s1", for_reconnect=True)
+    finally:
+        await backoffice.aclose()
