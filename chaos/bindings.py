@@ -40,6 +40,7 @@ class Targets:
     stop_redis: Callable[[], None] = lambda: None
     start_redis: Callable[[], None] = lambda: None
     redis_running: Callable[[], bool] = lambda: True
+    save_redis: Callable[[], object] = lambda: None  # SAVE: what a persistent Redis does on shutdown
 
     def proxy(self, upstream: str) -> Proxy:
         try:
@@ -91,8 +92,12 @@ def _bind(item: Fault | ChaosAction, targets: Targets, key: int) -> list[Step]:
         return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, targets.backoffice.deactivate),
                      ("account_deactivated", "backoffice"), "instant", key)]
     if isinstance(item, RestartRedis):
+        def stop() -> None:
+            if item.keep_data:
+                targets.save_redis()
+            targets.stop_redis()
         return _window(item.at_s, item.at_s + item.down_s, text, ("redis_restart", "redis"), key,
-                       targets.stop_redis, targets.start_redis, order=_ORDER_PROCESSES)
+                       stop, targets.start_redis, order=_ORDER_PROCESSES)
     if isinstance(item, KillService):
         if item.restart_after_s is None:
             return [Step(item.at_s, _ORDER_PROCESSES, text, targets.kill_service, ("service_killed", "service"),

@@ -138,7 +138,7 @@ KILL_MID_BACKOFF = ChaosScenario(
 )
 
 REDIS_RESTART = ChaosScenario(
-    Scenario("redis_restart_mid_reconnect", "Redis restarts (data lost) while the session reconnects",
+    Scenario("redis_restart_mid_reconnect", "Redis restarts (persistent: data kept) while the session reconnects",
              (LinkDown(1.0, 6.0),), 16.0, Expected(Status.ACTIVE, (2.0, 6.0), 2)),
     actions=(RestartRedis(2.5, down_s=1.0),),
     outcome=Outcome(_ACTIVE, 1, 2, text="Validation falls back to the back office while Redis is away; the "

@@ -248,7 +248,8 @@ class ScenarioRunner:
             dict(self.proxies), self.lab.whatsapp, self.lab.backoffice, self.sessions,
             kill_service=service.kill if service else (lambda: None),
             start_service=service.start if service else (lambda: None),
-            stop_redis=self.lab.stop_redis, start_redis=self.lab.start_redis, redis_running=self.lab.redis_running)
+            stop_redis=self.lab.stop_redis, start_redis=self.lab.start_redis, redis_running=self.lab.redis_running,
+            save_redis=self.redis.save)
 
     def _record_window(self, step: bindings.Step, now_s: float) -> None:
         kind, target = step.window

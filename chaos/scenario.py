@@ -110,17 +110,21 @@ class ToxicWindow:
 
 @dataclass(frozen=True)
 class RestartRedis:
-    """Stop Redis at `at_s` and start it again `down_s` later (same port; data is lost)."""
+    """Stop Redis at `at_s` and start it again `down_s` later on the same port.
+
+    `keep_data` (the default) saves first, as a Redis with persistence does on shutdown;
+    without it the data is lost (a Redis without persistence, a wipe)."""
 
     at_s: float
     down_s: float = 1.0
+    keep_data: bool = True
 
     def __post_init__(self) -> None:
         if self.at_s < 0 or self.down_s < 0:
             raise ChaosScenarioError(f"Redis restart: at_s and down_s must be >= 0, got {self}")
 
     def scaled(self, k: float) -> RestartRedis:
-        return RestartRedis(self.at_s * k, self.down_s * k)
+        return RestartRedis(self.at_s * k, self.down_s * k, self.keep_data)
 
 
 @dataclass(frozen=True)
