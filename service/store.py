@@ -24,11 +24,18 @@ Validation chain (`is_session_active`): cache → Redis status → back office.
   `backoffice_unreachable`; that answer is not cached, so the next validation asks again.
 
 Round trips: `round_trips` counts every Redis round trip this store makes (a pipeline is
-one); a reconnect costs `set_status(connecting)` + validation GET + `set_status(active)`.
+one). The `*_batched` methods do what their plain namesakes do, but their commands join the
+one MULTI/EXEC of everything asked in the same event-loop tick (`service.redis_batch`):
+in a storm, thousands of sessions share a round trip. A recovered session (drop, attempt 1
+fails, attempt 2 opens) costs at most 4 even alone: `set_status(connecting)` with pending
+attempt 1; validation GET 1 with "attempt 1 started" (`mark_started`), which already tells
+a restart that attempt 2 is next, so scheduling it writes nothing; validation GET 2; and
+`set_status(active)` with the pending record cleared.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +52,7 @@ from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreEr
 from service.logging import get_logger
 from service.outbox import Outbox
 from service.ports import BackOffice, StatusUpdate
+from service.redis_batch import TickBatcher
 
 log = get_logger(component="store")
 
@@ -53,10 +61,13 @@ _STATUS_PREFIX = keys.status_key("")
 
 @dataclass(frozen=True)
 class PendingReconnect:
-    """Reconnect bookkeeping left in Redis for crash recovery (B5)."""
+    """Reconnect bookkeeping left in Redis for crash recovery (B5): attempt `attempt` is due
+    at `due_at_epoch_s`; `started_at_epoch_s` is set once that attempt has started (its
+    validation ran), so a process that died after it knows the attempt was spent."""
 
     attempt: int
     due_at_epoch_s: float
+    started_at_epoch_s: float | None = None
 
 
 def _check_session_id(session_id: str) -> str:
@@ -92,7 +103,16 @@ def parse_status(value: Any, session_id: str) -> Status | None:
 def _pending_mapping(pending: PendingReconnect) -> dict[str, str]:
     if not isinstance(pending.attempt, int) or pending.attempt < 0:
         raise ValueError(f"pending attempt must be an int >= 0, got {pending.attempt!r}")
-    return {"attempt": str(pending.attempt), "due_at_s": repr(float(pending.due_at_epoch_s))}
+    mapping = {"attempt": str(pending.attempt), "due_at_s": repr(float(pending.due_at_epoch_s))}
+    if pending.started_at_epoch_s is not None:
+        mapping["started_at_s"] = repr(float(pending.started_at_epoch_s))
+    return mapping
+
+
+def _queue_pending(pipe: Any, session_id: str, pending: PendingReconnect) -> None:
+    """Replace the whole record (DEL + HSET): no field of an older record may survive."""
+    pipe.delete(keys.session_key(session_id))
+    pipe.hset(keys.session_key(session_id), mapping=_pending_mapping(pending))
 
 
 class StatusStore:
@@ -114,11 +134,18 @@ class StatusStore:
         self.backoffice_vetoes = 0
         self.backoffice_unreachable = 0
         self.missing_status = 0  # reconnect validations that found no status in Redis
+        self._batcher: TickBatcher | None = None  # made on first use of a `*_batched` method
 
     @contextmanager
     def _round_trip(self, what: str) -> Iterator[None]:
         """Count one round trip; turn Redis failures into `StoreError` naming the operation."""
         self.round_trips += 1
+        with self._store_errors(what):
+            yield
+
+    @contextmanager
+    def _store_errors(self, what: str) -> Iterator[None]:
+        """Turn Redis failures into `StoreError` naming the operation."""
         try:
             yield
         except ResponseError as err:
@@ -149,6 +176,16 @@ class StatusStore:
         and save or clear the reconnect bookkeeping. Returns the update as stored, with the
         `seq` Redis assigned (the `seq` passed in is ignored). On `StoreError` the write may
         or may not have committed: retry with the same update (same `update_id`)."""
+        build = self._status_write(session_id, status, outbox_update, pending, clear_pending)
+        with self._round_trip(f"SET status of {session_id!r}"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                build(pipe)
+                results = await pipe.execute()
+        return self._committed(session_id, Status(status), outbox_update, results)
+
+    def _status_write(self, session_id: str, status: Status, outbox_update: StatusUpdate | None,
+                      pending: PendingReconnect | None, clear_pending: bool) -> Callable[[Any], None]:
+        """Check a status write and return what queues its commands on a MULTI pipeline."""
         _check_session_id(session_id)
         status = Status(status)
         if outbox_update is not None and (outbox_update.session_id != session_id or outbox_update.status != status):
@@ -156,18 +193,23 @@ class StatusStore:
                              f"but the write is ({session_id!r}, {status})")
         if pending is not None and clear_pending:
             raise ValueError("set_status: pass pending or clear_pending, not both")
+        if pending is not None:
+            _pending_mapping(pending)  # bad bookkeeping raises here, before anything is queued
         self.clear_cache(session_id)
-        with self._round_trip(f"SET status of {session_id!r}"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                if outbox_update is None:
-                    pipe.set(keys.status_key(session_id), status.value)
-                else:  # one script writes both: see Outbox.append_commands
-                    Outbox.append_commands(pipe, outbox_update, set_status=True)
-                if pending is not None:
-                    pipe.hset(keys.session_key(session_id), mapping=_pending_mapping(pending))
-                if clear_pending:
-                    pipe.delete(keys.session_key(session_id))
-                results = await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            if outbox_update is None:
+                pipe.set(keys.status_key(session_id), status.value)
+            else:  # one script writes both: see Outbox.append_commands
+                Outbox.append_commands(pipe, outbox_update, set_status=True)
+            if pending is not None:
+                _queue_pending(pipe, session_id, pending)
+            if clear_pending:
+                pipe.delete(keys.session_key(session_id))
+        return build
+
+    def _committed(self, session_id: str, status: Status, outbox_update: StatusUpdate | None,
+                   results: list[Any]) -> StatusUpdate | None:
         if outbox_update is None:
             return None
         stored = StatusUpdate(outbox_update.update_id, session_id, status, outbox_update.priority,
@@ -203,6 +245,10 @@ class StatusStore:
         except MalformedInput as err:
             log.warning("status_malformed", session_id=session_id, detail=err.detail)
             return False
+        return await self._judge(session_id, status, for_reconnect)
+
+    async def _judge(self, session_id: str, status: Status | None, for_reconnect: bool) -> bool:
+        """The rest of the chain once Redis answered `status` (R1, then the back office)."""
         if status is None and for_reconnect:
             return await self._ask_backoffice_without_redis(session_id)
         if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
@@ -237,9 +283,12 @@ class StatusStore:
     async def save_pending(self, session_id: str, attempt: int, due_at_epoch_s: float) -> None:
         """Record that attempt `attempt` is due at `due_at_epoch_s` (wall clock). To save it in
         the same round trip as a status write, pass `pending=` to `set_status` instead."""
-        mapping = _pending_mapping(PendingReconnect(attempt, due_at_epoch_s))
+        pending = PendingReconnect(attempt, due_at_epoch_s)
+        _pending_mapping(pending)
         with self._round_trip(f"HSET pending of {_check_session_id(session_id)!r}"):
-            await self.redis.hset(keys.session_key(session_id), mapping=mapping)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                _queue_pending(pipe, session_id, pending)
+                await pipe.execute()
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
         """The saved reconnect bookkeeping, or None. Garbage raises `MalformedInput` (counted)."""
@@ -249,7 +298,9 @@ class StatusStore:
             return None
         try:
             fields = {_text(k, "pending field"): _text(v, "pending value") for k, v in raw.items()}
-            return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]))
+            started = fields.get("started_at_s")
+            return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]),
+                                    None if started is None else float(started))
         except (KeyError, ValueError) as err:
             self.malformed += 1
             raise MalformedInput("redis", f"pending reconnect of {session_id!r} is unusable: {err!r}") from err
@@ -257,6 +308,66 @@ class StatusStore:
     async def clear_pending(self, session_id: str) -> None:
         with self._round_trip(f"DEL pending of {_check_session_id(session_id)!r}"):
             await self.redis.delete(keys.session_key(session_id))
+
+    # -- per-tick batching (storms) ---------------------------------------------------------------
+
+    def _tick(self) -> TickBatcher:
+        if self._batcher is None:
+            self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip)
+        return self._batcher
+
+    def _count_round_trip(self) -> None:
+        self.round_trips += 1
+
+    async def set_status_batched(self, session_id: str, status: Status, *,
+                                 outbox_update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
+                                 clear_pending: bool = False) -> StatusUpdate | None:
+        """`set_status`, its MULTI joined to this tick's pipeline (still all or nothing)."""
+        build = self._status_write(session_id, status, outbox_update, pending, clear_pending)
+        with self._store_errors(f"SET status of {session_id!r}"):
+            results = await self._tick().run(build)
+        return self._committed(session_id, Status(status), outbox_update, results)
+
+    async def save_pending_batched(self, session_id: str, pending: PendingReconnect) -> None:
+        """Replace the session's reconnect bookkeeping with `pending`, in this tick's pipeline."""
+        _check_session_id(session_id)
+        _pending_mapping(pending)
+        with self._store_errors(f"HSET pending of {session_id!r}"):
+            await self._tick().run(lambda pipe: _queue_pending(pipe, session_id, pending))
+
+    async def is_session_active_batched(self, session_id: str, *, for_reconnect: bool = False,
+                                        mark_started: PendingReconnect | None = None) -> bool:
+        """`is_session_active`, its Redis read joined to this tick's pipeline. `mark_started`
+        (a record with `started_at_epoch_s`) is saved in the same round trip: the validation
+        of an attempt is where it starts, so a restart knows it was spent (B5)."""
+        _check_session_id(session_id)
+        if mark_started is not None:
+            _pending_mapping(mark_started)
+        if self._cached(session_id, for_reconnect):
+            self.cache_hits += 1
+            if mark_started is not None:
+                await self.save_pending_batched(session_id, mark_started)
+            return True
+
+        def build(pipe: Any) -> None:
+            pipe.get(keys.status_key(session_id))
+            if mark_started is not None:
+                _queue_pending(pipe, session_id, mark_started)
+        with self._store_errors(f"GET status of {session_id!r}"):
+            results = await self._tick().run(build)
+        try:
+            status = parse_status(results[0], session_id)
+        except MalformedInput as err:
+            self.malformed += 1
+            log.warning("status_malformed", session_id=session_id, detail=err.detail)
+            return False
+        return await self._judge(session_id, status, for_reconnect)
+
+    async def is_session_active_many(self, session_ids: list[str], *, for_reconnect: bool = False) -> list[bool]:
+        """`is_session_active` for each id: every Redis read in one round trip, then one
+        back-office question per session that Redis found valid (R4 asks it fresh)."""
+        return list(await asyncio.gather(*(self.is_session_active_batched(sid, for_reconnect=for_reconnect)
+                                           for sid in session_ids)))
 
     async def iter_sessions_with_status(self, status: Status, *, scan_count: int = 500) -> AsyncIterator[str]:
         """Session ids whose Redis status is `status`, by SCAN in batches of about

@@ -4,7 +4,8 @@ Owns: which sessions this process runs (a session runs here only while this proc
 holds its lease, B4), the lease loop (renew what we hold, give up locally what we lost or
 cannot renew in time, adopt free sessions — e.g. those of a dead process), the first event
 of each adopted session (B5: `Resumed(attempt, remaining_s)` from the pending record a
-crashed owner left in Redis, else `Start`), and graceful stop. Must not decide attempts,
+crashed owner left in Redis — `Resumed(attempt + 1, None)` when that attempt had already
+started — else `Start`), and graceful stop. Must not decide attempts,
 delays or validity: it only chooses which event tells the core what it found.
 """
 
@@ -179,6 +180,10 @@ class Gateway:
             pending = None
         if pending is None:
             return Start(), status  # it was starting, not waiting for a reconnect
+        if pending.started_at_epoch_s is not None:
+            # the attempt had started (its socket died with that process, if not before):
+            # the next counted one is pending, and its delay is the core's to choose
+            return Resumed(attempt=pending.attempt + 1, remaining_s=None), status
         remaining_s = max(0.0, pending.due_at_epoch_s - self.ctx.clock())
         return Resumed(attempt=pending.attempt, remaining_s=remaining_s), status
 

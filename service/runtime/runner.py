@@ -103,6 +103,9 @@ class SessionRunner:
         self._link_task: asyncio.Task[None] | None = None
         self._link_malformed_seen = 0
         self._pending_saved_by_status = False
+        self._scheduled: PendingReconnect | None = None  # the reconnect the timer is for, and its reason
+        self._scheduled_reason = ""
+        self._record_started: int | None = None  # the attempt Redis's pending record says has started
         # status/pending writes in order; the head is being written (or failed, to repair)
         self._writes: deque[tuple[str, Callable[[], Any]]] = deque()
         self._writer: asyncio.Task[bool] | None = None
@@ -217,12 +220,14 @@ class SessionRunner:
         update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
 
         def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
-            return self._ctx.store.set_status(self.session_id, command.status, outbox_update=update,
-                                              pending=pending, clear_pending=clear)
+            return self._ctx.store.set_status_batched(self.session_id, command.status, outbox_update=update,
+                                                      pending=pending, clear_pending=clear)
         self._queue_write("set_status", write)
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
         self._pending_saved_by_status = pending is not None
+        if pending is not None or clear:
+            self._record_started = None
 
     def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
         self._writes.append((what, write))
@@ -290,11 +295,19 @@ class SessionRunner:
         self._timer_due = self._loop_now + command.delay_s
         self._timer = loop.call_at(self._timer_due, self._fire_timer, generation)
         self._ctx.metrics.backoff.observe(command.delay_s)
-        if not self._pending_saved_by_status:
-            due_epoch_s = self._ctx.clock() + command.delay_s
-            self._queue_write("save_pending", lambda: self._ctx.store.save_pending(
-                self.session_id, command.attempt, due_epoch_s))
+        pending = PendingReconnect(command.attempt, self._ctx.clock() + command.delay_s)
+        self._scheduled, self._scheduled_reason = pending, command.reason
+        if not self._pending_saved_by_status and not self._implied_by_record(command):
+            self._record_started = None
+            self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(self.session_id, pending))
         self._pending_saved_by_status = False
+
+    def _implied_by_record(self, command: ScheduleReconnect) -> bool:
+        """True if Redis already says what a restart needs (B5): its record says attempt n
+        started, and this is counted attempt n + 1, which is what a restart resumes then.
+        Not while older writes are still queued: one of them could land after the mark."""
+        return (command.reason == "backoff" and self._record_started is not None
+                and command.attempt == self._record_started + 1 and not self._writes)
 
     def _fire_timer(self, generation: int) -> None:
         self._timer = None
@@ -312,15 +325,22 @@ class SessionRunner:
     def _start_validation(self, for_reconnect: bool) -> None:
         self._gen.validation += 1
         generation = self._gen.validation
-        self._spawn(self._validate(for_reconnect, generation))
+        mark = None
+        scheduled = self._scheduled
+        if for_reconnect and scheduled is not None and self._scheduled_reason == "backoff":
+            # this counted attempt starts now: say so in the validation's round trip (B5)
+            mark = PendingReconnect(scheduled.attempt, scheduled.due_at_epoch_s, self._ctx.clock())
+            self._record_started = scheduled.attempt
+        self._spawn(self._validate(for_reconnect, generation, mark))
 
-    async def _validate(self, for_reconnect: bool, generation: int) -> None:
+    async def _validate(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None = None) -> None:
         """Ask the store until it can answer; an unreachable Redis is not an answer."""
         wait_s = self._ctx.io_retry_s
         while self._gen.validation == generation and not self.dropped:
             try:
                 async with self._ctx.validation_slot():
-                    ok = await self._ctx.store.is_session_active(self.session_id, for_reconnect=for_reconnect)
+                    ok = await self._ctx.store.is_session_active_batched(
+                        self.session_id, for_reconnect=for_reconnect, mark_started=mark)
             except StoreError as err:
                 self._ctx.metrics.command_errors.labels(command="Validate").inc()
                 self._log.warning("validation_unavailable", error=str(err), retry_in_s=wait_s)

@@ -1,0 +1,121 @@
+"""Per-tick Redis pipelines: what many sessions ask of Redis in one event-loop tick goes in
+one MULTI/EXEC, so a storm of N sessions costs about one round trip per tick, not N.
+
+Owns: collecting requests, one flush per tick (scheduled with `call_soon` on the first
+request, so it runs as soon as the callbacks of this tick are done), splitting a large
+tick into pipelines of at most `max_requests` requests, handing each request the results
+of its own commands, and the fallback when Redis rejects a whole transaction (each of its
+requests is then sent alone, so one bad request cannot fail the others).
+Must not: know what the commands mean (the caller builds them and reads their results),
+reorder requests (they run in the order they were made: one session's writes stay in
+order), retry (callers do), or wait for more requests than one tick brings (no added delay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+Build = Callable[[Any], None]  # queues one request's commands on a pipeline; must not raise
+
+
+@dataclass
+class _Request:
+    build: Build
+    future: asyncio.Future[list[Any]]
+
+
+class TickBatcher:
+    """`await run(build)` → the results of the commands `build` queued, sent with every other
+    request of the same tick in one transaction. `on_round_trip` is called once per pipeline."""
+
+    def __init__(self, redis: aioredis.Redis, *, on_round_trip: Callable[[], None],
+                 max_requests: int = 500) -> None:
+        if not isinstance(max_requests, int) or isinstance(max_requests, bool) or max_requests < 1:
+            raise ValueError(f"TickBatcher max_requests must be an int >= 1, got {max_requests!r}")
+        self.redis = redis
+        self.max_requests = max_requests
+        self._on_round_trip = on_round_trip
+        self._queue: list[_Request] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pipelines = 0  # pipelines sent (each one round trip)
+        self.requests = 0  # requests carried by them
+        self.split_batches = 0  # whole transactions Redis rejected, resent request by request
+
+    async def run(self, build: Build) -> list[Any]:
+        """Queue `build` for this tick's pipeline and wait for its results. A command of this
+        request that Redis rejected is raised (`ResponseError`); a failed round trip raises
+        the `RedisError`/`OSError` that ended it, for every request it carried."""
+        loop = asyncio.get_running_loop()
+        request = _Request(build, loop.create_future())
+        self._queue.append(request)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await request.future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queue, self._queue = self._queue, []
+        queue = [r for r in queue if not r.future.done()]  # the caller was cancelled meanwhile
+        for start in range(0, len(queue), self.max_requests):
+            self._start(queue[start:start + self.max_requests])
+
+    def _start(self, requests: list[_Request]) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(requests))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, requests: list[_Request]) -> None:
+        spans: list[tuple[int, int]] = []
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for request in requests:
+                    start = len(pipe)
+                    request.build(pipe)
+                    spans.append((start, len(pipe)))
+                self.pipelines += 1
+                self.requests += len(requests)
+                self._on_round_trip()
+                results = await pipe.execute(raise_on_error=False)
+        except ResponseError as err:  # the transaction as a whole was refused (EXECABORT)
+            if len(requests) > 1:
+                self.split_batches += 1
+                await asyncio.gather(*(self._execute([r]) for r in requests))
+            else:
+                _fail(requests, err)
+            return
+        except BaseException as err:  # noqa: BLE001 - every waiter learns why, then it propagates
+            _fail(requests, err)
+            if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        for request, (start, end) in zip(requests, spans):
+            mine = results[start:end]
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if request.future.done():
+                continue
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                request.future.set_result(mine)
+
+    async def aclose(self) -> None:
+        """Wait for the pipelines in flight (nothing new is flushed after the loop stops)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _fail(requests: list[_Request], err: BaseException) -> None:
+    for request in requests:
+        if not request.future.done():
+            if isinstance(err, asyncio.CancelledError):
+                request.future.cancel()
+            else:
+                request.future.set_exception(err)

@@ -1,0 +1,76 @@
+"""Redis round trips of one reconnect, counted (not timed) on the real service in this event
+loop against real Redis and the real stand-ins: drop → attempt 1 fails → attempt 2 opens
+costs at most 4, and the pending record that replaces a fifth round trip still lets a
+restarted gateway resume the right attempt (B5).
+
+Timings are the note's scaled by 0.5 (attempt 1 at +1 s, attempt 2 at +2 s after it failed),
+so the test has seconds, not milliseconds, to lift the rejection between the two attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from service import keys
+from tests.fixtures.service import events_of, read_timeline, run_service, statuses
+from tests.fixtures.standins import eventually
+
+pytestmark = pytest.mark.integration
+
+REJECT = 500  # not terminal in the `original` table: the attempt fails and is retried
+MAX_ROUND_TRIPS = 4
+
+
+def connects(standins, session_id: str) -> int:
+    return int(standins.whatsapp.session(session_id)["connects"])
+
+
+async def test_drop_failed_attempt_then_recovery_costs_at_most_4_round_trips(
+        service_settings, standins_clean, redis_client, tmp_path) -> None:
+    s = standins_clean
+    s.backoffice.add_account("s0")
+    async with run_service(service_settings(sessions="s0", time_scale=0.5)) as service:
+        runner = service.gateway.runners["s0"]
+        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active" and not runner.has_unwritten,
+                         10, "s0 active, its writes done")
+        before = service.store.round_trips
+        s.whatsapp.reject("s0", REJECT)
+        s.whatsapp.close("s0")
+        await eventually(lambda: runner.machine.state.value == "backoff" and runner.machine.attempts == 2, 5,
+                         "attempt 1 failed, attempt 2 scheduled")
+        assert connects(s, "s0") == 2
+        s.whatsapp.unreject("s0")
+        # between the attempts Redis already says what a restart needs: attempt 1 has started
+        record = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.session_key("s0")).items()}
+        assert record["attempt"] == "1" and "started_at_s" in record, record
+        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active" and connects(s, "s0") == 3
+                         and runner.machine.state.value == "open" and not runner.has_unwritten,
+                         10, "attempt 2 opened and its status written")
+        used = service.store.round_trips - before
+    records = read_timeline(tmp_path / "timeline.jsonl")
+    steps = events_of(records, "s0")
+    assert [r.attempt for r in records if r.event == "reconnect_failed"] == [1]
+    assert steps.count("session_open") == 2, steps
+    assert not redis_client.exists(keys.session_key("s0")), "pending record left after recovery"
+    assert used <= MAX_ROUND_TRIPS, f"one recovered session cost {used} Redis round trips"
+
+
+async def test_restart_after_a_started_attempt_resumes_the_next_one(
+        service_settings, standins_clean, redis_client, tmp_path) -> None:
+    """What a process killed between attempt 1's failure and attempt 2 leaves behind: status
+    `connecting` and the record "attempt 1 started". The restart resumes attempt 2."""
+    s = standins_clean
+    s.backoffice.add_account("s0")
+    now = time.time()
+    redis_client.set(keys.status_key("s0"), "connecting")
+    redis_client.hset(keys.session_key("s0"), mapping={"attempt": "1", "due_at_s": repr(now - 3.0),
+                                                        "started_at_s": repr(now - 2.9)})
+    async with run_service(service_settings(sessions="s0")):
+        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active", 10, "s0 resumed and active")
+    records = [r for r in read_timeline(tmp_path / "timeline.jsonl") if r.session_id == "s0"]
+    resumed = [r for r in records if r.event == "session_resumed"]
+    assert [r.detail.get("pending_attempt") for r in resumed] == [2], json.dumps([r.detail for r in resumed])
+    assert [r.attempt for r in records if r.event == "reconnect_scheduled"][:1] == [2]

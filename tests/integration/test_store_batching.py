@@ -1,0 +1,122 @@
+"""The status store's per-tick batching against a real redis-server: what many sessions ask
+in one event-loop tick costs one round trip, each request still gets its own answer or its
+own error, and the pending record written with a validation (B5) replaces the old one whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.backoffice import HttpBackOffice
+from service.core import Status
+from service.errors import StoreError
+from service.outbox import new_update
+from service.ports import Secret
+from service.store import PendingReconnect, StatusStore
+from tests.fixtures.process import free_port
+
+pytestmark = pytest.mark.integration
+
+IDS = [f"b{i}" for i in range(50)]
+
+
+@pytest.fixture
+async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
+    """A real client aimed at a loopback port nobody listens on: every call is refused, so
+    the Redis answer stands (and is what these tests look at)."""
+    client = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("tok-dead"), timeout_s=2.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
+                                                       dead_backoffice: HttpBackOffice) -> None:
+    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    stored = await asyncio.gather(*(
+        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING),
+                                 pending=PendingReconnect(1, 1700000000.0 + i))
+        for i, sid in enumerate(IDS)))
+    assert store.round_trips == 1
+    assert [u.seq for u in stored] == [1] * len(IDS)
+    assert await aredis.mget([keys.status_key(sid) for sid in IDS]) == [b"connecting"] * len(IDS)
+    assert await aredis.xlen(keys.OUTBOX_KEY) == len(IDS)
+    assert await store.pending("b7") == PendingReconnect(1, 1700000007.0)
+
+
+async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+    """b3's seq counter holds garbage: its script fails inside EXEC; the others commit."""
+    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    await aredis.set(keys.status_key("b3"), "active")
+    await aredis.set(keys.seq_key("b3"), "not-a-number")
+    results = await asyncio.gather(*(
+        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING))
+        for sid in IDS[:6]), return_exceptions=True)
+    assert store.round_trips == 1
+    assert isinstance(results[3], StoreError) and "rejected" in str(results[3])
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 3)
+    assert await aredis.get(keys.status_key("b3")) == b"active", "the failed script wrote nothing"
+    assert await aredis.get(keys.status_key("b4")) == b"connecting"
+
+
+async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
+                                                            dead_backoffice: HttpBackOffice) -> None:
+    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS[:40]})
+    await aredis.mset({keys.status_key(sid): "inactive" for sid in IDS[40:45]})
+    await aredis.hset(keys.status_key("b45"), mapping={"not": "a string"})  # WRONGTYPE for GET
+    answers = await store.is_session_active_many(IDS[:45], for_reconnect=True)
+    assert store.round_trips == 1
+    assert answers == [True] * 40 + [False] * 5  # R1: connecting is valid for a reconnect only
+    with pytest.raises(StoreError, match="b45"):
+        await store.is_session_active_many(["b0", "b45"], for_reconnect=True)
+    assert await store.is_session_active_many(IDS[:3]) == [False] * 3  # strict: connecting is not active
+
+
+async def test_mark_started_rides_on_the_validation_and_replaces_the_record(
+        aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    await store.set_status("b0", Status.CONNECTING, pending=PendingReconnect(1, 1700000002.0))
+    before = store.round_trips
+    mark = PendingReconnect(1, 1700000002.0, started_at_epoch_s=1700000002.5)
+    assert await store.is_session_active_batched("b0", for_reconnect=True, mark_started=mark) is True
+    assert store.round_trips == before + 1
+    assert await store.pending("b0") == mark
+    # a later record of the next attempt must not inherit the start mark
+    await store.save_pending_batched("b0", PendingReconnect(2, 1700000007.0))
+    assert await store.pending("b0") == PendingReconnect(2, 1700000007.0)
+    await store.set_status("b0", Status.CONNECTING, pending=PendingReconnect(3, 1700000015.0))
+    assert await store.pending("b0") == PendingReconnect(3, 1700000015.0)
+    await store.save_pending("b0", 4, 1700000031.0)
+    assert await store.pending("b0") == PendingReconnect(4, 1700000031.0)
+    with pytest.raises(ValueError, match="attempt"):
+        await store.save_pending_batched("b0", PendingReconnect(-1, 1.0))
+
+
+async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_backoffice: HttpBackOffice) -> None:
+    """Redis unreachable: each waiter gets a `StoreError` naming its own operation."""
+    client = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        store = StatusStore(client, dead_backoffice, cache_ttl_s=5.0)
+        results = await asyncio.gather(store.set_status_batched("b0", Status.ACTIVE),
+                                       store.is_session_active_batched("b1"), return_exceptions=True)
+        assert isinstance(results[0], StoreError) and "'b0'" in str(results[0])
+        assert isinstance(results[1], StoreError) and "'b1'" in str(results[1])
+    finally:
+        await client.aclose()
