@@ -18,6 +18,7 @@ from typing import Any
 
 from chaos import catalog
 from chaos.lab import LabError, started_lab
+from chaos.process import ProcessStartError
 from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
 from chaos.scenario import ChaosScenarioError
@@ -124,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"lab up; running {len(scenarios)} scenario(s), report in {args.report}", file=sys.stderr)
             results += run_scenarios(note, lab, options, concurrent=not args.sequential)
             results += run_scenarios(rest, lab, options)
-    except LabError as exc:
+    except (LabError, ProcessStartError) as exc:
         print(f"error: the lab did not start: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

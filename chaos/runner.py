@@ -32,7 +32,8 @@ from chaos.checkers import check_all
 from chaos.history import (FaultWindow, History, link_events_from_standin, timeline_from_service,
                            updates_from_standin)
 from chaos.journal import Journal
-from chaos.lab import Lab, Proc, free_port, wait_for
+from chaos.lab import Lab, wait_for
+from chaos.process import ManagedProcess, free_port
 from chaos.prediction import predict_and_compare
 from chaos.report import ScenarioRun, timeline_chart
 from chaos.scenario import ChaosScenario, KillService
@@ -68,7 +69,7 @@ class _Service:
         self.scenario, self.lab, self.proxies, self.prefix, self.run_dir = scenario, lab, proxies, prefix, run_dir
         self.policy = policy
         self.incarnation = 0
-        self.proc: Proc | None = None
+        self.proc: ManagedProcess | None = None
 
     def start(self) -> None:
         port = free_port()
@@ -89,7 +90,8 @@ class _Service:
         for key, value in self.policy.items():
             argv += ["--policy", f"{key}={value}"]
         env = {"RECONNECT_LAB_BACKOFFICE_TOKEN": self.lab.backoffice_token.reveal(), "PYTHONPATH": str(REPO_ROOT)}
-        self.proc = Proc(name, argv, lambda: _healthy(port), self.run_dir / f"{name}.log", env=env)
+        self.proc = ManagedProcess(name, argv, ready=lambda: _healthy(port), log_dir=self.run_dir, env=env,
+                                   start_timeout_s=30.0, stop_timeout_s=10.0)
         self.proc.start()
 
     def kill(self) -> None:
