@@ -269,7 +269,7 @@ class WireLink:
         while True:
             silent_s = loop.time() - self._last_pong_at
             if silent_s >= dead_after_s:
-                log.info("wire link: no pong for %.2f s (%d intervals), closing (session %s)",
+                log.info("wire link: keepalives unanswered, no pong for %.2f s (%d intervals), closing (session %s)",
                          silent_s, misses_allowed, self.session_id)
                 # A dead link cannot finish a handshake: give it one interval, then abort.
                 self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
