@@ -8,6 +8,7 @@ outbox, then close clients). Must not make reconnect decisions or parse settings
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,7 @@ class Service:
         await self.gateway.renewer.redis.aclose()
         await self.redis.aclose()
         self.timeline.close()
+        gc.unfreeze()
 
 
 async def _close_all(*clients: Any) -> None:
@@ -159,4 +161,14 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     port = await service.server.start()
     log.info("metrics_listening", url=f"http://127.0.0.1:{port}/metrics")
     await gateway.start()
+    settle_heap()
     return service
+
+
+def settle_heap() -> None:
+    """Move every object alive after start-up (10^4 runners, machines, links) out of the
+    cyclic GC's sight (`gc.freeze`): a full collection otherwise walks them all, a pause of
+    ~0.2 s at 10^3 sessions that lands on whichever timers are due. Young objects are still
+    collected as usual; `Service.stop` gives the frozen ones back (`gc.unfreeze`)."""
+    gc.collect()
+    gc.freeze()

@@ -30,6 +30,7 @@ from service.metrics import ServiceMetrics
 from service.outbox import new_update
 from service.ports import Link, LinkClosed, Secret, Transport
 from service.runtime.timeline import TimelineWriter
+from service.runtime.turn import Turn
 from service.store import PendingReconnect, StatusStore
 
 KEEPALIVE_CODE = "keepalive_timeout"
@@ -94,7 +95,7 @@ class SessionRunner:
         self.machine = SessionMachine(session_id, ctx.policy, random.Random(seed), status=status)
         self.status = status  # last status this runner wrote (or found)
         self.drop_reason: str | None = None
-        self._lock = asyncio.Lock()
+        self._lock = Turn()  # one event at a time; a due timer may take it inside its callback
         self._gen = _Gen()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None  # loop time
@@ -126,30 +127,63 @@ class SessionRunner:
                     return
                 if guard is not None and not guard():
                     return  # a stale timer, link or validation outcome: its generation has passed
-                await self._handle(event)
+                commands = self._step(event)
+                index = self._run_now(commands, 0)
+                while index < len(commands):  # a command that must be awaited (closing a socket)
+                    await self._run_awaited(commands[index])
+                    index = self._run_now(commands, index + 1)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
-            self._ctx.metrics.command_errors.labels(command="deliver").inc()
-            self._log.error("session_error", event_type=type(event).__name__, error=repr(err), exc_info=True)
+            self._session_error(event, err)
 
-    async def _handle(self, event: Event) -> None:
-        queue: list[Event] = [event]
-        while queue:
-            current = queue.pop(0)
-            self._loop_now = asyncio.get_running_loop().time()
-            if isinstance(current, BackoffElapsed) and self._timer_due is not None:
-                self._record_lateness(self._loop_now - self._timer_due)
-            try:
-                commands = self.machine.handle(current, self._ctx.clock())
-            except IllegalTransition as err:
-                self._ctx.metrics.illegal.labels(event=err.event).inc()
-                self._log.warning("illegal_transition", state=err.state, event_type=err.event)
-                continue
-            for index, command in enumerate(commands):
-                follow_up = await self._run(command, commands[index + 1:])
-                if follow_up is not None:
-                    queue.append(follow_up)
+    def deliver_now(self, event: Event, guard: Callable[[], bool]) -> None:
+        """`deliver` from a plain callback (a due timer): when nothing else of this session is
+        running, the machine gets the event at once, in this callback; otherwise it waits its
+        turn in a task. Commands that must be awaited finish in a task that keeps the turn."""
+        if not self._lock.try_acquire():
+            self._spawn(self.deliver(event, guard))
+            return
+        try:
+            if self.dropped or not guard():
+                self._lock.release()
+                return
+            commands = self._step(event)
+            index = self._run_now(commands, 0)
+        except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
+            self._lock.release()
+            self._session_error(event, err)
+            return
+        if index < len(commands):
+            self._spawn(self._finish(event, commands, index))
+        else:
+            self._lock.release()
+
+    async def _finish(self, event: Event, commands: list[Command], index: int) -> None:
+        try:
+            while index < len(commands):
+                await self._run_awaited(commands[index])
+                index = self._run_now(commands, index + 1)
+        except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
+            self._session_error(event, err)
+        finally:
+            self._lock.release()
+
+    def _session_error(self, event: Event, err: Exception) -> None:
+        self._ctx.metrics.command_errors.labels(command="deliver").inc()
+        self._log.error("session_error", event_type=type(event).__name__, error=repr(err), exc_info=True)
+
+    def _step(self, event: Event) -> list[Command]:
+        """The machine's commands for `event` (none if the core calls it illegal)."""
+        self._loop_now = asyncio.get_running_loop().time()
+        if isinstance(event, BackoffElapsed) and self._timer_due is not None:
+            self._record_lateness(self._loop_now - self._timer_due)
+        try:
+            return self.machine.handle(event, self._ctx.clock())
+        except IllegalTransition as err:
+            self._ctx.metrics.illegal.labels(event=err.event).inc()
+            self._log.warning("illegal_transition", state=err.state, event_type=err.event)
+            return []
 
     def _record_lateness(self, lateness_s: float) -> None:
         self._timer_due = None
@@ -159,37 +193,52 @@ class SessionRunner:
 
     # ---- commands out ----------------------------------------------------------------
 
-    async def _run(self, command: Command, rest: list[Command]) -> Event | None:
-        name = type(command).__name__
+    def _run_now(self, commands: list[Command], index: int) -> int:
+        """Carry out commands from `index` on while none needs awaiting; returns the index of
+        the first that does (only `CloseSocket`), or len(commands)."""
+        while index < len(commands):
+            command = commands[index]
+            kind = type(command)
+            if kind is CloseSocket:
+                return index
+            try:
+                if kind is Emit:
+                    self._emit(command)
+                elif kind is SetStatus:
+                    self._set_status(command, commands[index + 1:])
+                elif kind is ClearCache:
+                    self._ctx.store.clear_cache(self.session_id)
+                elif kind is ScheduleReconnect:
+                    self._schedule(command)
+                elif kind is CancelReconnect:
+                    self._cancel_timer()
+                elif kind is Validate:
+                    self._start_validation(command.for_reconnect)
+                elif kind is OpenSocket:
+                    self._open_socket(command.attempt)
+                elif kind is Drop:
+                    self._drop(command.reason)
+                else:
+                    raise TypeError(f"the runtime cannot carry out {command!r}")
+            except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
+                self._command_failed(command, err)
+            index += 1
+        return index
+
+    async def _run_awaited(self, command: Command) -> None:
         try:
-            if isinstance(command, Emit):
-                self._emit(command)
-            elif isinstance(command, SetStatus):
-                await self._set_status(command, rest)
-            elif isinstance(command, ClearCache):
-                self._ctx.store.clear_cache(self.session_id)
-            elif isinstance(command, ScheduleReconnect):
-                await self._schedule(command)
-            elif isinstance(command, CancelReconnect):
-                self._cancel_timer()
-            elif isinstance(command, Validate):
-                self._start_validation(command.for_reconnect)
-            elif isinstance(command, CloseSocket):
-                await self._close_socket()
-            elif isinstance(command, OpenSocket):
-                self._open_socket(command.attempt)
-            elif isinstance(command, Drop):
-                self._drop(command.reason)
-            else:
-                raise TypeError(f"the runtime cannot carry out {command!r}")
+            await self._close_socket()
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
-            self._ctx.metrics.command_errors.labels(command=name).inc()
-            if isinstance(err, MalformedInput):
-                self._ctx.metrics.count_malformed(err.source)
-            self._log.error("command_failed", command=name, error=str(err), error_type=type(err).__name__)
-        return None
+            self._command_failed(command, err)
+
+    def _command_failed(self, command: Command, err: Exception) -> None:
+        name = type(command).__name__
+        self._ctx.metrics.command_errors.labels(command=name).inc()
+        if isinstance(err, MalformedInput):
+            self._ctx.metrics.count_malformed(err.source)
+        self._log.error("command_failed", command=name, error=str(err), error_type=type(err).__name__)
 
     def _emit(self, command: Emit) -> None:
         record = command.record
@@ -207,7 +256,7 @@ class SessionRunner:
         getattr(self._log, level)(record.event, attempt=record.attempt, status=record.status,
                                   **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
-    async def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
+    def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
         """Queue the status write (with its outbox record) and go on at once: a slow or absent
         Redis must not delay the commands after it (the backoff timer above all). Writes are
         kept in order and retried until Redis has them, so no update is lost (B6)."""
@@ -287,7 +336,7 @@ class SessionRunner:
                 await asyncio.sleep(self._ctx.io_retry_s * attempt)
         return None
 
-    async def _schedule(self, command: ScheduleReconnect) -> None:
+    def _schedule(self, command: ScheduleReconnect) -> None:
         self._cancel_timer()  # the core never stacks timers; this makes it impossible here too
         loop = asyncio.get_running_loop()
         self._gen.timer += 1
@@ -311,7 +360,7 @@ class SessionRunner:
 
     def _fire_timer(self, generation: int) -> None:
         self._timer = None
-        self._spawn(self.deliver(BackoffElapsed(), guard=lambda: self._gen.timer == generation))
+        self.deliver_now(BackoffElapsed(), guard=lambda: self._gen.timer == generation)
 
     def _cancel_timer(self) -> None:
         self._gen.timer += 1  # a timer already fired and waiting for the lock is now stale
