@@ -60,9 +60,33 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_KEY_IS_SECRET: dict[str, bool] = {}  # verdicts of `_SECRET_KEY` by key name: log keys are few
+_PLAIN = (int, float, bool, type(None))
+
+
+def _secret_key(key: str) -> bool:
+    verdict = _KEY_IS_SECRET.get(key)
+    if verdict is None:
+        verdict = _SECRET_KEY.search(key) is not None
+        if len(_KEY_IS_SECRET) < 4096:
+            _KEY_IS_SECRET[key] = verdict
+    return verdict
+
+
 def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: runs last before rendering, so nothing added earlier escapes it."""
-    return redact_value(event_dict)
+    """structlog processor: runs last before rendering, so nothing added earlier escapes it.
+    The same result as `redact_value(event_dict)`, with the common flat event done inline."""
+    out: dict[str, Any] = {}
+    for key, value in event_dict.items():
+        if isinstance(key, str) and _secret_key(key) and value not in (None, ""):
+            out[key] = MASK
+        elif type(value) is str:
+            out[key] = redact_text(value)
+        elif type(value) in _PLAIN:
+            out[key] = value
+        else:
+            out[key] = redact_value(value, 1)
+    return out
 
 
 def _render_default(value: Any) -> str:

@@ -56,19 +56,36 @@ class ServiceMetrics:
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",
                                 registry=r)
-        for status in Status:
-            self.sessions.labels(status=status.value).set(0)
-        for outcome in ("opened", "failed"):
-            self.attempts.labels(outcome=outcome)
+        # children of labelled metrics on the storm path, looked up once (`labels()` is not free)
+        self._by_status = {status: self.sessions.labels(status=status.value) for status in Status}
+        for child in self._by_status.values():
+            child.set(0)
+        self._attempts = {outcome: self.attempts.labels(outcome=outcome) for outcome in ("opened", "failed")}
+        self._closes: dict[str, Any] = {}
 
     def status_changed(self, old: Status | None, new: Status | None) -> None:
         """Move one session between status gauges (None: not counted)."""
         if old is new:
             return
         if old is not None:
-            self.sessions.labels(status=old.value).dec()
+            self._by_status[old].dec()
         if new is not None:
-            self.sessions.labels(status=new.value).inc()
+            self._by_status[new].inc()
+
+    def count_attempt(self, outcome: str) -> None:
+        """One reconnect attempt (attempt >= 1) ended: `opened` or `failed`."""
+        child = self._attempts.get(outcome)
+        if child is None:
+            raise ValueError(f"attempt outcome must be 'opened' or 'failed', got {outcome!r}")
+        child.inc()
+
+    def count_close(self, code: object) -> None:
+        """One link close, by its code (any value; labelled by its text)."""
+        label = str(code)
+        child = self._closes.get(label)
+        if child is None:
+            child = self._closes[label] = self.closes.labels(code=label)
+        child.inc()
 
     def count_malformed(self, source: str) -> None:
         self.malformed.labels(source=source).inc()

@@ -8,7 +8,6 @@ outbox, then close clients). Must not make reconnect decisions or parse settings
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.ports import Transport
 from service.runtime.gateway import Gateway
+from service.runtime.gc_pacing import GcPacer
 from service.runtime.runner import RunnerContext
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
@@ -69,6 +69,7 @@ class Service:
     server: MetricsServer
     log: Any
     extra: dict[str, Any] = field(default_factory=dict)
+    gc_pacer: GcPacer = field(default_factory=lambda: GcPacer(lambda: None))
     _redis_malformed_seen: int = 0
 
     async def refresh_metrics(self) -> None:
@@ -109,7 +110,7 @@ class Service:
         await self.gateway.renewer.redis.aclose()
         await self.redis.aclose()
         self.timeline.close()
-        gc.unfreeze()
+        self.gc_pacer.stop()
 
 
 async def _close_all(*clients: Any) -> None:
@@ -151,6 +152,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
                       gateway, server=server, log=log)
     service.server.before_scrape = service.refresh_metrics
+    service.gc_pacer = GcPacer(gateway.next_timer_due)
     log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
     try:
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
@@ -161,14 +163,5 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     port = await service.server.start()
     log.info("metrics_listening", url=f"http://127.0.0.1:{port}/metrics")
     await gateway.start()
-    settle_heap()
+    service.gc_pacer.start()  # after start-up: what is alive now is frozen out of the GC's walks
     return service
-
-
-def settle_heap() -> None:
-    """Move every object alive after start-up (10^4 runners, machines, links) out of the
-    cyclic GC's sight (`gc.freeze`): a full collection otherwise walks them all, a pause of
-    ~0.2 s at 10^3 sessions that lands on whichever timers are due. Young objects are still
-    collected as usual; `Service.stop` gives the frozen ones back (`gc.unfreeze`)."""
-    gc.collect()
-    gc.freeze()

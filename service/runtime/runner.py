@@ -114,6 +114,11 @@ class SessionRunner:
         self._log = ctx.log.bind(session_id=session_id)
 
     @property
+    def timer_due(self) -> float | None:
+        """Loop time the pending reconnect timer is due at, None if none is pending."""
+        return self._timer_due
+
+    @property
     def dropped(self) -> bool:
         return self.machine.state is State.DROPPED
 
@@ -249,7 +254,7 @@ class SessionRunner:
         elif record.event == LogEvent.RECONNECT_CANCELLED.value:
             metrics.cancelled.inc()
         elif record.event == LogEvent.SESSION_CLOSED.value:
-            metrics.closes.labels(code=str(detail.get("code"))).inc()
+            metrics.count_close(detail.get("code"))
         elif record.event == LogEvent.SESSION_TERMINAL.value:
             metrics.terminal.labels(code=str(detail.get("code"))).inc()
         level = "warning" if record.event in _WARN_EVENTS else "info"
@@ -457,7 +462,7 @@ class SessionRunner:
 
     def _count_attempt(self, attempt: int, outcome: str) -> None:
         if attempt >= 1:
-            self._ctx.metrics.attempts.labels(outcome=outcome).inc()
+            self._ctx.metrics.count_attempt(outcome)
 
     async def _close_socket(self) -> None:
         """R7: the old socket is closed (and the close awaited) before any new one opens."""

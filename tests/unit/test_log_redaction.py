@@ -1,0 +1,31 @@
+"""The log redaction processor's inline fast path gives exactly what `redact_value` gives."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.core import Status
+from service.logging import MASK, redact_processor, redact_value
+from service.ports import Secret
+
+KEYS = st.sampled_from(["event", "session_id", "attempt", "token", "backoffice_token", "Authorization",
+                        "redis", "detail", "password", "status", "api-key", "error"])
+TEXTS = st.sampled_from(["reconnect_running", "s1", "redis://:pw@127.0.0.1:6379/0", "Bearer abc.def",
+                         "token=xyz", "", "plain words", "credentials: hunter2"])
+LEAVES = st.one_of(TEXTS, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
+                   st.just(Secret("s3cr3t")), st.sampled_from(list(Status)))
+VALUES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(KEYS, inner, max_size=3)), max_leaves=8)
+
+
+@given(st.dictionaries(KEYS, VALUES, max_size=8))
+def test_fast_path_equals_the_general_redaction(event: dict) -> None:
+    assert redact_processor(None, "info", event) == redact_value(event)
+
+
+def test_secrets_are_masked_on_the_fast_path() -> None:
+    out = redact_processor(None, "info", {"event": "x", "token": "abc", "url": "redis://:pw@h:1/0",
+                                          "cred": Secret("c"), "nested": {"password": "p"}, "empty_token": ""})
+    assert out == {"event": "x", "token": MASK, "url": "redis://:***@h:1/0", "cred": MASK,
+                   "nested": {"password": MASK}, "empty_token": ""}
