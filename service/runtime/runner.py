@@ -12,6 +12,7 @@ every I/O error is logged, counted and contained here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import deque
 import time
@@ -29,6 +30,7 @@ from service.errors import LinkFailed, MalformedInput, StoreError
 from service.metrics import ServiceMetrics
 from service.outbox import new_update
 from service.ports import Link, LinkClosed, Secret, Transport
+from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
 from service.runtime.turn import Turn
 from service.store import PendingReconnect, StatusStore
@@ -59,6 +61,7 @@ class RunnerContext:
     # admission control: at most this many validations / socket opens in flight at once. It paces
     # I/O (like a connection pool); when and whether to reconnect is still the core's decision.
     max_inflight: int = 256
+    timers: DueTimers = field(default_factory=DueTimers)  # every runner's reconnect timer, by due time
     _validations: asyncio.Semaphore | None = None
     _opens: asyncio.Semaphore | None = None
 
@@ -125,7 +128,9 @@ class SessionRunner:
     # ---- events in -------------------------------------------------------------------
 
     async def deliver(self, event: Event, guard: Callable[[], bool] | None = None) -> None:
-        """Hand `event` to the machine and carry out its commands, in order. Never raises."""
+        """Hand `event` to the machine and carry out its commands, in order. Never raises.
+        Timers of any session that have fallen due go first (see `service.runtime.due`)."""
+        self._ctx.timers.run_due(asyncio.get_running_loop().time())
         try:
             async with self._lock:
                 if self.dropped:
@@ -348,6 +353,7 @@ class SessionRunner:
         generation = self._gen.timer
         self._timer_due = self._loop_now + command.delay_s
         self._timer = loop.call_at(self._timer_due, self._fire_timer, generation)
+        self._ctx.timers.add(self._timer_due, functools.partial(self._fire_timer, generation))
         self._ctx.metrics.backoff.observe(command.delay_s)
         pending = PendingReconnect(command.attempt, self._ctx.clock() + command.delay_s)
         self._scheduled, self._scheduled_reason = pending, command.reason
@@ -364,6 +370,12 @@ class SessionRunner:
                 and command.attempt == self._record_started + 1 and not self._writes)
 
     def _fire_timer(self, generation: int) -> None:
+        """From the loop's timer or from `DueTimers.run_due`, whichever comes first; the loop's
+        timer first fires every other timer due before or with this one, earliest first."""
+        self._ctx.timers.run_due(asyncio.get_running_loop().time())
+        if generation != self._gen.timer or self._timer is None:
+            return  # cancelled, or the other path fired it already
+        self._timer.cancel()
         self._timer = None
         self.deliver_now(BackoffElapsed(), guard=lambda: self._gen.timer == generation)
 

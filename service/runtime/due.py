@@ -1,0 +1,50 @@
+"""`DueTimers`: every session's reconnect timer in one heap, so a timer that has fallen due
+is handed to its session by whichever session event runs first, not only when the event
+loop reaches the timer's own callback.
+
+Why: asyncio runs a due timer's callback only after every callback queued before it in the
+current pass, and in a storm one pass holds thousands (every link that closed, every
+validation answered). `SessionRunner.deliver` calls `run_due` first, so a due timer waits at
+most for the event being handled, not for the whole pass. The loop's own timer stays as the
+fallback when no event runs.
+Owns: the heap and the order of firing (earliest due first). Must not: decide anything, or
+fire a timer before it is due; stale entries (cancelled or already fired timers) are the
+caller's to ignore (the runner checks its timer generation).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+
+class DueTimers:
+    """`add(due_s, fire)` with loop times; `run_due(now_s)` fires what is due, earliest first."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()  # equal due times fire in the order they were added
+        self._running = False
+        self.fired_early = 0  # timers fired by `run_due` (before the loop reached their callback)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, due_s: float, fire: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (due_s, next(self._order), fire))
+
+    def run_due(self, now_s: float) -> None:
+        """Fire every entry due at `now_s`. Not re-entrant: a `fire` that leads back here
+        (a timer's event delivered at once) returns at once, the outer call goes on."""
+        heap = self._heap
+        if self._running or not heap or heap[0][0] > now_s:
+            return
+        self._running = True
+        try:
+            while heap and heap[0][0] <= now_s:
+                _, _, fire = heapq.heappop(heap)
+                self.fired_early += 1
+                fire()
+        finally:
+            self._running = False

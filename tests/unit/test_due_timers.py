@@ -1,0 +1,32 @@
+"""`DueTimers`: fires what is due, earliest first, never early, never re-entered."""
+
+from __future__ import annotations
+
+from service.runtime.due import DueTimers
+
+
+def test_fires_due_entries_in_due_order_and_keeps_the_rest() -> None:
+    timers, fired = DueTimers(), []
+    for due_s, name in ((3.0, "c"), (1.0, "a"), (2.0, "b"), (2.0, "b2"), (9.0, "late")):
+        timers.add(due_s, lambda name=name: fired.append(name))
+    timers.run_due(0.5)
+    assert fired == []
+    timers.run_due(3.0)
+    assert fired == ["a", "b", "b2", "c"] and len(timers) == 1
+    timers.run_due(8.999)
+    assert fired == ["a", "b", "b2", "c"]
+
+
+def test_a_fire_that_comes_back_does_not_re_enter() -> None:
+    timers, fired = DueTimers(), []
+
+    def first() -> None:
+        fired.append("first")
+        timers.run_due(10.0)  # e.g. the event it delivers runs `deliver`, which calls run_due
+        fired.append("first done")
+
+    timers.add(1.0, first)
+    timers.add(2.0, lambda: fired.append("second"))
+    timers.run_due(5.0)
+    assert fired == ["first", "first done", "second"]
+    assert timers.fired_early == 2
