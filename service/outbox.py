@@ -152,6 +152,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # checked after every await: see stop()
         self._appended_since_flush = 0
         self._urgent: str | None = None  # why the next wake-up must drain everything
         self._consecutive_failures = 0
@@ -232,6 +233,9 @@ class Outbox:
         """Send the oldest batch once and delete what was acknowledged. Returns the number
         of entries read (0: queue empty, or fewer than a batch when `full_only`).
         Raises `BackOfficeError` or `RedisError`."""
+        return await self._deliver_batch(full_only=full_only, check_stop=False)
+
+    async def _deliver_batch(self, *, full_only: bool, check_stop: bool) -> int:
         async with self._send_lock:
             self.round_trips += 1
             raw = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=self.batch_size)
@@ -240,8 +244,12 @@ class Outbox:
             entries = await self._decode_or_quarantine(raw)
             if not entries:
                 return len(raw)
+            if check_stop:
+                self._exit_if_stopping()
             self._appended_since_flush = 0
             acked = await self.backoffice.send_statuses([update for _, update in entries])
+            if check_stop:  # a stopped flusher acts like a killed one: it processes no reply
+                self._exit_if_stopping()
             self.sent_batches += 1
             self.sent_updates += len(entries)
             done = removable_ids(entries, acked)
@@ -275,16 +283,26 @@ class Outbox:
     async def drain(self, *, full_only: bool = False) -> None:
         """Deliver batches until the queue is empty or a batch is partial (with `full_only`,
         send full batches only); raises on failure."""
+        await self._drain(full_only=full_only, check_stop=False)
+
+    async def _drain(self, *, full_only: bool, check_stop: bool) -> None:
         while True:
-            read = await self.deliver_batch(full_only=full_only)
+            if check_stop:
+                self._exit_if_stopping()
+            read = await self._deliver_batch(full_only=full_only, check_stop=check_stop)
             self._consecutive_failures = 0
             if read < self.batch_size:
                 return
 
+    def _exit_if_stopping(self) -> None:
+        if self._stopping:
+            raise asyncio.CancelledError("outbox stopping")
+
     async def _drain_with_retries(self, *, full_only: bool) -> None:
         while True:
+            self._exit_if_stopping()
             try:
-                await self.drain(full_only=full_only)
+                await self._drain(full_only=full_only, check_stop=True)
                 return
             except Exception as err:  # noqa: BLE001 - the flusher must outlive any one failure
                 expected = isinstance(err, (BackOfficeError, RedisError, MalformedInput, OSError))
@@ -294,6 +312,7 @@ class Outbox:
                 wait_s = backoff_s(self._consecutive_failures, self.retry_base_s, self.retry_cap_s)
                 log.warning("outbox_batch_failed", exc_info=not expected,
                             error=str(err), retry_in_s=wait_s, failures=self._consecutive_failures)
+                self._exit_if_stopping()
                 await asyncio.sleep(wait_s)
 
     async def _run(self) -> None:
@@ -307,6 +326,7 @@ class Outbox:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            self._exit_if_stopping()
             self._wake.clear()
             cause = self._urgent or ("interval" if loop.time() >= interval_due else "full")
             self._urgent = None
@@ -320,20 +340,30 @@ class Outbox:
     def start(self) -> None:
         """Start the flusher task (idempotent). It first delivers what an earlier process left."""
         if self._task is None or self._task.done():
+            self._stopping = False
             self._urgent = "start"
             self._wake.set()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-flusher")
 
-    async def stop(self) -> None:
-        """Cancel the flusher. Nothing is lost: undelivered updates stay in Redis."""
+    async def stop(self, *, timeout_s: float = 10.0) -> bool:
+        """Cancel the flusher (mid-batch, like a kill). Nothing is lost: undelivered updates
+        stay in Redis. Besides `cancel()`, a flag ends the loop at its next step: redis-py
+        8.1 with a socket timeout can swallow a cancellation that lands inside a command
+        (the command then returns normally), and stop() must not wait forever on that.
+        Returns False only if the flusher was still running after `timeout_s`."""
         task, self._task = self._task, None
         if task is None:
-            return
+            return True
+        self._stopping = True
+        self._wake.set()
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            log.error("outbox_stop_timed_out", timeout_s=timeout_s)
+            return False
+        if not task.cancelled() and task.exception() is not None:
+            log.error("outbox_flusher_failed", error=repr(task.exception()))
+        return True
 
     @property
     def running(self) -> bool:

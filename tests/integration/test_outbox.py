@@ -1,0 +1,254 @@
+"""The durable outbox (B6) against a real redis-server and the real back-office stand-in:
+outages of every kind with nothing lost and per-session order kept, duplicates recognised
+by the receiver, large batches, immediate `high` flushes, and a flusher killed mid-flight
+whose successor delivers everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from chaos.toxiproxy import Toxiproxy
+from service import keys
+from service.backoffice import HttpBackOffice
+from service.core import Priority, Status
+from service.errors import ConfigError
+from service.outbox import Outbox, backoff_s, new_update, removable_ids
+from service.ports import StatusUpdate
+from service.store import StatusStore
+from tests.fixtures.standins import Standins, eventually
+
+pytestmark = pytest.mark.integration
+
+STATUSES = [Status.CONNECTING, Status.ACTIVE, Status.INACTIVE]
+
+
+@pytest.fixture
+async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def http_backoffice(url: str, standins: Standins, timeout_s: float = 1.0) -> AsyncIterator[HttpBackOffice]:
+    client = HttpBackOffice(url, standins.backoffice_token, timeout_s=timeout_s)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(outbox: Outbox) -> AsyncIterator[Outbox]:
+    outbox.start()
+    try:
+        yield outbox
+    finally:
+        await outbox.stop()
+
+
+def make_outbox(aredis: aioredis.Redis, backoffice: HttpBackOffice, **overrides: float) -> Outbox:
+    options = {"batch_size": 100, "flush_interval_s": 0.2, "retry_base_s": 0.05, "retry_cap_s": 0.4, **overrides}
+    return Outbox(aredis, backoffice, **options)  # type: ignore[arg-type]
+
+
+async def append_many(store: StatusStore, n_updates: int, n_sessions: int) -> list[StatusUpdate]:
+    """`n_updates` status writes round-robin over `n_sessions`, each with its outbox update."""
+    stored = []
+    for i in range(n_updates):
+        session_id = f"sess-{i % n_sessions:03d}"
+        status = STATUSES[(i // n_sessions) % len(STATUSES)]
+        update = await store.set_status(session_id, status, outbox_update=new_update(session_id, status))
+        assert update is not None
+        stored.append(update)
+    return stored
+
+
+def assert_history_matches(received: list[dict], appended: list[StatusUpdate]) -> None:
+    """The receiver's first-arrival history is exactly what was appended: nothing lost,
+    nothing invented, every session's updates in append order with seq 1, 2, 3, …"""
+    assert len(received) == len(appended)
+    by_session: dict[str, list[dict]] = {}
+    for record in received:
+        by_session.setdefault(record["session_id"], []).append(record)
+    expected: dict[str, list[StatusUpdate]] = {}
+    for update in appended:
+        expected.setdefault(update.session_id, []).append(update)
+    assert by_session.keys() == expected.keys()
+    for session_id, updates in expected.items():
+        got = by_session[session_id]
+        assert [r["update_id"] for r in got] == [u.update_id for u in updates], session_id
+        assert [r["status"] for r in got] == [u.status.value for u in updates], session_id
+        assert [r["seq"] for r in got] == list(range(1, len(updates) + 1)), session_id
+    assert [r["update_id"] for r in received] == [u.update_id for u in appended]  # one global FIFO
+
+
+@contextlib.contextmanager
+def outage(kind: str, standins: Standins, proxy) -> Iterator[None]:
+    """The back office unreachable or misbehaving in one of four ways, until the block ends."""
+    if kind == "proxy_disabled":
+        proxy.disable()
+    elif kind == "slow":  # handler runs, the reply comes after the client's timeout
+        standins.backoffice.set_mode("slow", delay_s=1.5)
+    else:
+        standins.backoffice.set_mode(kind)
+    try:
+        yield
+    finally:
+        standins.backoffice.set_mode("ok")
+        if kind == "proxy_disabled":
+            proxy.enable()
+
+
+@pytest.mark.parametrize("kind", ["error500", "garbage", "slow", "proxy_disabled"])
+async def test_outage_loses_nothing_and_keeps_order(aredis: aioredis.Redis, standins_clean: Standins,
+                                                     toxiproxy: Toxiproxy, kind: str) -> None:
+    proxy = toxiproxy.create_proxy(f"backoffice-{uuid.uuid4().hex[:8]}",
+                                   upstream=f"127.0.0.1:{standins_clean.ports['backoffice_port']}")
+    url = f"http://{proxy.listen}"
+    async with http_backoffice(url, standins_clean, timeout_s=0.5) as backoffice:
+        outbox = make_outbox(aredis, backoffice)
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        async with running(outbox):
+            with outage(kind, standins_clean, proxy):
+                appended = await append_many(store, 1000, 50)
+                await eventually(lambda: outbox.retries >= 3, 15.0, "the flusher failing against the outage")
+                assert await outbox.depth() > 0
+                assert await outbox.oldest_age_s() > 0.0
+            await eventually_async(lambda: outbox.depth(), 0, 20.0, "outbox drained after the outage")
+    history = standins_clean.backoffice.updates()
+    assert_history_matches(history["updates"], appended)
+    assert outbox.acked_updates == 1000
+    if kind == "slow":  # batches the stand-in recorded but whose replies timed out came again
+        assert history["duplicates"] > 0
+    assert outbox.sent_updates - outbox.acked_updates >= 0
+
+
+async def eventually_async(read, expected: object, timeout_s: float, what: str) -> None:
+    """Poll an async reader until it returns `expected`; bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while (value := await read()) != expected:
+        if loop.time() >= deadline:
+            raise TimeoutError(f"{what}: still {value!r} after {timeout_s:.1f}s")
+        await asyncio.sleep(0.02)
+
+
+async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+        outbox = make_outbox(aredis, backoffice, flush_interval_s=1.0)
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        async with running(outbox):
+            appended = await append_many(store, 1000, 50)
+            await eventually_async(lambda: outbox.depth(), 0, 20.0, "outbox drained")
+    history = standins_clean.backoffice.updates()
+    assert_history_matches(history["updates"], appended)
+    assert history["duplicates"] == 0
+    assert 1000 / history["batches"] >= 50, history["batches"]
+
+
+async def test_high_priority_flushes_at_once(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    """The interval is far longer than the test: only the `high` update can cause the send.
+    The normal update queued before it goes first, in the same batch."""
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+        outbox = make_outbox(aredis, backoffice, flush_interval_s=60.0)
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        async with running(outbox):
+            await eventually(lambda: outbox.flushes["start"] == 1, 5.0, "start-up flush")
+            normal = await store.set_status("s1", Status.CONNECTING,
+                                            outbox_update=new_update("s1", Status.CONNECTING))
+            assert outbox.flushes["high"] == 0 and await outbox.depth() == 1
+            high = await store.set_status("s1", Status.INACTIVE,
+                                          outbox_update=new_update("s1", Status.INACTIVE, Priority.HIGH))
+            await eventually_async(lambda: outbox.depth(), 0, 5.0, "high update delivered")
+    received = standins_clean.backoffice.updates()["updates"]
+    assert [r["update_id"] for r in received] == [normal.update_id, high.update_id]
+    assert received[0]["batch"] == received[1]["batch"] == 1
+    assert outbox.flushes == {"start": 1, "high": 1, "full": 0, "interval": 0}
+
+
+async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Redis,
+                                                            standins_clean: Standins) -> None:
+    """A batch is in flight (the stand-in recorded it, its reply is delayed) when the
+    flusher is cancelled; a new Outbox on the same Redis delivers all, duplicates dropped."""
+    admin = standins_clean.backoffice
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean, timeout_s=5.0) as backoffice:
+        first = make_outbox(aredis, backoffice)
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=first)
+        appended = await append_many(store, 300, 20)
+        admin.set_mode("slow", delay_s=3.0)
+        first.start()
+        await eventually(lambda: admin.updates()["batches"] >= 1, 10.0, "first batch in flight")
+        await first.stop()  # the kill: no reply processed, nothing deleted
+        assert await first.depth() == 300
+        admin.set_mode("ok")
+        second = make_outbox(aredis, backoffice)
+        async with running(second):
+            await eventually_async(lambda: second.depth(), 0, 20.0, "successor drained the outbox")
+    history = admin.updates()
+    assert_history_matches(history["updates"], appended)
+    assert history["duplicates"] == 100  # the in-flight batch, delivered twice, recognised
+
+
+async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    """Cancel the flusher at many different points of its Redis and HTTP calls; every stop
+    must end it (redis-py can swallow a cancellation inside a command, see Outbox.stop)."""
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+        outbox = make_outbox(aredis, backoffice, batch_size=5, flush_interval_s=0.01)
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        appended = []
+        for round_no in range(60):
+            outbox.start()
+            for _ in range(round_no % 7):
+                appended.append(await store.set_status("s1", Status.ACTIVE,
+                                                       outbox_update=new_update("s1", Status.ACTIVE)))
+            for _ in range(round_no % 11):
+                await asyncio.sleep(0)
+            assert await outbox.stop(timeout_s=5.0), f"round {round_no}: flusher still running"
+            assert not outbox.running
+        await outbox.drain()
+    assert_history_matches(standins_clean.backoffice.updates()["updates"], appended)
+
+
+async def test_undecodable_entry_is_quarantined_not_sent(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+        outbox = make_outbox(aredis, backoffice)
+        first = await outbox.append(new_update("s1", Status.CONNECTING))
+        await aredis.xadd(keys.OUTBOX_KEY, {"update_id": "x", "session_id": "s1", "status": "banana"})
+        second = await outbox.append(new_update("s1", Status.ACTIVE))
+        await outbox.drain()
+    assert [r["update_id"] for r in standins_clean.backoffice.updates()["updates"]] == [
+        first.update_id, second.update_id]
+    assert outbox.malformed == 1
+    assert await aredis.xlen(keys.OUTBOX_DEAD_KEY) == 1
+    assert await outbox.depth() == 0
+
+
+def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:
+    a1, a2, b1, a3, b2 = (new_update(s, Status.ACTIVE) for s in ("a", "a", "b", "a", "b"))
+    entries = [("1-0", a1), ("2-0", a2), ("3-0", b1), ("4-0", a3), ("5-0", b2)]
+    acked = {a1.update_id, a3.update_id, b1.update_id, b2.update_id}  # a2 not acknowledged
+    assert removable_ids(entries, acked) == ["1-0", "3-0", "5-0"]  # a3 waits behind a2
+
+
+def test_retry_backoff_is_capped_exponential() -> None:
+    assert [backoff_s(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"batch_size": 0}, "batch_size"), ({"flush_interval_s": 0}, "flush_interval_s"),
+    ({"retry_base_s": -1}, "retry_base_s"), ({"retry_cap_s": 0.01}, "retry_cap_s"),
+])
+def test_bad_parameters_are_named(overrides: dict, name: str) -> None:
+    options = {"batch_size": 10, "flush_interval_s": 1.0, "retry_base_s": 0.1, "retry_cap_s": 1.0, **overrides}
+    with pytest.raises(ConfigError, match=name):
+        Outbox(None, None, **options)  # type: ignore[arg-type]
