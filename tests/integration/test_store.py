@@ -166,3 +166,132 @@ async def test_unknown_status_value_on_scan_does_not_stop_it(aredis: aioredis.Re
     await aredis.set(keys.status_key("a"), json.dumps({"status": "active"}))
     await aredis.set(keys.status_key("b"), "active")
     assert await store.sessions_with_status(Status.ACTIVE) == ["b"]
+
+
+# -- against the back-office stand-in ------------------------------------------------------
+
+
+@pytest.fixture
+async def backoffice(standins_clean) -> AsyncIterator[HttpBackOffice]:
+    client = HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token, timeout_s=2.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# (Redis value, account in the back office, for_reconnect) -> valid?   R1 + R4 + invalid-wins;
+# no status in Redis during a reconnect (Redis lost its data): the back office decides.
+TRUTH_TABLE = [
+    (None, "active", False, False), (None, "active", True, True), (None, "unknown", True, False),
+    ("active", "active", False, True), ("active", "active", True, True),
+    ("connecting", "active", False, False), ("connecting", "active", True, True),
+    ("inactive", "active", False, False), ("inactive", "active", True, False),
+    ("active", "deactivated", False, False), ("active", "deactivated", True, False),
+    ("connecting", "deactivated", True, False),
+    ("active", "unknown", False, False), ("connecting", "unknown", True, False),
+    ("banana", "active", False, False), ("banana", "active", True, False),
+]
+
+
+@pytest.mark.parametrize("redis_value, account, for_reconnect, expected", TRUTH_TABLE)
+async def test_r1_truth_table(aredis: aioredis.Redis, standins_clean, backoffice: HttpBackOffice,
+                              redis_value: str | None, account: str, for_reconnect: bool, expected: bool) -> None:
+    admin = standins_clean.backoffice
+    if account != "unknown":
+        admin.add_account("s1", active=account == "active")
+    if redis_value is not None:
+        await aredis.set(keys.status_key("s1"), redis_value)
+    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0)
+    assert await store.is_session_active("s1", for_reconnect=for_reconnect) is expected
+    redis_valid = redis_value in ("active", "connecting") and (redis_value == "active" or for_reconnect)
+    assert backoffice.requests == int(redis_valid or (redis_value is None and for_reconnect))
+    assert store.backoffice_vetoes == int(redis_valid and account != "active")
+
+
+async def test_cache_answers_until_cleared_or_expired(aredis: aioredis.Redis, standins_clean,
+                                                      backoffice: HttpBackOffice) -> None:
+    standins_clean.backoffice.add_account("s1")
+    clock = ManualClock()
+    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0, clock=clock)
+    await aredis.set(keys.status_key("s1"), "active")
+    assert await store.is_session_active("s1")
+    await aredis.set(keys.status_key("s1"), "inactive")  # changed behind the cache's back
+    clock.now_s += 4.9
+    assert await store.is_session_active("s1")  # still cached
+    assert store.cache_hits == 1 and backoffice.requests == 1
+    clock.now_s += 0.2
+    assert not await store.is_session_active("s1")  # TTL over: fresh sources
+    await aredis.set(keys.status_key("s1"), "active")
+    assert await store.is_session_active("s1")  # the negative answer was not cached
+    await aredis.set(keys.status_key("s1"), "inactive")
+    store.clear_cache("s1")  # R3
+    assert not await store.is_session_active("s1")
+    assert backoffice.requests == 2
+
+
+async def test_reconnect_answer_never_serves_a_strict_question(aredis: aioredis.Redis, standins_clean,
+                                                               backoffice: HttpBackOffice) -> None:
+    standins_clean.backoffice.add_account("s1")
+    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0)
+    await store.set_status("s1", Status.CONNECTING)
+    assert await store.is_session_active("s1", for_reconnect=True)
+    assert await store.is_session_active("s1", for_reconnect=True)
+    assert store.cache_hits == 1
+    assert not await store.is_session_active("s1")
+
+
+async def test_set_status_drops_the_cached_answer(aredis: aioredis.Redis, standins_clean,
+                                                  backoffice: HttpBackOffice) -> None:
+    standins_clean.backoffice.add_account("s1")
+    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+    await store.set_status("s1", Status.ACTIVE)
+    assert await store.is_session_active("s1")
+    await store.set_status("s1", Status.INACTIVE)
+    assert not await store.is_session_active("s1", for_reconnect=True)
+
+
+async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis, standins_clean,
+                                                         backoffice: HttpBackOffice) -> None:
+    """S3: the session waits for its backoff; the back office deletes the account (and
+    writes `inactive` to the shared Redis); the close already cleared the cache (R3), so the
+    R4 validation sees fresh sources and fails."""
+    admin = standins_clean.backoffice
+    admin.add_account("s1")
+    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+    await store.set_status("s1", Status.ACTIVE)
+    assert await store.is_session_active("s1")
+    store.clear_cache("s1")  # the close
+    await store.set_status("s1", Status.CONNECTING)
+    assert admin.delete_account("s1")["redis"] == "inactive"
+    assert not await store.is_session_active("s1", for_reconnect=True)
+    assert await store.get_status("s1") is Status.INACTIVE
+
+
+async def test_backoffice_says_gone_while_redis_says_active(aredis: aioredis.Redis, standins_clean,
+                                                            backoffice: HttpBackOffice) -> None:
+    """The back office's own Redis write was lost (or Redis was restored from an old
+    snapshot): Redis still says `active`, the back office says deleted. Invalid wins."""
+    admin = standins_clean.backoffice
+    admin.add_account("s1")
+    admin.delete_account("s1")
+    await aredis.set(keys.status_key("s1"), "active")
+    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+    assert not await store.is_session_active("s1", for_reconnect=True)
+    assert store.backoffice_vetoes == 1
+
+
+@pytest.mark.parametrize("mode", ["error500", "garbage", "slow"])
+async def test_backoffice_failing_modes_use_redis_answer(aredis: aioredis.Redis, standins_clean, mode: str) -> None:
+    admin = standins_clean.backoffice
+    admin.add_account("s1")
+    admin.set_mode(mode, delay_s=1.0 if mode == "slow" else None)
+    async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
+                              timeout_s=0.3) as backoffice:
+        store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+        await store.set_status("s1", Status.CONNECTING)
+        assert await store.is_session_active("s1", for_reconnect=True)
+        assert store.backoffice_unreachable == 1
+        admin.set_mode("ok")
+        admin.deactivate("s1")  # also writes inactive to Redis
+        assert not await store.is_session_active("s1", for_reconnect=True)  # nothing stale was cached
