@@ -144,3 +144,62 @@ def test_bad_settings_are_named() -> None:
         HttpBackOffice("http://127.0.0.1:8080", TOKEN, timeout_s=0)
     with pytest.raises(ConfigError, match="token"):
         HttpBackOffice("http://127.0.0.1:8080", Secret(""), timeout_s=1.0)
+
+
+# -- against the back-office stand-in ------------------------------------------------------
+
+
+@pytest.fixture
+async def standin_client(standins_clean) -> AsyncIterator[HttpBackOffice]:
+    async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
+                              timeout_s=1.0) as client:
+        yield client
+
+
+async def test_validity_follows_the_accounts(standins_clean, standin_client: HttpBackOffice) -> None:
+    admin = standins_clean.backoffice
+    weird = "tenant/7 phone+34 600?x#y%"
+    admin.add_accounts(["s1", "s2", weird])
+    admin.deactivate("s2")
+    assert await standin_client.is_valid("s1") is True
+    assert await standin_client.is_valid("s2") is False
+    assert await standin_client.is_valid(weird) is True  # quoted on the way, unquoted by the server
+    assert await standin_client.is_valid("nobody") is False
+    admin.delete_account("s1")
+    assert await standin_client.is_valid("s1") is False
+
+
+async def test_batch_is_recorded_in_order_and_acknowledged(standins_clean, standin_client: HttpBackOffice) -> None:
+    updates = [new_update("s1", Status.CONNECTING), new_update("s2", Status.ACTIVE),
+               new_update("s1", Status.INACTIVE, Priority.HIGH)]
+    assert await standin_client.send_statuses(updates) == {u.update_id for u in updates}
+    assert await standin_client.send_statuses(updates[:1]) == {updates[0].update_id}  # a resend is acked again
+    history = standins_clean.backoffice.updates()
+    assert [r["update_id"] for r in history["updates"]] == [u.update_id for u in updates]
+    assert [(r["session_id"], r["status"], r["priority"]) for r in history["updates"]] == [
+        ("s1", "connecting", "normal"), ("s2", "active", "normal"), ("s1", "inactive", "high")]
+    assert history["duplicates"] == 1 and history["batches"] == 2
+
+
+async def test_wrong_token_is_refused_and_not_echoed(standins_clean) -> None:
+    wrong = Secret("not-the-token-42")
+    async with HttpBackOffice(standins_clean.backoffice_url, wrong, timeout_s=1.0) as client:
+        with pytest.raises(BackOfficeError, match="HTTP 401.*token") as caught:
+            await client.is_valid("s1")
+    assert wrong.reveal() not in str(caught.value)
+    assert standins_clean.backoffice.updates()["rejected_auth"] == 1
+
+
+@pytest.mark.parametrize("mode, why", [("error500", "HTTP 500"), ("garbage", "not JSON"),
+                                       ("slow", "no reply within 0.3 s")])
+async def test_standin_failure_modes(standins_clean, mode: str, why: str) -> None:
+    standins_clean.backoffice.add_account("s1")
+    standins_clean.backoffice.set_mode(mode, delay_s=1.0 if mode == "slow" else None)
+    async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
+                              timeout_s=0.3) as client:
+        with pytest.raises(BackOfficeError, match=why) as validity_err:
+            await client.is_valid("s1")
+        with pytest.raises(BackOfficeError, match=why) as batch_err:
+            await client.send_statuses([new_update("s1", Status.ACTIVE)])
+    for err in (validity_err.value, batch_err.value):
+        assert standins_clean.backoffice_token.reveal() not in f"{err} {err!r}"
