@@ -22,9 +22,10 @@ go first, in order); a full batch makes it send full batches only. Anything left
 when `flush_interval_s` has passed since the last send-everything, so a normal update
 waits at most about one interval and batches stay large when traffic allows. A failed
 batch (back office down, slow, 5xx, garbage, or Redis down) is retried after a capped
-exponential backoff (`retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the back office never acknowledges is retried forever and
-holds the queue behind it: `oldest_age_s()` shows it. Entries that cannot be decoded are
-moved to `keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
+exponential backoff (`retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the
+back office never acknowledges is retried forever and holds the queue behind it:
+`oldest_age_s()` shows it. Entries that cannot be decoded are moved to
+`keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
 """
 
 from __future__ import annotations
