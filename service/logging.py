@@ -10,6 +10,8 @@ Must not write anywhere but the stream it is given.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging as std_logging
 import re
 import sys
@@ -35,13 +37,24 @@ _LEVELS = {"debug": std_logging.DEBUG, "info": std_logging.INFO,
 _TRIGGER = re.compile(r"@|bearer|basic|authori|token|passw|credential", re.I)
 
 
+_SHORT_TEXT = 64
+_redacted_short: dict[str, str] = {}  # short texts recur (statuses, reasons, event names): judged once
+
+
 def redact_text(text: str) -> str:
     """Mask URL passwords, bearer tokens and `token=...`-style values inside free text."""
-    if not _TRIGGER.search(text):
-        return text  # the common case, cheaply: nothing that could carry a secret
-    for pattern, replacement in _TEXT_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    short = len(text) <= _SHORT_TEXT
+    if short:
+        known = _redacted_short.get(text)
+        if known is not None:
+            return known
+    result = text
+    if _TRIGGER.search(text):  # else the common case: nothing that could carry a secret
+        for pattern, replacement in _TEXT_PATTERNS:
+            result = pattern.sub(replacement, result)
+    if short and len(_redacted_short) < 8192:
+        _redacted_short[text] = result
+    return result
 
 
 def redact_value(value: Any, depth: int = 0) -> Any:
@@ -93,14 +106,20 @@ def _render_default(value: Any) -> str:
     return MASK if isinstance(value, Secret) else redact_text(str(value))
 
 
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(obj, default=_render_default, separators=(",", ":"))
+
+
+# (stream, lowest level number written) once `configure_logging` ran; `EventLog` writes there
+_configured: tuple[IO[str], int] | None = None
+
+
 def configure_logging(stream: IO[str] | None = None, level: str = "info") -> None:
     """JSON lines to `stream` (default stderr), one event per line, secrets redacted."""
-    import json
-
-    def dumps(obj: Any, **kwargs: Any) -> str:
-        return json.dumps(obj, default=_render_default, separators=(",", ":"))
-
+    global _configured
+    dumps = _dumps
     out = stream if stream is not None else sys.stderr
+    _configured = (out, _LEVELS.get(level, std_logging.INFO))
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -126,6 +145,41 @@ def configure_logging(stream: IO[str] | None = None, level: str = "info") -> Non
     handler._reconnect_lab = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(max(_LEVELS.get(level, std_logging.INFO), std_logging.INFO))
+
+
+class EventLog:
+    """The R8 step lines of one bound logger (one session), rendered once per line: the same
+    JSON objects structlog writes (bound context, fields, event, level, timestamp; redacted by
+    the same processor), without the processor chain. The bound part is redacted and encoded
+    once; a line below the configured level costs one comparison. Before `configure_logging`
+    ran, or for a field that shadows a bound key, the bound structlog logger writes it."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        try:
+            context = dict(structlog.get_context(logger))
+        except AttributeError:  # not a bound structlog logger: it writes every line itself
+            context, self._own = {}, False
+        else:
+            self._own = True
+        self._bound_keys = frozenset(context)
+        inner = _dumps(redact_processor(None, "", context))[1:-1]
+        self._prefix = "{" + inner + "," if inner else "{"
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        configured = _configured
+        if configured is None or not self._own or not self._bound_keys.isdisjoint(fields):
+            getattr(self._logger, level)(event, **fields)
+            return
+        stream, lowest = configured
+        if _LEVELS[level] < lowest:
+            return
+        fields["event"] = event
+        line = redact_processor(None, level, fields)
+        line["level"] = level  # made here, like the timestamp: nothing to redact in either
+        line["timestamp"] = datetime.datetime.now(tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        stream.write(self._prefix + _dumps(line)[1:] + "\n")
+        stream.flush()
 
 
 def get_logger(**bound: Any) -> Any:

@@ -9,8 +9,9 @@ and each pause lands on whichever reconnect timers are due then. So:
   allocations (a storm's short-lived tasks, futures and failed connects die young instead
   of being promoted and walked again);
 - older generations are collected by `GcPacer` itself once `quiet_after` young collections
-  have piled up and no session timer is due for a while (twice the last such collection
-  took, at least `min_quiet_s`), or regardless once `force_after` have, so memory stays
+  have piled up and no session timer is due for a while (twice what this one should take,
+  judged by the last one's time per young collection piled up, at least `min_quiet_s`), or
+  regardless once `force_after` have, so memory stays
   bounded under endless churn; the oldest one every `full_every` of these (as CPython does).
 Must not: know about sessions (it is given `next_due_s`), or run anything but `gc` calls.
 """
@@ -34,7 +35,7 @@ class GcPacer:
     _saved: tuple[int, int, int] | None = None
 
     def __init__(self, next_due_s: NextDue, *, young_threshold: int = 20_000, check_every_s: float = 0.5,
-                 min_quiet_s: float = 0.25, quiet_after: int = 5, force_after: int = 40,
+                 min_quiet_s: float = 0.25, quiet_after: int = 5, force_after: int = 100,
                  full_every: int = 10) -> None:
         if min(young_threshold, quiet_after, force_after, full_every) < 1 or check_every_s <= 0 or min_quiet_s < 0:
             raise ValueError("GcPacer: young_threshold, quiet_after, force_after and full_every must be >= 1, "
@@ -48,6 +49,8 @@ class GcPacer:
         self.force_after = force_after
         self.full_every = full_every
         self.last_pause_s = 0.0
+        self._pause_per_young_s = 0.0  # the last middle collection's time per young one it followed
+        self._last_full_s = 0.0  # the last collection of every generation took this long
         self.collections = {"quiet": 0, "forced": 0}
         self._handle: asyncio.TimerHandle | None = None
 
@@ -83,15 +86,25 @@ class GcPacer:
         generation = 2 if middle_collections >= self.full_every else 1
         if young_collections >= self.force_after:
             self._collect("forced", generation)
-        elif young_collections >= self.quiet_after and self._quiet_for(max(self.min_quiet_s, 2 * self.last_pause_s)):
+        elif young_collections >= self.quiet_after and self._quiet_for(
+                max(self.min_quiet_s, 2 * self._expected_s(generation, young_collections))):
             self._collect("quiet", generation)
+
+    def _expected_s(self, generation: int, young_collections: int) -> float:
+        middle_s = self._pause_per_young_s * young_collections
+        return max(middle_s, self._last_full_s) if generation == 2 else middle_s
 
     def _quiet_for(self, window_s: float) -> bool:
         due = self.next_due_s()
         return due is None or due - asyncio.get_running_loop().time() > window_s
 
     def _collect(self, why: str, generation: int) -> None:
+        young_collections = max(1, gc.get_count()[1])
         started = time.perf_counter()
         gc.collect(generation)
         self.last_pause_s = time.perf_counter() - started
+        if generation == 2:
+            self._last_full_s = self.last_pause_s
+        else:
+            self._pause_per_young_s = max(self._pause_per_young_s * 0.5, self.last_pause_s / young_collections)
         self.collections[why] += 1

@@ -27,6 +27,7 @@ from service.core.events import (
 )
 from service.core.machine import LogEvent
 from service.errors import LinkFailed, MalformedInput, StoreError
+from service.logging import EventLog
 from service.metrics import ServiceMetrics
 from service.outbox import new_update
 from service.ports import Link, LinkClosed, Secret, Transport
@@ -115,6 +116,7 @@ class SessionRunner:
         self._writer: asyncio.Task[bool] | None = None
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
+        self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
 
     @property
     def timer_due(self) -> float | None:
@@ -263,8 +265,8 @@ class SessionRunner:
         elif record.event == LogEvent.SESSION_TERMINAL.value:
             metrics.terminal.labels(code=str(detail.get("code"))).inc()
         level = "warning" if record.event in _WARN_EVENTS else "info"
-        getattr(self._log, level)(record.event, attempt=record.attempt, status=record.status,
-                                  **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
+        self._events.log(level, record.event, attempt=record.attempt, status=record.status,
+                         **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
     def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
         """Queue the status write (with its outbox record) and go on at once: a slow or absent

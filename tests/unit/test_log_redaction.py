@@ -29,3 +29,30 @@ def test_secrets_are_masked_on_the_fast_path() -> None:
                                           "cred": Secret("c"), "nested": {"password": "p"}, "empty_token": ""})
     assert out == {"event": "x", "token": MASK, "url": "redis://:***@h:1/0", "cred": MASK,
                    "nested": {"password": MASK}, "empty_token": ""}
+
+
+def test_event_log_writes_what_structlog_writes(tmp_path) -> None:
+    """The runner's R8 lines skip structlog's processor chain; the JSON must not change."""
+    import json
+
+    from service.logging import EventLog, configure_logging, get_logger
+    path = tmp_path / "log.jsonl"
+    with path.open("w", encoding="utf-8") as stream:
+        configure_logging(stream, "info")
+        try:
+            bound = get_logger(owner_id="vm-1").bind(session_id="s1")
+            fields = {"attempt": 2, "status": Status.CONNECTING, "reason": "Bearer abc", "token": "t0k",
+                      "cred": Secret("c"), "detail": {"password": "p"}}
+            bound.warning("reconnect_failed", **fields)
+            EventLog(bound).log("warning", "reconnect_failed", **fields)
+            EventLog(bound).log("debug", "below_the_level", attempt=1)
+            EventLog(bound).log("info", "shadowing", session_id="other")  # structlog writes it
+        finally:
+            configure_logging(stream=None, level="info")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert line.pop("timestamp").endswith("Z")
+    assert lines[0] == lines[1]
+    assert lines[1]["reason"] == "Bearer ***" and lines[1]["token"] == MASK and lines[1]["cred"] == MASK
+    assert lines[2]["session_id"] == "other" and lines[2]["event"] == "shadowing"
