@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from chaos.toxiproxy import Toxiproxy
 from service import keys
@@ -141,6 +143,34 @@ async def eventually_async(read, expected: object, timeout_s: float, what: str) 
         if loop.time() >= deadline:
             raise TimeoutError(f"{what}: still {value!r} after {timeout_s:.1f}s")
         await asyncio.sleep(0.02)
+
+
+async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis, standins_clean: Standins,
+                                                         redis_proxy) -> None:
+    """The flusher reaches Redis through Toxiproxy; Redis vanishes (proxy disabled) with
+    updates waiting, then comes back: they are delivered, in order, once."""
+    host, port = redis_proxy.address
+    proxied = aioredis.Redis(host=host, port=port, socket_timeout=1.0, socket_connect_timeout=1.0,
+                             retry=Retry(NoBackoff(), 1))  # fail fast; the outbox does the retrying
+    try:
+        async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+            writer = StatusStore(aredis, backoffice, cache_ttl_s=1.0)
+            appended = await append_many(writer, 200, 10)
+            outbox = make_outbox(proxied, backoffice)
+            redis_proxy.disable()
+            try:
+                async with running(outbox):
+                    await eventually(lambda: outbox.retries >= 2, 15.0, "the flusher failing against Redis")
+                    assert "redis" in outbox.last_error.lower() or "connect" in outbox.last_error.lower()
+                    redis_proxy.enable()
+                    await eventually_async(lambda: aredis.xlen(keys.OUTBOX_KEY), 0, 20.0, "drained after Redis")
+            finally:
+                redis_proxy.enable()
+    finally:
+        await proxied.aclose()
+    history = standins_clean.backoffice.updates()
+    assert_history_matches(history["updates"], appended)
+    assert history["duplicates"] == 0
 
 
 async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis, standins_clean: Standins) -> None:
