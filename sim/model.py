@@ -22,7 +22,7 @@ from simpy.events import Timeout
 
 from service.core import SessionMachine, Status
 from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Drop, Emit, Opened,
+    BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Drop, Emit, Opened,
     OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed, Validate,
     Validated,
 )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
@@ -15,15 +13,6 @@ from service.errors import ConfigError
 from service.lease import LeaseManager
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_two_owners_never_hold_one_session(aredis: aioredis.Redis) -> None:

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -29,15 +28,6 @@ from tests.fixtures.standins import Standins, eventually
 pytestmark = pytest.mark.integration
 
 STATUSES = [Status.CONNECTING, Status.ACTIVE, Status.INACTIVE]
-
-
-@pytest.fixture
-async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager

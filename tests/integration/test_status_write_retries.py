@@ -4,10 +4,8 @@ a reconnect that finds no status in Redis (Redis lost its data) asks the back of
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
@@ -21,15 +19,6 @@ from tests.fixtures.process import free_port
 from tests.fixtures.standins import Standins
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis) -> None:

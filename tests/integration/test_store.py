@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
@@ -29,15 +28,6 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now_s
-
-
-@pytest.fixture
-async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
@@ -24,15 +23,6 @@ from tests.fixtures.process import free_port
 pytestmark = pytest.mark.integration
 
 IDS = [f"b{i}" for i in range(50)]
-
-
-@pytest.fixture
-async def aredis(redis_client: redis.Redis, redis_server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=5.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

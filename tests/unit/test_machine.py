@@ -9,7 +9,7 @@ from service.core.codes import TABLES
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Drop, Emit, KeepaliveMissed,
     Opened, OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed,
-    Validate, Validated,
+    Validated,
 )
 from service.core.statuses import is_valid_status
 from tests.unit.script import drive, open_session
