@@ -14,7 +14,6 @@ shared/reference/simpy-performance.md (no `Process`/`Initialize` events, ~40 % f
 
 from __future__ import annotations
 
-import copy
 import random
 
 import simpy
@@ -65,9 +64,7 @@ class Unit:
 
     def split(self, count: int) -> Unit:
         """A twin standing for `count` of this unit's sessions, in exactly the same state."""
-        machine = self.machine
-        twin_machine = copy.deepcopy(machine, {id(machine.policy): machine.policy, id(machine._rng): machine._rng})
-        twin = Unit(twin_machine, count, self.ip, self.proc)
+        twin = Unit(self.machine.fork(), count, self.ip, self.proc)  # same state, same random stream
         for name in Unit.__slots__[3:]:
             setattr(twin, name, getattr(self, name))
         twin.acct_times = list(self.acct_times)
