@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from service.ports import Link, LinkClosed, Secret, Transport
 from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
 from service.runtime.turn import Turn
+from service.runtime.writes import OrderedWrites
 from service.store import PendingReconnect, StatusStore
 
 KEEPALIVE_CODE = "keepalive_timeout"
@@ -111,11 +111,10 @@ class SessionRunner:
         self._scheduled: PendingReconnect | None = None  # the reconnect the timer is for, and its reason
         self._scheduled_reason = ""
         self._record_started: int | None = None  # the attempt Redis's pending record says has started
-        # status/pending writes in order; the head is being written (or failed, to repair)
-        self._writes: deque[tuple[str, Callable[[], Any]]] = deque()
-        self._writer: asyncio.Task[bool] | None = None
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
+        self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
+                                     retry_s=ctx.io_retry_s)  # status/pending writes, in order
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
 
     @property
@@ -291,62 +290,28 @@ class SessionRunner:
             self._record_started = None
 
     def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
-        self._writes.append((what, write))
-        if self._writer is None or self._writer.done():
-            self._writer = self._spawn(self._drain_writes())
-
-    async def _drain_writes(self) -> bool:
-        """Write queued writes in order; on a write that keeps failing, stop and leave it (and
-        everything after it) for `repair_status`. True once the queue is empty."""
-        while self._writes:
-            what, write = self._writes[0]
-            try:
-                await self._with_retries(what, write)
-            except StoreError as err:
-                self._ctx.metrics.command_errors.labels(command="SetStatus").inc()
-                self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
-                                error=str(err))
-                return False
-            self._writes.popleft()
-        return True
+        self._writes.queue(what, write)
 
     @property
     def has_unwritten(self) -> bool:
-        return bool(self._writes)
+        return self._writes.has_unwritten
 
     @property
     def needs_repair(self) -> bool:
-        return bool(self._writes) and (self._writer is None or self._writer.done())
+        return self._writes.needs_repair
 
     async def repair_status(self) -> bool:
         """Write the queued writes that failed (Redis down or saturated); True once all are written."""
-        if not self.needs_repair:
-            return not self._writes
-        self._writer = self._spawn(self._drain_writes())
-        written = await self._writer
+        if not self._writes.needs_repair:
+            return not self._writes.has_unwritten
+        written = await self._writes.repair()
         if written:
             self._log.info("status_write_repaired", status=self.status.value if self.status else None)
         return written
 
     async def flush_writes(self, timeout_s: float) -> bool:
         """Wait (bounded) for queued status writes; True if none is left."""
-        if self._writer is not None and not self._writer.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
-            except (TimeoutError, asyncio.TimeoutError):
-                pass
-        return not self._writes
-
-    async def _with_retries(self, what: str, call: Callable[[], Any]) -> Any:
-        for attempt in range(1, self._ctx.io_retries + 1):
-            try:
-                return await call()
-            except StoreError as err:
-                if attempt == self._ctx.io_retries:
-                    raise
-                self._log.warning("store_retry", operation=what, try_number=attempt, error=str(err))
-                await asyncio.sleep(self._ctx.io_retry_s * attempt)
-        return None
+        return await self._writes.flush(timeout_s)
 
     def _schedule(self, command: ScheduleReconnect) -> None:
         self._cancel_timer()  # the core never stacks timers; this makes it impossible here too
@@ -369,7 +334,7 @@ class SessionRunner:
         started, and this is counted attempt n + 1, which is what a restart resumes then.
         Not while older writes are still queued: one of them could land after the mark."""
         return (command.reason == "backoff" and self._record_started is not None
-                and command.attempt == self._record_started + 1 and not self._writes)
+                and command.attempt == self._record_started + 1 and not self._writes.has_unwritten)
 
     def _fire_timer(self, generation: int) -> None:
         """From the loop's timer or from `DueTimers.run_due`, whichever comes first; the loop's

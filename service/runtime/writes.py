@@ -1,0 +1,90 @@
+"""One session's Redis writes — its status (with the outbox record, B6) and its pending
+reconnect record (B5) — kept in order and retried, so a slow or absent Redis never delays
+the session's next command (the backoff timer above all) and no update is lost or reordered.
+
+Owns: the queue and its one writer task. A write that keeps failing stops the writer and
+stays at the head (with everything after it) until `repair()` runs it again (the gateway's
+lease loop does). Must not: decide what to write (the runner turns the core's commands into
+writes), or drop a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from service.errors import StoreError
+from service.metrics import ServiceMetrics
+
+Write = Callable[[], Any]  # returns an awaitable; the same write each time (repeats are harmless)
+
+
+class OrderedWrites:
+    """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
+
+    def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
+                 metrics: ServiceMetrics, *, retries: int, retry_s: float) -> None:
+        self._spawn = spawn
+        self._log = log
+        self._metrics = metrics
+        self._retries = retries
+        self._retry_s = retry_s
+        self._writes: deque[tuple[str, Write]] = deque()  # the head is being written (or failed)
+        self._writer: asyncio.Task[bool] | None = None
+
+    def queue(self, what: str, write: Write) -> None:
+        self._writes.append((what, write))
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._drain())
+
+    @property
+    def has_unwritten(self) -> bool:
+        return bool(self._writes)
+
+    @property
+    def needs_repair(self) -> bool:
+        return bool(self._writes) and (self._writer is None or self._writer.done())
+
+    async def repair(self) -> bool:
+        """Run the writer again over what failed; True once every queued write is done."""
+        if not self.needs_repair:
+            return not self._writes
+        self._writer = self._spawn(self._drain())
+        return await self._writer
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait (bounded) for the writer; True if nothing is left."""
+        if self._writer is not None and not self._writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+        return not self._writes
+
+    async def _drain(self) -> bool:
+        """Write queued writes in order; on a write that keeps failing, stop and leave it (and
+        everything after it) for `repair`. True once the queue is empty."""
+        while self._writes:
+            what, write = self._writes[0]
+            try:
+                await self._with_retries(what, write)
+            except StoreError as err:
+                self._metrics.command_errors.labels(command="SetStatus").inc()
+                self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
+                                error=str(err))
+                return False
+            self._writes.popleft()
+        return True
+
+    async def _with_retries(self, what: str, write: Write) -> Any:
+        for attempt in range(1, self._retries + 1):
+            try:
+                return await write()
+            except StoreError as err:
+                if attempt == self._retries:
+                    raise
+                self._log.warning("store_retry", operation=what, try_number=attempt, error=str(err))
+                await asyncio.sleep(self._retry_s * attempt)
+        return None
