@@ -313,7 +313,8 @@ class StatusStore:
 
     def _tick(self) -> TickBatcher:
         if self._batcher is None:
-            self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip)
+            # 200 requests a pipeline: building and parsing one is a stretch the loop cannot interrupt
+            self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip, max_requests=200)
         return self._batcher
 
     def _count_round_trip(self) -> None:

@@ -49,7 +49,9 @@ class GcPacer:
         self.force_after = force_after
         self.full_every = full_every
         self.last_pause_s = 0.0
-        self._pause_per_young_s = 0.0  # the last middle collection's time per young one it followed
+        # the last middle collection's time per young one it followed; until one ran, a guess on
+        # the safe side (~20 ms a young collection's survivors at 10^4 sessions, measured)
+        self._pause_per_young_s = 0.02
         self._last_full_s = 0.0  # the last collection of every generation took this long
         self.collections = {"quiet": 0, "forced": 0}
         self._handle: asyncio.TimerHandle | None = None

@@ -114,7 +114,7 @@ class SessionRunner:
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
-                                     retry_s=ctx.io_retry_s)  # status/pending writes, in order
+                                     retry_s=ctx.io_retry_s, before_each=self._run_due_timers)
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
 
     @property
@@ -131,7 +131,7 @@ class SessionRunner:
     async def deliver(self, event: Event, guard: Callable[[], bool] | None = None) -> None:
         """Hand `event` to the machine and carry out its commands, in order. Never raises.
         Timers of any session that have fallen due go first (see `service.runtime.due`)."""
-        self._ctx.timers.run_due(asyncio.get_running_loop().time())
+        self._run_due_timers()
         try:
             async with self._lock:
                 if self.dropped:
@@ -147,6 +147,10 @@ class SessionRunner:
             raise
         except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
             self._session_error(event, err)
+
+    def _run_due_timers(self) -> None:
+        """Any session's work starts by handing due timers on (`service.runtime.due`)."""
+        self._ctx.timers.run_due(asyncio.get_running_loop().time())
 
     def deliver_now(self, event: Event, guard: Callable[[], bool]) -> None:
         """`deliver` from a plain callback (a due timer): when nothing else of this session is
@@ -370,6 +374,7 @@ class SessionRunner:
         """Ask the store until it can answer; an unreachable Redis is not an answer."""
         wait_s = self._ctx.io_retry_s
         while self._gen.validation == generation and not self.dropped:
+            self._run_due_timers()
             try:
                 async with self._ctx.validation_slot():
                     ok = await self._ctx.store.is_session_active_batched(

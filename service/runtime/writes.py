@@ -25,8 +25,11 @@ class OrderedWrites:
     """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
-                 metrics: ServiceMetrics, *, retries: int, retry_s: float) -> None:
+                 metrics: ServiceMetrics, *, retries: int, retry_s: float,
+                 before_each: Callable[[], None] = lambda: None) -> None:
+        """`before_each` runs before every write (the runner hands due timers on there)."""
         self._spawn = spawn
+        self._before_each = before_each
         self._log = log
         self._metrics = metrics
         self._retries = retries
@@ -68,6 +71,7 @@ class OrderedWrites:
         everything after it) for `repair`. True once the queue is empty."""
         while self._writes:
             what, write = self._writes[0]
+            self._before_each()
             try:
                 await self._with_retries(what, write)
             except StoreError as err:
