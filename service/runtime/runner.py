@@ -150,7 +150,11 @@ class SessionRunner:
 
     def _run_due_timers(self) -> None:
         """Any session's work starts by handing due timers on (`service.runtime.due`)."""
-        self._ctx.timers.run_due(asyncio.get_running_loop().time())
+        try:
+            self._ctx.timers.run_due(asyncio.get_running_loop().time())
+        except Exception as err:  # noqa: BLE001 - another session's bug must not stop this one
+            self._ctx.metrics.command_errors.labels(command="DueTimers").inc()
+            self._log.error("due_timers_failed", error=repr(err), exc_info=True)
 
     def deliver_now(self, event: Event, guard: Callable[[], bool]) -> None:
         """`deliver` from a plain callback (a due timer): when nothing else of this session is
