@@ -2,9 +2,11 @@
 reconnect record (B5) — kept in order and retried, so a slow or absent Redis never delays
 the session's next command (the backoff timer above all) and no update is lost or reordered.
 
-Owns: the queue and its one writer task. A write that keeps failing stops the writer and
-stays at the head (with everything after it) until `repair()` runs it again (the gateway's
-lease loop does). Must not: decide what to write (the runner turns the core's commands into
+Owns: the queue and its one writer task. A write that keeps failing is retried by the
+writer itself with capped backoff (`retry_cap_s`) until Redis takes it, so a session's
+status catches up within about that cap once Redis is back; if the writer task is
+cancelled (the session released), what is left stays queued for `repair()` (the gateway's
+lease loop runs it). Must not: decide what to write (the runner turns the core's commands into
 writes), or drop a write.
 """
 
@@ -25,7 +27,7 @@ class OrderedWrites:
     """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
-                 metrics: ServiceMetrics, *, retries: int, retry_s: float,
+                 metrics: ServiceMetrics, *, retries: int, retry_s: float, retry_cap_s: float = 1.0,
                  before_each: Callable[[], None] = lambda: None) -> None:
         """`before_each` runs before every write (the runner hands due timers on there)."""
         self._spawn = spawn
@@ -34,6 +36,7 @@ class OrderedWrites:
         self._metrics = metrics
         self._retries = retries
         self._retry_s = retry_s
+        self._retry_cap_s = retry_cap_s
         self._writes: deque[tuple[str, Write]] = deque()  # the head is being written (or failed)
         self._writer: asyncio.Task[bool] | None = None
 
@@ -67,18 +70,25 @@ class OrderedWrites:
         return not self._writes
 
     async def _drain(self) -> bool:
-        """Write queued writes in order; on a write that keeps failing, stop and leave it (and
-        everything after it) for `repair`. True once the queue is empty."""
+        """Write queued writes in order; a write that keeps failing is logged once, then
+        retried every `retry_cap_s` at most until it goes through. True once the queue is empty."""
+        deferred = False
         while self._writes:
             what, write = self._writes[0]
             self._before_each()
             try:
                 await self._with_retries(what, write)
             except StoreError as err:
-                self._metrics.command_errors.labels(command="SetStatus").inc()
-                self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
-                                error=str(err))
-                return False
+                if not deferred:
+                    self._metrics.command_errors.labels(command="SetStatus").inc()
+                    self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
+                                    error=str(err))
+                deferred = True
+                await asyncio.sleep(self._retry_cap_s)
+                continue
+            if deferred:
+                self._log.info("status_write_repaired", operation=what)
+                deferred = False
             self._writes.popleft()
         return True
 
