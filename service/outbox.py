@@ -255,12 +255,16 @@ class Outbox:
             self.sent_updates += len(entries)
             done = removable_ids(entries, acked)
             if done:
-                self.round_trips += 1
-                await self.redis.xdel(keys.OUTBOX_KEY, *done)
-                self.acked_updates += len(done)
+                # shielded: a stop() landing here must not leave the entries deleted but uncounted
+                await asyncio.shield(self._delete_acked(done))
             if not done:
                 raise BackOfficeError(f"back office acknowledged none of a batch of {len(entries)} updates")
             return len(raw)
+
+    async def _delete_acked(self, entry_ids: list[str]) -> None:
+        self.round_trips += 1
+        await self.redis.xdel(keys.OUTBOX_KEY, *entry_ids)
+        self.acked_updates += len(entry_ids)
 
     async def _decode_or_quarantine(self, raw: list[Any]) -> list[tuple[str, StatusUpdate]]:
         entries, bad = [], []
