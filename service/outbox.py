@@ -80,7 +80,8 @@ def new_update(session_id: str, status: Status, priority: Priority = Priority.NO
                         priority=Priority(priority), seq=0, at_s=time.time() if at_s is None else at_s)
 
 
-def _text(value: Any, what: str) -> str:
+def redis_text(value: Any, what: str) -> str:
+    """A Redis reply value as text; bytes that are not UTF-8 or other types raise `MalformedInput`."""
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
@@ -93,11 +94,11 @@ def _text(value: Any, what: str) -> str:
 
 def decode_entry(fields: dict[Any, Any]) -> StatusUpdate:
     """One stream entry's fields → `StatusUpdate`; raises `MalformedInput("redis", ...)`."""
-    text = {_text(k, "outbox field name"): v for k, v in fields.items()}
+    text = {redis_text(k, "outbox field name"): v for k, v in fields.items()}
     missing = [name for name in _FIELDS if name not in text]
     if missing:
         raise MalformedInput("redis", f"outbox entry lacks {', '.join(missing)}")
-    values = {name: _text(text[name], f"outbox field {name}") for name in _FIELDS}
+    values = {name: redis_text(text[name], f"outbox field {name}") for name in _FIELDS}
     try:
         return StatusUpdate(update_id=values["update_id"], session_id=values["session_id"],
                             status=Status(values["status"]), priority=Priority(values["priority"]),
@@ -216,7 +217,7 @@ class Outbox:
         head = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=1)
         if not head:
             return 0.0
-        appended_ms = int(_text(head[0][0], "outbox id").split("-")[0])
+        appended_ms = int(redis_text(head[0][0], "outbox id").split("-")[0])
         now = time.time() if now_s is None else now_s
         return max(0.0, now - appended_ms / 1000.0)
 
@@ -269,7 +270,7 @@ class Outbox:
     async def _decode_or_quarantine(self, raw: list[Any]) -> list[tuple[str, StatusUpdate]]:
         entries, bad = [], []
         for entry_id, fields in raw:
-            entry_id = _text(entry_id, "outbox id")
+            entry_id = redis_text(entry_id, "outbox id")
             try:
                 entries.append((entry_id, decode_entry(fields)))
             except MalformedInput as err:

@@ -50,7 +50,7 @@ from service.core import Status
 from service.core.statuses import is_valid_status
 from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
 from service.logging import get_logger
-from service.outbox import Outbox
+from service.outbox import Outbox, redis_text
 from service.ports import BackOffice, StatusUpdate
 from service.redis_batch import TickBatcher
 
@@ -76,22 +76,11 @@ def _check_session_id(session_id: str) -> str:
     return session_id
 
 
-def _text(value: Any, what: str) -> str:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise MalformedInput("redis", f"{what} is not UTF-8: {value[:40]!r}") from err
-    if isinstance(value, str):
-        return value
-    raise MalformedInput("redis", f"{what} has unexpected type {type(value).__name__}")
-
-
 def parse_status(value: Any, session_id: str) -> Status | None:
     """A raw Redis value → `Status` (None when absent); raises `MalformedInput("redis", ...)`."""
     if value is None:
         return None
-    text = _text(value, f"status of session {session_id!r}")
+    text = redis_text(value, f"status of session {session_id!r}")
     try:
         return Status(text)
     except ValueError:
@@ -297,7 +286,7 @@ class StatusStore:
         if not raw:
             return None
         try:
-            fields = {_text(k, "pending field"): _text(v, "pending value") for k, v in raw.items()}
+            fields = {redis_text(k, "pending field"): redis_text(v, "pending value") for k, v in raw.items()}
             started = fields.get("started_at_s")
             return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]),
                                     None if started is None else float(started))
@@ -393,7 +382,7 @@ class StatusStore:
 
     def _session_of(self, key: Any) -> str | None:
         try:
-            return _text(key, "status key")[len(_STATUS_PREFIX):]
+            return redis_text(key, "status key")[len(_STATUS_PREFIX):]
         except MalformedInput as err:
             self.malformed += 1
             log.warning("status_key_malformed", detail=err.detail)
