@@ -80,6 +80,18 @@ class WhatsAppAdmin(_AdminClient):
     def unreject(self, session_id: str) -> None:
         self._session("DELETE", session_id, "reject")
 
+    def outage(self, code: int = 503, *, refusals: int | None = None) -> int:
+        """Every session at once: close its sockets with `code` and refuse every hello with it
+        until `end_outage()` or, with `refusals`, each session's next `refusals` hellos only;
+        returns how many sockets were closed."""
+        body: dict[str, Any] = {"code": code}
+        if refusals is not None:
+            body["refusals"] = refusals
+        return int(self.request("PUT", "/admin/outage", body)["closed"])
+
+    def end_outage(self) -> None:
+        self.request("DELETE", "/admin/outage")
+
     def replace(self, session_id: str) -> int:
         return int(self._session("POST", session_id, "replace")["closed"])
 

@@ -47,6 +47,7 @@ class BackOfficeState:
     seen_update_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     batches: int = 0
+    validity_batches: int = 0
     rejected_auth: int = 0
     mode: Mode = Mode.OK
     delay_s: float = 0.0
@@ -69,6 +70,22 @@ class BackOfficeState:
             self.seen_update_ids.add(update["update_id"])
             self.updates.append({**update, "batch": self.batches, "received_at": received_at})
         return [update["update_id"] for update in updates]
+
+
+MAX_VALIDITY_BATCH = 10_000
+
+
+def validate_validity_batch(body: dict[str, Any]) -> list[str]:
+    """The session ids of a validity batch, checked; raise `BadRequest` naming the problem."""
+    ids = body.get("session_ids")
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest(f"'session_ids' must be a non-empty list of session ids, got {str(ids)[:80]}")
+    if len(ids) > MAX_VALIDITY_BATCH:
+        raise BadRequest(f"'session_ids' holds {len(ids)} ids; at most {MAX_VALIDITY_BATCH} per request")
+    for index, sid in enumerate(ids):
+        if not isinstance(sid, str) or not sid:
+            raise BadRequest(f"session_ids[{index}] must be a non-empty string, got {sid!r}")
+    return list(dict.fromkeys(ids))
 
 
 def validate_batch(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -118,6 +135,7 @@ class BackOfficeStandin:
         app = web.Application(middlewares=[self._auth_and_mode])
         app.add_routes([
             web.get("/api/sessions/{session_id}/validity", self._validity),
+            web.post("/api/validity/batch", self._validity_batch),
             web.post("/api/status/batch", self._batch),
         ])
         return app
@@ -168,6 +186,11 @@ class BackOfficeStandin:
 
     async def _validity(self, request: web.Request) -> web.Response:
         return json_response(self.state.validity(request.match_info["session_id"]))
+
+    async def _validity_batch(self, request: web.Request) -> web.Response:
+        session_ids = validate_validity_batch(await json_body(request))
+        self.state.validity_batches += 1
+        return json_response({"sessions": [self.state.validity(sid) for sid in session_ids]})
 
     async def _batch(self, request: web.Request) -> web.Response:
         updates = validate_batch(await json_body(request))
@@ -249,7 +272,8 @@ class BackOfficeStandin:
 
     async def _updates(self, request: web.Request) -> web.Response:
         return json_response({"updates": self.state.updates, "duplicates": self.state.duplicates,
-                              "batches": self.state.batches, "rejected_auth": self.state.rejected_auth})
+                              "batches": self.state.batches, "rejected_auth": self.state.rejected_auth,
+                              "validity_batches": self.state.validity_batches})
 
     async def _set_mode(self, request: web.Request) -> web.Response:
         body = await json_body(request)

@@ -70,6 +70,8 @@ class WhatsAppStandin:
             web.post(session + "/garbage", self._garbage),
             web.post(session + "/mute", self._mute),
             web.post(session + "/unmute", self._unmute),
+            web.put("/admin/outage", self._start_outage),
+            web.delete("/admin/outage", self._end_outage),
             web.get("/admin/events", self._events),
             web.get("/admin/stats", self._stats),
             web.post("/admin/config", self._config),
@@ -209,6 +211,32 @@ class WhatsAppStandin:
     async def _clear_reject(self, request: web.Request) -> web.Response:
         self.state.session(request.match_info["session_id"]).reject_code = None
         return json_response({"rejecting": None})
+
+    async def _start_outage(self, request: web.Request) -> web.Response:
+        """Every session at once: live sockets closed with `code`; then every hello refused
+        with it until the outage ends or, given `refusals`, each known session's next
+        `refusals` hellos only (a per-session reject still wins)."""
+        body = await json_body(request)
+        code = required_code(body)
+        refusals = body.get("refusals")
+        if refusals is not None and (isinstance(refusals, bool) or not isinstance(refusals, int) or refusals < 1):
+            raise BadRequest(f"'refusals' must be a whole number >= 1 (or absent: until the outage ends), "
+                             f"got {refusals!r}")
+        if refusals is None:
+            self.state.outage_code = code
+        else:
+            for session in self.state.sessions.values():
+                session.refusals_left, session.refusal_code = refusals, code
+        ws_code = to_ws_close_code(code)
+        closed = sum(self._close_conn(conn, code, ws_code) for conn in self.state.all_conns())
+        log.info("whatsapp stand-in outage %d: closed %d sockets", code, closed)
+        return json_response({"closed": closed, "outage": code, "refusals": refusals})
+
+    async def _end_outage(self, request: web.Request) -> web.Response:
+        self.state.outage_code = None
+        for session in self.state.sessions.values():
+            session.refusals_left = 0
+        return json_response({"outage": None})
 
     async def _replace(self, request: web.Request) -> web.Response:
         return json_response({"closed": self._close_session(request.match_info["session_id"], 440)})

@@ -39,6 +39,8 @@ class SessionState:
     opens: int = 0
     pings: int = 0
     reject_code: int | None = None
+    refusals_left: int = 0  # the next hellos refused with `refusal_code` (an outage's, then accepted)
+    refusal_code: int | None = None
     credentials: str | None = None  # never logged, never returned by the admin API
     muted: bool = False
 
@@ -59,6 +61,7 @@ class WhatsAppState:
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self.r7_violations: list[dict[str, Any]] = []
         self.malformed_frames = 0
+        self.outage_code: int | None = None  # while set, every hello is refused with it
         self._next_seq = 1
         self._next_conn_id = 1
 
@@ -82,6 +85,11 @@ class WhatsAppState:
         state = self.session(conn.session_id)
         if state.reject_code is not None:
             return state.reject_code
+        if self.outage_code is not None:
+            return self.outage_code
+        if state.refusals_left > 0:
+            state.refusals_left -= 1
+            return state.refusal_code
         if state.credentials is not None and credentials != state.credentials:
             return 401
         return None
@@ -140,6 +148,7 @@ class WhatsAppState:
             "live": sum(s.live for s in self.sessions.values()),
             "connected": sum(len(s.connected) for s in self.sessions.values()),
             "malformed_frames": self.malformed_frames,
+            "outage": self.outage_code,
             "last_seq": self._next_seq - 1,
         }
 
@@ -149,6 +158,7 @@ class WhatsAppState:
         self.events.clear()
         self.r7_violations = []
         self.malformed_frames = 0
+        self.outage_code = None
 
     def _record(self, session_id: str, event: str, code: int | None, conn_id: int, **extra: Any) -> None:
         self.events.append({"seq": self._next_seq, "t": time.time(), "session_id": session_id,

@@ -196,6 +196,47 @@ async def test_reject_refuses_every_hello_until_cleared(standins_clean: Standins
     assert admin.session("s1")["opens"] == 1
 
 
+async def test_outage_closes_every_session_and_refuses_hellos_until_it_ends(standins_clean: Standins) -> None:
+    admin = standins_clean.whatsapp
+    admin.reject("held", 401)
+    async with raw_socket(standins_clean, "s1") as ws1, raw_socket(standins_clean, "s2") as ws2:
+        await open_session(ws1, "s1")
+        await open_session(ws2, "s2")
+        assert admin.outage(503) == 2
+        assert [await close_code_seen(ws1), await close_code_seen(ws2)] == [4503, 4503]
+    assert admin.stats()["outage"] == 503
+    for session_id, code in (("s1", 4503), ("held", 4401)):  # a session's own reject still wins
+        async with raw_socket(standins_clean, session_id) as ws:
+            await send_hello(ws, session_id)
+            assert await close_code_seen(ws) == code
+    admin.end_outage()
+    async with raw_socket(standins_clean, "s1") as ws:
+        await open_session(ws, "s1")
+    assert admin.stats()["outage"] is None and admin.session("s1")["opens"] == 2
+
+
+async def test_outage_with_refusals_refuses_each_sessions_next_hellos_only(standins_clean: Standins) -> None:
+    admin = standins_clean.whatsapp
+    async with raw_socket(standins_clean, "s1") as ws1, raw_socket(standins_clean, "s2") as ws2:
+        await open_session(ws1, "s1")
+        await open_session(ws2, "s2")
+        assert admin.outage(503, refusals=2) == 2
+        assert [await close_code_seen(ws1), await close_code_seen(ws2)] == [4503, 4503]
+    for _ in range(2):
+        async with raw_socket(standins_clean, "s1") as ws:
+            await send_hello(ws, "s1")
+            assert await close_code_seen(ws) == 4503
+    async with raw_socket(standins_clean, "s1") as ws:
+        await open_session(ws, "s1")  # its two refusals are spent; s2's are not
+    async with raw_socket(standins_clean, "s2") as ws:
+        await send_hello(ws, "s2")
+        assert await close_code_seen(ws) == 4503
+    assert admin.stats()["outage"] is None
+    admin.end_outage()  # forgets what is left of the refusals
+    async with raw_socket(standins_clean, "s2") as ws:
+        await open_session(ws, "s2")
+
+
 async def test_replace_closes_with_440_and_logout_rejects_from_then_on(standins_clean: Standins) -> None:
     admin = standins_clean.whatsapp
     async with raw_socket(standins_clean, "s1") as ws:
@@ -311,6 +352,8 @@ async def test_reset_closes_sockets_and_forgets_everything(standins_clean: Stand
     ("POST", "/admin/config", {"nope": 1}, "unknown settings"),
     ("GET", "/admin/events?since=x", None, "'since'"),
     ("PUT", "/admin/sessions/s1/reject", b"{not json", "not JSON"),
+    ("PUT", "/admin/outage", {"code": 7}, "100..999"),
+    ("PUT", "/admin/outage", {"code": 503, "refusals": 0}, "'refusals'"),
 ])
 def test_whatsapp_admin_rejects_bad_input_naming_it(standins_clean: Standins, method: str, path: str,
                                                     body: Any, named: str) -> None:
@@ -363,6 +406,32 @@ def test_validity_reflects_account_state(standins_clean: Standins) -> None:
     }
     admin.activate("off")
     assert json.loads(api(standins_clean, "GET", "/api/sessions/off/validity")[1])["valid"] is True
+
+
+def test_validity_batch_answers_each_session_as_the_single_endpoint_does(standins_clean: Standins) -> None:
+    admin = standins_clean.backoffice
+    admin.add_accounts(["on", "off"])
+    admin.deactivate("off")
+    ids = ["off", "never", "on", "off"]  # a repeat is answered once
+    status, text = api(standins_clean, "POST", "/api/validity/batch", {"session_ids": ids})
+    assert status == 200
+    single = [json.loads(api(standins_clean, "GET", f"/api/sessions/{sid}/validity")[1]) for sid in ids[:3]]
+    assert json.loads(text) == {"sessions": single}
+    assert [s["valid"] for s in single] == [False, False, True]
+    assert admin.updates()["validity_batches"] == 1
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"session_ids": []}, "'session_ids'"),
+    ({"session_ids": "s1"}, "'session_ids'"),
+    ({"session_ids": ["s1", ""]}, "session_ids[1]"),
+    ({"session_ids": ["s1", 7]}, "session_ids[1]"),
+    ({"session_ids": [f"s{i}" for i in range(10_001)]}, "at most 10000"),
+])
+def test_malformed_validity_batch_is_400_naming_the_problem(standins_clean: Standins, body: Any, named: str) -> None:
+    status, text = api(standins_clean, "POST", "/api/validity/batch", body)
+    assert (status, named in json.loads(text)["error"]) == (400, True)
+    assert standins_clean.backoffice.updates()["validity_batches"] == 0
 
 
 def test_batches_are_recorded_in_order_and_duplicates_acked_once(standins_clean: Standins) -> None:
@@ -445,6 +514,7 @@ def test_backoffice_reset_clears_accounts_updates_and_mode(standins_clean: Stand
     api(standins_clean, "POST", "/api/status/batch", {"updates": [update("u1")]})
     admin.set_mode("error500")
     admin.reset()
-    assert admin.updates() == {"updates": [], "duplicates": 0, "batches": 0, "rejected_auth": 0}
+    assert admin.updates() == {"updates": [], "duplicates": 0, "batches": 0, "rejected_auth": 0,
+                               "validity_batches": 0}
     assert admin.accounts()["accounts"] == {}
     assert api(standins_clean, "GET", "/api/sessions/s1/validity")[0] == 200  # mode back to ok
