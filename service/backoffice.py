@@ -1,8 +1,9 @@
 """HTTP client for the back office (Laravel in the original; the stand-in in chaos runs).
 
-Owns: the two calls of `service.ports.BackOffice` over aiohttp —
-`GET {base}/api/sessions/{id}/validity` and `POST {base}/api/status/batch` — with the
-bearer token, a per-request timeout, and strict parsing of the replies. Must not: retry
+Owns: the calls of `service.ports.BackOffice` over aiohttp —
+`GET {base}/api/sessions/{id}/validity`, `POST {base}/api/validity/batch` (many sessions'
+validity in one request; `service.validity_batch` gathers them) and
+`POST {base}/api/status/batch` — with the bearer token, a per-request timeout, and strict parsing of the replies. Must not: retry
 (the outbox and the validation chain decide that), log or put the token in any message,
 or guess at a reply it does not understand: garbage, a missing field, a 5xx, a refused
 connection or a timeout all raise `BackOfficeError` saying which call failed and why.
@@ -123,6 +124,31 @@ class HttpBackOffice:
         if reply.get("session_id") != session_id:
             raise self._garbage(f"GET {path}", f"reply is for session {reply.get('session_id')!r}")
         return valid
+
+    async def validities(self, session_ids: list[str]) -> dict[str, bool]:
+        """`is_valid` for many sessions in one request: {session_id: valid} for every id
+        asked. A reply that leaves one out, or answers one twice, is garbage."""
+        asked = list(dict.fromkeys(session_ids))
+        if not asked or not all(isinstance(sid, str) and sid for sid in asked):
+            raise ValueError(f"session_ids must be a non-empty list of non-empty str, got {session_ids!r:.120}")
+        path = "/api/validity/batch"
+        reply = await self._request("POST", path, (200,), {"session_ids": asked})
+        sessions = reply.get("sessions")
+        if not isinstance(sessions, list):
+            raise self._garbage(f"POST {path}", f"field 'sessions' must be a list, got {str(sessions)[:80]}")
+        answers: dict[str, bool] = {}
+        for entry in sessions:
+            sid = entry.get("session_id") if isinstance(entry, dict) else None
+            valid = entry.get("valid") if isinstance(entry, dict) else None
+            if not isinstance(sid, str) or not isinstance(valid, bool) or sid in answers:
+                raise self._garbage(f"POST {path}", f"each of 'sessions' must be one session's "
+                                                    f"{{session_id, valid: true/false}}, got {str(entry)[:80]}")
+            answers[sid] = valid
+        missing = [sid for sid in asked if sid not in answers]
+        if missing or len(answers) != len(asked):
+            raise self._garbage(f"POST {path}", f"reply answers {len(answers)} sessions for {len(asked)} asked"
+                                                + (f"; missing {missing[:3]!r}" if missing else ""))
+        return answers
 
     async def send_statuses(self, updates: list[StatusUpdate]) -> set[str]:
         """Deliver a batch in order; return the ids acknowledged (a subset of those sent)."""

@@ -48,6 +48,11 @@ class Settings(BaseModel):
     backoffice_url: str = Field("http://127.0.0.1:8080", description="back office base URL")
     backoffice_token: Secret = Field(Secret(""), description="bearer token for the back office (never logged)")
     backoffice_timeout_s: float = Field(5.0, gt=0, description="timeout of one back-office request")
+    backoffice_validity: Literal["batch", "single"] = Field("batch", description=(
+        "how validity (R4) is asked: 'batch' (every question of one loop tick in one POST "
+        "/api/validity/batch) or 'single' (one GET /api/sessions/{id}/validity each, for a back "
+        "office without the batch endpoint)"))
+    backoffice_validity_batch_size: int = Field(500, ge=1, description="sessions per validity batch request")
     transport: Literal["wire", "neonize"] = Field("wire", description="WhatsApp transport: wire | neonize")
     whatsapp_url: str = Field("ws://127.0.0.1:8765", description="WhatsApp (stand-in) URL for the wire transport")
     sessions: str = Field("backoffice", description=(

@@ -93,3 +93,11 @@ class BackOffice(Protocol):
 
     async def send_statuses(self, updates: list[StatusUpdate]) -> set[str]:
         """Deliver a batch; return the update ids it acknowledged. Raises `BackOfficeError`."""
+
+
+@runtime_checkable
+class BatchBackOffice(BackOffice, Protocol):
+    """A back office that also answers many sessions' validity in one request."""
+
+    async def validities(self, session_ids: list[str]) -> dict[str, bool]:
+        """{session_id: valid} for every id asked. Raises `BackOfficeError`."""

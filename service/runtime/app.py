@@ -21,13 +21,14 @@ from service.lease import LeaseManager
 from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
-from service.ports import Transport
+from service.ports import BackOffice, Transport
 from service.runtime.gateway import Gateway
 from service.runtime.gc_pacing import GcPacer
 from service.runtime.runner import RunnerContext
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
 from service.store import StatusStore
+from service.validity_batch import BatchedValidity
 
 REDIS_MAX_CONNECTIONS = 64
 LEASE_MAX_CONNECTIONS = 4
@@ -106,6 +107,8 @@ class Service:
             await asyncio.wait_for(self.transport.aclose(), self.settings.shutdown_timeout_s)
         except Exception as err:  # noqa: BLE001 - shutting down: say it and go on
             self.log.warning("transport_close_failed", error=repr(err))
+        if isinstance(self.store.backoffice, BatchedValidity):
+            await self.store.backoffice.aclose()
         await self.backoffice.aclose()
         await self.gateway.renewer.redis.aclose()
         await self.redis.aclose()
@@ -136,7 +139,10 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size,
                     flush_interval_s=settings.outbox_flush_interval_s,
                     retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
-    store = StatusStore(redis, backoffice, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
+    validity: BackOffice = backoffice
+    if settings.backoffice_validity == "batch":
+        validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
+    store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
     lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses)

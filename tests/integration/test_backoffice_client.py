@@ -94,6 +94,24 @@ async def test_validity_garbage_is_a_clear_error(canned: CannedServer, canned_cl
     assert_no_token(caught.value)
 
 
+@pytest.mark.parametrize("body, why", [
+    ({"sessions": {"s1": True}}, "'sessions' must be a list"),
+    ({"sessions": [{"session_id": "s1", "valid": True}]}, "1 sessions for 2 asked; missing \\['s2'\\]"),
+    ({"sessions": [{"session_id": "s1", "valid": True}, {"session_id": "s1", "valid": True}]}, "one session's"),
+    ({"sessions": [{"session_id": "s1", "valid": "yes"}, {"session_id": "s2", "valid": True}]}, "one session's"),
+    ({"sessions": [{"session_id": "s1", "valid": True}, {"session_id": "s2", "valid": False},
+                   {"session_id": "s3", "valid": True}]}, "3 sessions for 2 asked"),
+    ({"sessions": [7, 8]}, "one session's"),
+])
+async def test_validity_batch_garbage_is_a_clear_error(canned: CannedServer, canned_client: HttpBackOffice,
+                                                       body: object, why: str) -> None:
+    canned.reply = lambda request: web.json_response(body)
+    with pytest.raises(BackOfficeError, match=why) as caught:
+        await canned_client.validities(["s1", "s2"])
+    assert_no_token(caught.value)
+    assert canned.seen[-1][:2] == ("POST", "/api/validity/batch")
+
+
 @pytest.mark.parametrize("status, text, why", [
     (200, "<html>oops</html>", "not JSON"),
     (200, '{"acked": "u1"}', "acked"),

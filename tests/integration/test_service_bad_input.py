@@ -102,6 +102,8 @@ async def test_unusable_redis_values_are_counted_and_do_not_spread(
     (["--policy", "nope=1"], "unknown policy setting(s) ['nope']"),
     (["--metrics-port", "70000"], "'metrics_port' (from command line)"),
     (["--transport", "carrier-pigeon"], "'transport' (from command line)"),
+    (["--backoffice-validity", "sometimes"], "'backoffice_validity' (from command line)"),
+    (["--backoffice-validity-batch-size", "0"], "'backoffice_validity_batch_size' (from command line)"),
     (["--redis-url", "http://x"], "'redis_url'"),
     (["--sessions", "s{9..1}"], None),
 ])

@@ -55,11 +55,12 @@ async def test_r5_terminal_close_marks_inactive_and_never_reconnects(
         assert "reconnect_scheduled" not in events_of(records, "s0")
 
 
+@pytest.mark.parametrize("validity", ["batch", "single"])
 async def test_s1_flaky_link_reconnects_on_attempt_2_and_r6_resets_attempts(
-        service_settings, standins_clean, redis_client, tmp_path) -> None:
+        service_settings, standins_clean, redis_client, tmp_path, validity) -> None:
     s = standins_clean
     s.backoffice.add_account("s0")
-    async with run_service(service_settings(sessions="s0")):
+    async with run_service(service_settings(sessions="s0", backoffice_validity=validity)):
         await all_active(redis_client, ["s0"])
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)
         s.whatsapp.close("s0")
@@ -78,6 +79,9 @@ async def test_s1_flaky_link_reconnects_on_attempt_2_and_r6_resets_attempts(
     assert [r.attempt for r in records if r.event == "reconnect_failed"] == [1]
     assert history(s, "s0") == [("connecting", "normal"), ("active", "normal"), ("connecting", "normal"),
                                 ("active", "normal"), ("connecting", "normal"), ("active", "normal")]
+    # R4 asked the back office before each of the three attempts, in the configured way
+    batches = s.backoffice.updates()["validity_batches"]
+    assert batches == 0 if validity == "single" else batches >= 3
 
 
 async def test_r2_five_attempts_then_inactive(service_settings, standins_clean, redis_client, tmp_path) -> None:

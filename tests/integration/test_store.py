@@ -17,6 +17,7 @@ from service.errors import MalformedInput, StoreError
 from service.outbox import new_update
 from service.ports import Secret
 from service.store import PendingReconnect, StatusStore
+from service.validity_batch import BatchedValidity
 from tests.fixtures.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -184,15 +185,18 @@ TRUTH_TABLE = [
 ]
 
 
+@pytest.mark.parametrize("validity", ["single", "batch"])
 @pytest.mark.parametrize("redis_value, account, for_reconnect, expected", TRUTH_TABLE)
 async def test_r1_truth_table(aredis: aioredis.Redis, standins_clean, backoffice: HttpBackOffice,
-                              redis_value: str | None, account: str, for_reconnect: bool, expected: bool) -> None:
+                              redis_value: str | None, account: str, for_reconnect: bool, expected: bool,
+                              validity: str) -> None:
     admin = standins_clean.backoffice
     if account != "unknown":
         admin.add_account("s1", active=account == "active")
     if redis_value is not None:
         await aredis.set(keys.status_key("s1"), redis_value)
-    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0)
+    asked = backoffice if validity == "single" else BatchedValidity(backoffice)
+    store = StatusStore(aredis, asked, cache_ttl_s=5.0)
     assert await store.is_session_active("s1", for_reconnect=for_reconnect) is expected
     redis_valid = redis_value in ("active", "connecting") and (redis_value == "active" or for_reconnect)
     assert backoffice.requests == int(redis_valid or (redis_value is None and for_reconnect))
