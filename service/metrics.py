@@ -19,6 +19,7 @@ from service.core import Status
 
 BACKOFF_BUCKETS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2, 4, 8, 16, 32, 64, 3600)
 LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+PAUSE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HOST = "127.0.0.1"
 
 
@@ -56,6 +57,12 @@ class ServiceMetrics:
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",
                                 registry=r)
+        self.loop_lag = Histogram("reconnect_lab_event_loop_lag_seconds", "how late a loop timer probed every "
+                                  "50 ms ran (what delays every callback, reconnect timers included)",
+                                  buckets=PAUSE_BUCKETS_S, registry=r)
+        self.gc_pause = Histogram("reconnect_lab_gc_pause_seconds", "cyclic garbage-collector pauses, by generation",
+                                  ["generation"], buckets=PAUSE_BUCKETS_S, registry=r)
+        self._gc_pause = {generation: self.gc_pause.labels(generation=str(generation)) for generation in (0, 1, 2)}
         # children of labelled metrics on the storm path, looked up once (`labels()` is not free)
         self._by_status = {status: self.sessions.labels(status=status.value) for status in Status}
         for child in self._by_status.values():
@@ -86,6 +93,12 @@ class ServiceMetrics:
         if child is None:
             child = self._closes[label] = self.closes.labels(code=label)
         child.inc()
+
+    def observe_gc_pause(self, generation: int, pause_s: float) -> None:
+        child = self._gc_pause.get(generation)
+        if child is None:
+            child = self._gc_pause[generation] = self.gc_pause.labels(generation=str(generation))
+        child.observe(pause_s)
 
     def count_malformed(self, source: str) -> None:
         self.malformed.labels(source=source).inc()

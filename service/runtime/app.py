@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,9 @@ from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.ports import BackOffice, Transport
 from service.runtime.gateway import Gateway
+from service.runtime.due import DueTimers
 from service.runtime.gc_pacing import GcPacer
+from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.runner import RunnerContext
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
@@ -36,12 +39,13 @@ REDIS_TIMEOUT_S = 5.0
 POOL_WAIT_S = 60.0  # waiting for a free connection is queueing behind our own work, not a fault
 
 
-def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int) -> Transport:
-    """The WhatsApp transport the settings name."""
+def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int,
+                   on_io: Callable[[], None] | None = None) -> Transport:
+    """The WhatsApp transport the settings name; `on_io` (see `WireTransport`) is for `wire`."""
     if settings.transport == "wire":
         from service.transports.wire import WireTransport
         return WireTransport(settings.whatsapp_url, keepalive_interval_s=keepalive_interval_s,
-                             keepalive_misses=keepalive_misses)
+                             keepalive_misses=keepalive_misses, on_io=on_io)
     try:
         from service.transports import neonize_transport  # type: ignore[attr-defined]
     except ImportError as err:
@@ -71,6 +75,7 @@ class Service:
     log: Any
     extra: dict[str, Any] = field(default_factory=dict)
     gc_pacer: GcPacer = field(default_factory=lambda: GcPacer(lambda: None))
+    watches: tuple[Any, ...] = ()  # loop-lag and GC-pause probes (`loop_watch`)
     _redis_malformed_seen: int = 0
 
     async def refresh_metrics(self) -> None:
@@ -114,6 +119,8 @@ class Service:
         await self.redis.aclose()
         self.timeline.close()
         self.gc_pacer.stop()
+        for watch in self.watches:
+            watch.stop()
 
 
 async def _close_all(*clients: Any) -> None:
@@ -145,12 +152,14 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
     lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
-    transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses)
+    timers = DueTimers()  # every session's reconnect timer; socket callbacks hand due ones on too
+    transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
+                               on_io=timers.run_due_now)
     metrics = ServiceMetrics()
     timeline = TimelineWriter(settings.timeline_path)
     ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
                         log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
-                        rng_seed=settings.seed, max_inflight=settings.max_inflight)
+                        rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers)
     source = make_source(settings.sessions, settings.session_credentials, backoffice)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)
@@ -170,4 +179,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     log.info("metrics_listening", url=f"http://127.0.0.1:{port}/metrics")
     await gateway.start()
     service.gc_pacer.start()  # after start-up: what is alive now is frozen out of the GC's walks
+    service.watches = (LoopLagProbe(metrics.loop_lag.observe), GcPauses(metrics.observe_gc_pause))
+    for watch in service.watches:
+        watch.start()
     return service

@@ -14,9 +14,14 @@ caller's to ignore (the runner checks its timer generation).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
+
+
+log = logging.getLogger(__name__)
 
 
 class DueTimers:
@@ -33,6 +38,14 @@ class DueTimers:
 
     def add(self, due_s: float, fire: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (due_s, next(self._order), fire))
+
+    def run_due_now(self) -> None:
+        """`run_due` at the running loop's time; what a fired timer raises is logged, never
+        raised (it is called from I/O callbacks that must not fail for it)."""
+        try:
+            self.run_due(asyncio.get_running_loop().time())
+        except Exception:  # noqa: BLE001 - a timer's bug must not break the socket that called
+            log.exception("due timers failed")
 
     def run_due(self, now_s: float) -> None:
         """Fire every entry due at `now_s`. Not re-entrant: a `fire` that leads back here

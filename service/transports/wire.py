@@ -24,6 +24,7 @@ import json
 import logging
 import urllib.parse
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -71,11 +72,30 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 _WS_LOGGER = _QuietLogger(logging.getLogger(__name__ + ".websockets"), {})
 
 
+def _hooked_connection(on_io: Callable[[], None]) -> type[ClientConnection]:
+    """A `ClientConnection` that calls `on_io()` before each read and close callback."""
+
+    class HookedConnection(ClientConnection):
+        def data_received(self, data: bytes) -> None:
+            on_io()
+            super().data_received(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            on_io()
+            super().connection_lost(exc)
+
+    return HookedConnection
+
+
 class WireTransport:
     """Makes `WireLink`s to the stand-in at `url` (e.g. "ws://127.0.0.1:8765")."""
 
     def __init__(self, url: str, *, keepalive_interval_s: float, keepalive_misses: int,
-                 close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+                 close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
+                 on_io: Callable[[], None] | None = None) -> None:
+        """`on_io` is called first in every socket read and close callback of every link (the
+        runtime hands due reconnect timers on there: in a storm the loop runs thousands of
+        such callbacks back to back, and none of them is a session event). It must not raise."""
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("ws", "wss") or not parsed.hostname or parsed.path not in ("", "/"):
             raise ConfigError(f"wire url must be a base URL like ws://127.0.0.1:PORT (links add "
@@ -91,6 +111,7 @@ class WireTransport:
         self.keepalive_misses = keepalive_misses
         self.close_timeout_s = float(close_timeout_s)
         self._links: weakref.WeakSet[WireLink] = weakref.WeakSet()
+        self.connection_class = ClientConnection if on_io is None else _hooked_connection(on_io)
 
     def __repr__(self) -> str:
         return f"WireTransport({self.url!r}, keepalive={self.keepalive_interval_s}s x {self.keepalive_misses})"
@@ -196,6 +217,7 @@ class WireLink:
                 self.url, open_timeout=None, ping_interval=None, ping_timeout=None,
                 close_timeout=self._transport.close_timeout_s, compression=None, proxy=None,
                 max_size=4 * MAX_FRAME_BYTES, logger=_WS_LOGGER, user_agent_header=None,
+                create_connection=self._transport.connection_class,
             )
             await self._ws.send(encode("hello", session_id=self.session_id,
                                        credentials=self._credentials.reveal()))

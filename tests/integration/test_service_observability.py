@@ -55,6 +55,10 @@ async def test_metrics_move_as_sessions_drop_and_recover(service_settings, stand
         assert count(final, "reconnect_lab_sessions", status="inactive") == 2
         assert count(final, "reconnect_lab_sessions", status="active") == 3
         assert count(final, "reconnect_lab_illegal_transitions_total") == 0
+        assert count(final, "reconnect_lab_event_loop_lag_seconds_count") > count(
+            before, "reconnect_lab_event_loop_lag_seconds_count")  # probed every 50 ms
+        # s2's five validations (R4) went to the back office as batch requests
+        assert s.backoffice.updates()["validity_batches"] >= 5
         health = json.loads(await ascrape(port, "/healthz"))
         assert health["ok"] is True and health["redis"] == "ok" and health["sessions"] == 3
 
@@ -105,7 +109,10 @@ async def test_no_token_credential_or_password_in_any_log_line(
     printed = capsys.readouterr()
     texts = {"service log": service_log.read_text(), "timeline": (tmp_path / "timeline.jsonl").read_text(),
              "--check-config": printed.out + printed.err}
-    assert len(log_records(service_log)) > 20, "the scenario should have logged plenty"
+    logged = {record.get("event") for record in log_records(service_log)}
+    # the lines that carry settings, request details and a refused hello were all written
+    assert logged >= {"service_starting", "outbox_batch_failed", "validation_backoffice_unreachable",
+                      "session_terminal"}, logged
     for where, text in texts.items():
         for secret in (token, credentials, redis_password):
             assert secret not in text, f"a secret leaked into the {where}"

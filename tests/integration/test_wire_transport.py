@@ -211,6 +211,23 @@ async def test_peer_close_is_reported_with_decoded_code(wire: WireTransport, sta
     assert not link.is_open
 
 
+async def test_on_io_runs_before_each_read_and_close_callback(standins_clean: Standins) -> None:
+    """The runtime's hook (due timers handed on) runs in the socket's own callbacks: before
+    the frames that open the link, and before a close is taken in."""
+    calls: list[float] = []
+    transport = WireTransport(standins_clean.whatsapp_ws_url, keepalive_interval_s=INTERVAL_S,
+                              keepalive_misses=MISSES, on_io=lambda: calls.append(time.monotonic()))
+    try:
+        link = await opened(transport)
+        after_open = len(calls)
+        assert after_open >= 2  # the HTTP upgrade answer and the `open` frame at least
+        standins_clean.whatsapp.close("s1", 428)
+        assert (await closed_within(link)).code == 428
+        assert len(calls) > after_open
+    finally:
+        await transport.aclose()
+
+
 async def test_ban_close_carries_its_wait(wire: WireTransport, standins_clean: Standins) -> None:
     link = await opened(wire)
     standins_clean.whatsapp.close("s1", 402, reconnect_after_s=42.5)

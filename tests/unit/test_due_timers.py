@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from service.runtime.due import DueTimers
 
 
@@ -30,3 +32,19 @@ def test_a_fire_that_comes_back_does_not_re_enter() -> None:
     timers.run_due(5.0)
     assert fired == ["first", "first done", "second"]
     assert timers.fired_early == 2
+
+
+async def test_run_due_now_uses_loop_time_and_contains_a_failing_timer(caplog) -> None:
+    timers, fired = DueTimers(), []
+    now = asyncio.get_running_loop().time()
+
+    def broken() -> None:
+        raise RuntimeError("a timer's bug")
+
+    timers.add(now - 1.0, broken)
+    timers.add(now - 0.5, lambda: fired.append("due"))
+    timers.add(now + 60.0, lambda: fired.append("later"))
+    timers.run_due_now()  # the socket callback that called it goes on
+    assert "due timers failed" in caplog.text
+    timers.run_due_now()
+    assert fired == ["due"] and len(timers) == 1
