@@ -39,6 +39,11 @@ class DueTimers:
     def add(self, due_s: float, fire: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (due_s, next(self._order), fire))
 
+    def next_due_s(self) -> float | None:
+        """The earliest entry's due time (loop time), None if none. Entries of cancelled
+        timers stay until their time passes, so this may be early, never late."""
+        return self._heap[0][0] if self._heap else None
+
     def run_due_now(self) -> None:
         """`run_due` at the running loop's time; what a fired timer raises is logged, never
         raised (it is called from I/O callbacks that must not fail for it)."""

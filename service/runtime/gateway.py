@@ -311,10 +311,6 @@ class Gateway:
         for runner in list(self.runners.values()):
             runner.sync_link_counters()
 
-    def next_timer_due(self) -> float | None:
-        """Loop time of the earliest pending reconnect timer, None if none (for GC pacing)."""
-        return min((r.timer_due for r in self.runners.values() if r.timer_due is not None), default=None)
-
     def owned(self) -> set[str]:
         return set(self.runners) | set(self.settled)
 

@@ -1,18 +1,25 @@
 """When the cyclic garbage collector may pause the event loop.
 
 Owns the process's GC settings while a service runs. In a reconnect storm CPython's default
-GC paused the loop for 0.1–0.6 s at a time (full collections walking every session's objects),
+GC paused the loop for 0.1–1.5 s at a time (collections walking every session's objects),
 and each pause lands on whichever reconnect timers are due then. So:
 - what is alive after start-up (10^4 runners, machines, links) is frozen (`gc.freeze`): no
-  collection walks it again;
-- the young generation is collected automatically, but only every `young_threshold`
-  allocations (a storm's short-lived tasks, futures and failed connects die young instead
-  of being promoted and walked again);
-- older generations are collected by `GcPacer` itself once `quiet_after` young collections
-  have piled up and no session timer is due for a while (twice what this one should take,
-  judged by the last one's time per young collection piled up, at least `min_quiet_s`), or
-  regardless once `force_after` have, so memory stays
-  bounded under endless churn; the oldest one every `full_every` of these (as CPython does).
+  collection walks it again until a sweep;
+- the young generation is collected automatically every `young_threshold` allocations
+  (small: a young collection walks only what survived since the last one, so pauses stay
+  short);
+- what young collections let through piles up in the middle generation, and collecting it
+  walks all of it (about 3.5 ms per young collection's survivors at 10^4 sessions, measured).
+  `GcPacer` collects it itself once `quiet_after` young collections have piled up and no
+  session timer is due for twice what that should take (at least `min_quiet_s`). When no
+  such window comes (timers due back to back, as with jitter) and `defer_after` have piled
+  up, it does not collect: it freezes the pile (`gc.freeze`, constant time), so no pause
+  lands on the due timers and the pile waits for the next sweep;
+- a sweep (unfreeze, collect everything, freeze the survivors) reclaims what was deferred
+  or promoted since the last one. It walks every object in the process (over a second at
+  10^4 sessions), so it runs once `sweep_after` allocations have piled up and no timer is
+  due for twice what the last one took; regardless only after `sweep_force_after`, so
+  memory stays bounded under endless churn.
 Must not: know about sessions (it is given `next_due_s`), or run anything but `gc` calls.
 """
 
@@ -29,31 +36,35 @@ NextDue = Callable[[], float | None]  # loop time of the earliest session timer,
 class GcPacer:
     """`start()` after start-up, `stop()` at shutdown. Several pacers in one process (tests
     run services side by side) share the settings: the last to stop restores what the
-    first found."""
+    first found. `collections` counts what it did: `quiet` (middle generation collected),
+    `deferred` (pile frozen instead), `sweep` and `forced_sweep`."""
 
     _running = 0
     _saved: tuple[int, int, int] | None = None
 
-    def __init__(self, next_due_s: NextDue, *, young_threshold: int = 5_000, check_every_s: float = 0.5,
-                 min_quiet_s: float = 0.25, quiet_after: int = 20, force_after: int = 400,
-                 full_every: int = 10) -> None:
-        if min(young_threshold, quiet_after, force_after, full_every) < 1 or check_every_s <= 0 or min_quiet_s < 0:
-            raise ValueError("GcPacer: young_threshold, quiet_after, force_after and full_every must be >= 1, "
-                             f"check_every_s > 0, min_quiet_s >= 0; got {young_threshold}, {quiet_after}, "
-                             f"{force_after}, {full_every}, {check_every_s}, {min_quiet_s}")
+    def __init__(self, next_due_s: NextDue, *, young_threshold: int = 5_000, check_every_s: float = 0.1,
+                 min_quiet_s: float = 0.05, quiet_after: int = 20, defer_after: int = 60,
+                 sweep_after: int = 2_000_000, sweep_force_after: int = 20_000_000) -> None:
+        counts = (young_threshold, quiet_after, defer_after, sweep_after, sweep_force_after)
+        if min(counts) < 1 or check_every_s <= 0 or min_quiet_s < 0:
+            raise ValueError("GcPacer: young_threshold, quiet_after, defer_after, sweep_after and "
+                             f"sweep_force_after must be >= 1, check_every_s > 0, min_quiet_s >= 0; got {counts}, "
+                             f"{check_every_s}, {min_quiet_s}")
         self.next_due_s = next_due_s
         self.young_threshold = young_threshold
         self.check_every_s = check_every_s
         self.min_quiet_s = min_quiet_s
         self.quiet_after = quiet_after
-        self.force_after = force_after
-        self.full_every = full_every
+        self.defer_after = defer_after
+        self.sweep_after = sweep_after  # allocations piled up since the last sweep
+        self.sweep_force_after = sweep_force_after
         self.last_pause_s = 0.0
         # the last middle collection's time per young one it followed; until one ran, a guess on
-        # the safe side (~5 ms per 5,000 allocations' survivors at 10^4 sessions, measured)
+        # the safe side (~3.5 ms per 5,000 allocations' survivors at 10^4 sessions, measured)
         self._pause_per_young_s = 0.005 * young_threshold / 5_000
-        self._last_full_s = 0.0  # the last collection of every generation took this long
-        self.collections = {"quiet": 0, "forced": 0}
+        self._last_sweep_s = 0.0  # until one ran: the start-up collection's time (it walked everything)
+        self._piled = 0  # allocations let through young collections since the last sweep
+        self.collections = {"quiet": 0, "deferred": 0, "sweep": 0, "forced_sweep": 0}
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -61,9 +72,7 @@ class GcPacer:
             return
         started = time.perf_counter()
         gc.collect()
-        # until a full collection has run after this one, its time stands in for one's (an
-        # overestimate: later ones do not walk what is frozen now), so a quiet window fits it
-        self._last_full_s = max(self._last_full_s, time.perf_counter() - started)
+        self._last_sweep_s = max(self._last_sweep_s, time.perf_counter() - started)
         gc.freeze()
         if GcPacer._running == 0:
             GcPacer._saved = gc.get_threshold()
@@ -88,29 +97,42 @@ class GcPacer:
 
     def _check(self) -> None:
         self._schedule()
-        _, young_collections, middle_collections = gc.get_count()  # since the last older / oldest one
-        generation = 2 if middle_collections >= self.full_every else 1
-        if young_collections >= self.force_after:
-            self._collect("forced", generation)
-        elif young_collections >= self.quiet_after and self._quiet_for(
-                max(self.min_quiet_s, 2 * self._expected_s(generation, young_collections))):
-            self._collect("quiet", generation)
-
-    def _expected_s(self, generation: int, young_collections: int) -> float:
-        middle_s = self._pause_per_young_s * young_collections
-        return max(middle_s, self._last_full_s) if generation == 2 else middle_s
+        young_collections = gc.get_count()[1]  # since the last middle collection
+        piled = self._piled + young_collections * self.young_threshold
+        if piled >= self.sweep_force_after:
+            self._sweep("forced_sweep")
+        elif piled >= self.sweep_after and self._quiet_for(max(self.min_quiet_s, 2 * self._last_sweep_s)):
+            self._sweep("sweep")
+        elif young_collections < self.quiet_after:
+            return
+        elif self._quiet_for(max(self.min_quiet_s, 2 * self._pause_per_young_s * young_collections)):
+            self._collect_middle()
+        elif young_collections >= self.defer_after:
+            self._defer(young_collections)
 
     def _quiet_for(self, window_s: float) -> bool:
         due = self.next_due_s()
         return due is None or due - asyncio.get_running_loop().time() > window_s
 
-    def _collect(self, why: str, generation: int) -> None:
+    def _collect_middle(self) -> None:
         young_collections = max(1, gc.get_count()[1])
         started = time.perf_counter()
-        gc.collect(generation)
+        gc.collect(1)
         self.last_pause_s = time.perf_counter() - started
-        if generation == 2:
-            self._last_full_s = self.last_pause_s
-        else:
-            self._pause_per_young_s = max(self._pause_per_young_s * 0.5, self.last_pause_s / young_collections)
+        self._pause_per_young_s = max(self._pause_per_young_s * 0.5, self.last_pause_s / young_collections)
+        self._piled += young_collections * self.young_threshold
+        self.collections["quiet"] += 1
+
+    def _defer(self, young_collections: int) -> None:
+        gc.freeze()  # constant time: the pile leaves the collector's reach until the next sweep
+        self._piled += young_collections * self.young_threshold
+        self.collections["deferred"] += 1
+
+    def _sweep(self, why: str) -> None:
+        started = time.perf_counter()
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.last_pause_s = self._last_sweep_s = time.perf_counter() - started
+        self._piled = 0
         self.collections[why] += 1

@@ -44,7 +44,8 @@ async def test_run_due_now_uses_loop_time_and_contains_a_failing_timer(caplog) -
     timers.add(now - 1.0, broken)
     timers.add(now - 0.5, lambda: fired.append("due"))
     timers.add(now + 60.0, lambda: fired.append("later"))
+    assert timers.next_due_s() == now - 1.0
     timers.run_due_now()  # the socket callback that called it goes on
     assert "due timers failed" in caplog.text
     timers.run_due_now()
-    assert fired == ["due"] and len(timers) == 1
+    assert fired == ["due"] and len(timers) == 1 and timers.next_due_s() == now + 60.0

@@ -1,5 +1,6 @@
-"""`GcPacer`: older generations are collected when no session timer is due soon, or once too
-many young collections piled up; the process's GC settings come back at stop."""
+"""`GcPacer`: the middle generation is collected when no session timer is due soon, or frozen
+(deferred) once too much piled up with timers always due; a sweep reclaims everything in a
+long quiet window or past its bound; the process's GC settings come back at stop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import gc
 import pytest
 
 from service.runtime.gc_pacing import GcPacer
+
+NOTHING = {"quiet": 0, "deferred": 0, "sweep": 0, "forced_sweep": 0}
 
 
 def pile_up_young_collections(count: int) -> None:
@@ -21,13 +24,13 @@ async def test_collects_only_when_no_timer_is_due_soon() -> None:
     loop = asyncio.get_running_loop()
     due: list[float | None] = [loop.time() + 0.05]  # a timer due in 50 ms: not quiet
     pacer = GcPacer(lambda: due[0], young_threshold=1000, check_every_s=0.01, min_quiet_s=0.2, quiet_after=1,
-                     force_after=1000)
+                    defer_after=1000)
     pacer.start()
     try:
         assert gc.get_threshold()[0] == 1000 and gc.get_threshold()[1] >= 1 << 30
         pile_up_young_collections(3)
         await asyncio.sleep(0.1)
-        assert pacer.collections == {"quiet": 0, "forced": 0}
+        assert pacer.collections == NOTHING
         due[0] = None  # nothing pending: quiet
         pile_up_young_collections(1)
         await asyncio.sleep(0.1)
@@ -37,14 +40,49 @@ async def test_collects_only_when_no_timer_is_due_soon() -> None:
     assert gc.get_threshold() == before
 
 
-async def test_forced_when_too_many_young_collections_piled_up() -> None:
+async def test_with_timers_always_due_the_pile_is_frozen_not_collected(monkeypatch) -> None:
     loop = asyncio.get_running_loop()
-    pacer = GcPacer(lambda: loop.time() + 0.001, check_every_s=0.01, quiet_after=1, force_after=2)
+    pacer = GcPacer(lambda: loop.time() + 0.001, check_every_s=0.01, quiet_after=1, defer_after=2)
+    collected: list[int] = []
+    real_collect = gc.collect
+
+    def watched_collect(generation: int = 2) -> int:
+        collected.append(generation)
+        return real_collect(generation)
+
     pacer.start()
     try:
-        pile_up_young_collections(3)
+        pile_up_young_collections(3)  # before gc.collect is watched: these make the pile
+        monkeypatch.setattr(gc, "collect", watched_collect)
         await asyncio.sleep(0.1)
-        assert pacer.collections["forced"] >= 1 and pacer.collections["quiet"] == 0
+    finally:
+        monkeypatch.undo()
+        pacer.stop()
+    assert pacer.collections["deferred"] == 1 and pacer.collections["quiet"] == 0
+    assert collected == [], "no collection may pause the loop while timers are due"
+
+
+async def test_a_sweep_waits_for_a_long_quiet_window_or_its_own_bound() -> None:
+    loop = asyncio.get_running_loop()
+    due: list[float | None] = [loop.time() + 0.001]  # always a timer due: never quiet
+    pacer = GcPacer(lambda: due[0], young_threshold=1000, check_every_s=0.01, quiet_after=1, defer_after=1,
+                    sweep_after=2000, sweep_force_after=10_000)
+    pacer.start()
+    try:
+        for _ in range(4):  # 4 x 1,000 piled up: past sweep_after, but never quiet
+            pile_up_young_collections(1)
+            due[0] = loop.time() + 0.001
+            await asyncio.sleep(0.03)
+        assert pacer.collections["deferred"] >= 2
+        assert pacer.collections["sweep"] == 0 and pacer.collections["forced_sweep"] == 0
+        due[0] = None  # quiet: the sweep runs
+        await asyncio.sleep(0.05)
+        assert pacer.collections["sweep"] == 1
+        for _ in range(12):  # never quiet again: past sweep_force_after, swept anyway
+            pile_up_young_collections(1)
+            due[0] = loop.time() + 0.001
+            await asyncio.sleep(0.02)
+        assert pacer.collections["forced_sweep"] >= 1
     finally:
         pacer.stop()
 
@@ -58,8 +96,11 @@ async def test_two_pacers_restore_the_settings_once_both_stopped() -> None:
     assert gc.get_threshold() != before, "the second still runs"
     second.stop()
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0, "the last to stop unfreezes"
 
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="young_threshold"):
         GcPacer(lambda: None, young_threshold=0)
+    with pytest.raises(ValueError, match="defer_after"):
+        GcPacer(lambda: None, defer_after=0)
