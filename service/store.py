@@ -39,7 +39,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,22 +51,12 @@ from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreEr
 from service.logging import get_logger
 from service.outbox import Outbox, redis_text
 from service.ports import BackOffice, StatusUpdate
+from service.pending import PendingReconnect, parse_pending, pending_mapping, queue_pending
 from service.redis_batch import TickBatcher
 
 log = get_logger(component="store")
 
 _STATUS_PREFIX = keys.status_key("")
-
-
-@dataclass(frozen=True)
-class PendingReconnect:
-    """Reconnect bookkeeping left in Redis for crash recovery (B5): attempt `attempt` is due
-    at `due_at_epoch_s`; `started_at_epoch_s` is set once that attempt has started (its
-    validation ran), so a process that died after it knows the attempt was spent."""
-
-    attempt: int
-    due_at_epoch_s: float
-    started_at_epoch_s: float | None = None
 
 
 def _check_session_id(session_id: str) -> str:
@@ -87,21 +76,6 @@ def parse_status(value: Any, session_id: str) -> Status | None:
         allowed = ", ".join(s.value for s in Status)
         raise MalformedInput("redis", f"status of session {session_id!r} is {text[:40]!r}, "
                                       f"expected one of {allowed}") from None
-
-
-def _pending_mapping(pending: PendingReconnect) -> dict[str, str]:
-    if not isinstance(pending.attempt, int) or pending.attempt < 0:
-        raise ValueError(f"pending attempt must be an int >= 0, got {pending.attempt!r}")
-    mapping = {"attempt": str(pending.attempt), "due_at_s": repr(float(pending.due_at_epoch_s))}
-    if pending.started_at_epoch_s is not None:
-        mapping["started_at_s"] = repr(float(pending.started_at_epoch_s))
-    return mapping
-
-
-def _queue_pending(pipe: Any, session_id: str, pending: PendingReconnect) -> None:
-    """Replace the whole record (DEL + HSET): no field of an older record may survive."""
-    pipe.delete(keys.session_key(session_id))
-    pipe.hset(keys.session_key(session_id), mapping=_pending_mapping(pending))
 
 
 class StatusStore:
@@ -183,7 +157,7 @@ class StatusStore:
         if pending is not None and clear_pending:
             raise ValueError("set_status: pass pending or clear_pending, not both")
         if pending is not None:
-            _pending_mapping(pending)  # bad bookkeeping raises here, before anything is queued
+            pending_mapping(pending)  # bad bookkeeping raises here, before anything is queued
         self.clear_cache(session_id)
 
         def build(pipe: Any) -> None:
@@ -192,7 +166,7 @@ class StatusStore:
             else:  # one script writes both: see Outbox.append_commands
                 Outbox.append_commands(pipe, outbox_update, set_status=True)
             if pending is not None:
-                _queue_pending(pipe, session_id, pending)
+                queue_pending(pipe, session_id, pending)
             if clear_pending:
                 pipe.delete(keys.session_key(session_id))
         return build
@@ -273,10 +247,10 @@ class StatusStore:
         """Record that attempt `attempt` is due at `due_at_epoch_s` (wall clock). To save it in
         the same round trip as a status write, pass `pending=` to `set_status` instead."""
         pending = PendingReconnect(attempt, due_at_epoch_s)
-        _pending_mapping(pending)
+        pending_mapping(pending)
         with self._round_trip(f"HSET pending of {_check_session_id(session_id)!r}"):
             async with self.redis.pipeline(transaction=True) as pipe:
-                _queue_pending(pipe, session_id, pending)
+                queue_pending(pipe, session_id, pending)
                 await pipe.execute()
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
@@ -286,13 +260,10 @@ class StatusStore:
         if not raw:
             return None
         try:
-            fields = {redis_text(k, "pending field"): redis_text(v, "pending value") for k, v in raw.items()}
-            started = fields.get("started_at_s")
-            return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]),
-                                    None if started is None else float(started))
-        except (KeyError, ValueError) as err:
+            return parse_pending(raw, session_id)
+        except MalformedInput:
             self.malformed += 1
-            raise MalformedInput("redis", f"pending reconnect of {session_id!r} is unusable: {err!r}") from err
+            raise
 
     async def clear_pending(self, session_id: str) -> None:
         with self._round_trip(f"DEL pending of {_check_session_id(session_id)!r}"):
@@ -321,9 +292,9 @@ class StatusStore:
     async def save_pending_batched(self, session_id: str, pending: PendingReconnect) -> None:
         """Replace the session's reconnect bookkeeping with `pending`, in this tick's pipeline."""
         _check_session_id(session_id)
-        _pending_mapping(pending)
+        pending_mapping(pending)
         with self._store_errors(f"HSET pending of {session_id!r}"):
-            await self._tick().run(lambda pipe: _queue_pending(pipe, session_id, pending))
+            await self._tick().run(lambda pipe: queue_pending(pipe, session_id, pending))
 
     async def is_session_active_batched(self, session_id: str, *, for_reconnect: bool = False,
                                         mark_started: PendingReconnect | None = None) -> bool:
@@ -332,7 +303,7 @@ class StatusStore:
         of an attempt is where it starts, so a restart knows it was spent (B5)."""
         _check_session_id(session_id)
         if mark_started is not None:
-            _pending_mapping(mark_started)
+            pending_mapping(mark_started)
         if self._cached(session_id, for_reconnect):
             self.cache_hits += 1
             if mark_started is not None:
@@ -342,7 +313,7 @@ class StatusStore:
         def build(pipe: Any) -> None:
             pipe.get(keys.status_key(session_id))
             if mark_started is not None:
-                _queue_pending(pipe, session_id, mark_started)
+                queue_pending(pipe, session_id, mark_started)
         with self._store_errors(f"GET status of {session_id!r}"):
             results = await self._tick().run(build)
         try:

@@ -311,7 +311,7 @@ def write_report(result: dict[str, Any]) -> None:
         f"{result['sessions']} sessions in one `python -m service` process, dropped at once: {result['drop']}, "
         f"then up. {result['policy']}; "
         f"max_inflight: {result['max_inflight']}.",
-        *([f"", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
+        *(["", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
         "| measure | value |", "|---|---|",
         f"| recovered on attempt | {result['recovered_on_attempt']} |",
         f"| CPU ms per reconnect (per attempt) | {result['cpu_ms_per_reconnect']} ({result['cpu_ms_per_attempt']}) |",

@@ -148,7 +148,7 @@ async def test_status_write_lost_to_a_redis_outage_is_repaired(
     s = standins_clean
     s.backoffice.add_accounts(["s0", "s1"])
     host, port = redis_proxy.address
-    async with run_service(service_settings(sessions="s0,s1", redis_url=f"redis://{host}:{port}/0")) as service:
+    async with run_service(service_settings(sessions="s0,s1", redis_url=f"redis://{host}:{port}/0")):
         await eventually(lambda: active(redis_client, ["s0", "s1"]), 5, "both active")
         redis_proxy.disable()  # Redis unreachable: the terminal close cannot write `inactive`
         try:

@@ -1,0 +1,54 @@
+"""The B5 reconnect record a session leaves in Redis (`keys.session_key`): which attempt is
+due when, and whether it has started — what a restarted process resumes from.
+
+Owns the record's value type and its Redis shape (a hash: `attempt`, `due_at_s`, and
+`started_at_s` once the attempt has started). Must not: talk to Redis itself (the store
+queues these commands in its pipelines) or decide what a restart does with the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service import keys
+from service.errors import MalformedInput
+from service.outbox import redis_text
+
+
+@dataclass(frozen=True)
+class PendingReconnect:
+    """Reconnect bookkeeping left in Redis for crash recovery (B5): attempt `attempt` is due
+    at `due_at_epoch_s`; `started_at_epoch_s` is set once that attempt has started (its
+    validation ran), so a process that died after it knows the attempt was spent."""
+
+    attempt: int
+    due_at_epoch_s: float
+    started_at_epoch_s: float | None = None
+
+
+
+def pending_mapping(pending: PendingReconnect) -> dict[str, str]:
+    if not isinstance(pending.attempt, int) or pending.attempt < 0:
+        raise ValueError(f"pending attempt must be an int >= 0, got {pending.attempt!r}")
+    mapping = {"attempt": str(pending.attempt), "due_at_s": repr(float(pending.due_at_epoch_s))}
+    if pending.started_at_epoch_s is not None:
+        mapping["started_at_s"] = repr(float(pending.started_at_epoch_s))
+    return mapping
+
+
+def queue_pending(pipe: Any, session_id: str, pending: PendingReconnect) -> None:
+    """Replace the whole record (DEL + HSET): no field of an older record may survive."""
+    pipe.delete(keys.session_key(session_id))
+    pipe.hset(keys.session_key(session_id), mapping=pending_mapping(pending))
+
+
+def parse_pending(raw: dict[Any, Any], session_id: str) -> PendingReconnect:
+    """A non-empty HGETALL reply → the record; raises `MalformedInput("redis", ...)`."""
+    try:
+        fields = {redis_text(k, "pending field"): redis_text(v, "pending value") for k, v in raw.items()}
+        started = fields.get("started_at_s")
+        return PendingReconnect(int(fields["attempt"]), float(fields["due_at_s"]),
+                                None if started is None else float(started))
+    except (KeyError, ValueError) as err:
+        raise MalformedInput("redis", f"pending reconnect of {session_id!r} is unusable: {err!r}") from err
