@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed, Validated
 from service.errors import LinkFailed, MalformedInput, StoreError
+from service.pending import PendingReconnect
 from service.ports import Link, LinkClosed, Secret
-from service.store import PendingReconnect
 
 if TYPE_CHECKING:
     from service.runtime.runner import RunnerContext, _Gen

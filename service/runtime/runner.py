@@ -30,13 +30,14 @@ from service.errors import MalformedInput
 from service.logging import EventLog
 from service.metrics import ServiceMetrics
 from service.outbox import new_update
+from service.pending import PendingReconnect
 from service.ports import Link, Secret, Transport
 from service.runtime.attempt_io import AttemptIO
 from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
 from service.runtime.turn import Turn
 from service.runtime.writes import OrderedWrites
-from service.store import PendingReconnect, StatusStore
+from service.store import StatusStore
 
 _WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED.value, LogEvent.SESSION_TERMINAL.value,
                           LogEvent.RECONNECT_CANCELLED.value, LogEvent.RECONNECT_FAILED.value})
