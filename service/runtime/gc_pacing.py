@@ -6,8 +6,10 @@ and each pause lands on whichever reconnect timers are due then. So:
 - what is alive after start-up (10^4 runners, machines, links) is frozen (`gc.freeze`): no
   collection walks it again until a sweep;
 - the young generation is collected automatically every `young_threshold` allocations
-  (small: a young collection walks only what survived since the last one, so pauses stay
-  short);
+  (small, so pauses stay short). Caveat, measured: CPython counts allocations minus
+  deallocations, and in a drop the links frozen at start-up die by the hundred thousand, so
+  the count stands still while the young generation grows (35,000–76,000 objects at 10^4
+  sessions, 10–60 ms a collection);
 - what young collections let through piles up in the middle generation, and collecting it
   walks all of it (about 3.5 ms per young collection's survivors at 10^4 sessions, measured).
   `GcPacer` collects it itself once `quiet_after` young collections have piled up and no
