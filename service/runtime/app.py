@@ -23,8 +23,8 @@ from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.ports import BackOffice, Transport
-from service.runtime.gateway import Gateway
 from service.runtime.due import DueTimers
+from service.runtime.gateway import Gateway
 from service.runtime.gc_pacing import GcPacer
 from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.runner import RunnerContext
@@ -152,10 +152,14 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
     lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
-    timers = DueTimers()  # every session's reconnect timer; socket callbacks hand due ones on too
+    metrics = ServiceMetrics()
+
+    def timer_failed(err: Exception) -> None:  # a timer's bug: counted and logged, contained
+        metrics.command_errors.labels(command="DueTimers").inc()
+        log.error("due_timers_failed", error=repr(err), exc_info=True)
+    timers = DueTimers(on_error=timer_failed)  # every reconnect timer; socket callbacks hand due ones on too
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
                                on_io=timers.run_due_now)
-    metrics = ServiceMetrics()
     timeline = TimelineWriter(settings.timeline_path)
     ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
                         log=log, clock=time.time, lateness_s=[] if keep_lateness else None,

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 class DueTimers:
     """`add(due_s, fire)` with loop times; `run_due(now_s)` fires what is due, earliest first."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[Exception], None] | None = None) -> None:
+        """`on_error` hears what a fired timer raised in `run_due_now` (default: logged here)."""
+        self._on_error = on_error
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()  # equal due times fire in the order they were added
         self._running = False
@@ -49,8 +51,11 @@ class DueTimers:
         raised (it is called from I/O callbacks that must not fail for it)."""
         try:
             self.run_due(asyncio.get_running_loop().time())
-        except Exception:  # noqa: BLE001 - a timer's bug must not break the socket that called
-            log.exception("due timers failed")
+        except Exception as err:  # noqa: BLE001 - a timer's bug must not break whoever called
+            if self._on_error is None:
+                log.exception("due timers failed")
+            else:
+                self._on_error(err)
 
     def run_due(self, now_s: float) -> None:
         """Fire every entry due at `now_s`. Not re-entrant: a `fire` that leads back here

@@ -49,3 +49,11 @@ async def test_run_due_now_uses_loop_time_and_contains_a_failing_timer(caplog) -
     assert "due timers failed" in caplog.text
     timers.run_due_now()
     assert fired == ["due"] and len(timers) == 1 and timers.next_due_s() == now + 60.0
+
+
+async def test_run_due_now_hands_a_failing_timer_to_on_error() -> None:
+    errors: list[Exception] = []
+    timers = DueTimers(on_error=errors.append)
+    timers.add(asyncio.get_running_loop().time() - 1.0, lambda: 1 / 0)
+    timers.run_due_now()
+    assert [type(e) for e in errors] == [ZeroDivisionError]
