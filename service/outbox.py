@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -137,7 +138,11 @@ class Outbox:
     flush the same Redis (duplicates are possible, losses are not)."""
 
     def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, batch_size: int,
-                 flush_interval_s: float, retry_base_s: float, retry_cap_s: float) -> None:
+                 flush_interval_s: float, retry_base_s: float, retry_cap_s: float,
+                 on_step: Callable[[], None] | None = None) -> None:
+        """`on_step` is called between the stretches of a batch (reply read, entries decoded,
+        back office answered), so a caller's due work (reconnect timers) runs between them;
+        it must not raise."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"Outbox batch_size must be an int >= 1, got {batch_size!r}")
         for name, value in (("flush_interval_s", flush_interval_s), ("retry_base_s", retry_base_s),
@@ -151,6 +156,7 @@ class Outbox:
         self.flush_interval_s = float(flush_interval_s)
         self.retry_base_s = float(retry_base_s)
         self.retry_cap_s = float(retry_cap_s)
+        self._on_step = on_step or (lambda: None)
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -241,15 +247,18 @@ class Outbox:
         async with self._send_lock:
             self.round_trips += 1
             raw = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=self.batch_size)
+            self._on_step()
             if not raw or (full_only and len(raw) < self.batch_size):
                 return 0
             entries = await self._decode_or_quarantine(raw)
+            self._on_step()
             if not entries:
                 return len(raw)
             if check_stop:
                 self._exit_if_stopping()
             self._appended_since_flush = 0
             acked = await self.backoffice.send_statuses([update for _, update in entries])
+            self._on_step()
             if check_stop:  # a stopped flusher acts like a killed one: it processes no reply
                 self._exit_if_stopping()
             self.sent_batches += 1

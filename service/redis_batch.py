@@ -6,6 +6,12 @@ request, so it runs as soon as the callbacks of this tick are done), splitting a
 tick into pipelines of at most `max_requests` requests, handing each request the results
 of its own commands, and the fallback when Redis rejects a whole transaction (each of its
 requests is then sent alone, so one bad request cannot fail the others).
+Yields the loop's attention: at most `max_pipelines` pipelines are in flight, and `on_step`
+is called as each one starts (it then builds, packs and sends in one stretch) and as its
+reply has been read, so whatever the caller must not keep waiting (due reconnect timers) runs
+between pipelines. Measured in a 10^4-session storm: without the limit, dozens of pipelines
+queued for a pooled connection and each resumed in the same loop pass to pack 200 requests
+(4-5 ms each), 100-150 ms in all with nothing between them.
 Must not: know what the commands mean (the caller builds them and reads their results),
 reorder requests (they run in the order they were made: one session's writes stay in
 order), retry (callers do), or wait for more requests than one tick brings (no added delay).
@@ -32,15 +38,20 @@ class _Request:
 
 class TickBatcher:
     """`await run(build)` → the results of the commands `build` queued, sent with every other
-    request of the same tick in one transaction. `on_round_trip` is called once per pipeline."""
+    request of the same tick in one transaction. `on_round_trip` is called once per pipeline;
+    `on_step` as each pipeline starts and as its reply has been read (it must not raise)."""
 
     def __init__(self, redis: aioredis.Redis, *, on_round_trip: Callable[[], None],
-                 max_requests: int = 500) -> None:
-        if not isinstance(max_requests, int) or isinstance(max_requests, bool) or max_requests < 1:
-            raise ValueError(f"TickBatcher max_requests must be an int >= 1, got {max_requests!r}")
+                 max_requests: int = 500, max_pipelines: int = 4,
+                 on_step: Callable[[], None] | None = None) -> None:
+        for name, value in (("max_requests", max_requests), ("max_pipelines", max_pipelines)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TickBatcher {name} must be an int >= 1, got {value!r}")
         self.redis = redis
         self.max_requests = max_requests
+        self._slots = asyncio.Semaphore(max_pipelines)
         self._on_round_trip = on_round_trip
+        self._on_step = on_step or _nothing
         self._queue: list[_Request] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,17 +84,8 @@ class TickBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, requests: list[_Request]) -> None:
-        spans: list[tuple[int, int]] = []
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for request in requests:
-                    start = len(pipe)
-                    request.build(pipe)
-                    spans.append((start, len(pipe)))
-                self.pipelines += 1
-                self.requests += len(requests)
-                self._on_round_trip()
-                results = await pipe.execute(raise_on_error=False)
+            results, spans = await self._send(requests)
         except ResponseError as err:  # the transaction as a whole was refused (EXECABORT)
             if len(requests) > 1:
                 self.split_batches += 1
@@ -106,10 +108,31 @@ class TickBatcher:
             else:
                 request.future.set_result(mine)
 
+    async def _send(self, requests: list[_Request]) -> tuple[list[Any], list[tuple[int, int]]]:
+        """One pipeline for `requests` once a slot is free: its results, and each request's span."""
+        spans: list[tuple[int, int]] = []
+        async with self._slots:
+            self._on_step()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for request in requests:
+                    start = len(pipe)
+                    request.build(pipe)
+                    spans.append((start, len(pipe)))
+                self.pipelines += 1
+                self.requests += len(requests)
+                self._on_round_trip()
+                results = await pipe.execute(raise_on_error=False)
+                self._on_step()  # before the connection's release, which may suspend
+        return results, spans
+
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (nothing new is flushed after the loop stops)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fail(requests: list[_Request], err: BaseException) -> None:

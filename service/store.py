@@ -82,7 +82,9 @@ class StatusStore:
     """Status per session in Redis plus the validity chain; one per process."""
 
     def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, cache_ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic, outbox: Outbox | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, outbox: Outbox | None = None,
+                 on_step: Callable[[], None] | None = None) -> None:
+        """`on_step`: called between per-tick pipelines (`TickBatcher`); must not raise."""
         if not isinstance(cache_ttl_s, (int, float)) or isinstance(cache_ttl_s, bool) or cache_ttl_s < 0:
             raise ConfigError(f"StatusStore cache_ttl_s must be a number >= 0, got {cache_ttl_s!r}")
         self.redis = redis
@@ -98,6 +100,7 @@ class StatusStore:
         self.backoffice_unreachable = 0
         self.missing_status = 0  # reconnect validations that found no status in Redis
         self._batcher: TickBatcher | None = None  # made on first use of a `*_batched` method
+        self._on_step = on_step
 
     @contextmanager
     def _round_trip(self, what: str) -> Iterator[None]:
@@ -274,7 +277,8 @@ class StatusStore:
     def _tick(self) -> TickBatcher:
         if self._batcher is None:
             # 200 requests a pipeline: building and parsing one is a stretch the loop cannot interrupt
-            self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip, max_requests=200)
+            self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip, max_requests=200,
+                                        on_step=self._on_step)
         return self._batcher
 
     def _count_round_trip(self) -> None:

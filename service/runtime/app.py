@@ -143,21 +143,23 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     lease_redis = _redis_client(settings, LEASE_MAX_CONNECTIONS)
     backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token,
                                 timeout_s=settings.backoffice_timeout_s)
-    outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size,
-                    flush_interval_s=settings.outbox_flush_interval_s,
-                    retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
-    validity: BackOffice = backoffice
-    if settings.backoffice_validity == "batch":
-        validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
-    store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox)
-    lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
-    renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     metrics = ServiceMetrics()
 
     def timer_failed(err: Exception) -> None:  # a timer's bug: counted and logged, contained
         metrics.command_errors.labels(command="DueTimers").inc()
         log.error("due_timers_failed", error=repr(err), exc_info=True)
-    timers = DueTimers(on_error=timer_failed)  # every reconnect timer; socket callbacks hand due ones on too
+    # every reconnect timer; socket callbacks and long stretches of Redis/outbox work hand due ones on too
+    timers = DueTimers(on_error=timer_failed)
+    outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size, on_step=timers.run_due_now,
+                    flush_interval_s=settings.outbox_flush_interval_s,
+                    retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
+    validity: BackOffice = backoffice
+    if settings.backoffice_validity == "batch":
+        validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
+    store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox,
+                        on_step=timers.run_due_now)
+    lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
                                on_io=timers.run_due_now)
     timeline = TimelineWriter(settings.timeline_path)

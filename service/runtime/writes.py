@@ -29,7 +29,8 @@ class OrderedWrites:
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
                  metrics: ServiceMetrics, *, retries: int, retry_s: float, retry_cap_s: float = 1.0,
                  before_each: Callable[[], None] = lambda: None) -> None:
-        """`before_each` runs before every write (the runner hands due timers on there)."""
+        """`before_each` runs before every write and as the writer resumes after one (the
+        runner hands due timers on there: a storm resumes thousands of writers in one pass)."""
         self._spawn = spawn
         self._before_each = before_each
         self._log = log
@@ -79,6 +80,7 @@ class OrderedWrites:
             try:
                 await self._with_retries(what, write)
             except StoreError as err:
+                self._before_each()
                 if not deferred:
                     self._metrics.command_errors.labels(command="SetStatus").inc()
                     self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
@@ -86,6 +88,7 @@ class OrderedWrites:
                 deferred = True
                 await asyncio.sleep(self._retry_cap_s)
                 continue
+            self._before_each()  # resumed: thousands of writers can resume in one loop pass
             if deferred:
                 self._log.info("status_write_repaired", operation=what)
                 deferred = False

@@ -196,6 +196,21 @@ async def test_high_priority_flushes_at_once(aredis: aioredis.Redis, standins_cl
     assert outbox.flushes == {"start": 1, "high": 1, "full": 0, "interval": 0}
 
 
+async def test_each_batch_yields_between_its_stretches(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    """`on_step` runs after the stream is read, after the entries are decoded and after the back
+    office answered: three times a batch, so a caller's due work runs inside a long flush."""
+    steps: list[int] = []
+    async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
+        outbox = Outbox(aredis, backoffice, batch_size=100, flush_interval_s=60.0, retry_base_s=0.05,
+                        retry_cap_s=0.4, on_step=lambda: steps.append(outbox.sent_batches))
+        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        await append_many(store, 250, 10)
+        await outbox.drain()
+    assert standins_clean.backoffice.updates()["batches"] == 3
+    # batches of 100, 100 and 50 (a short batch ends the drain); the count moves after each reply
+    assert steps == [0, 0, 0, 1, 1, 1, 2, 2, 2], steps
+
+
 async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Redis,
                                                             standins_clean: Standins) -> None:
     """A batch is in flight (the stand-in recorded it, its reply is delayed) when the

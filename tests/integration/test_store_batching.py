@@ -16,6 +16,7 @@ from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import StoreError
 from service.outbox import new_update
+from service.redis_batch import TickBatcher
 from service.ports import Secret
 from service.store import PendingReconnect, StatusStore
 from tests.fixtures.process import free_port
@@ -110,3 +111,34 @@ async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_
         assert isinstance(results[1], StoreError) and "'b1'" in str(results[1])
     finally:
         await client.aclose()
+
+
+async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: aioredis.Redis) -> None:
+    """`on_step` runs as each pipeline starts and once its reply is read; with one pipeline in
+    flight they alternate, so the caller's due work runs between every two pipelines."""
+    def batcher(max_pipelines: int, trail: list[str]) -> TickBatcher:
+        return TickBatcher(aredis, on_round_trip=lambda: None, max_requests=1, max_pipelines=max_pipelines,
+                           on_step=lambda: trail.append("step"))
+
+    def build(trail: list[str], sid: str):
+        def queue(pipe) -> None:
+            trail.append(f"build {sid}")
+            pipe.set(keys.status_key(sid), "active")
+        return queue
+
+    one: list[str] = []
+    limited = batcher(1, one)
+    await asyncio.gather(*(limited.run(build(one, sid)) for sid in IDS[:3]))
+    assert one == ["step", "build b0", "step", "step", "build b1", "step", "step", "build b2", "step"]
+
+    three: list[str] = []
+    wide = batcher(3, three)
+    await asyncio.gather(*(wide.run(build(three, sid)) for sid in IDS[:3]))
+    assert three[:6] == ["step", "build b0", "step", "build b1", "step", "build b2"]  # all sent at once
+    assert three.count("step") == 6
+    assert await aredis.mget([keys.status_key(sid) for sid in IDS[:3]]) == [b"active"] * 3
+
+
+def test_batcher_rejects_a_bad_pipeline_limit(aredis: aioredis.Redis) -> None:
+    with pytest.raises(ValueError, match="max_pipelines must be an int >= 1, got 0"):
+        TickBatcher(aredis, on_round_trip=lambda: None, max_pipelines=0)
