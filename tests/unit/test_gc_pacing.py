@@ -1,6 +1,8 @@
 """`GcPacer`: the middle generation is collected when no session timer is due soon, or frozen
 (deferred) once too much piled up with timers always due; a sweep reclaims everything in a
-long quiet window or past its bound; the process's GC settings come back at stop."""
+long quiet window or past its bound; a clock bounds the time between young collections; the
+process's GC settings come back at stop. The middle-generation tests turn the clock off so
+that they count only the young collections they make."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ async def test_collects_only_when_no_timer_is_due_soon() -> None:
     loop = asyncio.get_running_loop()
     due: list[float | None] = [loop.time() + 0.05]  # a timer due in 50 ms: not quiet
     pacer = GcPacer(lambda: due[0], young_threshold=1000, check_every_s=0.01, min_quiet_s=0.2, quiet_after=1,
-                    defer_after=1000)
+                    defer_after=1000, young_every_s=None)
     pacer.start()
     try:
         assert gc.get_threshold()[0] == 1000 and gc.get_threshold()[1] >= 1 << 30
@@ -42,7 +44,8 @@ async def test_collects_only_when_no_timer_is_due_soon() -> None:
 
 async def test_with_timers_always_due_the_pile_is_frozen_not_collected(monkeypatch) -> None:
     loop = asyncio.get_running_loop()
-    pacer = GcPacer(lambda: loop.time() + 0.001, check_every_s=0.01, quiet_after=1, defer_after=2)
+    pacer = GcPacer(lambda: loop.time() + 0.001, check_every_s=0.01, quiet_after=1, defer_after=2,
+                    young_every_s=None)
     collected: list[int] = []
     real_collect = gc.collect
 
@@ -66,7 +69,7 @@ async def test_a_sweep_waits_for_a_long_quiet_window_or_its_own_bound() -> None:
     loop = asyncio.get_running_loop()
     due: list[float | None] = [loop.time() + 0.001]  # always a timer due: never quiet
     pacer = GcPacer(lambda: due[0], young_threshold=1000, check_every_s=0.01, quiet_after=1, defer_after=1,
-                    sweep_after=2000, sweep_force_after=10_000)
+                    sweep_after=2000, sweep_force_after=10_000, young_every_s=None)
     pacer.start()
     try:
         for _ in range(4):  # 4 x 1,000 piled up: past sweep_after, but never quiet
@@ -104,3 +107,38 @@ def test_bad_settings_are_refused() -> None:
         GcPacer(lambda: None, young_threshold=0)
     with pytest.raises(ValueError, match="defer_after"):
         GcPacer(lambda: None, defer_after=0)
+
+
+async def test_the_clock_collects_the_young_generation_when_the_count_does_not() -> None:
+    """CPython counts allocations minus deallocations: when old objects die by the thousand
+    the count stands still while the young generation grows. The clock bounds the time
+    between young collections instead: one whenever none ran since its last tick."""
+    young = [gc.get_stats()[0]["collections"]]
+    pacer = GcPacer(lambda: None, young_threshold=1 << 30, young_every_s=0.01)  # the count never triggers
+    pacer.start()
+    try:
+        young[0] = gc.get_stats()[0]["collections"]
+        await asyncio.sleep(0.2)
+        assert 5 <= pacer.clock_young <= 25
+        assert gc.get_stats()[0]["collections"] - young[0] >= pacer.clock_young
+    finally:
+        pacer.stop()
+
+
+async def test_the_clock_stays_out_while_young_collections_run_anyway() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = GcPacer(lambda: None, young_every_s=0.02)
+    stop_at = loop.time() + 0.2
+    pacer.start()
+    try:
+        while loop.time() < stop_at:  # a young collection every 5 ms, as a busy process has
+            gc.collect(0)
+            await asyncio.sleep(0.005)
+        assert pacer.clock_young <= 3  # the first tick (before it saw any), or a stall of a loaded machine
+    finally:
+        pacer.stop()
+
+
+def test_a_bad_clock_is_refused() -> None:
+    with pytest.raises(ValueError, match="young_every_s must be > 0 or None, got 0"):
+        GcPacer(lambda: None, young_every_s=0)
