@@ -252,7 +252,11 @@ class Gateway:
     async def repair_statuses(self) -> None:
         """Retry status writes that failed, so Redis and the back office converge (B6)."""
         dirty = [r for r in self.runners.values() if r.needs_repair]
-        dirty += [r for sid, r in list(self._dropped_unwritten.items()) if sid in self.settled]
+        for sid, runner in list(self._dropped_unwritten.items()):
+            if not runner.has_unwritten:  # its last writes went through by themselves: nothing to repair
+                del self._dropped_unwritten[sid]
+            elif sid in self.settled and runner.needs_repair:
+                dirty.append(runner)
         if not dirty:
             return
         self._log.warning("status_repairs", count=len(dirty))
