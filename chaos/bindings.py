@@ -41,6 +41,8 @@ class Targets:
     start_redis: Callable[[], None] = lambda: None
     redis_running: Callable[[], bool] = lambda: True
     save_redis: Callable[[], object] = lambda: None  # SAVE: what a persistent Redis does on shutdown
+    # after a deletion/deactivation: mark the session inactive in the gateway's own Redis layout
+    account_ended: Callable[[str], None] = lambda session_id: None
 
     def proxy(self, upstream: str) -> Proxy:
         try:
@@ -86,10 +88,12 @@ def _bind(item: Fault | ChaosAction, targets: Targets, key: int) -> list[Step]:
         return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, lambda s: targets.whatsapp.close(
             s, item.code if isinstance(item.code, int) else None)), ("close_with", "whatsapp"), "instant", key)]
     if isinstance(item, AccountDeleted):
-        return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, targets.backoffice.delete_account),
+        return [Step(item.at_s, _ORDER_SESSIONS, text,
+                     lambda: _each(targets, targets.backoffice.delete_account, targets.account_ended),
                      ("account_deleted", "backoffice"), "instant", key)]
     if isinstance(item, AccountDeactivated):
-        return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, targets.backoffice.deactivate),
+        return [Step(item.at_s, _ORDER_SESSIONS, text,
+                     lambda: _each(targets, targets.backoffice.deactivate, targets.account_ended),
                      ("account_deactivated", "backoffice"), "instant", key)]
     if isinstance(item, RestartRedis):
         def stop() -> None:
@@ -125,10 +129,11 @@ def _toxic(item: ToxicWindow, proxy: Proxy, text: str, key: int) -> list[Step]:
     return _window(item.start_s, item.end_s, text, (f"toxic_{item.kind}", item.upstream), key, add, remove)
 
 
-def _each(targets: Targets, call: Callable[[str], Any]) -> dict[str, Any]:
-    """Call once per session; the output says how many calls were made."""
+def _each(targets: Targets, *calls: Callable[[str], Any]) -> dict[str, Any]:
+    """Call each once per session; the output says for how many sessions."""
     for session_id in targets.sessions:
-        call(session_id)
+        for call in calls:
+            call(session_id)
     return {"sessions": len(targets.sessions)}
 
 

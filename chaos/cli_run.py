@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos import catalog
+from chaos.gateway import GatewaySpecError, load_gateway, reference_gateway
 from chaos.lab import LabError, started_lab
 from chaos.process import ProcessStartError
 from chaos.report import ScenarioRun, write_summary
@@ -34,6 +35,7 @@ examples:
   python -m chaos run matrix_redis_timeout --scale 0.1
   python -m chaos run --all --scale 0.1 --report reports/chaos
   python -m chaos run S2 --service-policy max_attempts=6   # a broken service: the checks must fail
+  python -m chaos run --group note --gateway examples/baileys-style-gateway/gateway.toml
 
 exit codes: 0 every scenario passed, 1 one failed, errored or was interrupted, 2 bad usage.
 """
@@ -62,6 +64,9 @@ def register(subparsers: Any) -> None:
     runner.add_argument("--service-policy", action="append", default=[], metavar="KEY=VALUE",
                         help="run the service with this policy instead of the scenario's (checks still use "
                              "the scenario's): shows the checkers catching a broken service")
+    runner.add_argument("--gateway", type=Path, default=None, metavar="FILE",
+                        help="the gateway to test, from its TOML file (chaos/CONTRACT.md); default: the reference "
+                             "service, chaos/gateways/reference.toml")
     runner.add_argument("--sequential", action="store_true", help="run the note's scenarios one by one too")
     runner.set_defaults(func=_run)
 
@@ -112,8 +117,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         names = _selected(args)
         scenarios = [catalog.at_scale(name, args.scale) for name in names]
-        options = RunOptions(report_dir=args.report, service_policy=_policy(args.service_policy))
-    except ChaosScenarioError as exc:
+        gateway = reference_gateway() if args.gateway is None else load_gateway(args.gateway)
+        options = RunOptions(report_dir=args.report, service_policy=_policy(args.service_policy), gateway=gateway)
+        for scenario in scenarios:
+            if not gateway.supports_scale(scenario.time_scale):
+                raise GatewaySpecError(f"gateway {gateway.name!r} ({gateway.source}) has no time scale; "
+                                       f"{scenario.name} would run at ×{scenario.time_scale:g}: give --scale 1")
+    except (ChaosScenarioError, GatewaySpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()

@@ -65,6 +65,7 @@ class ManagedProcess:
         ready: Callable[[], bool],
         log_dir: Path,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
         start_timeout_s: float = 15.0,
         stop_timeout_s: float = 5.0,
     ) -> None:
@@ -73,6 +74,7 @@ class ManagedProcess:
         self.ready = ready
         self.log_path = Path(log_dir) / f"{name}.log"
         self.env = env
+        self.cwd = cwd
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._popen: subprocess.Popen[bytes] | None = None
@@ -101,7 +103,7 @@ class ManagedProcess:
             # Own session: a Ctrl-C to pytest does not race our own stop().
             self._popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                env=env, cwd=self.cwd, start_new_session=True,
             )
         self._wait_ready()
 

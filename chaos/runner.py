@@ -1,11 +1,12 @@
-"""The runner: one scenario against the real service, through real Toxiproxy faults.
+"""The runner: one scenario against a real gateway, through real Toxiproxy faults.
 
 For each scenario: three proxies of its own (WhatsApp link, Redis, back office) in front
-of the lab's servers, accounts in the back-office stand-in, `python -m service` as a
+of the lab's servers, accounts in the back-office stand-in, the gateway of
+`RunOptions.gateway` (`chaos.gateway`; the reference `python -m service` by default) as a
 subprocess pointed at the proxies; steady state before → the timed steps of
 `bindings.steps_for` → the scenario's duration → settle → steady state after; the
 history recorded (timeline JSON lines, stand-in events and updates, fault windows,
-Redis's final statuses); rollback always (service stopped, toxics removed, proxies
+Redis's final statuses); rollback always (gateway stopped, toxics removed, proxies
 enabled and deleted, Redis started), on failure and on Ctrl-C too; then the checkers
 and the prediction; journal, history and chart under the report dir. Must not decide
 whether the service behaved: the checkers do.
@@ -13,11 +14,9 @@ whether the service behaved: the checkers do.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,22 +28,17 @@ import redis
 
 from chaos import bindings
 from chaos.checkers import check_all
+from chaos.gateway import Endpoints, GatewayProcess, GatewaySpec, StatusLayout, reference_gateway
 from chaos.history import (FaultWindow, History, link_events_from_standin, timeline_from_service,
                            updates_from_standin)
 from chaos.journal import Journal
 from chaos.lab import Lab, wait_for
-from chaos.process import ManagedProcess, free_port
 from chaos.prediction import predict_and_compare
 from chaos.report import ScenarioRun, timeline_chart
 from chaos.scenario import ChaosScenario, KillService
-from service import keys
-from service.core import TimelineRecord, read_jsonl
+from service.core import Status
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICE_SETTINGS = {  # a quick outbox, so a run settles within seconds
-    "outbox_flush_interval_s": 0.1, "outbox_retry_base_s": 0.05,
-    "outbox_retry_cap_s": 1.0, "backoffice_timeout_s": 2.0, "seed": 0, "log_level": "info",
-}
 
 
 class Interrupted(Exception):
@@ -53,67 +47,13 @@ class Interrupted(Exception):
 
 @dataclass
 class RunOptions:
-    """How to run: where reports go, a deliberately different service policy, progress output."""
+    """How to run: the gateway, where reports go, a deliberately different service policy, progress output."""
 
     report_dir: Path = Path("reports/chaos")
+    gateway: GatewaySpec = field(default_factory=reference_gateway)
     service_policy: dict[str, Any] | None = None  # override (tests of the checkers' teeth)
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     abort: threading.Event = field(default_factory=threading.Event)
-
-
-class _Service:
-    """`python -m service` for one scenario; each start is a new incarnation with its own timeline file."""
-
-    def __init__(self, scenario: ChaosScenario, lab: Lab, proxies: dict[str, Any], prefix: str,
-                 run_dir: Path, policy: dict[str, Any]) -> None:
-        self.scenario, self.lab, self.proxies, self.prefix, self.run_dir = scenario, lab, proxies, prefix, run_dir
-        self.policy = policy
-        self.incarnation = 0
-        self.proc: ManagedProcess | None = None
-
-    def start(self) -> None:
-        port = free_port()
-        name = f"service-{self.incarnation}"
-        self.incarnation += 1
-        # a restarted service takes its sessions over once the dead one's leases expire
-        crash = any(isinstance(a, KillService) for a in self.scenario.actions)
-        values = {**SERVICE_SETTINGS, "lease_ttl_s": 2.0 if crash else 10.0,
-                  "sessions": f"{self.prefix}-s{{0..{self.scenario.sessions - 1}}}",
-                  "redis_url": f"redis://{self.proxies['redis'].listen}/0",
-                  "backoffice_url": f"http://{self.proxies['backoffice'].listen}",
-                  "whatsapp_url": f"ws://{self.proxies['whatsapp'].listen}",
-                  "time_scale": self.scenario.time_scale, "metrics_port": port, "owner_id": f"{self.prefix}-{name}",
-                  "timeline_path": self.run_dir / f"timeline-{name}.jsonl"}
-        argv = [sys.executable, "-m", "service"]
-        for key, value in values.items():
-            argv += ["--" + key.replace("_", "-"), str(value)]
-        for key, value in self.policy.items():
-            argv += ["--policy", f"{key}={value}"]
-        env = {"RECONNECT_LAB_BACKOFFICE_TOKEN": self.lab.backoffice_token.reveal(), "PYTHONPATH": str(REPO_ROOT)}
-        self.proc = ManagedProcess(name, argv, ready=lambda: _healthy(port), log_dir=self.run_dir, env=env,
-                                   start_timeout_s=30.0, stop_timeout_s=10.0)
-        self.proc.start()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-    def timeline(self) -> list[TimelineRecord]:
-        records: list[TimelineRecord] = []
-        for path in sorted(self.run_dir.glob("timeline-service-*.jsonl")):
-            with open(path, encoding="utf-8") as stream:
-                records += list(read_jsonl(stream))
-        return records
-
-
-def _healthy(port: int) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as reply:
-        return json.loads(reply.read()).get("ok") is True
 
 
 class ScenarioRunner:
@@ -128,7 +68,7 @@ class ScenarioRunner:
         self.journal = Journal({**scenario.to_dict(), "session_prefix": self.prefix})
         self.redis = redis.Redis(*lab.redis_address, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.proxies: dict[str, Any] = {}
-        self.service: _Service | None = None
+        self.gateway: GatewayProcess | None = None
         self.windows: dict[int, FaultWindow] = {}
         self.origin_s = 0.0
         self.history: History | None = None
@@ -166,15 +106,16 @@ class ScenarioRunner:
                 self.proxies[upstream] = lab.toxiproxy.create_proxy(f"{self.prefix}-{upstream}", f"{host}:{port}")
             act.output = {u: p.listen for u, p in self.proxies.items()}
         with journal.activity("create the accounts", phase="before"):
-            self.redis.delete(*[keys.status_key(s) for s in self.sessions])
+            self.redis.delete(*[self.layout.key(s) for s in self.sessions])
             lab.backoffice.add_accounts(self.sessions)
         policy = dict(self.scenario.policy_settings) if self.options.service_policy is None else \
             dict(self.options.service_policy)
-        self.service = _Service(self.scenario, lab, self.proxies, self.prefix, self.run_dir, policy)
-        with journal.activity("start the service", phase="before") as act:
-            self.service.start()
+        self.gateway = GatewayProcess(self.options.gateway, self._endpoints(policy), self._statuses)
+        self.gateway.clear_old_timelines()
+        with journal.activity("start the gateway", phase="before") as act:
+            self.gateway.start()
             act.output = {"sessions": len(self.sessions), "policy": policy}
-        self.say(f"service up with {len(self.sessions)} session(s); waiting for steady state")
+        self.say(f"gateway {self.options.gateway.name} up with {len(self.sessions)} session(s); waiting for steady state")
         with journal.activity("every session active with one live socket", kind="probe", phase="before") as act:
             wait_for(self._all_active, 20.0 + len(self.sessions) / 25, "steady state before the faults")
             act.output = True
@@ -205,9 +146,9 @@ class ScenarioRunner:
 
     def _rollback(self) -> None:
         journal = self.journal
-        if self.service is not None:
-            with journal.activity("stop the service", phase="rollbacks", reraise=False):
-                self.service.stop()
+        if self.gateway is not None:
+            with journal.activity("stop the gateway", phase="rollbacks", reraise=False):
+                self.gateway.stop()
         targets = self._targets()
         with journal.activity("remove toxics, enable proxies, start Redis", phase="rollbacks", reraise=False) as act:
             problems = bindings.rollback(targets)
@@ -220,9 +161,9 @@ class ScenarioRunner:
 
     def _conclude(self, outcome: ScenarioRun, status: str) -> None:
         journal = self.journal
-        if self.history is not None and self.service is not None:
+        if self.history is not None and self.gateway is not None:
             end_s = max((a.end_s or 0.0) for a in journal.phase("after")) - self.origin_s
-            service_records = timeline_from_service(self.service.timeline(), -self.origin_s, self.sessions)
+            service_records = timeline_from_service(self.gateway.timeline(), -self.origin_s, self.sessions)
             self.history.timeline = [r for r in service_records if r.t <= end_s]
             self.history.save(self.run_dir)
             outcome.checks = check_all(self.history, self.scenario)
@@ -245,11 +186,15 @@ class ScenarioRunner:
 
     # ---- helpers ----
     def _targets(self) -> bindings.Targets:
-        service = self.service
+        gateway, layout = self.gateway, self.layout
+
+        def account_ended(session_id: str) -> None:  # the stand-in writes the reference layout itself
+            if not layout.is_default:
+                layout.write(self.redis, session_id, Status.INACTIVE.value)
         return bindings.Targets(
             dict(self.proxies), self.lab.whatsapp, self.lab.backoffice, self.sessions,
-            kill_service=service.kill if service else (lambda: None),
-            start_service=service.start if service else (lambda: None),
+            kill_service=gateway.kill if gateway else (lambda: None),
+            start_service=gateway.start if gateway else (lambda: None), account_ended=account_ended,
             stop_redis=self.lab.stop_redis, start_redis=self.lab.start_redis, redis_running=self.lab.redis_running,
             save_redis=self.redis.save)
 
@@ -269,8 +214,7 @@ class ScenarioRunner:
                 raise Interrupted()
 
     def _statuses(self) -> dict[str, str | None]:
-        values = self.redis.mget([keys.status_key(s) for s in self.sessions])
-        return {s: (v.decode() if v is not None else None) for s, v in zip(self.sessions, values)}
+        return self.layout.read(self.redis, self.sessions)
 
     def _all_active(self) -> bool:
         if set(self._statuses().values()) != {"active"}:
@@ -279,7 +223,14 @@ class ScenarioRunner:
         return all(live.get(s, {}).get("live") == 1 for s in self.sessions)
 
     def _settled(self) -> bool:
-        return "connecting" not in self._statuses().values() and self.redis.xlen(keys.OUTBOX_KEY) == 0
+        """Nobody `connecting`, and the back office's last update of each session is its Redis status."""
+        statuses = self._statuses()
+        if Status.CONNECTING.value in statuses.values():
+            return False
+        last: dict[str, str] = {}
+        for update in sorted(self.lab.backoffice.updates()["updates"], key=lambda u: (u["session_id"], u["seq"])):
+            last[str(update["session_id"])] = str(update["status"])
+        return all(last.get(s, status) == status for s, status in statuses.items())
 
     def _record_history(self) -> None:
         origin, sessions = self.origin_s, self.sessions
@@ -291,14 +242,27 @@ class ScenarioRunner:
             faults=sorted(self.windows.values(), key=lambda w: w.start_s),
             final_status=self._statuses(),
             meta={"origin_epoch_s": origin, "time_scale": self.scenario.time_scale,
-                  "service_policy": self.service.policy if self.service else {},
+                  "service_policy": self.gateway.policy if self.gateway else {},
+                  "gateway": self.options.gateway.name, "gateway_timeline": self.options.gateway.timeline,
                   "standin_r7_violations": [v for v in stats.get("r7_violations", []) if v.get("session_id") in sessions]},
         )
 
     def _clear_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.run_dir.glob("timeline-service-*.jsonl"):
-            old.unlink()
+
+    @property
+    def layout(self) -> StatusLayout:
+        return self.options.gateway.status
+
+    def _endpoints(self, policy: dict[str, Any]) -> Endpoints:
+        crash = any(isinstance(a, KillService) for a in self.scenario.actions)
+        return Endpoints(
+            whatsapp_url=f"ws://{self.proxies['whatsapp'].listen}", redis_url=f"redis://{self.proxies['redis'].listen}/0",
+            backoffice_url=f"http://{self.proxies['backoffice'].listen}",
+            backoffice_token=self.lab.backoffice_token.reveal(), sessions=self.sessions, run_dir=self.run_dir,
+            name_prefix=self.prefix, time_scale=self.scenario.time_scale, policy=policy,
+            # a restarted gateway takes its sessions over once the dead one's leases expire
+            lease_ttl_s=2.0 if crash else 10.0)
 
 
 def run_scenarios(scenarios: list[ChaosScenario], lab: Lab, options: RunOptions, *,

@@ -53,7 +53,7 @@ def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
     journal = json.loads(result.journal.read_text())
     assert journal["status"] == "interrupted"
     assert [a["activity"]["name"] for a in journal["rollbacks"]] == [
-        "stop the service", "remove toxics, enable proxies, start Redis", "delete this scenario's proxies"]
+        "stop the gateway", "remove toxics, enable proxies, start Redis", "delete this scenario's proxies"]
     assert not any(name.startswith(scenario.name) for name in chaos_lab.toxiproxy.proxies())
 
 
