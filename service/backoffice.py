@@ -80,8 +80,8 @@ class HttpBackOffice:
         self.requests += 1
         try:
             async with self._client().request(method, self.base_url + path, json=body) as resp:
-                raw = await resp.content.read(MAX_REPLY_BYTES + 1)
                 status = resp.status
+                raw = await self._read_body(what, resp)
         except asyncio.TimeoutError:
             self.errors += 1
             raise BackOfficeError(f"{what}: no reply within {self.timeout_s:g} s") from None
@@ -90,22 +90,44 @@ class HttpBackOffice:
             raise BackOfficeError(f"{what}: {type(err).__name__}: {err}") from None
         return self._parse(what, status, ok, raw)
 
+    async def _read_body(self, what: str, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body, however the bytes arrive, up to `MAX_REPLY_BYTES`; a larger one
+        (announced or sent) is refused without reading further."""
+        announced = resp.content_length
+        if announced is not None and announced > MAX_REPLY_BYTES:
+            raise self._too_large(what, resp.status, f"announces {announced} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                raise self._too_large(what, resp.status, f"sent more than {MAX_REPLY_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, what: str, status: int, detail: str) -> BackOfficeError:
+        self.errors += 1
+        return BackOfficeError(f"{what}: HTTP {status} reply {detail}; at most {MAX_REPLY_BYTES} bytes "
+                               "are read (a back office should answer far less)", status)
+
     def _parse(self, what: str, status: int, ok: tuple[int, ...], raw: bytes) -> Any:
         if status not in ok:
             self.errors += 1
             hint = " (check the back-office token)" if status in (401, 403) else ""
-            raise BackOfficeError(f"{what}: HTTP {status}{hint}: {raw[:200]!r}")
-        if len(raw) > MAX_REPLY_BYTES:
-            self.errors += 1
-            raise BackOfficeError(f"{what}: reply larger than {MAX_REPLY_BYTES} bytes")
+            raise BackOfficeError(f"{what}: HTTP {status}{hint}: {raw[:200]!r}", status)
         try:
             value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except RecursionError:  # e.g. 50,000 '[': the parser's stack, not ours, gives out
             self.errors += 1
-            raise BackOfficeError(f"{what}: HTTP {status} reply is not JSON: {raw[:200]!r}") from None
+            raise BackOfficeError(f"{what}: HTTP {status} reply is nested too deeply to parse "
+                                  f"({len(raw)} bytes): {raw[:80]!r}", status) from None
+        except ValueError as err:  # not JSON, not UTF-8, or a number too long to convert
+            self.errors += 1
+            raise BackOfficeError(f"{what}: HTTP {status} reply is not JSON ({str(err)[:120]}): "
+                                  f"{raw[:200]!r}", status) from None
         if not isinstance(value, dict):
             self.errors += 1
-            raise BackOfficeError(f"{what}: reply is {type(value).__name__}, expected a JSON object")
+            raise BackOfficeError(f"{what}: reply is {type(value).__name__}, expected a JSON object", status)
         return value
 
     def _garbage(self, what: str, detail: str) -> BackOfficeError:

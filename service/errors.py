@@ -35,7 +35,22 @@ class MalformedInput(ServiceError, ValueError):
 
 
 class BackOfficeError(ServiceError):
-    """The back office is down, slow, or answered garbage; the caller retries later."""
+    """The back office is down, slow, or answered garbage; the caller retries later.
+
+    `status` is the HTTP status of the reply when there was one (None: no reply, or a reply
+    that could not be read); `rejected` says the back office refused the request itself
+    (400 or 422: something in what was sent is wrong, resending it unchanged cannot help).
+    """
+
+    REJECTED_STATUSES = frozenset({400, 422})
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def rejected(self) -> bool:
+        return self.status in self.REJECTED_STATUSES
 
 
 class StoreError(ServiceError):

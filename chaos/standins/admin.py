@@ -159,8 +159,11 @@ class BackOfficeAdmin(_AdminClient):
     def updates(self) -> dict[str, Any]:
         return dict(self.request("GET", "/admin/updates"))
 
-    def set_mode(self, mode: str, delay_s: float | None = None) -> None:
-        body: dict[str, Any] = {"mode": mode}
+    def set_mode(self, mode: str, delay_s: float | None = None, **knobs: Any) -> dict[str, Any]:
+        """Set how the API answers (`ok`, `error500`, `garbage`, `slow` or a hostile mode of
+        `chaos.standins.hostile.Mode`); `knobs`: `depth`, `digits`, `size_bytes`,
+        `chunk_bytes`, `endpoints` (a list of `validity`, `validity_batch`, `status_batch`)."""
+        body: dict[str, Any] = {"mode": mode, **knobs}
         if delay_s is not None:
             body["delay_s"] = delay_s
-        self.request("POST", "/admin/mode", body)
+        return dict(self.request("POST", "/admin/mode", body))

@@ -2,7 +2,9 @@
 the batch status endpoint on an API port, plus an admin port to drive it.
 
 Owns accounts, the ordered record of status updates (de-duplicated by `update_id`),
-failure modes (error500 / garbage / slow) and, given a Redis URL, the shared-Redis
+failure modes (error500 / garbage / slow, and the hostile replies of `hostile.py`:
+deep nesting, huge numbers, wrong types, truncated, oversize, padded, never-ending and
+trickling bodies, per endpoint) and, given a Redis URL, the shared-Redis
 write a real back office makes when an account is deleted or deactivated.
 Must not log the bearer token or accept a request without it.
 """
@@ -11,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from aiohttp import web
 
-from chaos.standins.webutil import BadRequest, json_body, json_response, non_negative_number
+from chaos.standins import hostile
+from chaos.standins.hostile import HostileParams, Mode
+from chaos.standins.webutil import BadRequest, json_body, json_response
 from service.core import Priority, Status
 from service.keys import status_key
 from service.ports import Secret
@@ -28,15 +32,6 @@ log = logging.getLogger(__name__)
 
 UPDATE_FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
 REDIS_TIMEOUT_S = 2.0
-
-
-class Mode(str, Enum):
-    """How the API answers: normally, 500, 200 with a non-JSON body, or after a delay."""
-
-    OK = "ok"
-    ERROR500 = "error500"
-    GARBAGE = "garbage"
-    SLOW = "slow"
 
 
 @dataclass
@@ -50,7 +45,8 @@ class BackOfficeState:
     validity_batches: int = 0
     rejected_auth: int = 0
     mode: Mode = Mode.OK
-    delay_s: float = 0.0
+    params: HostileParams = field(default_factory=HostileParams)
+    hostile_replies: int = 0  # replies the mode spoiled (error500, garbage and the hostile ones)
 
     def validity(self, session_id: str) -> dict[str, Any]:
         if session_id in self.accounts:
@@ -167,16 +163,34 @@ class BackOfficeStandin:
         if not self._authorised(request.headers.get("Authorization", "")):
             self.state.rejected_auth += 1
             return json_response({"error": "missing or wrong bearer token"}, status=401)
-        mode = self.state.mode
+        mode, params = self.state.mode, self.state.params
+        endpoint = hostile.endpoint_of(request)
+        if mode is Mode.OK or endpoint not in params.endpoints:
+            return await handler(request)
+        if mode in hostile.WITHOUT_HANDLER:
+            self.state.hostile_replies += 1
+            return await self._refuse(request, mode, endpoint)
+        response = await handler(request)  # state changes on arrival, as a real server's would
+        if mode is Mode.SLOW:
+            await asyncio.sleep(params.delay_s)
+            return response
+        if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+            return response
+        self.state.hostile_replies += 1
+        return await hostile.stream_reply(request, mode, params, response.body, response.status)
+
+    async def _refuse(self, request: web.Request, mode: Mode, endpoint: str) -> web.Response:
         if mode is Mode.ERROR500:
             return json_response({"error": "back office stand-in in mode error500"}, status=500)
         if mode is Mode.GARBAGE:
             return web.Response(text="<html><body>502 Bad Gateway (stand-in garbage)</body></html>",
                                 content_type="text/html")
-        response = await handler(request)  # state changes on arrival, as a real server's would
-        if mode is Mode.SLOW:
-            await asyncio.sleep(self.state.delay_s)
-        return response
+        try:
+            body = json.loads(await request.read() or b"null")
+        except ValueError:
+            body = None
+        reply = hostile.refused_body(mode, self.state.params, endpoint, request, body, self.state.hostile_replies)
+        return web.Response(body=reply, content_type="application/json")
 
     def _authorised(self, header: str) -> bool:
         scheme, _, presented = header.partition(" ")
@@ -273,7 +287,8 @@ class BackOfficeStandin:
     async def _updates(self, request: web.Request) -> web.Response:
         return json_response({"updates": self.state.updates, "duplicates": self.state.duplicates,
                               "batches": self.state.batches, "rejected_auth": self.state.rejected_auth,
-                              "validity_batches": self.state.validity_batches})
+                              "validity_batches": self.state.validity_batches,
+                              "hostile_replies": self.state.hostile_replies})
 
     async def _set_mode(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -281,10 +296,13 @@ class BackOfficeStandin:
             mode = Mode(body.get("mode"))
         except ValueError:
             raise BadRequest(f"'mode' must be one of {[m.value for m in Mode]}, got {body.get('mode')!r}") from None
-        delay_s = non_negative_number(body, "delay_s", default=2.0 if mode is Mode.SLOW else 0.0)
-        self.state.mode, self.state.delay_s = mode, float(delay_s or 0.0)
-        log.info("back-office stand-in mode: %s (delay %.3fs)", mode.value, self.state.delay_s)
-        return json_response({"mode": mode.value, "delay_s": self.state.delay_s})
+        params = hostile.parse_params(mode, body)
+        self.state.mode, self.state.params = mode, params
+        log.info("back-office stand-in mode: %s (delay %.3fs, endpoints %s)", mode.value, params.delay_s,
+                 ",".join(sorted(params.endpoints)))
+        return json_response({"mode": mode.value, "delay_s": params.delay_s, "depth": params.depth,
+                              "digits": params.digits, "size_bytes": params.size_bytes,
+                              "chunk_bytes": params.chunk_bytes, "endpoints": sorted(params.endpoints)})
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.state = BackOfficeState()

@@ -515,6 +515,6 @@ def test_backoffice_reset_clears_accounts_updates_and_mode(standins_clean: Stand
     admin.set_mode("error500")
     admin.reset()
     assert admin.updates() == {"updates": [], "duplicates": 0, "batches": 0, "rejected_auth": 0,
-                               "validity_batches": 0}
+                               "validity_batches": 0, "hostile_replies": 0}
     assert admin.accounts()["accounts"] == {}
     assert api(standins_clean, "GET", "/api/sessions/s1/validity")[0] == 200  # mode back to ok
