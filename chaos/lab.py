@@ -21,6 +21,7 @@ from pathlib import Path
 from chaos.process import ManagedProcess, free_port, wait_until
 from chaos.standins.admin import BackOfficeAdmin, WhatsAppAdmin
 from chaos.toxiproxy import Toxiproxy
+from service.config import BACKOFFICE_TOKEN_ENV
 from service.ports import Secret
 
 HOST = "127.0.0.1"
@@ -101,10 +102,9 @@ def _start_all(work_dir: Path, procs: list[ManagedProcess]) -> Lab:
     ready_file = work_dir / "standins.json"
     ready_file.unlink(missing_ok=True)
     standins = ManagedProcess("standins", [sys.executable, "-m", "chaos", "standins", "--ready-file", str(ready_file),
-                                           "--backoffice-token-env", "RL_BACKOFFICE_TOKEN",
                                            "--redis-url", f"redis://{HOST}:{redis_port}/0"],
                               ready=ready_file.exists, log_dir=work_dir, start_timeout_s=30.0, stop_timeout_s=10.0,
-                              env={"RL_BACKOFFICE_TOKEN": token.reveal(), "PYTHONPATH": str(REPO_ROOT)})
+                              env={BACKOFFICE_TOKEN_ENV: token.reveal(), "PYTHONPATH": str(REPO_ROOT)})
     procs.append(standins)
     standins.start()
     ports = json.loads(ready_file.read_text())

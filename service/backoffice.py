@@ -43,10 +43,10 @@ class HttpBackOffice:
                               f"got {base_url!r}")
         if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
             raise ConfigError(f"back-office timeout_s must be a positive number, got {timeout_s!r}")
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, (str, Secret)) or not token:
             raise ConfigError("back-office token must be a non-empty Secret")
         self.base_url = base_url.rstrip("/")
-        self._token = token if isinstance(token, Secret) else Secret(token)
+        self._token = Secret(token)
         self.timeout_s = float(timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0

@@ -26,6 +26,7 @@ from service.ports import Secret
 
 ENV_PREFIX = "RECONNECT_LAB_"
 POLICY_ENV_PREFIX = ENV_PREFIX + "POLICY_"
+BACKOFFICE_TOKEN_ENV = ENV_PREFIX + "BACKOFFICE_TOKEN"  # the stand-ins read the same variable
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@", re.I)
 
 
@@ -84,9 +85,11 @@ class Settings(BaseModel):
     @field_validator("redis_url", "backoffice_token", "session_credentials", mode="before")
     @classmethod
     def _to_secret(cls, value: Any) -> Secret:
+        if isinstance(value, Secret):
+            return value
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {type(value).__name__}")
-        return value if isinstance(value, Secret) else Secret(value)
+        return Secret(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -200,7 +203,7 @@ def load_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] |
         raise ConfigError(_describe(err, origin)) from None
     if not settings.backoffice_token.reveal():
         raise ConfigError(f"setting 'backoffice_token' is required (the back office rejects calls without it); "
-                          f"set {ENV_PREFIX}BACKOFFICE_TOKEN or backoffice_token in the TOML file")
+                          f"set {BACKOFFICE_TOKEN_ENV} or backoffice_token in the TOML file")
     settings.build_policy()  # policy errors surface at start, named by the core
     return settings
 

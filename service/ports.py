@@ -7,19 +7,31 @@ Owns interface shapes and the plain values crossing them; must not do I/O itself
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, runtime_checkable
 
 from service.core import Priority, Status
 
 
-class Secret(str):
-    """A credential or token: a str whose repr and str never show the value (B8)."""
+class Secret:
+    """A credential, token or password (B8). Deliberately not a `str`: nothing that works on
+    text (`+`, slicing, `json.dumps`, `%`/f-strings, `str.join`, pickling) can reach the value;
+    `str`, `repr` and `format` show `***`. `reveal()` is the one way in, for the one place
+    that must send it. Immutable; equal only to a `Secret` holding the same value."""
 
-    def __new__(cls, value: str) -> "Secret":
-        # re-wrapping must keep the value, not the redacted str() of it
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: "str | Secret") -> None:
         raw = value.reveal() if isinstance(value, Secret) else value
-        return super().__new__(cls, raw)
+        if not isinstance(raw, str):
+            raise TypeError(f"a Secret wraps a str, got {type(value).__name__}")
+        object.__setattr__(self, "_value", raw)
+
+    def reveal(self) -> str:
+        """The real value, for the one place that must send it."""
+        return self._value
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -30,9 +42,29 @@ class Secret(str):
     def __format__(self, spec: str) -> str:
         return "***"
 
-    def reveal(self) -> str:
-        """The real value, for the one place that must send it."""
-        return str.__str__(self)
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Secret is immutable")
+
+    def __copy__(self) -> "Secret":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> "Secret":
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("a Secret is never pickled (it would carry the value in clear); "
+                        "pass what the other process needs through its own channel")
 
 
 @dataclass(frozen=True)

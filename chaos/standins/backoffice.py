@@ -119,8 +119,7 @@ class BackOfficeStandin:
     def __init__(self, token: Secret, *, redis_url: str | None = None) -> None:
         if not token:
             raise ValueError("the back-office token must be a non-empty string")
-        # Secret(Secret(x)) would be '***' (str() of a Secret is redacted): wrap plain strings only
-        self._token = token if isinstance(token, Secret) else Secret(token)
+        self._token = Secret(token)
         self._redis_url = redis_url
         self._redis: Any = None
         self.state = BackOfficeState()

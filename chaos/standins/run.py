@@ -22,11 +22,12 @@ from typing import Any
 from chaos.standins.backoffice import BackOfficeStandin
 from chaos.standins.webutil import start_app
 from chaos.standins.whatsapp import WhatsAppStandin
+from service.config import BACKOFFICE_TOKEN_ENV
 from service.ports import Secret
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOKEN_ENV = "RL_BACKOFFICE_TOKEN"
+DEFAULT_TOKEN_ENV = BACKOFFICE_TOKEN_ENV  # the service's variable: one token, one name
 PORT_NAMES = ("whatsapp_port", "whatsapp_admin_port", "backoffice_port", "backoffice_admin_port")
 
 

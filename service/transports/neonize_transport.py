@@ -310,12 +310,12 @@ def build_transport(settings: Any, keepalive_interval_s: float, keepalive_misses
 
 def store_for(credentials: Secret | str, session_id: str) -> Secret:
     """The session's store: `credentials`, with `{session_id}` replaced by the id."""
-    if not isinstance(credentials, str) or not credentials:
+    if not isinstance(credentials, (str, Secret)) or not credentials:
         raise ConfigError(f"credentials of session {session_id!r} must be its neonize store path or DSN "
                           f"(e.g. /var/lib/gateway/stores/{STORE_PLACEHOLDER}.db)")
     text = credentials.reveal() if isinstance(credentials, Secret) else credentials
     if STORE_PLACEHOLDER not in text:
-        return credentials if isinstance(credentials, Secret) else Secret(credentials)
+        return Secret(credentials)
     if "/" in session_id or session_id in (".", ".."):
         raise ConfigError(f"session id {session_id!r} cannot name a store file: no '/', '.' or '..'")
     return Secret(text.replace(STORE_PLACEHOLDER, session_id))

@@ -119,9 +119,7 @@ class WireTransport:
     def new_link(self, session_id: str, credentials: Secret) -> WireLink:
         if not isinstance(session_id, str) or not session_id or "/" in session_id:
             raise ValueError(f"session_id must be a non-empty string without '/', got {session_id!r}")
-        if not isinstance(credentials, Secret):  # Secret(Secret(x)) would be '***'
-            credentials = Secret(credentials)
-        link = WireLink(self, session_id, credentials)
+        link = WireLink(self, session_id, Secret(credentials))
         self._links.add(link)
         return link
 
