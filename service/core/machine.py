@@ -184,6 +184,9 @@ class SessionMachine:
         if event.ok:
             self._open(attempt=self._vars.attempts)
             return
+        # B10: a session that ends, ends: its last word is `inactive`, never the `connecting`
+        # its close wrote (over the back office's own `inactive`, when it deleted the account)
+        self._set_status(Status.INACTIVE, Priority.HIGH)
         self._emit(LogEvent.RECONNECT_CANCELLED, reason="invalid")
         self._drop("invalid")
 

@@ -41,7 +41,7 @@ def count_calls(obj: Any, name: str) -> Callable[[], int]:
     return lambda: calls[0]
 
 
-async def ended(redis_client, standins, session_id: str, status: str) -> bool:
+def ended(redis_client, standins, session_id: str, status: str) -> bool:
     return (statuses(redis_client, [session_id])[session_id] == status
             and not redis_client.exists(keys.session_key(session_id))
             and (last_update(standins, session_id) or {}).get("status") == status)
@@ -66,3 +66,45 @@ async def test_a_clean_ending_raises_no_status_repairs_warning(
         await eventually(lambda: sweeps() >= done_at + 3, 5, "three adoption sweeps after the ending")
     repairs = [r for r in log_records(service_log) if r["event"] == "status_repairs"]
     assert repairs == [], f"nothing failed, yet: {repairs[:2]}"
+
+
+def plant_garbage(standins, redis_client, session_id: str) -> None:
+    redis_client.set(keys.status_key(session_id), "banana")
+
+
+DROPPED_AT_VALIDATION = {
+    # the back office deletes the account and writes `inactive` itself, before the link drops
+    "deleted_while_connected": ("before_drop", lambda s, r, sid: s.backoffice.delete_account(sid)),
+    # the back office says no, but never writes Redis
+    "vetoed_without_redis": ("in_backoff", lambda s, r, sid: s.backoffice.add_account(sid, active=False)),
+    # an unusable status planted while the session waits for attempt 2
+    "garbage_mid_backoff": ("in_backoff", plant_garbage),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DROPPED_AT_VALIDATION))
+async def test_a_session_dropped_at_validation_ends_inactive_with_no_pending_record(
+        case, service_settings, standins_clean, redis_client, tmp_path) -> None:
+    when, act = DROPPED_AT_VALIDATION[case]
+    s = standins_clean
+    s.backoffice.add_accounts(["s0", "s1"])
+    async with run_service(service_settings(sessions="s0,s1")) as service:
+        await eventually(lambda: set(statuses(redis_client, ["s0", "s1"]).values()) == {"active"}, 5, "active")
+        if when == "before_drop":
+            act(s, redis_client, "s0")
+        else:
+            s.whatsapp.reject("s0", REJECT)
+        s.whatsapp.close("s0")
+        if when == "in_backoff":
+            await eventually(lambda: connects(s, "s0") == 2, 3, "attempt 1 failed")
+            act(s, redis_client, "s0")
+        await eventually(lambda: "s0" in service.gateway.settled, 5, "s0 dropped at validation")
+        await eventually(lambda: ended(redis_client, s, "s0", "inactive"), 3,
+                         "s0 inactive in Redis and at the back office, no pending record")
+        assert (last_update(s, "s0") or {}).get("priority") == "high"
+        assert statuses(redis_client, ["s1"])["s1"] == "active"
+    # a restart finds nothing to resume: the session stays ended
+    async with run_service(service_settings(sessions="s0,s1", timeline_path=tmp_path / "after.jsonl")) as again:
+        await eventually(lambda: "s0" in again.gateway.settled, 5, "s0 settled after the restart")
+    assert statuses(redis_client, ["s0"])["s0"] == "inactive"
+    assert connects(s, "s0") == (1 if when == "before_drop" else 2), "no socket after the session ended"

@@ -83,7 +83,8 @@ def test_failed_validation_drops_and_opens_no_socket():
     assert opened_after_close == []
     assert "reconnect_cancelled" in run.events()
     assert run.of(Drop)[-1][1] == Drop("invalid")
-    assert not run.of(SetStatus)[1:]  # only `connecting`; the back office already knows
+    # B10: the session ends `inactive` (high priority), never left `connecting`
+    assert [c for _, c in run.of(SetStatus)] == [SetStatus(Status.CONNECTING), SetStatus(Status.INACTIVE, Priority.HIGH)]
 
 
 def test_close_socket_precedes_every_reconnect_open():

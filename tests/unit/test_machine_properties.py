@@ -5,10 +5,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core import Action, IllegalTransition, SessionMachine, State, build_policy
+from service.core import Action, IllegalTransition, SessionMachine, State, Status, build_policy
 from service.core.events import (
     BackoffElapsed, CloseSocket, Closed, Drop, KeepaliveMissed, Opened, OpenSocket,
-    Released, ScheduleReconnect, Start, StartFailed, Validated,
+    Released, ScheduleReconnect, SetStatus, Start, StartFailed, Validated,
 )
 
 CODES = [None, 401, 405, 428, 440, 500, 515, "TemporaryBan", "StreamReplaced", "Disconnected"]
@@ -106,3 +106,22 @@ def test_every_jittered_delay_within_its_formula(policy_settings, sequence, seed
         lo, hi = policy.backoff.bounds_s(command.attempt, previous_s)
         assert lo <= command.delay_s <= hi
         previous_s = command.delay_s
+
+
+@settings(max_examples=500, deadline=None)
+@given(policies, st.lists(events, max_size=60), st.integers(0, 2**32))
+def test_a_session_that_ends_is_never_left_connecting(policy_settings, sequence, seed):
+    """B10: every drop but a release (give-up, terminal code, failed validation) ends with a
+    status other than `connecting`, written in the same step as the drop or before it."""
+    machine = SessionMachine("s", build_policy(policy_settings), random.Random(seed))
+    written = [c.status for c in machine.handle(Start(), 0.0) if isinstance(c, SetStatus)]
+    for event in sequence:
+        try:
+            commands = machine.handle(event, 1.0)
+        except IllegalTransition:
+            continue
+        written += [c.status for c in commands if isinstance(c, SetStatus)]
+        drops = [c for c in commands if isinstance(c, Drop)]
+        if drops and not isinstance(event, Released):
+            assert written[-1] is not Status.CONNECTING, (drops, written)
+            assert machine.status is written[-1]
