@@ -215,6 +215,11 @@ def default_scale(name: str) -> float:
     return _DEFAULT_SCALES.get(ALIASES.get(name, name), QUICK_SCALE)
 
 
+def explicit_scale(name: str) -> float | None:
+    """The default scale a scenario was registered with, or None when it takes the catalog's."""
+    return _DEFAULT_SCALES.get(ALIASES.get(name, name))
+
+
 def at_scale(name: str, scale: float | None = None) -> ChaosScenario:
     """The named scenario at `scale` (its default scale when None)."""
     scenario = get(name)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES = [
     "chaos.standins.run",  # standins
     "chaos.cli_run",  # list, run
+    "chaos.cli_scenarios",  # show
 ]
 
 

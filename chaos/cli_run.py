@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos import catalog
+from chaos.cli_scenarios import add_source_flags, load_sources
 from chaos.gateway import GatewaySpecError, load_gateway, reference_gateway
 from chaos.lab import LabError, started_lab
 from chaos.process import ProcessStartError
@@ -46,7 +47,8 @@ def register(subparsers: Any) -> None:
     lister = subparsers.add_parser("list", help="list the chaos scenarios and what each expects",
                                    description="List the named chaos scenarios: group, default scale, "
                                                "duration, sessions and the expected outcome.")
-    lister.add_argument("--group", choices=["note", "matrix", "extra"], help="only this group")
+    lister.add_argument("--group", help="only this group (note, matrix, extra, file, or your module's)")
+    add_source_flags(lister)
     lister.set_defaults(func=_list)
     runner = subparsers.add_parser(
         "run", help="run chaos scenarios against the real service",
@@ -56,7 +58,8 @@ def register(subparsers: Any) -> None:
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     runner.add_argument("names", nargs="*", metavar="NAME", help="scenario names or aliases (S1, S2, S3)")
     runner.add_argument("--all", action="store_true", help="every scenario in the catalog")
-    runner.add_argument("--group", choices=["note", "matrix", "extra"], help="every scenario of one group")
+    runner.add_argument("--group", help="every scenario of one group (note, matrix, extra, file, or your module's)")
+    add_source_flags(runner)
     runner.add_argument("--scale", type=_scale, default=None, metavar="K",
                         help="multiply every time by K (default: each scenario's own: 1 for the note's, 0.1 else)")
     runner.add_argument("--report", type=Path, default=DEFAULT_REPORT_DIR, metavar="DIR",
@@ -82,7 +85,13 @@ def _scale(text: str) -> float:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for name in catalog.names(args.group):
+    try:
+        load_sources(args)
+        names = catalog.names(args.group)
+    except ChaosScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for name in names:
         scenario = catalog.at_scale(name)
         print(f"{name:34} {catalog.group_of(name):6} ×{scenario.time_scale:<4g} {scenario.duration_s:7.1f} s "
               f"{scenario.sessions:4d} session(s)  {scenario.expected.describe()}")
@@ -90,15 +99,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _selected(args: argparse.Namespace) -> list[str]:
+    from_files = load_sources(args)
     if args.all and (args.names or args.group):
         raise ChaosScenarioError("give scenario names, --group or --all, not several")
     if args.all:
         return catalog.names()
     if args.group:
         return catalog.names(args.group)
-    if not args.names:
-        raise ChaosScenarioError("name at least one scenario, or use --all (see `python -m chaos list`)")
-    return [catalog.get(name).name for name in args.names]
+    if not args.names and not from_files:
+        raise ChaosScenarioError("name at least one scenario, give --file, or use --all (see `python -m chaos list`)")
+    return [catalog.get(name).name for name in args.names] + from_files
 
 
 def _policy(items: list[str]) -> dict[str, Any] | None:
