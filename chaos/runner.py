@@ -64,7 +64,7 @@ class ScenarioRunner:
         self.tag = uuid.uuid4().hex[:6]
         self.prefix = f"{scenario.name}-{self.tag}"
         self.sessions = [f"{self.prefix}-s{i}" for i in range(scenario.sessions)]
-        self.run_dir = Path(options.report_dir) / scenario.name
+        self.run_dir = Path(options.report_dir).resolve() / scenario.name  # a gateway may run in its own cwd
         self.journal = Journal({**scenario.to_dict(), "session_prefix": self.prefix})
         self.redis = redis.Redis(*lab.redis_address, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.proxies: dict[str, Any] = {}
