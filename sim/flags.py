@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from service.core import Jitter
+from service.core.policy import Schedule
+from service.core.presets import PRESETS
 from service.core.codes import TABLES
-from sim.params import ENGINES, ModelParams, ParamError, coerce, names
+from sim.params import ENGINES, ModelParams, ParamError, coerce, names, params_settings
 from sim.population import all_names
 
 # field → (metavar, help). Units are in the names and restated here.
@@ -24,8 +26,21 @@ HELP: dict[str, tuple[str, str]] = {
     "base_s": ("SECONDS", "backoff before attempt 1 (R2)"),
     "factor": ("X", "backoff growth per attempt (R2)"),
     "cap_s": ("SECONDS", "longest single backoff (R2)"),
-    "max_attempts": ("N", "reconnect attempts before a session is marked inactive (R2)"),
+    "max_attempts": ("N", "reconnect attempts before a session is marked inactive (R2); 0 = no cap"),
     "jitter": ("KIND", "backoff jitter (B2): " + ", ".join(j.value for j in Jitter)),
+    "max_elapsed_s": ("SECONDS", "give-up deadline: no attempt starts later than this after the first close; "
+                      "0 = none (B13)"),
+    "schedule": ("KIND", "how delays grow: exponential (base·factor^(n-1)), linear (base + step·(n-1)), "
+                 "steps (the steps_s list)"),
+    "step_s": ("SECONDS", "linear schedule: delay added per attempt"),
+    "steps_s": ("LIST", "steps schedule: comma-separated delays in seconds, the last repeated (e.g. 0,2,10,30)"),
+    "jitter_ratio": ("SHARE", "proportional jitter: each delay moves by up to ± this share"),
+    "jitter_from_attempt": ("N", "attempts before this one are not jittered"),
+    "cap_after_jitter": ("BOOL", "cap the jittered delay (socket.io) instead of the un-jittered one (gRPC)"),
+    "connect_timeout_s": ("SECONDS", "connect timeout of the policy (connects take no time in the model)"),
+    "default_ban_wait_s": ("SECONDS", "wait of a temporary ban that names no expiry"),
+    "keepalive_interval_s": ("SECONDS", "keepalive interval of the policy (not modelled: no half-open links)"),
+    "keepalive_misses": ("N", "keepalives missed before a link counts as dead (not modelled)"),
     "codes": ("TABLE", "close-code table (B1): " + ", ".join(sorted(TABLES))
               + "; a custom one as a [codes] table in --config (base, default, codes)"),
     "sessions_per_ip": ("N", "sessions sharing one source IP at WhatsApp"),
@@ -47,6 +62,7 @@ HELP: dict[str, tuple[str, str]] = {
 
 _CHOICES: dict[str, list[str]] = {
     "jitter": [j.value for j in Jitter],
+    "schedule": [s.value for s in Schedule],
     "codes": sorted(TABLES),
     "engine": list(ENGINES),
     "scenario": all_names(),
@@ -57,7 +73,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """Add --config and one flag per model parameter (default None: TOML or the dataclass decides)."""
     defaults = ModelParams()
     parser.add_argument("--config", metavar="FILE.toml", type=Path,
-                        help="TOML file of model parameters (keys as the flags, with underscores); flags win")
+                        help="TOML file of model parameters (keys as the flags, with underscores, top level or "
+                             "in [sim]) and/or a [policy] table as `python -m service` reads it; flags win")
+    parser.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                        help="start from a named policy (" + ", ".join(PRESETS) + "); "
+                             "--config and flags override its keys")
     group = parser.add_argument_group("model parameters")
     for name in names():
         metavar, text = HELP[name]
@@ -88,16 +108,27 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ParamError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ParamError(f"config {path} is not valid TOML: {exc}") from None
+    policy = raw.pop("policy", None)
     table = raw.get("sim", raw)
     unknown = sorted(set(table) - set(names()))
     if unknown:
         raise ParamError(f"config {path}: unknown key(s) {unknown}; known: {', '.join(names())}")
-    return {key: coerce(key, value) for key, value in table.items()}
+    values = {key: coerce(key, value) for key, value in table.items()}
+    if policy is not None:
+        if not isinstance(policy, dict):
+            raise ParamError(f"config {path}: [policy] must be a table of policy keys")
+        try:
+            values.update(params_settings(policy))
+        except ParamError as exc:
+            raise ParamError(f"config {path}: [policy]: {exc}") from None
+    return values
 
 
 def params_from(args: argparse.Namespace, **overrides: Any) -> ModelParams:
-    """defaults < TOML < flags < overrides."""
-    values: dict[str, Any] = load_toml(args.config) if getattr(args, "config", None) else {}
+    """defaults < --preset < TOML < flags < overrides."""
+    preset = getattr(args, "preset", None)
+    values: dict[str, Any] = params_settings({"preset": preset}) if preset else {}
+    values.update(load_toml(args.config) if getattr(args, "config", None) else {})
     for name in names():
         flag_value = getattr(args, name, None)
         if flag_value is not None:

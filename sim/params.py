@@ -35,9 +35,20 @@ class ModelParams:
     base_s: float = 2.0
     factor: float = 2.0
     cap_s: float = 32.0
-    max_attempts: int = 5
+    max_attempts: int = 5  # 0 = no attempt cap ("unlimited" in a policy file)
     jitter: str = "none"
     codes: str = "original"
+    max_elapsed_s: float = 0.0  # give-up deadline after the first close; 0 = none (B13)
+    schedule: str = "exponential"  # exponential | linear | steps
+    step_s: float = 0.0  # linear schedule: added per attempt
+    steps_s: tuple = ()  # steps schedule: the delays, the last one repeated
+    jitter_ratio: float = 0.5  # proportional jitter: ± this share of the delay
+    jitter_from_attempt: int = 1  # attempts before this one are not jittered (gRPC: 2)
+    cap_after_jitter: bool = False  # cap the jittered delay (socket.io) instead of the un-jittered one
+    connect_timeout_s: float = 20.0  # policy value; connects take no time in the model
+    default_ban_wait_s: float = 3600.0  # wait of a temporary ban without its own expiry
+    keepalive_interval_s: float = 20.0  # policy values kept so a policy file round-trips;
+    keepalive_misses: int = 3  # the model has no half-open links to detect
     # WhatsApp connect limits
     sessions_per_ip: int = 100
     ip_connects_per_s: float = 20.0  # token refill per IP; 0 = unlimited
@@ -59,7 +70,9 @@ class ModelParams:
 
     def __post_init__(self) -> None:
         _positive_int("sessions", self.sessions)
-        _positive_int("max_attempts", self.max_attempts)
+        _non_negative_int("max_attempts", self.max_attempts)
+        if not isinstance(self.steps_s, tuple):
+            object.__setattr__(self, "steps_s", tuple(self.steps_s) if isinstance(self.steps_s, list) else self.steps_s)
         _positive_int("sessions_per_ip", self.sessions_per_ip)
         _positive_int("backoffice_batch", self.backoffice_batch)
         _positive_int("block_sessions", self.block_sessions)
@@ -77,13 +90,23 @@ class ModelParams:
             raise ParamError(f"unknown scenario {self.scenario!r}; known: {', '.join(all_names())}")
         if self.engine not in ENGINES:
             raise ParamError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        self.policy()  # the core validates base, factor, cap, attempts, jitter and codes
+        backoff = self.policy().backoff  # the core validates every policy value
+        if backoff.max_attempts is None and backoff.exponential_s(1_000_000) == 0:
+            raise ParamError("this policy retries at once forever (e.g. preset baileys_readme) and connects "
+                             "take no time in the model, so the clock would never move; give it max_attempts")
 
     def policy(self) -> Policy:
         """The core policy these parameters describe (raises `PolicyError` on bad values)."""
-        return build_policy({"base_s": self.base_s, "factor": self.factor, "cap_s": self.cap_s,
-                             "max_attempts": self.max_attempts, "jitter": self.jitter,
-                             "codes": self.codes})
+        return build_policy(self.policy_settings())
+
+    def policy_settings(self) -> dict[str, Any]:
+        """These parameters' policy as `build_policy` settings (the [policy] table of a policy file)."""
+        settings = {key: getattr(self, key) for key in POLICY_KEYS}
+        settings["max_attempts"] = self.max_attempts or "unlimited"
+        settings["steps_s"] = list(self.steps_s)
+        if not self.max_elapsed_s:
+            del settings["max_elapsed_s"]
+        return settings
 
     @property
     def jitter_kind(self) -> Jitter:
@@ -105,8 +128,32 @@ class ModelParams:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+# the ModelParams fields that are the reconnect policy (keys of service.core.build_policy)
+POLICY_KEYS = ("base_s", "factor", "cap_s", "max_attempts", "jitter", "codes", "max_elapsed_s",
+               "schedule", "step_s", "steps_s", "jitter_ratio", "jitter_from_attempt",
+               "cap_after_jitter", "connect_timeout_s", "default_ban_wait_s", "keepalive_interval_s",
+               "keepalive_misses")
+
+
 def names() -> list[str]:
     return [f.name for f in fields(ModelParams)]
+
+
+def params_settings(policy_settings: dict[str, Any]) -> dict[str, Any]:
+    """A policy file's [policy] table (or a preset) as ModelParams values; keys the model
+    cannot hold raise, naming them."""
+    from service.core.presets import preset_settings
+
+    settings = dict(policy_settings)
+    if "preset" in settings:
+        settings = {**preset_settings(settings.pop("preset")), **settings}
+    unknown = sorted(set(settings) - set(POLICY_KEYS))
+    if unknown:
+        raise ParamError(f"policy key(s) {unknown} are not simulated; the model takes: {', '.join(POLICY_KEYS)}")
+    values = {key: coerce(key, value) for key, value in settings.items()}
+    if values.get("max_attempts") == "unlimited":
+        values["max_attempts"] = 0
+    return values
 
 
 def coerce(name: str, raw: Any) -> Any:
@@ -114,6 +161,12 @@ def coerce(name: str, raw: Any) -> Any:
     if name not in names():
         raise ParamError(f"unknown model parameter {name!r}; known: {', '.join(names())}")
     kind = type(getattr(ModelParams(), name))
+    if name == "max_attempts" and raw in ("unlimited", "0"):
+        return 0
+    if kind is tuple:
+        return _seconds_list(name, raw)
+    if kind is bool:
+        return _boolean(name, raw)
     if isinstance(raw, str) and kind is not str:
         try:
             return kind(float(raw)) if kind is int and "." not in raw else kind(raw)
@@ -124,6 +177,25 @@ def coerce(name: str, raw: Any) -> Any:
     if kind is int and isinstance(raw, float) and raw.is_integer():
         return int(raw)
     return raw
+
+
+def _seconds_list(name: str, raw: Any) -> tuple:
+    """`0,2,10,30` or a TOML array → a tuple of floats."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple):
+        raise ParamError(f"{name} must be a list of seconds such as 0,2,10,30, got {raw!r}")
+    try:
+        return tuple(float(item) for item in items if not (isinstance(item, str) and not item.strip()))
+    except (TypeError, ValueError):
+        raise ParamError(f"{name} must be a list of seconds such as 0,2,10,30, got {raw!r}") from None
+
+
+def _boolean(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ParamError(f"{name} must be true or false, got {raw!r}")
 
 
 def _positive_int(name: str, value: object) -> None:

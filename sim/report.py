@@ -39,8 +39,23 @@ def title(results: dict[str, Any]) -> str:
     if scenario in ("mass_outage", "outage_during_deploy"):
         scenario += f" ({p['outage_s']:g} s)"
     return (f"{scenario} · {results['sessions']:,} sessions · jitter {p['jitter']} · "
-            f"backoff {p['base_s']:g}·{p['factor']:g}^(n-1) ≤ {p['cap_s']:g} s, {p['max_attempts']} attempts · "
-            f"seed {p['seed']}")
+            f"{policy_text(p)} · seed {p['seed']}")
+
+
+def policy_text(p: dict[str, Any]) -> str:
+    """The backoff of a run's parameters in one phrase, e.g. `backoff 2·2^(n-1) ≤ 32 s, 5 attempts`."""
+    schedule = p.get("schedule", "exponential")
+    cap = f" ≤ {p['cap_s']:g} s" if p["cap_s"] != float("inf") else " s, no cap"
+    if schedule == "steps":
+        text = "backoff " + ", ".join(f"{d:g}" for d in p["steps_s"]) + " s (last repeated)"
+    elif schedule == "linear":
+        text = f"backoff {p['base_s']:g} + {p['step_s']:g}·(n-1){cap}"
+    else:
+        text = f"backoff {p['base_s']:g}·{p['factor']:g}^(n-1){cap}"
+    text += f", {p['max_attempts']} attempts" if p["max_attempts"] else ", no attempt cap"
+    if p.get("max_elapsed_s"):
+        text += f", give-up deadline {p['max_elapsed_s']:g} s"
+    return text
 
 
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -90,9 +105,13 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
 
 def _reading(results: dict[str, Any]) -> str:
     o, n = results["outcomes"], results["sessions"]
-    give_up_s = sum(min(results["params"]["base_s"] * results["params"]["factor"] ** i,
-                        results["params"]["cap_s"]) for i in range(results["params"]["max_attempts"]))
-    text = (f"With this policy a session gives up {give_up_s:g} s after its first close (un-jittered); "
+    from sim.params import ModelParams, names
+
+    params = ModelParams(**{k: v for k, v in results["params"].items() if k in names()})
+    give_up_s = params.policy().backoff.give_up_after_s()
+    gives_up = (f"gives up {give_up_s:g} s after its first close (un-jittered)" if give_up_s != float("inf")
+                else "never gives up")
+    text = (f"With this policy a session {gives_up}; "
             f"{_pct(o['inactive'], n)} of sessions ended inactive and {_pct(o['recovered'], n)} recovered.")
     if results["rate_limited"]:
         text += f" WhatsApp's rate limits refused {results['rate_limited']:,} connects."

@@ -1,8 +1,9 @@
 """Close-code tables: which close codes and client events are retried, and how.
 
-Three named tables are data here: `original` (the design note's: 401, 405, 428 terminal;
-the default), `baileys` (Baileys' DisconnectReason) and `whatsmeow` (neonize/whatsmeow
-events and ConnectFailure reasons). Custom tables are built from a mapping with clear
+Four named tables are data here: `original` (the design note's: 401, 405, 428 terminal;
+the default), `baileys` (Baileys' DisconnectReason), `whatsmeow` (neonize/whatsmeow
+events and ConnectFailure reasons) and `baileys_readme` (only 401 terminal, as the
+README example of Baileys reconnects). Custom tables are built from a mapping with clear
 errors. Must not do I/O.
 """
 
@@ -132,8 +133,15 @@ WHATSMEOW = CodeTable(
     },
 )
 
+# Baileys' README example reconnects on every close except DisconnectReason.loggedOut (401).
+BAILEYS_README = CodeTable(
+    name="baileys_readme",
+    actions={401: _T},
+    descriptions={401: "loggedOut: the only close Baileys' README example does not reconnect on"},
+)
+
 TABLES: Mapping[str, CodeTable] = MappingProxyType(
-    {table.name: table for table in (ORIGINAL, BAILEYS, WHATSMEOW)}
+    {table.name: table for table in (ORIGINAL, BAILEYS, WHATSMEOW, BAILEYS_README)}
 )
 
 # neonize numbers its LoggedOut/ConnectFailure reasons and TemporaryBan codes differently
@@ -145,7 +153,7 @@ NEONIZE_BAN_TO_CODE: Mapping[int, int] = MappingProxyType({1: 101, 2: 102, 3: 10
 
 
 def code_table(name: str) -> CodeTable:
-    """A named table: `original` (default), `baileys` or `whatsmeow`."""
+    """A named table: `original` (default), `baileys`, `whatsmeow` or `baileys_readme`."""
     try:
         return TABLES[name]
     except KeyError:

@@ -38,6 +38,9 @@ class State(str, Enum):
     DROPPED = "dropped"  # final: forgotten by this process
 
 
+# immediate (uncounted) reconnects allowed in a row when the policy has no attempt cap
+IMMEDIATE_STREAK = 5
+
 _I, _C, _O, _B, _V, _D = State.IDLE, State.CONNECTING, State.OPEN, State.BACKOFF, State.VALIDATING, State.DROPPED
 
 # state → event type → states the event may lead to. Anything absent is illegal.
@@ -79,10 +82,11 @@ class _Vars:
     immediate_streak: int = 0  # uncounted immediate reconnects since the last open
     has_socket: bool = False
     previous_delay_s: float | None = None
+    episode_start_s: float | None = None  # the close that began this disconnection (give-up deadline)
 
     def copy(self) -> _Vars:
         return _Vars(self.state, self.status, self.attempts, self.immediate_streak,
-                     self.has_socket, self.previous_delay_s)
+                     self.has_socket, self.previous_delay_s, self.episode_start_s)
 
 
 class SessionMachine:
@@ -163,6 +167,7 @@ class SessionMachine:
         self._vars.attempts = 0
         self._vars.immediate_streak = 0
         self._vars.previous_delay_s = None
+        self._vars.episode_start_s = None
         self._set_status(Status.ACTIVE, Priority.NORMAL)
         self._emit(LogEvent.SESSION_OPEN)
 
@@ -195,11 +200,12 @@ class SessionMachine:
         self._cmd(ClearCache())
         self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
         attempt = max(1, event.attempt)
-        if attempt > self.policy.backoff.max_attempts:
-            self._give_up()
-            return
         self._vars.attempts = attempt - 1
         delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
+        # the crashed process knew when the disconnection began; the un-jittered schedule estimates it
+        earlier_s = sum(self.policy.backoff.exponential_s(n) for n in range(1, attempt))
+        due_s = self._now + (delay_s if delay_s is not None else self.policy.backoff.exponential_s(attempt))
+        self._vars.episode_start_s = due_s - earlier_s - self.policy.backoff.exponential_s(attempt)
         self._schedule_counted(delay_s)
 
     def _on_Released(self, event: Released) -> None:
@@ -216,6 +222,8 @@ class SessionMachine:
         if state is State.CONNECTING and self._vars.attempts > 0:
             self._emit(LogEvent.RECONNECT_FAILED, code=code, reason=reason)
         self._emit(LogEvent.SESSION_CLOSED, code=code, reason=reason)
+        if self._vars.episode_start_s is None:
+            self._vars.episode_start_s = self._now
         action = self.policy.codes.action_for(code)
         if action is Action.TERMINAL:
             if state is State.BACKOFF:
@@ -227,22 +235,30 @@ class SessionMachine:
         if state in (State.BACKOFF, State.VALIDATING):
             self._emit(LogEvent.DUPLICATE_CLOSE_IGNORED, code=code)
             return
-        streak_spent = self._vars.immediate_streak >= self.policy.backoff.max_attempts
+        streak_spent = self._vars.immediate_streak >= (self.policy.backoff.max_attempts or IMMEDIATE_STREAK)
         if action is Action.RECONNECT_NOW and not streak_spent:
             self._vars.immediate_streak = self._vars.immediate_streak + 1
             self._schedule(0.0, self._vars.attempts, reason="reconnect_now")
         elif action is Action.WAIT_UNTIL:
             ban_s = self.policy.timeouts.default_ban_wait_s if wait_s is None else max(0.0, wait_s)
             self._schedule(ban_s, self._vars.attempts, reason="temporary_ban")
-        elif self._vars.attempts >= self.policy.backoff.max_attempts:
-            self._give_up()
         else:
             self._schedule_counted(None)
 
     def _schedule_counted(self, delay_s: float | None) -> None:
+        """Schedule the next counted attempt, or give up (attempt cap first, then the deadline)."""
         attempt = self._vars.attempts + 1
+        backoff = self.policy.backoff
+        if backoff.max_attempts is not None and attempt > backoff.max_attempts:
+            self._give_up("max_attempts")
+            return
         if delay_s is None:
-            delay_s = self.policy.backoff.delay_s(attempt, self._rng, self._vars.previous_delay_s)
+            delay_s = backoff.delay_s(attempt, self._rng, self._vars.previous_delay_s)
+        if self._vars.episode_start_s is None:
+            self._vars.episode_start_s = self._now
+        if not backoff.allows(attempt, self._now + delay_s - self._vars.episode_start_s):
+            self._give_up("max_elapsed_s")
+            return
         self._vars.attempts = attempt
         self._vars.previous_delay_s = delay_s
         self._schedule(delay_s, attempt, reason="backoff")
@@ -256,9 +272,11 @@ class SessionMachine:
                        backoff_ms=round(delay_s * 1000, 3), reason=reason)
         self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt, reason=reason))
 
-    def _give_up(self) -> None:
+    def _give_up(self, limit: str) -> None:
+        """Mark inactive and drop; `limit` says which ran out (the drop reason stays "max_attempts")."""
         self._set_status(Status.INACTIVE, Priority.HIGH)
-        self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts)
+        self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts,
+                   limit=limit, max_elapsed_s=self.policy.backoff.max_elapsed_s)
         self._drop("max_attempts")
 
     # ---- sockets (R7) ----

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core import Action, IllegalTransition, SessionMachine, State, Status, build_policy
+from service.core.presets import PRESETS
 from service.core.events import (
     BackoffElapsed, CloseSocket, Closed, Drop, KeepaliveMissed, Opened, OpenSocket,
     Released, ScheduleReconnect, SetStatus, Start, StartFailed, Validated,
@@ -41,9 +42,17 @@ def run_sequence(policy_settings, sequence, seed):
 
 policies = st.fixed_dictionaries({
     "max_attempts": st.integers(1, 7),
-    "jitter": st.sampled_from(["none", "full", "equal", "decorrelated"]),
-    "codes": st.sampled_from(["original", "baileys", "whatsmeow"]),
+    "jitter": st.sampled_from(["none", "full", "equal", "decorrelated", "proportional"]),
+    "codes": st.sampled_from(["original", "baileys", "whatsmeow", "baileys_readme"]),
 })
+
+# every preset, given a give-up deadline (some have no attempt cap at all)
+deadline_policies = st.fixed_dictionaries({
+    "preset": st.sampled_from(list(PRESETS)),
+    "max_elapsed_s": st.sampled_from([0.5, 1.0, 3.0, 10.0, 40.0]),
+})
+
+_CLOSES = (Closed, StartFailed, KeepaliveMissed)
 
 
 @settings(max_examples=500, deadline=None)
@@ -125,3 +134,28 @@ def test_a_session_that_ends_is_never_left_connecting(policy_settings, sequence,
         if drops and not isinstance(event, Released):
             assert written[-1] is not Status.CONNECTING, (drops, written)
             assert machine.status is written[-1]
+
+
+@settings(max_examples=500, deadline=None)
+@given(deadline_policies, st.lists(events, max_size=60), st.integers(0, 2**32))
+def test_no_counted_attempt_starts_past_the_deadline(policy_settings, sequence, seed):
+    policy = build_policy(policy_settings)
+    machine = SessionMachine("s", policy, random.Random(seed))
+    machine.handle(Start(), 0.0)
+    episode_start_s, now, scheduled = None, 0.0, 0
+    for event in sequence:
+        now += 0.5
+        try:
+            commands = machine.handle(event, now)
+        except IllegalTransition:
+            continue
+        if isinstance(event, Opened):
+            episode_start_s = None
+        elif isinstance(event, _CLOSES) and episode_start_s is None:
+            episode_start_s = now
+        for command in commands:
+            if isinstance(command, ScheduleReconnect) and command.reason == "backoff":
+                scheduled += 1
+                assert now + command.delay_s - episode_start_s <= policy.backoff.max_elapsed_s + 1e-9
+    if machine.state is State.DROPPED and scheduled:
+        assert policy.backoff.gives_up

@@ -110,6 +110,6 @@ def test_custom_table_extends_a_base_and_parses_toml_style_keys():
 
 
 def test_unknown_table_name_lists_the_known_ones():
-    with pytest.raises(PolicyError, match="baileys, original, whatsmeow"):
+    with pytest.raises(PolicyError, match="baileys, baileys_readme, original, whatsmeow"):
         code_table("nope")
-    assert set(TABLES) == {"original", "baileys", "whatsmeow"}
+    assert set(TABLES) == {"original", "baileys", "whatsmeow", "baileys_readme"}
