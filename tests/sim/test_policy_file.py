@@ -15,7 +15,9 @@ TOKEN_ENV = {"RECONNECT_LAB_BACKOFFICE_TOKEN": "t0ken"}
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_file_means_the_same_policy_to_sim_and_service(name, tmp_path):
-    policy = build_policy({"preset": name, "max_elapsed_s": 90.0})
+    # retrying at once forever would stop the model's clock (a clear error, below): cap it here
+    cap = {"max_attempts": 20} if name == "baileys_readme" else {}
+    policy = build_policy({"preset": name, "max_elapsed_s": 90.0, **cap})
     path = write_policy_file(tmp_path / f"{name}.toml", policy, ["a test"])
     assert ModelParams(**load_toml(path)).policy() == policy
     assert load_settings(toml_path=path, environ=TOKEN_ENV).build_policy() == policy
@@ -41,3 +43,9 @@ def test_policy_keys_the_model_cannot_hold_are_named(tmp_path):
     path.write_text("[policy]\ntime_scale = 0.5\n", encoding="utf-8")
     with pytest.raises(ParamError, match=r"\[policy\]: policy key\(s\) \['time_scale'\] are not simulated"):
         load_toml(path)
+
+
+def test_the_model_refuses_a_policy_that_would_stop_its_clock(tmp_path):
+    path = write_policy_file(tmp_path / "b.toml", build_policy({"preset": "baileys_readme"}))
+    with pytest.raises(ParamError, match="retries at once forever"):
+        ModelParams(**load_toml(path))
