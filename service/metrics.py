@@ -53,6 +53,9 @@ class ServiceMetrics:
                                        "(status store + leases + outbox)", registry=r)
         self.backoffice_requests = Gauge("reconnect_lab_backoffice_requests", "HTTP requests to the back office "
                                          "since start, by call", ["call"], registry=r)
+        self.backoffice_errors = Gauge("reconnect_lab_backoffice_errors", "back-office calls that failed since "
+                                       "start (refused, timed out, 4xx/5xx, or a reply too large, too deep, "
+                                       "cut short or not the shape asked for)", registry=r)
         self.leases = Gauge("reconnect_lab_leases_held", "session leases held by this process", registry=r)
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",

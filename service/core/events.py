@@ -60,6 +60,15 @@ class Validated:
 
 
 @dataclass(frozen=True)
+class ValidationFailed:
+    """`Validate` could not be answered: the check itself failed (an error no source
+    explains, not a verdict and not an unreachable Redis, which is asked again). The
+    policy counts it as a failed attempt: the next one is scheduled, or the session gives up."""
+
+    reason: str = "validation_failed"
+
+
+@dataclass(frozen=True)
 class Resumed:
     """A restarted gateway found this session `connecting` with `attempt` pending (B5).
 
@@ -77,7 +86,8 @@ class Released:
     reason: str = "released"
 
 
-Event = Start | Opened | Closed | StartFailed | KeepaliveMissed | BackoffElapsed | Validated | Resumed | Released
+Event = (Start | Opened | Closed | StartFailed | KeepaliveMissed | BackoffElapsed | Validated | ValidationFailed
+         | Resumed | Released)
 
 # ---- commands ---------------------------------------------------------------------
 

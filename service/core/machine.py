@@ -20,7 +20,7 @@ from service.core.errors import CoreError, IllegalTransition
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Command, Drop, Emit,
     Event, KeepaliveMissed, Opened, OpenSocket, Released, Resumed, ScheduleReconnect,
-    SetStatus, Start, StartFailed, Validate, Validated,
+    SetStatus, Start, StartFailed, Validate, Validated, ValidationFailed,
 )
 from service.core.policy import Policy
 from service.core.statuses import Priority, Status
@@ -51,7 +51,8 @@ TRANSITIONS: Mapping[State, Mapping[type, frozenset[State]]] = MappingProxyType(
     _O: {Closed: frozenset({_B, _D}), KeepaliveMissed: frozenset({_B, _D}), Released: frozenset({_D})},
     # a repeated close while a reconnect is pending never stacks a second timer
     _B: {BackoffElapsed: frozenset({_V}), Closed: frozenset({_B, _D}), Released: frozenset({_D})},
-    _V: {Validated: frozenset({_C, _D}), Closed: frozenset({_V, _D}), Released: frozenset({_D})},
+    _V: {Validated: frozenset({_C, _D}), ValidationFailed: frozenset({_B, _D}), Closed: frozenset({_V, _D}),
+         Released: frozenset({_D})},
     _D: {},
 })
 
@@ -194,6 +195,14 @@ class SessionMachine:
         self._set_status(Status.INACTIVE, Priority.HIGH)
         self._emit(LogEvent.RECONNECT_CANCELLED, reason="invalid")
         self._drop("invalid")
+
+    def _on_ValidationFailed(self, event: ValidationFailed) -> None:
+        # no socket was opened: the attempt failed before its start, and counts as failed
+        self._emit(LogEvent.RECONNECT_FAILED, reason=event.reason)
+        if self._vars.attempts >= self.policy.backoff.max_attempts:
+            self._give_up()
+        else:
+            self._schedule_counted(None)
 
     def _on_Resumed(self, event: Resumed) -> None:
         self._vars.status = Status.CONNECTING

@@ -93,6 +93,7 @@ class Service:
         requests = self.backoffice.requests
         self.metrics.backoffice_requests.labels(call="status_batch_answered").set(self.outbox.sent_batches)
         self.metrics.backoffice_requests.labels(call="all").set(requests)
+        self.metrics.backoffice_errors.set(self.backoffice.errors)
 
     async def health(self) -> dict[str, Any]:
         report = self.gateway.health()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed, Validated
+from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed, Validated, ValidationFailed
 from service.errors import LinkFailed, MalformedInput, StoreError
 from service.pending import PendingReconnect
 from service.ports import Link, LinkClosed, Secret
@@ -60,9 +60,14 @@ class AttemptIO:
         self._spawn(self._validate(for_reconnect, generation, mark))
 
     async def _validate(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None = None) -> None:
-        """Ask the store until it can answer; an unreachable Redis is not an answer."""
+        """Ask the store until it can answer; an unreachable Redis is not an answer. Any
+        other exception is a failed validation the core is told of (`ValidationFailed`),
+        counted and logged: this task never ends with the session left validating."""
         wait_s = self._ctx.io_retry_s
-        while self._gen.validation == generation and not self.dropped:
+
+        def current() -> bool:
+            return self._gen.validation == generation
+        while current() and not self.dropped:
             self._run_due_timers()
             try:
                 async with self._ctx.validation_slot():
@@ -74,7 +79,13 @@ class AttemptIO:
                 await asyncio.sleep(wait_s)
                 wait_s = min(wait_s * 2, self._ctx.validate_retry_cap_s)
                 continue
-            await self.deliver(Validated(ok=ok), guard=lambda: self._gen.validation == generation)
+            except Exception as err:  # noqa: BLE001 - a bug or an input no check foresaw
+                self._ctx.metrics.command_errors.labels(command="Validate").inc()
+                self._log.error("validation_failed", error=repr(err)[:300], error_type=type(err).__name__,
+                                exc_info=True)
+                await self.deliver(ValidationFailed(reason=type(err).__name__), guard=current)
+                return
+            await self.deliver(Validated(ok=ok), guard=current)
             return
 
     # ---- the link (R7, B3) ----------------------------------------------------------------

@@ -372,8 +372,20 @@ class SessionRunner(AttemptIO):
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._gen.tasks.add(task)
-        task.add_done_callback(self._gen.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """Every task of this session ends here: one that failed (a bug: each task handles
+        its own I/O errors) is counted and logged, never left as "exception never retrieved"."""
+        self._gen.tasks.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None:
+            self._ctx.metrics.command_errors.labels(command="task").inc()
+            self._log.error("session_task_failed", error=repr(err)[:300], error_type=type(err).__name__,
+                            exc_info=err)
 
     async def aclose(self) -> None:
         """Cancel every task of this runner and close its link (after `Released`)."""

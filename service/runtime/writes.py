@@ -79,12 +79,12 @@ class OrderedWrites:
             self._before_each()
             try:
                 await self._with_retries(what, write)
-            except StoreError as err:
+            except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
                 self._before_each()
                 if not deferred:
                     self._metrics.command_errors.labels(command="SetStatus").inc()
                     self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
-                                    error=str(err))
+                                    error=str(err)[:300], error_type=type(err).__name__)
                 deferred = True
                 await asyncio.sleep(self._retry_cap_s)
                 continue

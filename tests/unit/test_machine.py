@@ -9,7 +9,7 @@ from service.core.codes import TABLES
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Drop, Emit, KeepaliveMissed,
     Opened, OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed,
-    Validated,
+    Validated, ValidationFailed,
 )
 from service.core.statuses import is_valid_status
 from tests.unit.script import drive, open_session
@@ -212,3 +212,25 @@ def test_trace_off_emits_nothing_but_decides_the_same():
     quiet = drive(quiet_machine, Closed(), link_up_at_s=7.0)
     assert not quiet.of(Emit)
     assert [c for _, c in quiet.commands] == [c for _, c in traced.commands if not isinstance(c, Emit)]
+
+
+def test_a_failed_validation_counts_as_a_failed_attempt_and_ends_in_a_give_up():
+    """No exception in the check may leave a session validating: the policy bounds it."""
+    machine = open_session()
+    machine.handle(Closed(code=500), 1.0)
+    now = 1.0
+    for attempt in range(1, 6):
+        assert machine.state is State.BACKOFF and machine.attempts == attempt
+        now += 100.0
+        machine.handle(BackoffElapsed(), now)
+        assert machine.state is State.VALIDATING
+        commands = machine.handle(ValidationFailed("RecursionError"), now)
+        failed = [c.record for c in commands if isinstance(c, Emit) and c.record.event == "reconnect_failed"]
+        assert failed and failed[0].detail["reason"] == "RecursionError"
+        assert not [c for c in commands if isinstance(c, OpenSocket)]
+        if attempt < 5:
+            assert [c.attempt for c in commands if isinstance(c, ScheduleReconnect)] == [attempt + 1]
+    assert machine.state is State.DROPPED
+    assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
+    with pytest.raises(IllegalTransition):
+        open_session().handle(ValidationFailed(), 1.0)  # only an asked validation can fail

@@ -9,7 +9,7 @@ from service.core import Action, IllegalTransition, SessionMachine, State, Statu
 from service.core.presets import PRESETS
 from service.core.events import (
     BackoffElapsed, CloseSocket, Closed, Drop, KeepaliveMissed, Opened, OpenSocket,
-    Released, ScheduleReconnect, SetStatus, Start, StartFailed, Validated,
+    Released, ScheduleReconnect, SetStatus, Start, StartFailed, Validated, ValidationFailed,
 )
 
 CODES = [None, 401, 405, 428, 440, 500, 515, "TemporaryBan", "StreamReplaced", "Disconnected"]
@@ -21,6 +21,7 @@ events = st.one_of(
     st.just(KeepaliveMissed()),
     st.just(BackoffElapsed()),
     st.builds(Validated, ok=st.booleans()),
+    st.just(ValidationFailed("RecursionError")),
     st.just(Released()),
 )
 
