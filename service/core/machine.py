@@ -199,10 +199,7 @@ class SessionMachine:
     def _on_ValidationFailed(self, event: ValidationFailed) -> None:
         # no socket was opened: the attempt failed before its start, and counts as failed
         self._emit(LogEvent.RECONNECT_FAILED, reason=event.reason)
-        if self._vars.attempts >= self.policy.backoff.max_attempts:
-            self._give_up()
-        else:
-            self._schedule_counted(None)
+        self._schedule_counted(None)  # the next attempt, or a give-up when a limit is spent
 
     def _on_Resumed(self, event: Resumed) -> None:
         self._vars.status = Status.CONNECTING
