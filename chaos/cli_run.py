@@ -1,10 +1,11 @@
 """`python -m chaos list` and `python -m chaos run`: the catalog, and running it for real.
 
-Owns the two subcommands' flags, progress lines and exit codes (0 every scenario
-passed, 1 one failed, errored or was interrupted, 2 bad usage). `run` starts its own lab
-(Redis, Toxiproxy, the stand-ins) on free loopback ports, runs the note's scenarios
-concurrently and the rest one by one, and writes the Markdown summary, one journal,
-history and chart per scenario under the report dir. Must not decide verdicts.
+Owns the two subcommands' flags, progress lines and exit codes (0 every scenario passed
+or, given --expect-fail, caught its broken service; 1 a real failure, error or interrupt;
+2 bad usage). `run` starts its own lab (Redis, Toxiproxy, the stand-ins) on free loopback
+ports, runs the note's scenarios concurrently and the rest one by one, and writes, in a
+new folder of its own under --report (with a `latest` link), the Markdown summary and one
+journal, history and chart per scenario; with --junit, JUnit XML. Must not decide verdicts.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from chaos.cli_scenarios import add_source_flags, load_sources
 from chaos.gateway import GatewaySpecError, load_gateway, reference_gateway
 from chaos.lab import LabError, started_lab
 from chaos.process import ProcessStartError
+from chaos.junit import write_junit
 from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
+from chaos.runs import new_run_dir, point_latest
 from chaos.scenario import ChaosScenarioError
 from service.config import parse_scalar
 
@@ -36,9 +39,13 @@ examples:
   python -m chaos run matrix_redis_timeout --scale 0.1
   python -m chaos run --all --scale 0.1 --report reports/chaos
   python -m chaos run S2 --service-policy max_attempts=6   # a broken service: the checks must fail
+  python -m chaos run S2 --service-policy max_attempts=6 --expect-fail attempts-per-episode-max  # a proof
+  python -m chaos run --group note --junit reports/chaos-junit.xml         # for CI
   python -m chaos run --group note --gateway examples/baileys-style-gateway/gateway.toml
 
-exit codes: 0 every scenario passed, 1 one failed, errored or was interrupted, 2 bad usage.
+exit codes: 0 every scenario passed (or, with --expect-fail, caught the broken service), 1 a real failure,
+an error or an interrupt, 2 bad usage. Each run writes to a new folder under --report; --report/latest
+links the newest.
 """
 
 
@@ -63,13 +70,20 @@ def register(subparsers: Any) -> None:
     runner.add_argument("--scale", type=_scale, default=None, metavar="K",
                         help="multiply every time by K (default: each scenario's own: 1 for the note's, 0.1 else)")
     runner.add_argument("--report", type=Path, default=DEFAULT_REPORT_DIR, metavar="DIR",
-                        help=f"where journals, histories, charts and summary.md go (default {DEFAULT_REPORT_DIR})")
+                        help=f"each run gets its own folder in DIR (UTC time + random), with journals, histories, "
+                             f"charts and summary.md; DIR/latest links the newest (default {DEFAULT_REPORT_DIR})")
     runner.add_argument("--service-policy", action="append", default=[], metavar="KEY=VALUE",
                         help="run the service with this policy instead of the scenario's (checks still use "
                              "the scenario's): shows the checkers catching a broken service")
     runner.add_argument("--gateway", type=Path, default=None, metavar="FILE",
                         help="the gateway to test, from its TOML file (chaos/CONTRACT.md); default: the reference "
                              "service, chaos/gateways/reference.toml")
+    runner.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                        help="also write JUnit XML for CI: one test case per scenario × check")
+    runner.add_argument("--expect-fail", action="append", nargs="?", const="", default=None, metavar="CHECK",
+                        help="a broken-service proof: this check must fail (repeatable; a check's name or its "
+                             "dashed form, e.g. attempts-per-episode-max; alone: any check). Caught is exit 0 "
+                             "and listed apart from real failures")
     runner.add_argument("--sequential", action="store_true", help="run the note's scenarios one by one too")
     runner.set_defaults(func=_run)
 
@@ -128,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         names = _selected(args)
         scenarios = [catalog.at_scale(name, args.scale) for name in names]
         gateway = reference_gateway() if args.gateway is None else load_gateway(args.gateway)
-        options = RunOptions(report_dir=args.report, service_policy=_policy(args.service_policy), gateway=gateway)
+        intended = None if args.expect_fail is None else tuple(name for name in args.expect_fail if name)
         for scenario in scenarios:
             if not gateway.supports_scale(scenario.time_scale):
                 raise GatewaySpecError(f"gateway {gateway.name!r} ({gateway.source}) has no time scale; "
@@ -136,13 +150,21 @@ def _run(args: argparse.Namespace) -> int:
     except (ChaosScenarioError, GatewaySpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        run_dir = new_run_dir(args.report)
+    except OSError as exc:
+        print(f"error: --report {args.report}: cannot create a run folder: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = RunOptions(report_dir=run_dir, service_policy=_policy(args.service_policy), gateway=gateway,
+                         intended_failures=intended)
+    point_latest(args.report, run_dir)
     started = time.monotonic()
     note = [s for s in scenarios if catalog.group_of(s.name) == "note"]
     rest = [s for s in scenarios if s not in note]
     results: list[ScenarioRun] = []
     try:
         with tempfile.TemporaryDirectory(prefix="chaos-lab-") as work, started_lab(Path(work)) as lab:
-            print(f"lab up; running {len(scenarios)} scenario(s), report in {args.report}", file=sys.stderr)
+            print(f"lab up; running {len(scenarios)} scenario(s), report in {run_dir}", file=sys.stderr)
             results += run_scenarios(note, lab, options, concurrent=not args.sequential)
             results += run_scenarios(rest, lab, options)
     except (LabError, ProcessStartError) as exc:
@@ -150,8 +172,12 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: every started scenario was rolled back", file=sys.stderr)
-    summary = write_summary(args.report, results, title=f"Chaos run of {len(scenarios)} scenario(s)")
-    passed = sum(r.status == "passed" for r in results)
-    print(f"{passed}/{len(scenarios)} passed in {time.monotonic() - started:.0f} s; summary: {summary}",
-          file=sys.stderr)
-    return EXIT_OK if passed == len(scenarios) else EXIT_FAILED
+    summary = write_summary(run_dir, results, title=f"Chaos run of {len(scenarios)} scenario(s)")
+    if args.junit is not None:
+        write_junit(args.junit, results)
+    passed = sum(r.verdict == "passed" for r in results)
+    caught = sum(r.is_intended_failure for r in results)
+    real = len(scenarios) - sum(r.ok for r in results)
+    print(f"{passed}/{len(scenarios)} passed, {caught} failed as intended, {real} real failure(s) in "
+          f"{time.monotonic() - started:.0f} s; summary: {summary}", file=sys.stderr)
+    return EXIT_OK if real == 0 else EXIT_FAILED

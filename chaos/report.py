@@ -10,6 +10,7 @@ Must not run anything or decide verdicts: it draws and writes what it is given.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,48 @@ class ScenarioRun:
     duration_s: float = 0.0
     error: str | None = None
     expected: str = ""
+    # a broken-service proof: these checks (any check, when empty) must fail; None: an ordinary run
+    intended: tuple[str, ...] | None = None
 
     @property
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.ok]
+
+    def missed_intents(self) -> list[str]:
+        """Why an intended failure did not show (empty when it did, or for an ordinary run)."""
+        if self.intended is None:
+            return []
+        if self.status in ("error", "interrupted"):
+            return [f"the run did not complete ({self.error or self.status}), so nothing was shown"]
+        failed = {check_key(c.name) for c in self.failed_checks}
+        if not self.intended:
+            diverged = self.prediction is not None and self.prediction.compared and not self.prediction.ok
+            return [] if failed or diverged else ["every check passed: the broken service was not caught"]
+        known = {check_key(c.name) for c in self.checks}
+        return [f"{name!r} did not fail" if check_key(name) in known else
+                f"no check named {name!r} (checks: {', '.join(c.name for c in self.checks)})"
+                for name in self.intended if check_key(name) not in failed]
+
+    @property
+    def verdict(self) -> str:
+        """passed / failed / error / interrupted; for a broken-service proof: caught / not caught."""
+        if self.intended is None or self.status == "interrupted":
+            return self.status
+        return "not caught" if self.missed_intents() else "caught"
+
+    @property
+    def ok(self) -> bool:
+        """True when CI should be green about this run: it passed, or a proof caught its broken service."""
+        return self.verdict in ("passed", "caught")
+
+    @property
+    def is_intended_failure(self) -> bool:
+        return self.verdict == "caught"
+
+
+def check_key(name: str) -> str:
+    """A check's name as a command-line word: `attempts per episode ≤ max` → `attempts-per-episode-max`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 # ---- chart ---------------------------------------------------------------------------------
@@ -160,21 +199,29 @@ def _draw_counts(history: History, ax: Any, end_s: float) -> None:
 
 
 def summary_markdown(runs: list[ScenarioRun], *, title: str = "Chaos run") -> str:
-    """A short Markdown page: one table row per scenario, then what failed and why."""
-    passed = sum(r.status == "passed" for r in runs)
-    lines = [f"# {title}", "", f"{passed} of {len(runs)} scenario(s) passed.", "",
+    """A short Markdown page: one table row per scenario, then real failures apart from intended ones."""
+    passed = sum(r.verdict == "passed" for r in runs)
+    intended = [r for r in runs if r.is_intended_failure]
+    real = [r for r in runs if not r.ok]
+    lines = [f"# {title}", "",
+             f"{passed} of {len(runs)} scenario(s) passed; {len(intended)} failed as intended (broken-service "
+             f"proofs); **{len(real)} real failure(s)**.", "",
              "| scenario | scale | verdict | checks | prediction | time | chart | journal |",
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         checks = f"{sum(c.ok for c in run.checks)}/{len(run.checks)}" if run.checks else "–"
         prediction = "–" if run.prediction is None or not run.prediction.compared else (
             "match" if run.prediction.ok else f"{len(run.prediction.differences)} difference(s)")
-        lines.append(f"| {run.name} | {run.scale:g} | **{run.status}** | {checks} | {prediction} | "
+        lines.append(f"| {run.name} | {run.scale:g} | **{run.verdict}** | {checks} | {prediction} | "
                      f"{run.duration_s:.1f} s | {_link(run.chart, 'png')} | {_link(run.journal, 'json')} |")
-    for run in runs:
-        notes = _failure_notes(run)
-        if notes:
-            lines += ["", f"## {run.name}: {run.status}", "", f"Expected: {run.expected}", "", *notes]
+    for heading, group in (("Real failures", real), ("Intended failures (broken-service proofs)", intended)):
+        if group:
+            lines += ["", f"## {heading}"]
+        for run in group:
+            intent = "" if run.intended is None else (
+                " — intended to fail: " + (", ".join(run.intended) if run.intended else "any check"))
+            lines += ["", f"### {run.name}: {run.verdict}{intent}", "", f"Expected: {run.expected}", "",
+                      *[f"- {why}" for why in run.missed_intents()], *_failure_notes(run)]
     return "\n".join(lines) + "\n"
 
 

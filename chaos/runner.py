@@ -35,6 +35,7 @@ from chaos.journal import Journal
 from chaos.lab import Lab, wait_for
 from chaos.prediction import predict_and_compare
 from chaos.report import ScenarioRun, timeline_chart
+from chaos.runs import unique_dir
 from chaos.scenario import ChaosScenario, KillService
 from service.core import Status
 
@@ -54,6 +55,8 @@ class RunOptions:
     service_policy: dict[str, Any] | None = None  # override (tests of the checkers' teeth)
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     abort: threading.Event = field(default_factory=threading.Event)
+    # a broken-service proof: these checks (any, when empty) must fail; None for an ordinary run
+    intended_failures: tuple[str, ...] | None = None
 
 
 class ScenarioRunner:
@@ -64,7 +67,8 @@ class ScenarioRunner:
         self.tag = uuid.uuid4().hex[:6]
         self.prefix = f"{scenario.name}-{self.tag}"
         self.sessions = [f"{self.prefix}-s{i}" for i in range(scenario.sessions)]
-        self.run_dir = Path(options.report_dir).resolve() / scenario.name  # a gateway may run in its own cwd
+        # absolute (a gateway may run in its own cwd), and this run's alone (a repeated name gets -2, -3, …)
+        self.run_dir = unique_dir(Path(options.report_dir).resolve(), scenario.name)
         self.journal = Journal({**scenario.to_dict(), "session_prefix": self.prefix})
         self.redis = redis.Redis(*lab.redis_address, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.proxies: dict[str, Any] = {}
@@ -79,7 +83,8 @@ class ScenarioRunner:
     def run(self) -> ScenarioRun:
         started = time.monotonic()
         outcome = ScenarioRun(self.scenario.name, self.scenario.time_scale, "error", run_dir=self.run_dir,
-                              expected=self.scenario.expected.describe())
+                              expected=self.scenario.expected.describe(),
+                              intended=self.options.intended_failures)
         self._clear_run_dir()
         try:
             self._setup()

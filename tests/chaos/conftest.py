@@ -7,6 +7,7 @@ Owns `chaos_lab` (session-scoped, attached to the fixtures in tests/fixtures), `
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,21 @@ import pytest
 from chaos.lab import Lab
 from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
+from chaos.runs import new_run_dir, point_latest
 from chaos.scenario import ChaosScenario
 from chaos.toxiproxy import Toxiproxy
 from tests.fixtures.servers import RedisServer
 from tests.fixtures.standins import Standins
 
-REPORT_DIR = Path(__file__).resolve().parents[2] / "reports" / "chaos"
+REPORT_BASE = Path(__file__).resolve().parents[2] / "reports" / "chaos"
+
+
+@functools.cache
+def session_report_dir() -> Path:
+    """This test session's own run folder under reports/chaos/ (reports/chaos/latest links it)."""
+    run_dir = new_run_dir(REPORT_BASE)
+    point_latest(REPORT_BASE, run_dir)
+    return run_dir
 
 
 @pytest.fixture(scope="session")
@@ -48,17 +58,17 @@ def toxiproxy_problems(api: Toxiproxy) -> list[str]:
 
 @pytest.fixture(scope="session")
 def chaos_results() -> Iterator[list[ScenarioRun]]:
-    """Every scenario run of the session; `reports/chaos/summary.md` is written from them at the end."""
+    """Every scenario run of the session; `summary.md` in the session's run folder is written from them at the end."""
     results: list[ScenarioRun] = []
     yield results
     if results:
-        write_summary(REPORT_DIR, results, title=f"Chaos suite: {len(results)} scenario run(s)")
+        write_summary(session_report_dir(), results, title=f"Chaos suite: {len(results)} scenario run(s)")
 
 
 def run_and_check_clean(lab: Lab, results: list[ScenarioRun], scenarios: list[ChaosScenario], *,
                         concurrent: bool = False, subdir: str = "", **options: Any) -> list[ScenarioRun]:
     """Run scenarios, keep their results for the summary, and assert Toxiproxy is clean after."""
-    found = run_scenarios(scenarios, lab, RunOptions(report_dir=REPORT_DIR / subdir, **options),
+    found = run_scenarios(scenarios, lab, RunOptions(report_dir=session_report_dir() / subdir, **options),
                           concurrent=concurrent)
     results.extend(found)
     assert toxiproxy_problems(lab.toxiproxy) == [], "a scenario left Toxiproxy dirty"

@@ -4,13 +4,16 @@ and the run fails naming the violated invariant; interrupt a run and Toxiproxy i
 from __future__ import annotations
 
 import json
+import re
 import threading
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from chaos import catalog
 from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, NO_CONNECT_AFTER_END, ONE_LIVE_SOCKET
 from chaos.lab import wait_for
+from chaos.report import check_key
 from tests.chaos.conftest import verdict
 
 pytestmark = [pytest.mark.chaos]
@@ -22,8 +25,8 @@ def failed_names(result) -> set[str]:
 
 def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
     [result] = run_chaos([catalog.at_scale("long_outage", 0.1)], service_policy={"max_attempts": 6},
-                          subdir="broken")
-    assert result.status == "failed", verdict(result)
+                          subdir="broken", intended_failures=(ATTEMPTS_WITHIN_MAX,))
+    assert result.status == "failed" and result.verdict == "caught", verdict(result)
     assert ATTEMPTS_WITHIN_MAX in failed_names(result), verdict(result)
     journal = json.loads(result.journal.read_text())
     assert journal["deviated"] is True and journal["status"] == "failed"
@@ -32,8 +35,8 @@ def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
 
 def test_a_service_with_a_slower_backoff_fails_attempt_times(run_chaos):
     [result] = run_chaos([catalog.at_scale("flaky_wifi", 0.1)], service_policy={"base_s": 6.0, "cap_s": 96.0},
-                          subdir="broken")
-    assert result.status == "failed", verdict(result)
+                          subdir="broken", intended_failures=(ATTEMPT_TIMES_MATCH_POLICY,))
+    assert result.status == "failed" and result.verdict == "caught", verdict(result)
     assert ATTEMPT_TIMES_MATCH_POLICY in failed_names(result), verdict(result)
 
 
@@ -61,16 +64,29 @@ def test_python_m_chaos_run_starts_its_own_lab_and_reports(tmp_path):
     from chaos.cli import main
 
     assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(tmp_path)]) == 0
-    summary = (tmp_path / "summary.md").read_text()
-    assert "| terminal_401 | 0.2 | **passed** | 8/8 | match |" in summary
-    assert (tmp_path / "terminal_401" / "timeline.png").exists()
+    [first] = [p for p in tmp_path.iterdir() if p.name != "latest"]
+    summary = (tmp_path / "latest" / "summary.md").read_text()
+    assert re.search(r"\| terminal_401 \| 0\.2 \| \*\*passed\*\* \| (\d+)/\1 \| match \|", summary), summary
+    assert (first / "terminal_401" / "timeline.png").exists()
     # whatsmeow's table names events, not numbers: a plain 401 is retried there, so this
-    # service reconnects after WhatsApp said "unauthorised"
-    broken = tmp_path / "broken"
-    assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(broken),
-                 "--service-policy", "codes=whatsmeow"]) == 1
-    summary = (broken / "summary.md").read_text()
-    assert "**failed**" in summary and f"**{NO_CONNECT_AFTER_END}** violated" in summary
+    # service reconnects after WhatsApp said "unauthorised": a proof, caught (exit 0) ...
+    junit = tmp_path / "junit.xml"
+    assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(tmp_path), "--service-policy",
+                 "codes=whatsmeow", "--expect-fail", check_key(NO_CONNECT_AFTER_END), "--junit", str(junit)]) == 0
+    second = (tmp_path / "latest").resolve()
+    assert second != first and sorted(p.name for p in first.iterdir()) == sorted(p.name for p in second.iterdir())
+    summary = (second / "summary.md").read_text()
+    assert "0 failed as intended" not in summary and "**0 real failure(s)**" in summary
+    assert "## Intended failures (broken-service proofs)" in summary and "## Real failures" not in summary
+    assert f"**{NO_CONNECT_AFTER_END}** violated" in summary
+    suite = ET.parse(junit).getroot()
+    assert (suite.tag, suite.get("failures"), suite.get("errors")) == ("testsuites", "0", "0")
+    # ... and the same proof naming a check this service keeps is a real failure (exit 1)
+    assert main(["run", "terminal_401", "--scale", "0.2", "--report", str(tmp_path), "--service-policy",
+                 "codes=whatsmeow", "--expect-fail", ATTEMPTS_WITHIN_MAX]) == 1
+    summary = (tmp_path / "latest" / "summary.md").read_text()
+    assert "**1 real failure(s)**" in summary and f"- '{ATTEMPTS_WITHIN_MAX}' did not fail" in summary
+    assert len([p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]) == 3
 
 
 def test_a_second_live_socket_for_a_session_fails_one_live_socket(run_chaos, chaos_lab):
@@ -99,7 +115,7 @@ def test_a_second_live_socket_for_a_session_fails_one_live_socket(run_chaos, cha
     helper = threading.Thread(target=log_in_a_second_socket, daemon=True)
     helper.start()
     try:
-        [result] = run_chaos([scenario], subdir="broken")
+        [result] = run_chaos([scenario], subdir="broken", intended_failures=(ONE_LIVE_SOCKET,))
     finally:
         run_over.set()
         helper.join(timeout=10.0)
