@@ -56,6 +56,9 @@ class ServiceMetrics:
         self.backoffice_errors = Gauge("reconnect_lab_backoffice_errors", "back-office calls that failed since "
                                        "start (refused, timed out, 4xx/5xx, or a reply too large, too deep, "
                                        "cut short or not the shape asked for)", registry=r)
+        self.outbox_dead = Gauge("reconnect_lab_outbox_dead_letters", "outbox entries moved to the dead stream "
+                                 "since start, by reason (malformed: undecodable; refused: the back office "
+                                 "refuses it)", ["reason"], registry=r)
         self.leases = Gauge("reconnect_lab_leases_held", "session leases held by this process", registry=r)
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",

@@ -24,8 +24,10 @@ waits at most about one interval and batches stay large when traffic allows. A f
 batch (back office down, slow, 5xx, garbage, or Redis down) is retried after a capped
 exponential backoff (`retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the
 back office never acknowledges is retried forever and holds the queue behind it:
-`oldest_age_s()` shows it. Entries that cannot be decoded are moved to
-`keys.OUTBOX_DEAD_KEY` and counted, never sent as a guess.
+`oldest_age_s()` shows it. Entries that cannot be decoded, or that the back office
+refuses (its rules checked before sending; a batch it rejects with 400/422 split until the
+refused entry stands alone), are moved to `keys.OUTBOX_DEAD_KEY` with the reason and
+counted (`service.dead_letters`), never sent as a guess and never left to stall the rest.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from redis.exceptions import RedisError
 
 from service import keys
 from service.core import Priority, Status
+from service.dead_letters import DeadLetters
 from service.errors import BackOfficeError, ConfigError, MalformedInput
 from service.logging import get_logger
 from service.ports import BackOffice, StatusUpdate
@@ -171,6 +174,7 @@ class Outbox:
         self.acked_updates = 0
         self.retries = 0
         self.malformed = 0
+        self.dead = DeadLetters(redis)  # entries moved out of the way: malformed or refused
         self.flushes = {"start": 0, "high": 0, "full": 0, "interval": 0}  # wake-ups by cause
         self.last_error = ""
 
@@ -231,7 +235,8 @@ class Outbox:
         """Counters as a plain dict for logs and metrics."""
         return {"sent_batches": self.sent_batches, "sent_updates": self.sent_updates,
                 "acked_updates": self.acked_updates, "retries": self.retries,
-                "malformed": self.malformed, "round_trips": self.round_trips,
+                "malformed": self.malformed, "refused": self.dead.counts["refused"],
+                "round_trips": self.round_trips + self.dead.round_trips,
                 **{f"flushes_{cause}": n for cause, n in self.flushes.items()},
                 "last_error": self.last_error}
 
@@ -250,24 +255,24 @@ class Outbox:
             self._on_step()
             if not raw or (full_only and len(raw) < self.batch_size):
                 return 0
-            entries = await self._decode_or_quarantine(raw)
+            entries = await self.dead.checked(await self._decode_or_quarantine(raw))
             self._on_step()
             if not entries:
                 return len(raw)
             if check_stop:
                 self._exit_if_stopping()
             self._appended_since_flush = 0
-            acked = await self.backoffice.send_statuses([update for _, update in entries])
+            acked, dead = await self.dead.send_isolating(self.backoffice.send_statuses, entries)
             self._on_step()
             if check_stop:  # a stopped flusher acts like a killed one: it processes no reply
                 self._exit_if_stopping()
             self.sent_batches += 1
             self.sent_updates += len(entries)
-            done = removable_ids(entries, acked)
+            done = removable_ids([e for e in entries if e[0] not in dead], acked)
             if done:
                 # shielded: a stop() landing here must not leave the entries deleted but uncounted
                 await asyncio.shield(self._delete_acked(done))
-            if not done:
+            if not done and not dead:
                 raise BackOfficeError(f"back office acknowledged none of a batch of {len(entries)} updates")
             return len(raw)
 
@@ -277,7 +282,7 @@ class Outbox:
         self.acked_updates += len(entry_ids)
 
     async def _decode_or_quarantine(self, raw: list[Any]) -> list[tuple[str, StatusUpdate]]:
-        entries, bad = [], []
+        entries, bad, why = [], [], []
         for entry_id, fields in raw:
             entry_id = redis_text(entry_id, "outbox id")
             try:
@@ -286,13 +291,8 @@ class Outbox:
                 self.malformed += 1
                 log.error("outbox_entry_malformed", entry_id=entry_id, detail=err.detail)
                 bad.append((entry_id, fields))
-        if bad:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for entry_id, fields in bad:
-                    pipe.xadd(keys.OUTBOX_DEAD_KEY, {**fields, "outbox_id": entry_id})
-                    pipe.xdel(keys.OUTBOX_KEY, entry_id)
-                await pipe.execute()
-            self.round_trips += 1
+                why.append(err.detail)
+        await self.dead.move(bad, "malformed", why)
         return entries
 
     async def drain(self, *, full_only: bool = False) -> None:

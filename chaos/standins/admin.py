@@ -159,6 +159,10 @@ class BackOfficeAdmin(_AdminClient):
     def updates(self) -> dict[str, Any]:
         return dict(self.request("GET", "/admin/updates"))
 
+    def refuse_sessions(self, session_ids: list[str]) -> None:
+        """Refuse (400, naming the update) every status batch holding an update of these sessions."""
+        self.request("PUT", "/admin/refused-sessions", {"session_ids": list(session_ids)})
+
     def set_mode(self, mode: str, delay_s: float | None = None, **knobs: Any) -> dict[str, Any]:
         """Set how the API answers (`ok`, `error500`, `garbage`, `slow` or a hostile mode of
         `chaos.standins.hostile.Mode`); `knobs`: `depth`, `digits`, `size_bytes`,

@@ -46,6 +46,7 @@ class BackOfficeState:
     rejected_auth: int = 0
     mode: Mode = Mode.OK
     params: HostileParams = field(default_factory=HostileParams)
+    refused_sessions: frozenset[str] = frozenset()  # a batch with any update of these is refused (400)
     hostile_replies: int = 0  # replies the mode spoiled (error500, garbage and the hostile ones)
 
     def validity(self, session_id: str) -> dict[str, Any]:
@@ -146,6 +147,7 @@ class BackOfficeStandin:
             web.post("/admin/accounts/{session_id}/activate", self._activate),
             web.get("/admin/updates", self._updates),
             web.post("/admin/mode", self._set_mode),
+            web.put("/admin/refused-sessions", self._set_refused),
             web.post("/admin/reset", self._reset),
         ])
         return app
@@ -207,6 +209,10 @@ class BackOfficeStandin:
 
     async def _batch(self, request: web.Request) -> web.Response:
         updates = validate_batch(await json_body(request))
+        for index, update in enumerate(updates):
+            if update["session_id"] in self.state.refused_sessions:
+                raise BadRequest(f"updates[{index}].session_id {update['session_id']!r} is refused: "
+                                 "the back office takes no updates for it")
         return json_response({"acked": self.state.record_batch(updates)})
 
     # -- admin --------------------------------------------------------------------
@@ -302,6 +308,14 @@ class BackOfficeStandin:
         return json_response({"mode": mode.value, "delay_s": params.delay_s, "depth": params.depth,
                               "digits": params.digits, "size_bytes": params.size_bytes,
                               "chunk_bytes": params.chunk_bytes, "endpoints": sorted(params.endpoints)})
+
+    async def _set_refused(self, request: web.Request) -> web.Response:
+        """`{"session_ids": [...]}`: refuse (400) every status batch holding an update of these."""
+        ids = (await json_body(request)).get("session_ids")
+        if not isinstance(ids, list) or not all(isinstance(sid, str) for sid in ids):
+            raise BadRequest(f"'session_ids' must be a list of strings, got {str(ids)[:80]}")
+        self.state.refused_sessions = frozenset(ids)
+        return json_response({"refused_sessions": sorted(ids)})
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.state = BackOfficeState()

@@ -88,6 +88,8 @@ class Service:
             self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
             self._redis_malformed_seen = redis_malformed
         self.metrics.outbox_retries.set(self.outbox.retries)
+        for reason, count in self.outbox.dead.counts.items():
+            self.metrics.outbox_dead.labels(reason=reason).set(count)
         self.metrics.redis_round_trips.set(self.store.round_trips + self.lease.round_trips
                                            + self.gateway.renewer.round_trips + self.outbox.round_trips)
         requests = self.backoffice.requests
