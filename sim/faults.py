@@ -72,7 +72,7 @@ def _delete(model: BlockModel, unit: Unit, close_code) -> None:
     """The back office deletes the account: Redis says inactive; an open socket is closed."""
     unit.deleted = True
     unit.status = Status.INACTIVE  # the back office shares Redis
-    model.tally.redis_ops[model.bin()] += unit.count
+    model.redis_op(unit.count)
     if close_code is not None and unit.socket_open and unit.dropped is None:
         model.disrupt(unit, Closed(code=close_code))
 

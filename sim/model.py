@@ -28,7 +28,7 @@ from service.core.events import (
 from service.core.statuses import Priority, is_valid_status
 from sim.params import ModelParams
 from sim.population import PopulationScenario
-from sim.tally import Tally, bins_for
+from sim.tally import TICKS_PER_S, Tally, bins_for
 from sim.upstreams import WhatsApp
 
 RATE_LIMIT_CODE = 429  # what WhatsApp's refusal looks like to the close-code table
@@ -155,6 +155,11 @@ class BlockModel:
         unit.disrupted = True
         self.feed(unit, event)
 
+    def redis_op(self, count: int) -> None:
+        """Count `count` Redis operations now (per bin, and per tick for 1 s sliding-window rates)."""
+        self.tally.redis_ops[self.bin()] += count
+        self.tally.redis_ticks[int(self.env.now * TICKS_PER_S)] += count
+
     def bin(self) -> int:
         index = int(self.env.now / self.params.bin_s)
         return index if index < self.tally.n_bins else self.tally.n_bins - 1
@@ -164,7 +169,7 @@ class BlockModel:
         unit.status = command.status
         if self.warming:
             return
-        self.tally.redis_ops[self.bin()] += unit.count
+        self.redis_op(unit.count)
         now = self.env.now
         if command.priority is Priority.HIGH:
             self.tally.high_updates[now] += unit.count
@@ -174,10 +179,10 @@ class BlockModel:
 
     def _clear_cache(self, unit: Unit, command: ClearCache) -> None:
         if not self.warming:
-            self.tally.redis_ops[self.bin()] += unit.count
+            self.redis_op(unit.count)
 
     def _validate(self, unit: Unit, command: Validate) -> Validated:
-        self.tally.redis_ops[self.bin()] += unit.count
+        self.redis_op(unit.count)
         ok = (not unit.deleted and unit.status is not None
               and is_valid_status(unit.status, for_reconnect=command.for_reconnect))
         return _VALID if ok else _INVALID
@@ -213,6 +218,7 @@ class BlockModel:
             return self._opened(unit)
         count, index, tally = unit.count, self.bin(), self.tally
         tally.connects[index] += count
+        tally.connect_ticks[int(self.env.now * TICKS_PER_S)] += count
         if command.attempt > 0:
             tally.attempts[index] += count
         if self.down_depth or unit.link_down:

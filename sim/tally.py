@@ -12,6 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+TICKS_PER_S = 1000  # resolution of the sliding-window rates, independent of --bin-s
+
+
 @dataclass
 class Tally:
     """Counts of one block; every per-bin list has `n_bins` entries, weights are session counts."""
@@ -21,6 +24,8 @@ class Tally:
     attempts: list[int] = field(default_factory=list)  # counted reconnect attempts (attempt ≥ 1)
     rate_limited: list[int] = field(default_factory=list)  # connects refused by a rate limit
     redis_ops: list[int] = field(default_factory=list)
+    connect_ticks: Counter = field(default_factory=Counter)  # tick (1 ms) → connects, for 1 s windows
+    redis_ticks: Counter = field(default_factory=Counter)  # tick (1 ms) → Redis ops
     normal_updates: Counter = field(default_factory=Counter)  # flush index → status updates
     high_updates: Counter = field(default_factory=Counter)  # instant (s) → status updates
     recovery_s: list[float] = field(default_factory=list)  # one entry per recovered episode …
@@ -51,7 +56,8 @@ def merge(tallies: list[Tally]) -> Tally:
             for i, value in enumerate(theirs):
                 if value:
                     mine[i] += value
-        for name in ("normal_updates", "high_updates", "recovered_on_attempt", "outcomes"):
+        for name in ("normal_updates", "high_updates", "recovered_on_attempt", "outcomes", "connect_ticks",
+                     "redis_ticks"):
             getattr(total, name).update(getattr(part, name))
         total.recovery_s.extend(part.recovery_s)
         total.recovery_weight.extend(part.recovery_weight)

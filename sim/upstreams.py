@@ -85,21 +85,31 @@ def fluid_queue(arrivals: Sequence[int], capacity_per_bin: float) -> dict[str, A
 
 def backoffice_requests(normal: Counter, high: Counter, *, batch: int, flush_s: float,
                         bin_s: float, n_bins: int, capacity_per_s: float = 0.0) -> list[int]:
-    """Back-office requests per bin: normal updates go out at the next periodic flush,
-    high-priority ones at once, each flush in batches of `batch` updates.
+    """Back-office requests per bin (see `backoffice_request_instants`)."""
+    requests = [0] * n_bins
+    for instant_s, count in sorted(backoffice_request_instants(
+            normal, high, batch=batch, flush_s=flush_s, capacity_per_s=capacity_per_s).items()):
+        _add(requests, instant_s / bin_s, count)
+    return requests
+
+
+def backoffice_request_instants(normal: Counter, high: Counter, *, batch: int, flush_s: float,
+                                capacity_per_s: float = 0.0) -> Counter:
+    """When back-office requests go out (s → requests): normal updates at the next periodic
+    flush, high-priority ones at once, each flush in batches of `batch` updates.
 
     High-priority updates arriving while a request is in flight (1 / capacity seconds)
     share the next one, as an outbox that flushes at once but one request at a time would.
     """
-    requests = [0] * n_bins
+    instants: Counter = Counter()
     for flush_index, updates in sorted(normal.items()):
-        _add(requests, flush_index * flush_s / bin_s, math.ceil(updates / batch))
+        instants[flush_index * flush_s] += math.ceil(updates / batch)
     windows: Counter = Counter()
     for instant_s, updates in sorted(high.items()):
         windows[math.floor(instant_s * capacity_per_s) / capacity_per_s if capacity_per_s > 0 else instant_s] += updates
     for start_s, updates in sorted(windows.items()):
-        _add(requests, start_s / bin_s, math.ceil(updates / batch))
-    return requests
+        instants[start_s] += math.ceil(updates / batch)
+    return instants
 
 
 def _add(series: list[int], position: float, amount: int) -> None:
