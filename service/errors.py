@@ -57,5 +57,17 @@ class StoreError(ServiceError):
     """Redis is unreachable or holds a value the service cannot use."""
 
 
-__all__ = ["BackOfficeError", "ConfigError", "CoreError", "LinkFailed", "MalformedInput",
+class FencedWrite(ServiceError):
+    """Redis refused a write because the session's lease has moved to another owner since
+    this process took it (B9): nothing was written. Never retried: the session is not ours."""
+
+    def __init__(self, session_id: str, token: int | None, token_now: str) -> None:
+        super().__init__(f"write for session {session_id!r} refused: our fencing token is {token}, "
+                         f"the session's is now {token_now or 'unset'} (another process owns it)")
+        self.session_id = session_id
+        self.token = token
+        self.token_now = token_now
+
+
+__all__ = ["BackOfficeError", "ConfigError", "CoreError", "FencedWrite", "LinkFailed", "MalformedInput",
            "ServiceError", "StoreError"]

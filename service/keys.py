@@ -19,6 +19,11 @@ def lease_key(session_id: str) -> str:
     return f"{PREFIX}:lease:{session_id}"
 
 
+def fence_key(session_id: str) -> str:
+    """The session's fencing token: a counter incremented on every lease acquisition (B9)."""
+    return f"{PREFIX}:fence:{session_id}"
+
+
 OUTBOX_KEY = f"{PREFIX}:outbox"  # pending back-office updates, kept until acknowledged (B6)
 
 

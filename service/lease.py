@@ -1,10 +1,13 @@
 """Session ownership leases for several gateway processes sharing one Redis (B4).
 
 Owns: `keys.lease_key(session_id)`, whose value is the owner id and whose TTL is the
-lease. Acquire is SET NX PX; renew and release are Lua scripts that act only while the
-value is still our owner id (compare-and-expire, compare-and-delete), so a process never
-extends or deletes a lease another process has taken over. Must not: start sessions or
-decide reconnects; the caller stops driving a session whose lease it lost.
+lease, and the fencing token each acquisition takes (`keys.fence_key`, B9: see
+`service.redis_scripts`). Acquire, renew and release are Lua scripts that act only while
+the value is still our owner id (compare-and-expire, compare-and-delete) — renew also only
+while the session's token is still the one we took — so a process never extends or deletes
+a lease another process has taken over. Must not: start sessions or decide reconnects; the
+caller stops driving a session whose lease it lost, and passes `token(session_id)` with
+every write that depends on owning it (Redis refuses the write once the token has moved).
 
 Safety: two managers with different owner ids never hold one session at once in Redis.
 `held()` is the local view and errs on the side of "not held": an entry counts only
@@ -15,7 +18,7 @@ renewals fail (Redis down) the local view expires no later than the Redis key do
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,36 +26,10 @@ from redis.exceptions import RedisError
 
 from service import keys
 from service.errors import ConfigError, StoreError
+from service.logging import get_logger
+from service.redis_scripts import ACQUIRE_LUA, RELEASE_LUA, RENEW_LUA
 
-_ACQUIRE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if current then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# Returns the 1-based indexes of KEYS still owned (and now extended).
-_RENEW_LUA = """
-local held = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    held[#held + 1] = i
-  end
-end
-return held
-"""
-
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+log = get_logger(component="lease")
 
 RENEW_CHUNK = 500  # keys per renew script call, so one call never blocks Redis for long
 
@@ -77,12 +54,14 @@ class LeaseManager:
         self.ttl_s = float(ttl_s)
         self.clock = clock
         self._ttl_ms = max(1, int(self.ttl_s * 1000))
-        self._acquire = redis.register_script(_ACQUIRE_LUA)
-        self._renew = redis.register_script(_RENEW_LUA)
-        self._release = redis.register_script(_RELEASE_LUA)
+        self._acquire = redis.register_script(ACQUIRE_LUA)
+        self._renew = redis.register_script(RENEW_LUA)
+        self._release = redis.register_script(RELEASE_LUA)
         self._valid_until: dict[str, float] = {}  # session → local deadline (clock)
+        self._tokens: dict[str, int] = {}  # session → the fencing token of our acquisition
         self.round_trips = 0
         self.lost = 0  # leases found taken or expired at renewal
+        self.malformed = 0  # lease or fence values of the wrong kind, replaced at acquisition
 
     async def _call(self, script: Any, what: str, keys_: list[str], args: list[Any]) -> Any:
         self.round_trips += 1
@@ -92,31 +71,55 @@ class LeaseManager:
             raise StoreError(f"redis failed during lease {what}: {type(err).__name__}: {err}") from err
 
     async def acquire(self, session_id: str) -> bool:
-        """Take the lease if it is free (or already ours, which extends it). True if held."""
+        """Take the lease if it is free (or already ours, which extends it) with a new fencing
+        token (`token()`). True if held."""
         started = self.clock()
-        ok = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
-                              [keys.lease_key(session_id)], [self.owner_id, self._ttl_ms])
-        if int(ok) == 1:
+        reply = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
+                                 [keys.lease_key(session_id), keys.fence_key(session_id)],
+                                 [self.owner_id, self._ttl_ms])
+        for note in reply[2:]:
+            self.malformed += 1
+            log.warning("redis_value_replaced", session_id=session_id,
+                        detail=note.decode("utf-8", "replace") if isinstance(note, bytes) else str(note))
+        if int(reply[0]) == 1:
             self._valid_until[session_id] = started + self.ttl_s
+            self._tokens[session_id] = int(reply[1])
             return True
-        self._valid_until.pop(session_id, None)
+        self.forget(session_id)
         return False
 
-    async def renew(self, session_ids: Iterable[str]) -> set[str]:
-        """Extend those of `session_ids` we still own; return them. The rest are forgotten
+    def token(self, session_id: str) -> int | None:
+        """The fencing token of our acquisition of `session_id` (None: not ours)."""
+        return self._tokens.get(session_id)
+
+    def tokens(self) -> Mapping[str, int]:
+        """Every token we hold, by session (a live view: do not change it)."""
+        return self._tokens
+
+    def forget(self, session_id: str) -> bool:
+        """Drop our local record of the lease (and its token); True if we had one."""
+        self._tokens.pop(session_id, None)
+        return self._valid_until.pop(session_id, None) is not None
+
+    async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
+        """Extend those of `session_ids` we still own, with the fencing token we took
+        (`tokens`, default our own acquisitions'); return them. The rest are forgotten
         locally (counted in `lost` if we thought we held them)."""
+        tokens = self._tokens if tokens is None else tokens
         wanted = [_check_session_id(s) for s in dict.fromkeys(session_ids)]
         held: set[str] = set()
         for start in range(0, len(wanted), RENEW_CHUNK):
             chunk = wanted[start:start + RENEW_CHUNK]
             started = self.clock()
+            pairs = [key for s in chunk for key in (keys.lease_key(s), keys.fence_key(s))]
+            checked = [str(tokens[s]) if s in tokens else "" for s in chunk]
             indexes = await self._call(self._renew, f"renew of {len(chunk)} sessions",
-                                       [keys.lease_key(s) for s in chunk], [self.owner_id, self._ttl_ms])
+                                       pairs, [self.owner_id, self._ttl_ms, *checked])
             renewed = {chunk[int(i) - 1] for i in indexes}
             for session_id in chunk:
                 if session_id in renewed:
                     self._valid_until[session_id] = started + self.ttl_s
-                elif self._valid_until.pop(session_id, None) is not None:
+                elif self.forget(session_id):
                     self.lost += 1
             held |= renewed
         return held
@@ -127,7 +130,7 @@ class LeaseManager:
 
     async def release(self, session_id: str) -> bool:
         """Give the lease up if it is still ours; True if a key was deleted."""
-        self._valid_until.pop(_check_session_id(session_id), None)
+        self.forget(_check_session_id(session_id))
         deleted = await self._call(self._release, f"release of {session_id!r}",
                                    [keys.lease_key(session_id)], [self.owner_id])
         return int(deleted) == 1

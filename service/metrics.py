@@ -46,6 +46,8 @@ class ServiceMetrics:
                                ["event"], registry=r)
         self.malformed = Counter("reconnect_lab_malformed_input", "rejected malformed input, by source",
                                  ["source"], registry=r)
+        self.fenced = Counter("reconnect_lab_fenced_writes", "ownership writes Redis refused because the "
+                              "session's lease had moved to another process (B9), by write", ["write"], registry=r)
         self.command_errors = Counter("reconnect_lab_command_errors", "commands whose I/O failed", ["command"], registry=r)
         self.outbox_retries = Gauge("reconnect_lab_outbox_failed_batches", "back-office batches that failed "
                                     "and were retried, since start", registry=r)

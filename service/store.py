@@ -47,16 +47,25 @@ from redis.exceptions import RedisError, ResponseError
 from service import keys
 from service.core import Status
 from service.core.statuses import is_valid_status
-from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
+from service.errors import BackOfficeError, ConfigError, FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
 from service.outbox import Outbox, redis_text
+from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import BackOffice, StatusUpdate
-from service.pending import PendingReconnect, parse_pending, pending_mapping, queue_pending
 from service.redis_batch import TickBatcher
+from service.redis_scripts import parse_write_reply, queue_write
 
 log = get_logger(component="store")
 
 _STATUS_PREFIX = keys.status_key("")
+
+# a status key of any other type answers {type}: a malformed value, not a failed read
+_READ_STATUS_LUA = """
+local k = redis.call('TYPE', KEYS[1])['ok']
+if k == 'string' then return redis.call('GET', KEYS[1]) end
+if k == 'none' then return false end
+return {k}
+"""
 
 
 def _check_session_id(session_id: str) -> str:
@@ -69,6 +78,9 @@ def parse_status(value: Any, session_id: str) -> Status | None:
     """A raw Redis value → `Status` (None when absent); raises `MalformedInput("redis", ...)`."""
     if value is None:
         return None
+    if isinstance(value, list):  # `_READ_STATUS_LUA`'s answer for a key of another type
+        kind = redis_text(value[0], "status type") if value else "?"
+        raise MalformedInput("redis", f"status of session {session_id!r} is a Redis {kind}, expected a string")
     text = redis_text(value, f"status of session {session_id!r}")
     try:
         return Status(text)
@@ -99,6 +111,7 @@ class StatusStore:
         self.backoffice_vetoes = 0
         self.backoffice_unreachable = 0
         self.missing_status = 0  # reconnect validations that found no status in Redis
+        self.fenced = 0  # writes Redis refused: the session's lease had moved (B9)
         self._batcher: TickBatcher | None = None  # made on first use of a `*_batched` method
         self._on_step = on_step
 
@@ -128,7 +141,7 @@ class StatusStore:
         counted in `malformed` and raised as `MalformedInput("redis", ...)`."""
         _check_session_id(session_id)
         with self._round_trip(f"GET status of {session_id!r}"):
-            raw = await self.redis.get(keys.status_key(session_id))
+            raw = await self.redis.eval(_READ_STATUS_LUA, 1, keys.status_key(session_id))
         try:
             return parse_status(raw, session_id)
         except MalformedInput:
@@ -136,21 +149,24 @@ class StatusStore:
             raise
 
     async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
-                         pending: PendingReconnect | None = None,
-                         clear_pending: bool = False) -> StatusUpdate | None:
-        """Write the status and, in the same MULTI (one round trip), append `outbox_update`
-        and save or clear the reconnect bookkeeping. Returns the update as stored, with the
-        `seq` Redis assigned (the `seq` passed in is ignored). On `StoreError` the write may
-        or may not have committed: retry with the same update (same `update_id`)."""
-        build = self._status_write(session_id, status, outbox_update, pending, clear_pending)
+                         pending: PendingReconnect | None = None, clear_pending: bool = False,
+                         fence: int | None = None) -> StatusUpdate | None:
+        """Write the status and, in the same script (one round trip, all or nothing), append
+        `outbox_update` and save or clear the reconnect bookkeeping. Returns the update as
+        stored, with the `seq` Redis assigned (the `seq` passed in is ignored). On
+        `StoreError` the write may or may not have committed: retry with the same update
+        (same `update_id`). With `fence` (the lease's token, B9) nothing is written once the
+        session's lease has moved: `FencedWrite` is raised."""
+        build = self._status_write(session_id, status, outbox_update, pending, clear_pending, fence)
         with self._round_trip(f"SET status of {session_id!r}"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 build(pipe)
                 results = await pipe.execute()
-        return self._committed(session_id, Status(status), outbox_update, results)
+        return self._committed(session_id, Status(status), outbox_update, results, fence)
 
     def _status_write(self, session_id: str, status: Status, outbox_update: StatusUpdate | None,
-                      pending: PendingReconnect | None, clear_pending: bool) -> Callable[[Any], None]:
+                      pending: PendingReconnect | None, clear_pending: bool,
+                      fence: int | None) -> Callable[[Any], None]:
         """Check a status write and return what queues its commands on a MULTI pipeline."""
         _check_session_id(session_id)
         status = Status(status)
@@ -164,22 +180,29 @@ class StatusStore:
         self.clear_cache(session_id)
 
         def build(pipe: Any) -> None:
-            if outbox_update is None:
-                pipe.set(keys.status_key(session_id), status.value)
-            else:  # one script writes both: see Outbox.append_commands
-                Outbox.append_commands(pipe, outbox_update, set_status=True)
-            if pending is not None:
-                queue_pending(pipe, session_id, pending)
-            if clear_pending:
-                pipe.delete(keys.session_key(session_id))
+            queue_write(pipe, session_id, token=fence, status=status, update=outbox_update,
+                        pending=pending, clear_pending=clear_pending)
         return build
 
+    def _checked(self, session_id: str, reply: Any, fence: int | None) -> int:
+        """A fenced write's reply → its seq; counts and logs what it replaced; raises
+        `FencedWrite` (counted) when it was refused."""
+        result = parse_write_reply(reply)
+        for note in result.notes:
+            self.malformed += 1
+            log.warning("redis_value_replaced", session_id=session_id, detail=note)
+        if not result.accepted:
+            self.fenced += 1
+            raise FencedWrite(session_id, fence, result.token_now)
+        return result.seq
+
     def _committed(self, session_id: str, status: Status, outbox_update: StatusUpdate | None,
-                   results: list[Any]) -> StatusUpdate | None:
+                   results: list[Any], fence: int | None) -> StatusUpdate | None:
+        seq = self._checked(session_id, results[0], fence)
         if outbox_update is None:
             return None
         stored = StatusUpdate(outbox_update.update_id, session_id, status, outbox_update.priority,
-                              int(results[0]), outbox_update.at_s)
+                              seq, outbox_update.at_s)
         if self.outbox is not None:
             self.outbox.notify(stored)
         return stored
@@ -246,20 +269,29 @@ class StatusStore:
 
     # -- reconnect bookkeeping (B5) -------------------------------------------------------------
 
-    async def save_pending(self, session_id: str, attempt: int, due_at_epoch_s: float) -> None:
+    async def save_pending(self, session_id: str, attempt: int, due_at_epoch_s: float, *,
+                           fence: int | None = None) -> None:
         """Record that attempt `attempt` is due at `due_at_epoch_s` (wall clock). To save it in
         the same round trip as a status write, pass `pending=` to `set_status` instead."""
         pending = PendingReconnect(attempt, due_at_epoch_s)
         pending_mapping(pending)
         with self._round_trip(f"HSET pending of {_check_session_id(session_id)!r}"):
             async with self.redis.pipeline(transaction=True) as pipe:
-                queue_pending(pipe, session_id, pending)
-                await pipe.execute()
+                queue_write(pipe, session_id, token=fence, pending=pending)
+                results = await pipe.execute()
+        self._checked(session_id, results[0], fence)
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
-        """The saved reconnect bookkeeping, or None. Garbage raises `MalformedInput` (counted)."""
-        with self._round_trip(f"HGETALL pending of {_check_session_id(session_id)!r}"):
-            raw = await self.redis.hgetall(keys.session_key(session_id))
+        """The saved reconnect bookkeeping, or None. Garbage, or a key of another type than a
+        hash, raises `MalformedInput` (counted)."""
+        try:
+            with self._round_trip(f"HGETALL pending of {_check_session_id(session_id)!r}"):
+                raw = await self.redis.hgetall(keys.session_key(session_id))
+        except StoreError as err:
+            if not _wrong_type(err):
+                raise
+            self.malformed += 1
+            raise MalformedInput("redis", f"pending reconnect of {session_id!r} is not a hash") from None
         if not raw:
             return None
         try:
@@ -286,40 +318,46 @@ class StatusStore:
 
     async def set_status_batched(self, session_id: str, status: Status, *,
                                  outbox_update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
-                                 clear_pending: bool = False) -> StatusUpdate | None:
-        """`set_status`, its MULTI joined to this tick's pipeline (still all or nothing)."""
-        build = self._status_write(session_id, status, outbox_update, pending, clear_pending)
+                                 clear_pending: bool = False, fence: int | None = None) -> StatusUpdate | None:
+        """`set_status`, its script joined to this tick's pipeline (still all or nothing, fenced)."""
+        build = self._status_write(session_id, status, outbox_update, pending, clear_pending, fence)
         with self._store_errors(f"SET status of {session_id!r}"):
             results = await self._tick().run(build)
-        return self._committed(session_id, Status(status), outbox_update, results)
+        return self._committed(session_id, Status(status), outbox_update, results, fence)
 
-    async def save_pending_batched(self, session_id: str, pending: PendingReconnect) -> None:
-        """Replace the session's reconnect bookkeeping with `pending`, in this tick's pipeline."""
+    async def save_pending_batched(self, session_id: str, pending: PendingReconnect, *,
+                                   fence: int | None = None) -> None:
+        """Replace the session's reconnect bookkeeping with `pending`, in this tick's pipeline
+        (fenced like `set_status`)."""
         _check_session_id(session_id)
         pending_mapping(pending)
         with self._store_errors(f"HSET pending of {session_id!r}"):
-            await self._tick().run(lambda pipe: queue_pending(pipe, session_id, pending))
+            results = await self._tick().run(lambda pipe: queue_write(pipe, session_id, token=fence, pending=pending))
+        self._checked(session_id, results[0], fence)
 
     async def is_session_active_batched(self, session_id: str, *, for_reconnect: bool = False,
-                                        mark_started: PendingReconnect | None = None) -> bool:
+                                        mark_started: PendingReconnect | None = None,
+                                        fence: int | None = None) -> bool:
         """`is_session_active`, its Redis read joined to this tick's pipeline. `mark_started`
-        (a record with `started_at_epoch_s`) is saved in the same round trip: the validation
-        of an attempt is where it starts, so a restart knows it was spent (B5)."""
+        (a record with `started_at_epoch_s`) is saved in the same round trip, fenced: the
+        validation of an attempt is where it starts, so a restart knows it was spent (B5)."""
         _check_session_id(session_id)
         if mark_started is not None:
             pending_mapping(mark_started)
         if self._cached(session_id, for_reconnect):
             self.cache_hits += 1
             if mark_started is not None:
-                await self.save_pending_batched(session_id, mark_started)
+                await self.save_pending_batched(session_id, mark_started, fence=fence)
             return True
 
         def build(pipe: Any) -> None:
-            pipe.get(keys.status_key(session_id))
+            pipe.eval(_READ_STATUS_LUA, 1, keys.status_key(session_id))
             if mark_started is not None:
-                queue_pending(pipe, session_id, mark_started)
+                queue_write(pipe, session_id, token=fence, pending=mark_started)
         with self._store_errors(f"GET status of {session_id!r}"):
             results = await self._tick().run(build)
+        if mark_started is not None:
+            self._checked(session_id, results[1], fence)
         try:
             status = parse_status(results[0], session_id)
         except MalformedInput as err:
@@ -374,3 +412,8 @@ class StatusStore:
     async def sessions_with_status(self, status: Status, *, scan_count: int = 500) -> list[str]:
         """All session ids with `status` (see `iter_sessions_with_status`), sorted."""
         return sorted([sid async for sid in self.iter_sessions_with_status(status, scan_count=scan_count)])
+
+
+def _wrong_type(err: StoreError) -> bool:
+    """True if Redis refused a command because the key holds another type (WRONGTYPE)."""
+    return isinstance(err.__cause__, ResponseError) and str(err.__cause__).startswith("WRONGTYPE")

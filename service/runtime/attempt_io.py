@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed, Validated, ValidationFailed
-from service.errors import LinkFailed, MalformedInput, StoreError
+from service.errors import FencedWrite, LinkFailed, MalformedInput, StoreError
 from service.pending import PendingReconnect
 from service.ports import Link, LinkClosed, Secret
 
@@ -40,6 +40,8 @@ class AttemptIO:
     _link_attempt: int
     _link_task: asyncio.Task[None] | None
     _link_malformed_seen: int
+    fence: int | None
+    _fenced: Callable[[str, FencedWrite], None]
     # SessionRunner's, used here
     dropped: bool
     deliver: Callable[..., Coroutine[Any, Any, None]]
@@ -72,7 +74,10 @@ class AttemptIO:
             try:
                 async with self._ctx.validation_slot():
                     ok = await self._ctx.store.is_session_active_batched(
-                        self.session_id, for_reconnect=for_reconnect, mark_started=mark)
+                        self.session_id, for_reconnect=for_reconnect, mark_started=mark, fence=self.fence)
+            except FencedWrite as err:  # the attempt's start could not be recorded: not ours any more
+                self._fenced("mark_started", err)
+                return
             except StoreError as err:
                 self._ctx.metrics.command_errors.labels(command="Validate").inc()
                 self._log.warning("validation_unavailable", error=str(err), retry_in_s=wait_s)

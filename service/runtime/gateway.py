@@ -66,6 +66,8 @@ class Gateway:
         self._dropped_unwritten: dict[str, SessionRunner] = {}  # dropped, last status not yet in Redis
         self._log = ctx.log
         ctx.on_drop = self._on_drop
+        ctx.on_fenced = self._on_fenced
+        self._fenced_tasks: set[asyncio.Task[None]] = set()
         self.adopted = 0
         self.released = 0
 
@@ -157,7 +159,7 @@ class Gateway:
             self.ctx.metrics.status_changed(None, status)
             self._log.info("session_settled", session_id=sid, status=status.value if status else None)
             return
-        runner = SessionRunner(sid, spec.credentials, self.ctx, status=status)
+        runner = SessionRunner(sid, spec.credentials, self.ctx, status=status, fence=self.lease.token(sid))
         self.runners[sid] = runner
         self.ctx.metrics.status_changed(None, status)
         await runner.deliver(event)
@@ -223,7 +225,7 @@ class Gateway:
         started = time.monotonic()
         try:
             # a saturated loop makes the renew slow, not wrong: wait up to half a TTL for it
-            renewed = await asyncio.wait_for(self.renewer.renew(local), self.lease.ttl_s / 2)
+            renewed = await asyncio.wait_for(self.renewer.renew(local, self.lease.tokens()), self.lease.ttl_s / 2)
         except (StoreError, asyncio.TimeoutError) as err:
             self._log.warning("lease_renew_failed", error=repr(err), held=len(local))
             renewed = None
@@ -266,9 +268,22 @@ class Gateway:
         if await runner.repair_status():
             self._dropped_unwritten.pop(runner.session_id, None)
 
+    def _on_fenced(self, runner: SessionRunner) -> None:
+        """A runner's write was refused (B9): if its token is still the one this process holds
+        for the session, the session is another process's now; let it go at once, writing
+        nothing (the next lease round would find it lost too)."""
+        sid = runner.session_id
+        if runner.fence is None or runner.fence != self.lease.token(sid) or self._stopping.is_set():
+            return
+        self.lease.forget(sid)
+        task = asyncio.get_running_loop().create_task(self._let_go([sid]), name=f"fenced-{sid}")
+        self._fenced_tasks.add(task)
+        task.add_done_callback(self._fenced_tasks.discard)
+
     async def _let_go(self, session_ids: list[str]) -> None:
         self._log.warning("leases_lost", count=len(session_ids), sample=session_ids[:5])
         for sid in session_ids:
+            self.lease.forget(sid)
             if sid not in self.runners and sid not in self.settled:
                 self._lease_deadline.pop(sid, None)  # being adopted: `_adopt_leased` sees it gone
                 continue

@@ -26,7 +26,7 @@ from service.core.events import (
     ScheduleReconnect, SetStatus, Validate,
 )
 from service.core.machine import LogEvent
-from service.errors import MalformedInput
+from service.errors import FencedWrite, MalformedInput
 from service.logging import EventLog
 from service.metrics import ServiceMetrics
 from service.outbox import new_update
@@ -55,6 +55,7 @@ class RunnerContext:
     log: Any
     clock: Callable[[], float] = time.time  # the `now` the core sees: epoch seconds, comparable across processes
     on_drop: Callable[[SessionRunner, str], None] | None = None
+    on_fenced: Callable[[SessionRunner], None] | None = None  # a write was refused: the lease moved (B9)
     lateness_s: list[float] | None = None  # raw samples, kept only when a benchmark asks
     io_retries: int = 3  # tries of one status write before it is logged as failed
     io_retry_s: float = 0.1
@@ -93,8 +94,11 @@ class SessionRunner(AttemptIO):
     """Drives one session. `deliver(event)` is the only way events reach the machine."""
 
     def __init__(self, session_id: str, credentials: Secret, ctx: RunnerContext,
-                 status: Status | None = None) -> None:
+                 status: Status | None = None, fence: int | None = None) -> None:
+        """`fence`: the fencing token of this process's lease on the session (B9), carried by
+        every write; None writes unfenced (a runner with no lease, in tests)."""
         self.session_id = session_id
+        self.fence = fence
         self._credentials = credentials
         self._ctx = ctx
         seed = None if ctx.rng_seed is None else hash((ctx.rng_seed, session_id))
@@ -116,7 +120,8 @@ class SessionRunner(AttemptIO):
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self._log = ctx.log.bind(session_id=session_id)
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
-                                     retry_s=ctx.io_retry_s, before_each=self._run_due_timers)
+                                     retry_s=ctx.io_retry_s, before_each=self._run_due_timers,
+                                     on_fenced=self._fenced)
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
 
     @property
@@ -288,7 +293,7 @@ class SessionRunner(AttemptIO):
 
         def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
             return self._ctx.store.set_status_batched(self.session_id, command.status, outbox_update=update,
-                                                      pending=pending, clear_pending=clear)
+                                                      pending=pending, clear_pending=clear, fence=self.fence)
         self._queue_write("set_status", write)
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
@@ -298,6 +303,14 @@ class SessionRunner(AttemptIO):
 
     def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
         self._writes.queue(what, write)
+
+    def _fenced(self, what: str, err: FencedWrite) -> None:
+        """Redis refused a write: another process owns the session now (B9). Counted, logged;
+        the gateway lets the session go without writing anything more."""
+        self._ctx.metrics.fenced.labels(write=what).inc()
+        self._log.warning("write_fenced", operation=what, fence=err.token, fence_now=err.token_now)
+        if self._ctx.on_fenced is not None:
+            self._ctx.on_fenced(self)
 
     @property
     def has_unwritten(self) -> bool:
@@ -333,7 +346,8 @@ class SessionRunner(AttemptIO):
         self._scheduled, self._scheduled_reason = pending, command.reason
         if not self._pending_saved_by_status and not self._implied_by_record(command):
             self._record_started = None
-            self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(self.session_id, pending))
+            self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(
+                self.session_id, pending, fence=self.fence))
         self._pending_saved_by_status = False
 
     def _implied_by_record(self, command: ScheduleReconnect) -> bool:

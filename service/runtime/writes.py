@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from service.errors import StoreError
+from service.errors import FencedWrite, StoreError
 from service.metrics import ServiceMetrics
 
 Write = Callable[[], Any]  # returns an awaitable; the same write each time (repeats are harmless)
@@ -28,9 +28,13 @@ class OrderedWrites:
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
                  metrics: ServiceMetrics, *, retries: int, retry_s: float, retry_cap_s: float = 1.0,
-                 before_each: Callable[[], None] = lambda: None) -> None:
+                 before_each: Callable[[], None] = lambda: None,
+                 on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None) -> None:
         """`before_each` runs before every write and as the writer resumes after one (the
-        runner hands due timers on there: a storm resumes thousands of writers in one pass)."""
+        runner hands due timers on there: a storm resumes thousands of writers in one pass).
+        `on_fenced` is told of a write Redis refused because the session's lease moved (B9):
+        every write still queued is dropped with it — none of them is this process's to make."""
+        self._on_fenced = on_fenced
         self._spawn = spawn
         self._before_each = before_each
         self._log = log
@@ -79,6 +83,10 @@ class OrderedWrites:
             self._before_each()
             try:
                 await self._with_retries(what, write)
+            except FencedWrite as err:
+                self._writes.clear()
+                self._on_fenced(what, err)
+                return True
             except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
                 self._before_each()
                 if not deferred:

@@ -88,17 +88,21 @@ async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redi
     assert await store.pending("s1") is None
 
 
-async def test_failed_transaction_writes_neither(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    """The seq counter holds a non-integer, so the append fails inside EXEC: the status
-    write must not have happened either (Redis does not roll a MULTI back, so both live
-    in one script; a status written without its update would be a silent divergence)."""
+async def test_a_non_numeric_seq_counter_is_replaced_and_counted(aredis: aioredis.Redis,
+                                                                   dead_backoffice: HttpBackOffice) -> None:
+    """The seq counter holds a non-integer: the write still goes through (before, the append
+    failed inside the script and the session's status was never written again), its seq
+    restarts at Redis's clock in ms, above any count, and the replacement is counted."""
     store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
     await aredis.set(keys.status_key("s1"), "active")
     await aredis.set(keys.seq_key("s1"), "not-a-number")
-    with pytest.raises(StoreError, match="rejected"):
-        await store.set_status("s1", Status.INACTIVE, outbox_update=new_update("s1", Status.INACTIVE))
-    assert await aredis.xlen(keys.OUTBOX_KEY) == 0
-    assert await aredis.get(keys.status_key("s1")) == b"active"
+    stored = await store.set_status("s1", Status.INACTIVE, outbox_update=new_update("s1", Status.INACTIVE))
+    assert stored is not None and stored.seq >= 1_600_000_000_000
+    assert await aredis.xlen(keys.OUTBOX_KEY) == 1
+    assert await aredis.get(keys.status_key("s1")) == b"inactive"
+    assert store.malformed == 1
+    again = await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s1", Status.ACTIVE))
+    assert again is not None and again.seq == stored.seq + 1
 
 
 async def test_mismatched_update_is_refused(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Status
-from service.errors import StoreError
+from service.errors import FencedWrite, StoreError
 from service.outbox import new_update
 from service.redis_batch import TickBatcher
 from service.ports import Secret
@@ -52,18 +52,20 @@ async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
 
 
 async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    """b3's seq counter holds garbage: its script fails inside EXEC; the others commit."""
+    """b3's write carries a fencing token that has moved on: it is refused alone, the others commit."""
     store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
     await aredis.set(keys.status_key("b3"), "active")
-    await aredis.set(keys.seq_key("b3"), "not-a-number")
+    await aredis.mset({keys.fence_key(sid): "7" for sid in IDS[:6]})
+    await aredis.set(keys.fence_key("b3"), "8")  # another process took b3 over
     results = await asyncio.gather(*(
-        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING))
+        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING), fence=7)
         for sid in IDS[:6]), return_exceptions=True)
     assert store.round_trips == 1
-    assert isinstance(results[3], StoreError) and "rejected" in str(results[3])
+    assert isinstance(results[3], FencedWrite) and "refused" in str(results[3])
     assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 3)
-    assert await aredis.get(keys.status_key("b3")) == b"active", "the failed script wrote nothing"
+    assert await aredis.get(keys.status_key("b3")) == b"active", "the refused script wrote nothing"
     assert await aredis.get(keys.status_key("b4")) == b"connecting"
+    assert await aredis.xlen(keys.OUTBOX_KEY) == 5 and store.fenced == 1
 
 
 async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
@@ -71,12 +73,11 @@ async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Red
     store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
     await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS[:40]})
     await aredis.mset({keys.status_key(sid): "inactive" for sid in IDS[40:45]})
-    await aredis.hset(keys.status_key("b45"), mapping={"not": "a string"})  # WRONGTYPE for GET
-    answers = await store.is_session_active_many(IDS[:45], for_reconnect=True)
+    await aredis.hset(keys.status_key("b45"), mapping={"not": "a string"})  # a hash: malformed, not a failed read
+    answers = await store.is_session_active_many(IDS[:46], for_reconnect=True)
     assert store.round_trips == 1
-    assert answers == [True] * 40 + [False] * 5  # R1: connecting is valid for a reconnect only
-    with pytest.raises(StoreError, match="b45"):
-        await store.is_session_active_many(["b0", "b45"], for_reconnect=True)
+    assert answers == [True] * 40 + [False] * 6  # R1: connecting is valid for a reconnect only
+    assert store.malformed == 1
     assert await store.is_session_active_many(IDS[:3]) == [False] * 3  # strict: connecting is not active
 
 

@@ -1,0 +1,190 @@
+"""The Lua scripts of ownership: fenced session writes (B9) and the leases that hand out the
+fencing tokens, with one rule for a key that holds a value of the wrong kind.
+
+Owns: the fence key (`keys.fence_key`, a counter incremented on every lease acquisition),
+the script that writes a session's status, its outbox entry and its pending record only
+while the writer's token is still the session's token (else nothing is written), the lease
+scripts, and how their replies are read. Must not: talk to Redis (callers queue these on
+their pipelines or run them), or decide what to write.
+
+Malformed values (a hash where a string belongs, a non-numeric counter, garbage in a lease):
+- a counter (per-session `seq`, the fence) that is not an integer is replaced by Redis's
+  clock in milliseconds, larger than any count it held, so what comes after still orders
+  after everything before it (the receiver sees a gap in `seq`);
+- a lease, an idempotency key or a status of the wrong type is deleted (then written as
+  usual); an outbox stream of the wrong type is renamed to `keys.OUTBOX_KEY + ":malformed"`.
+Each replacement is reported in the script's reply (`notes`), so the caller counts and logs it.
+A fence of the wrong type refuses the write (the lease's renewal fails too, and the next
+owner's acquisition replaces it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service import keys
+from service.core import Priority, Status
+from service.errors import MalformedInput
+from service.outbox import APPEND_IDEMPOTENCY_TTL_S
+from service.pending import PendingReconnect, pending_mapping
+from service.ports import StatusUpdate
+
+# kind(key) -> Redis type name; bump(key, notes) -> INCR, or the clock in ms when not an integer;
+# drop_odd(key, wanted, notes) deletes a key whose type is neither `wanted` nor none.
+_LIB = """
+local function kind(key) return redis.call('TYPE', key)['ok'] end
+local function bump(key, notes)
+  local k = kind(key)
+  if k == 'none' or k == 'string' then
+    local n = redis.pcall('INCR', key)
+    if type(n) == 'number' then return n end
+  end
+  local t = redis.call('TIME')
+  local fresh = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('DEL', key)
+  redis.call('SET', key, string.format('%.0f', fresh))
+  notes[#notes + 1] = key .. ' was a ' .. k .. ' that is not an integer counter: restarted at ' .. string.format('%.0f', fresh)
+  return fresh
+end
+local function drop_odd(key, wanted, notes)
+  local k = kind(key)
+  if k ~= wanted and k ~= 'none' then
+    redis.call('DEL', key)
+    notes[#notes + 1] = key .. ' was a ' .. k .. ', expected a ' .. wanted .. ': deleted'
+  end
+end
+local function fence_of(key)
+  if kind(key) ~= 'string' then return nil end
+  return redis.call('GET', key)
+end
+"""
+
+# KEYS: 1 fence, 2 status, 3 pending record, 4 outbox, 5 seq, 6 update id, 7 outbox quarantine
+# ARGV: 1 token ('' = unfenced), 2 status ('' = none), 3 pending 'keep'|'clear'|'set', 4 attempt,
+# 5 due_at_s, 6 started_at_s ('' = none), 7 update_id ('' = no outbox entry), 8 session id,
+# 9 priority, 10 at_s, 11 idempotency TTL s.
+# Returns {1, seq (0: no entry), notes...}, or {0, the session's token now} with nothing written.
+# A retried write (same update_id) finds its idempotency key and reuses its seq: no second entry.
+WRITE_LUA = _LIB + """
+local notes = {}
+if ARGV[1] ~= '' then
+  local now = fence_of(KEYS[1])
+  if now ~= ARGV[1] then return {0, now or ''} end
+end
+local seq = 0
+if ARGV[7] ~= '' then
+  drop_odd(KEYS[6], 'string', notes)
+  local known = tonumber(redis.call('GET', KEYS[6]) or '')
+  if known then
+    seq = known
+  else
+    local ok = kind(KEYS[4])
+    if ok ~= 'stream' and ok ~= 'none' then
+      redis.call('RENAME', KEYS[4], KEYS[7])
+      notes[#notes + 1] = KEYS[4] .. ' was a ' .. ok .. ', expected a stream: renamed to ' .. KEYS[7]
+    end
+    seq = bump(KEYS[5], notes)
+    redis.call('XADD', KEYS[4], '*', 'update_id', ARGV[7], 'session_id', ARGV[8], 'status', ARGV[2],
+               'priority', ARGV[9], 'seq', string.format('%.0f', seq), 'at_s', ARGV[10])
+    redis.call('SET', KEYS[6], string.format('%.0f', seq), 'EX', ARGV[11])
+  end
+end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+if ARGV[3] ~= 'keep' then redis.call('DEL', KEYS[3]) end
+if ARGV[3] == 'set' then
+  redis.call('HSET', KEYS[3], 'attempt', ARGV[4], 'due_at_s', ARGV[5])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'started_at_s', ARGV[6]) end
+end
+local reply = {1, seq}
+for _, note in ipairs(notes) do reply[#reply + 1] = note end
+return reply
+"""
+
+# KEYS: 1 lease, 2 fence; ARGV: 1 owner id, 2 TTL ms. Returns {1, token, notes...} or {0}.
+# Every acquisition (even of a lease this owner still holds) takes a new token: whatever an
+# older holder of this session still has queued is fenced off.
+ACQUIRE_LUA = _LIB + """
+local notes = {}
+drop_odd(KEYS[1], 'string', notes)
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return {0} end
+local token = bump(KEYS[2], notes)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local reply = {1, token}
+for _, note in ipairs(notes) do reply[#reply + 1] = note end
+return reply
+"""
+
+# KEYS: lease 1, fence 1, lease 2, fence 2, ...; ARGV: 1 owner id, 2 TTL ms, 2 + i the token of
+# pair i ('' = not checked). Extends and returns the 1-based pair indexes still ours with our token.
+RENEW_LUA = _LIB + """
+local held = {}
+for i = 1, #KEYS / 2 do
+  local lease, fence, token = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 + i]
+  if kind(lease) == 'string' and redis.call('GET', lease) == ARGV[1]
+      and (token == '' or fence_of(fence) == token) then
+    redis.call('PEXPIRE', lease, ARGV[2])
+    held[#held + 1] = i
+  end
+end
+return held
+"""
+
+RELEASE_LUA = _LIB + """
+if kind(KEYS[1]) == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class WriteReply:
+    """What a fenced write did: `accepted` (else nothing was written and `token_now` is the
+    session's token), the `seq` of its outbox entry (0: none) and malformed values it replaced."""
+
+    accepted: bool
+    seq: int = 0
+    token_now: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def parse_write_reply(reply: Any) -> WriteReply:
+    """The reply of `WRITE_LUA`; anything else raises `MalformedInput("redis", ...)`."""
+    if not isinstance(reply, list) or not reply or reply[0] not in (0, 1):
+        raise MalformedInput("redis", f"a fenced write answered {reply!r:.80}")
+    if reply[0] == 0:
+        return WriteReply(False, token_now=_text(reply[1]) if len(reply) > 1 else "")
+    return WriteReply(True, int(reply[1]), notes=tuple(_text(note) for note in reply[2:]))
+
+
+def write_keys(session_id: str, update_id: str) -> list[str]:
+    return [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
+            keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(update_id) if update_id else
+            keys.update_id_key("-"), keys.OUTBOX_KEY + ":malformed"]
+
+
+def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
+                update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
+                clear_pending: bool = False) -> None:
+    """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, whose status
+    must be `status`), and the pending record set (`pending`), cleared or kept. `token` None
+    writes unfenced (tools and tests that own no lease)."""
+    if pending is not None:
+        mapping = pending_mapping(pending)
+        op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
+    else:
+        op, attempt, due, started = ("clear" if clear_pending else "keep"), "", "", ""
+    if update is None:
+        entry: list[Any] = ["", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S]
+    else:
+        entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
+                 APPEND_IDEMPOTENCY_TTL_S]
+    script_keys = write_keys(session_id, update.update_id if update is not None else "")
+    pipe.eval(WRITE_LUA, len(script_keys), *script_keys, "" if token is None else str(token),
+              "" if status is None else Status(status).value, op, attempt, due, started, *entry)
