@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, KillService, ProxyDown, RestartRedis,
-                            ToxicWindow, describe)
+                            StandinRefusing, ToxicWindow, describe)
 from chaos.standins.admin import BackOfficeAdmin, WhatsAppAdmin
 from chaos.toxiproxy import Proxy, ToxiproxyError, ToxiproxyNotFoundError, ToxiproxyUnreachableError
 from sim.scenarios import AccountDeleted, CloseWith, Fault, LinkDown
@@ -84,6 +84,13 @@ def _bind(item: Fault | ChaosAction, targets: Targets, key: int) -> list[Step]:
                        proxy.disable, proxy.enable)
     if isinstance(item, ToxicWindow):
         return _toxic(item, targets.proxy(item.upstream), text, key)
+    if isinstance(item, StandinRefusing):
+        def refuse(session_id: str) -> None:
+            targets.whatsapp.reject(session_id, item.code)
+            targets.whatsapp.close(session_id, item.code)
+        return _window(item.start_s, item.end_s, text, ("standin_refusing", "whatsapp"), key,
+                       lambda: _each(targets, refuse), lambda: _each(targets, targets.whatsapp.unreject),
+                       order=_ORDER_SESSIONS)
     if isinstance(item, CloseWith):
         return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, lambda s: targets.whatsapp.close(
             s, item.code if isinstance(item.code, int) else None)), ("close_with", "whatsapp"), "instant", key)]
@@ -150,6 +157,7 @@ def rollback(targets: Targets) -> list[str]:
         problems += _attempt(f"enable {upstream}", proxy.enable)
     if not targets.redis_running():
         problems += _attempt("start Redis", targets.start_redis)
+    problems += _attempt("stand-in accepts the sessions again", lambda: _each(targets, targets.whatsapp.unreject))
     return problems
 
 

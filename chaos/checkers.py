@@ -1,54 +1,36 @@
 """Checkers over a recorded history: pure functions, one per invariant, each named after it.
 
 Each takes the `History` and the (scaled) `ChaosScenario` that states the policy the
-service must follow, the expected outcome and the timing tolerance, and returns a
-`CheckResult(name, ok, violations)`. A violation says which session, when, and what was
-wrong. Must not do I/O or change the history.
+gateway must follow, the expected outcome and the timing tolerance, and returns a
+`CheckResult(name, ok, violations, evidence, notes)`. A violation says which session,
+when, and what was wrong; `evidence` says what the verdict rests on: `black-box` (the
+stand-ins' link events, Redis, the back office's received updates), `timeline` (the
+gateway's own records, when it writes them) or `not judged` (attempts hidden from the
+stand-in and no timeline). Timing is judged per step (`chaos.observed.Step`); the drift
+from the first fault is a note. Must not do I/O or change the history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
+from chaos.checkers_timing import attempt_times_match_policy, reconnects_as_expected
 from chaos.history import BackOfficeUpdate, History
+from chaos.observed import observed_episodes
 from chaos.scenario import ChaosScenario
+from chaos.verdicts import (ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, BACKOFFICE_COMPLETE_ORDERED, BLACK_BOX,
+                            DROP_EVENTS, FINAL_STATUS_AS_EXPECTED, GIVE_UP_EVENTS, MAX_LISTED, NO_CONNECT_AFTER_END,
+                            NONE_LEFT_CONNECTING, NOT_JUDGED, ONE_LIVE_SOCKET, RECONNECTS_AS_EXPECTED, WHITE_BOX,
+                            CheckResult, attempt_evidence, is_dropped, not_judged, result)
 from service.core import Action, Status, TimelineRecord
 
-MAX_LISTED = 25  # violations listed per check; the rest are counted
-DROP_EVENTS = frozenset({"max_attempts_reached", "reconnect_cancelled", "session_terminal", "session_released"})
-GIVE_UP_EVENTS = frozenset({"max_attempts_reached", "session_terminal"})
+__all__ = ["ATTEMPT_TIMES_MATCH_POLICY", "ATTEMPTS_WITHIN_MAX", "BACKOFFICE_COMPLETE_ORDERED", "BLACK_BOX",
+           "CHECKERS", "CheckResult", "DROP_EVENTS", "FINAL_STATUS_AS_EXPECTED", "MAX_LISTED", "NO_CONNECT_AFTER_END",
+           "NONE_LEFT_CONNECTING", "NOT_JUDGED", "ONE_LIVE_SOCKET", "RECONNECTS_AS_EXPECTED", "WHITE_BOX",
+           "attempt_times_match_policy", "check_all", "is_dropped", "reconnects_as_expected"]
+_result = result  # the name the checkers' own tests use
+
 ACCOUNT_FAULTS = ("account_deleted", "account_deactivated")
-
-ATTEMPTS_WITHIN_MAX = "attempts per episode ≤ max"
-ATTEMPT_TIMES_MATCH_POLICY = "attempt times match the policy"
-FINAL_STATUS_AS_EXPECTED = "final status per session as expected"
-ONE_LIVE_SOCKET = "one live socket per session at all times"
-NO_CONNECT_AFTER_END = "no connect after a terminal code or a deletion"
-BACKOFFICE_COMPLETE_ORDERED = "back office's history complete and ordered"
-NONE_LEFT_CONNECTING = "no session left connecting"
-RECONNECTS_AS_EXPECTED = "reconnects as the scenario expects"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One invariant's verdict over a history."""
-
-    name: str
-    ok: bool
-    violations: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        head = f"{'PASS' if self.ok else 'FAIL'} {self.name}"
-        return head if self.ok else head + "".join(f"\n  - {v}" for v in self.violations)
-
-
-def _result(name: str, violations: list[str]) -> CheckResult:
-    listed = violations[:MAX_LISTED]
-    if len(violations) > MAX_LISTED:
-        listed.append(f"… and {len(violations) - MAX_LISTED} more")
-    return CheckResult(name, not violations, listed)
-
 
 # ---- helpers over one session's records ---------------------------------------------------
 
@@ -110,17 +92,23 @@ def final_status_of(history: History, session_id: str) -> str | None:
     return statuses[-1] if statuses else None
 
 
-def is_dropped(records: Iterable[TimelineRecord]) -> bool:
-    return any(r.event in DROP_EVENTS for r in records)
-
-
 # ---- the invariants ------------------------------------------------------------------------
 
 
 def attempts_per_episode_within_max(history: History, scenario: ChaosScenario) -> CheckResult:
     """No disconnection episode counts more reconnect attempts than the policy's max."""
     max_attempts = scenario.policy().backoff.max_attempts
+    evidence = attempt_evidence(history, scenario)
+    if evidence == NOT_JUDGED:
+        return not_judged(ATTEMPTS_WITHIN_MAX)
     violations = []
+    if evidence == BLACK_BOX:
+        for session_id in history.sessions:
+            for episode in observed_episodes(history.link_events_of(session_id)):
+                if len(episode.attempts) > max_attempts:
+                    violations.append(f"{session_id}: episode from t={episode.start_s:.3f}s made "
+                                      f"{len(episode.attempts)} connects; the policy allows at most {max_attempts}")
+        return _result(ATTEMPTS_WITHIN_MAX, violations)
     for session_id in history.sessions:
         for episode in episodes(history.records_of(session_id)):
             counted = {r.attempt for r in episode if r.attempt >= 1 and (
@@ -129,60 +117,7 @@ def attempts_per_episode_within_max(history: History, scenario: ChaosScenario) -
             if counted and (len(counted) > max_attempts or max(counted) > max_attempts):
                 violations.append(f"{session_id}: episode from t={episode[0].t:.3f}s made attempts "
                                   f"{sorted(counted)}; the policy allows at most {max_attempts}")
-    return _result(ATTEMPTS_WITHIN_MAX, violations)
-
-
-def attempt_times_match_policy(history: History, scenario: ChaosScenario) -> CheckResult:
-    """Each backoff lasts what the policy says for its attempt (within tolerance), and no timer is lost."""
-    backoff, tol_s = scenario.policy().backoff, scenario.allowed_error_s
-    end_s = max((r.t for r in history.timeline), default=0.0)
-    violations = []
-    for session_id in history.sessions:
-        records = history.records_of(session_id)
-        previous_s: float | None = None
-        for index, record in enumerate(records):
-            if record.event == "session_open":
-                previous_s = None
-            if record.event != "reconnect_scheduled" or record.detail.get("reason", "backoff") != "backoff":
-                continue
-            scheduled_s = float(record.detail.get("backoff_ms", 0.0)) / 1000
-            resumed = index > 0 and records[index - 1].event == "session_resumed"
-            low_s, high_s = backoff.bounds_s(record.attempt, previous_s) if record.attempt >= 1 else (0.0, 0.0)
-            previous_s = scheduled_s
-            if resumed:  # the rest of a lost timer (B5), not a fresh backoff
-                continue
-            if not low_s - 1e-6 <= scheduled_s <= high_s + 1e-6:
-                violations.append(f"{session_id}: attempt {record.attempt} scheduled {scheduled_s:.3f}s of backoff "
-                                  f"at t={record.t:.3f}s; the policy says {_span(low_s, high_s)}")
-            fired = _next_event(records[index + 1:], "reconnect_running",
-                                stop=("session_closed", "session_resumed", *DROP_EVENTS))
-            if fired is None:
-                if record.t + high_s + tol_s < end_s and not _interrupted(records[index + 1:]):
-                    violations.append(f"{session_id}: the timer of attempt {record.attempt} (due "
-                                      f"t={record.t + scheduled_s:.3f}s) never fired")
-                continue
-            waited_s = fired.t - record.t
-            if not low_s - tol_s <= waited_s <= high_s + tol_s:
-                violations.append(f"{session_id}: attempt {record.attempt} ran {waited_s:.3f}s after its close; "
-                                  f"the policy says {_span(low_s, high_s)} ± {tol_s:.3f}s")
-    return _result(ATTEMPT_TIMES_MATCH_POLICY, violations)
-
-
-def _span(low_s: float, high_s: float) -> str:
-    return f"{low_s:.3f}s" if abs(high_s - low_s) < 1e-9 else f"{low_s:.3f}–{high_s:.3f}s"
-
-
-def _next_event(records: list[TimelineRecord], event: str, stop: tuple[str, ...]) -> TimelineRecord | None:
-    for record in records:
-        if record.event == event:
-            return record
-        if record.event in stop:
-            return None
-    return None
-
-
-def _interrupted(records: list[TimelineRecord]) -> bool:
-    return any(r.event in ("session_closed", "session_resumed") or r.event in DROP_EVENTS for r in records)
+    return _result(ATTEMPTS_WITHIN_MAX, violations, WHITE_BOX)
 
 
 def final_status_as_expected(history: History, scenario: ChaosScenario) -> CheckResult:
@@ -251,11 +186,19 @@ def _end_times(history: History, session_id: str,
 
 
 def backoffice_history_complete_and_ordered(history: History, scenario: ChaosScenario) -> CheckResult:
-    """Per session the back office got every status change, in order, none lost, and ends where the service does."""
+    """Per session the back office got every status change, in order, none lost, and ends where the gateway does.
+
+    Black-box (no timeline), "where the gateway ends" is Redis's final status, except for a
+    session whose account the back office itself deleted or deactivated (it wrote that status)."""
     violations = []
     for session_id in history.sessions:
         violations += _backoffice_violations(history, session_id)
-    return _result(BACKOFFICE_COMPLETE_ORDERED, violations)
+    return _result(BACKOFFICE_COMPLETE_ORDERED, violations, WHITE_BOX if history.timeline else BLACK_BOX)
+
+
+def _ended_by_backoffice(history: History, session_id: str) -> bool:
+    return any(session_id in fault.detail.get("sessions", [session_id])
+               for kind in ACCOUNT_FAULTS for fault in history.faults_of(kind))
 
 
 def _backoffice_violations(history: History, session_id: str) -> list[str]:
@@ -284,10 +227,13 @@ def _backoffice_violations(history: History, session_id: str) -> list[str]:
         violations.append(f"{session_id}: updates with seq {missing} never arrived")
     received = _collapse(u.status for u in sorted(unique, key=lambda u: u.seq))
     expected = gateway_statuses(history.records_of(session_id))
+    if not history.timeline:  # black-box: the back office must end where Redis ends
+        final = history.final_status.get(session_id)
+        expected = [final] if final is not None and not _ended_by_backoffice(history, session_id) else []
     if not _is_subsequence(expected, received):
-        violations.append(f"{session_id}: the service set {expected} but the back office got {received}")
+        violations.append(f"{session_id}: the gateway set {expected} but the back office got {received}")
     elif expected and received and received[-1] != expected[-1]:
-        violations.append(f"{session_id}: the back office ends at {received[-1]!r}, the service at {expected[-1]!r}")
+        violations.append(f"{session_id}: the back office ends at {received[-1]!r}, the gateway at {expected[-1]!r}")
     return violations
 
 
@@ -320,31 +266,6 @@ def no_session_left_connecting(history: History, scenario: ChaosScenario) -> Che
             where = f"; its last step was {last[-1].event} at t={last[-1].t:.3f}s" if last else ""
             violations.append(f"{session_id}: still connecting at the end{where}")
     return _result(NONE_LEFT_CONNECTING, violations)
-
-
-def reconnects_as_expected(history: History, scenario: ChaosScenario) -> CheckResult:
-    """The scenario's stated outcome: how many reconnects, when (relative to the first fault), dropped or not."""
-    outcome, tol_s = scenario.expected, scenario.allowed_error_s
-    origin_s = min((f.start_s for f in history.faults), default=scenario.first_fault_s)
-    violations = []
-    for session_id in history.sessions:
-        records = history.records_of(session_id)
-        starts = reconnect_starts(records)
-        count = len(starts)
-        top = outcome.reconnects_max
-        if count < outcome.reconnects_min or (top is not None and count > top):
-            want = outcome.reconnects_min if top == outcome.reconnects_min else f"{outcome.reconnects_min}..{top}"
-            violations.append(f"{session_id}: {count} reconnect socket(s), expected {want}")
-        if outcome.attempt_offsets_s is not None:
-            for index, (want_s, record) in enumerate(zip(outcome.attempt_offsets_s, starts), start=1):
-                got_s = record.t - origin_s
-                if abs(got_s - want_s) > tol_s:
-                    violations.append(f"{session_id}: reconnect {index} at +{got_s:.3f}s, expected "
-                                      f"+{want_s:.3f}s ± {tol_s:.3f}s")
-        if outcome.dropped is not None and is_dropped(records) != outcome.dropped:
-            violations.append(f"{session_id}: {'dropped' if is_dropped(records) else 'kept'}, expected "
-                              f"{'dropped' if outcome.dropped else 'kept'}")
-    return _result(RECONNECTS_AS_EXPECTED, violations)
 
 
 CHECKERS: tuple[Callable[[History, ChaosScenario], CheckResult], ...] = (

@@ -84,6 +84,9 @@ def register(subparsers: Any) -> None:
                         help="a broken-service proof: this check must fail (repeatable; a check's name or its "
                              "dashed form, e.g. attempts-per-episode-max; alone: any check). Caught is exit 0 "
                              "and listed apart from real failures")
+    runner.add_argument("--black-box", action="store_true",
+                        help="judge from the stand-ins, Redis and the back office alone, with each WhatsApp link down "
+                             "as the stand-in refusing (the default for a gateway that writes no timeline)")
     runner.add_argument("--sequential", action="store_true", help="run the note's scenarios one by one too")
     runner.set_defaults(func=_run)
 
@@ -156,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: --report {args.report}: cannot create a run folder: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     options = RunOptions(report_dir=run_dir, service_policy=_policy(args.service_policy), gateway=gateway,
-                         intended_failures=intended)
+                         intended_failures=intended, black_box=True if args.black_box else None)
     point_latest(args.report, run_dir)
     started = time.monotonic()
     note = [s for s in scenarios if catalog.group_of(s.name) == "note"]

@@ -214,6 +214,7 @@ def summary_markdown(runs: list[ScenarioRun], *, title: str = "Chaos run") -> st
             "match" if run.prediction.ok else f"{len(run.prediction.differences)} difference(s)")
         lines.append(f"| {run.name} | {run.scale:g} | **{run.verdict}** | {checks} | {prediction} | "
                      f"{run.duration_s:.1f} s | {_link(run.chart, 'png')} | {_link(run.journal, 'json')} |")
+    lines += _evidence_table(runs)
     for heading, group in (("Real failures", real), ("Intended failures (broken-service proofs)", intended)):
         if group:
             lines += ["", f"## {heading}"]
@@ -223,6 +224,22 @@ def summary_markdown(runs: list[ScenarioRun], *, title: str = "Chaos run") -> st
             lines += ["", f"### {run.name}: {run.verdict}{intent}", "", f"Expected: {run.expected}", "",
                       *[f"- {why}" for why in run.missed_intents()], *_failure_notes(run)]
     return "\n".join(lines) + "\n"
+
+
+def _evidence_table(runs: list[ScenarioRun]) -> list[str]:
+    """Which checks were judged black-box (stand-ins, Redis, back office), which needed the timeline."""
+    rows = []
+    for run in runs:
+        by_kind: dict[str, list[str]] = {}
+        for check in run.checks:
+            by_kind.setdefault(check.evidence, []).append(check.name)
+        rows.append(f"| {run.name} | " + " | ".join(str(len(by_kind.get(kind, []))) for kind in _EVIDENCE)
+                    + " | " + "; ".join(by_kind.get("timeline", []) + by_kind.get("not judged", [])) + " |")
+    return ["", "| scenario | black-box checks | from the timeline | not judged | which not black-box |",
+            "|---|---|---|---|---|", *rows] if any(run.checks for run in runs) else []
+
+
+_EVIDENCE = ("black-box", "timeline", "not judged")
 
 
 def _link(path: Path | None, label: str) -> str:
@@ -236,7 +253,7 @@ def _failure_notes(run: ScenarioRun) -> list[str]:
     if run.error:
         notes.append(f"- error: {run.error}")
     for check in run.failed_checks:
-        notes.append(f"- **{check.name}** violated:")
+        notes.append(f"- **{check.name}** violated ({check.evidence}):")
         notes += [f"  - {v}" for v in check.violations]
     if run.prediction is not None and run.prediction.compared and not run.prediction.ok:
         notes.append("- the prediction differs:")

@@ -157,17 +157,34 @@ class AccountDeactivated:
         return AccountDeactivated(self.at_s * k)
 
 
-ChaosAction = ProxyDown | ToxicWindow | RestartRedis | KillService | AccountDeactivated
+@dataclass(frozen=True)
+class StandinRefusing:
+    """The WhatsApp stand-in closes the sessions' sockets with `code` and refuses every hello in
+    [start_s, end_s): a link down whose attempts reach the stand-in, so they are seen from outside."""
+
+    start_s: float
+    end_s: float
+    code: int = 503
+
+    def __post_init__(self) -> None:
+        _check_window("stand-in refusing", self.start_s, self.end_s)
+
+    def scaled(self, k: float) -> StandinRefusing:
+        return StandinRefusing(self.start_s * k, self.end_s * k, self.code)
+
+
+ChaosAction = ProxyDown | ToxicWindow | RestartRedis | KillService | AccountDeactivated | StandinRefusing
+_WINDOWS = (ProxyDown, ToxicWindow, LinkDown, StandinRefusing)
 
 
 def action_start_s(action: ChaosAction | Fault) -> float:
     """When a fault or action begins, seconds from the scenario's start."""
-    return action.start_s if isinstance(action, ProxyDown | ToxicWindow | LinkDown) else action.at_s
+    return action.start_s if isinstance(action, _WINDOWS) else action.at_s
 
 
 def action_end_s(action: ChaosAction | Fault) -> float:
     """When a fault or action is over (an instant action ends where it starts)."""
-    if isinstance(action, ProxyDown | ToxicWindow | LinkDown):
+    if isinstance(action, _WINDOWS):
         return action.end_s
     if isinstance(action, RestartRedis):
         return action.at_s + action.down_s
@@ -381,6 +398,8 @@ def describe(item: ChaosAction | Fault) -> str:
         return f"accounts deleted at {item.at_s:g} s"
     if isinstance(item, AccountDeactivated):
         return f"accounts deactivated at {item.at_s:g} s"
+    if isinstance(item, StandinRefusing):
+        return f"whatsapp stand-in refuses the sessions with code {item.code} [{item.start_s:g}, {item.end_s:g}) s"
     if isinstance(item, ProxyDown):
         return f"{item.upstream} proxy disabled [{item.start_s:g}, {item.end_s:g}) s"
     if isinstance(item, ToxicWindow):

@@ -113,6 +113,6 @@ def test_the_chart_and_summary_are_written(tmp_path):
     text = summary_markdown(runs)
     assert "1 of 2 scenario(s) passed; 0 failed as intended" in text and "**1 real failure(s)**" in text
     assert "| flaky_wifi | 1 | **passed** | 8/8 | match |" in text
-    assert "## Real failures" in text and "### broken: failed" in text and "**final status per session as expected** violated:" in text
+    assert "## Real failures" in text and "### broken: failed" in text and "**final status per session as expected** violated (black-box):" in text
     summary = write_summary(tmp_path, runs)
     assert "(charts/flaky_wifi.png)" in summary.read_text()
