@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, KillService, ProxyDown, RestartRedis,
-                            StandinRefusing, ToxicWindow, describe)
+from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, KeepaliveSilence, KillService, ProxyDown,
+                            RestartRedis, StandinRefusing, ToxicWindow, describe)
 from chaos.standins.admin import BackOfficeAdmin, WhatsAppAdmin
 from chaos.toxiproxy import Proxy, ToxiproxyError, ToxiproxyNotFoundError, ToxiproxyUnreachableError
 from sim.scenarios import AccountDeleted, CloseWith, Fault, LinkDown
@@ -43,6 +43,7 @@ class Targets:
     save_redis: Callable[[], object] = lambda: None  # SAVE: what a persistent Redis does on shutdown
     # after a deletion/deactivation: mark the session inactive in the gateway's own Redis layout
     account_ended: Callable[[str], None] = lambda session_id: None
+    standin_faults: bool = False  # the scenario has the stand-in refuse or go silent: undo it in rollback
 
     def proxy(self, upstream: str) -> Proxy:
         try:
@@ -85,11 +86,12 @@ def _bind(item: Fault | ChaosAction, targets: Targets, key: int) -> list[Step]:
     if isinstance(item, ToxicWindow):
         return _toxic(item, targets.proxy(item.upstream), text, key)
     if isinstance(item, StandinRefusing):
-        def refuse(session_id: str) -> None:
-            targets.whatsapp.reject(session_id, item.code)
-            targets.whatsapp.close(session_id, item.code)
         return _window(item.start_s, item.end_s, text, ("standin_refusing", "whatsapp"), key,
-                       lambda: _each(targets, refuse), lambda: _each(targets, targets.whatsapp.unreject),
+                       lambda: targets.whatsapp.refuse(targets.sessions, item.code),
+                       lambda: targets.whatsapp.accept(targets.sessions), order=_ORDER_SESSIONS)
+    if isinstance(item, KeepaliveSilence):
+        return _window(item.start_s, item.end_s, text, ("keepalive_silence", "whatsapp"), key,
+                       lambda: _each(targets, targets.whatsapp.mute), lambda: _each(targets, targets.whatsapp.unmute),
                        order=_ORDER_SESSIONS)
     if isinstance(item, CloseWith):
         return [Step(item.at_s, _ORDER_SESSIONS, text, lambda: _each(targets, lambda s: targets.whatsapp.close(
@@ -157,7 +159,10 @@ def rollback(targets: Targets) -> list[str]:
         problems += _attempt(f"enable {upstream}", proxy.enable)
     if not targets.redis_running():
         problems += _attempt("start Redis", targets.start_redis)
-    problems += _attempt("stand-in accepts the sessions again", lambda: _each(targets, targets.whatsapp.unreject))
+    if targets.standin_faults:
+        problems += _attempt("stand-in accepts the sessions again", lambda: targets.whatsapp.accept(targets.sessions))
+        problems += _attempt("stand-in answers the sessions' keepalives",
+                             lambda: _each(targets, targets.whatsapp.unmute))
     return problems
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from chaos.scenario import (AccountDeactivated, ChaosScenario, ChaosScenarioError, KillService, Outcome,
-                            ProxyDown, RestartRedis, ToxicWindow, UPSTREAMS, flapping_windows)
+from chaos.scenario import (AccountDeactivated, ChaosScenario, ChaosScenarioError, KeepaliveSilence, KillService,
+                            Outcome, ProxyDown, RestartRedis, StandinRefusing, ToxicWindow, UPSTREAMS,
+                            flapping_windows)
 from service.core import Status
 from sim.scenarios import (DELETED_MID_RETRY, FLAKY_WIFI, LONG_OUTAGE, TERMINAL_401, AccountDeleted, CloseWith,
                            Expected, LinkDown, Scenario)
 
 QUICK_SCALE = 0.1
 MATRIX_FAULTS = ("disable", "timeout", "latency", "bandwidth", "reset_peer", "slicer")
+STANDIN_FAULTS = ("refusing", "keepalive_silence")  # WhatsApp faults the stand-in carries out: seen from outside
 # Quick dead-link detection (6 s of silence) and connect deadline, so half-open faults
 # resolve within seconds; a ping's pong may take up to one interval (2 s), above the
 # matrix's worst latency (1.5 s), so latency alone must never look like a dead link.
@@ -100,8 +102,25 @@ def _dependency_case(upstream: str, kind: str) -> ChaosScenario:
                          prediction="none", settle_s=6.0, tags=("matrix", upstream))
 
 
-MATRIX = tuple(_whatsapp_case(kind) if upstream == "whatsapp" else _dependency_case(upstream, kind)
-               for upstream in UPSTREAMS for kind in MATRIX_FAULTS)
+def _standin_case(kind: str) -> ChaosScenario:
+    """A WhatsApp fault the stand-in carries out, so every attempt is seen from outside (black-box)."""
+    name = f"matrix_whatsapp_{kind}"
+    if kind == "refusing":
+        schedule = Scenario(name, "the WhatsApp stand-in refuses the session 5 s: attempt 1 refused, attempt 2 opens",
+                            (), 12.0, Expected(Status.ACTIVE, (2.0, 6.0), 2))
+        return ChaosScenario(schedule, actions=(StandinRefusing(1.0, 6.0),), policy_settings=MATRIX_POLICY,
+                             model_faults=(LinkDown(1.0, 6.0),), tags=("matrix", "whatsapp", "black-box"))
+    schedule = Scenario(name, "WhatsApp answers no keepalive for 11 s: the dead link is found, its socket closed "
+                              "before the next opens (R7)", (), 20.0, Expected(Status.ACTIVE, (), None))
+    outcome = Outcome(_ACTIVE, 1, 4, text="Keepalives declare the link dead; the old socket is closed before a "
+                                          "new one opens; once pongs come back the session stays up.")
+    return ChaosScenario(schedule, actions=(KeepaliveSilence(1.0, 12.0),), policy_settings=MATRIX_POLICY,
+                         outcome=outcome, prediction="none", tags=("matrix", "whatsapp", "black-box"))
+
+
+MATRIX = (*(_whatsapp_case(kind) if upstream == "whatsapp" else _dependency_case(upstream, kind)
+            for upstream in UPSTREAMS for kind in MATRIX_FAULTS),
+          *(_standin_case(kind) for kind in STANDIN_FAULTS))
 
 
 # ---- beyond the matrix ----

@@ -47,7 +47,7 @@ PLACEHOLDERS = {
     "run_dir": "the run's report folder (logs go there)",
 }
 _TOP_KEYS = {"name", "description", "command", "env", "cwd", "time_scale", "timeline", "start_timeout_s",
-             "stop_timeout_s", "ready", "status", "policy"}
+             "stop_timeout_s", "ready", "status", "policy", "outbox_key"}
 _READY_KINDS = ("http", "status")
 _STATUS_NAMES = tuple(s.value for s in Status)
 
@@ -140,6 +140,16 @@ class GatewaySpec:
     ready: ReadyProbe = ReadyProbe()
     status: StatusLayout = StatusLayout()
     policy_env_prefix: str | None = None  # also give each policy key as env PREFIX<KEY> (JSON value)
+    outbox_key: str | None = None  # a Redis stream/list of undelivered back-office updates: empty = settled
+
+    def outbox_empty(self, client: redis.Redis) -> bool:
+        """True when the gateway keeps no outbox in Redis, or keeps it empty."""
+        if self.outbox_key is None:
+            return True
+        kind = client.type(self.outbox_key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        length = {"stream": client.xlen, "list": client.llen, "zset": client.zcard, "set": client.scard}.get(kind)
+        return length is None or length(self.outbox_key) == 0
 
     def supports_scale(self, time_scale: float) -> bool:
         return self.time_scale or time_scale == 1.0
@@ -195,7 +205,8 @@ class _Reader:
             command=self.command(), source=self.path, env=self.env(), cwd=self.cwd(),
             time_scale=self.flag("time_scale"), timeline=self.flag("timeline"),
             start_timeout_s=self.seconds("start_timeout_s", 30.0), stop_timeout_s=self.seconds("stop_timeout_s", 10.0),
-            ready=self.ready(), status=self.status(), policy_env_prefix=self.policy_prefix())
+            ready=self.ready(), status=self.status(), policy_env_prefix=self.policy_prefix(),
+            outbox_key=None if "outbox_key" not in self.raw else self.text("outbox_key", self.raw["outbox_key"]))
 
     def text(self, key: str, value: Any) -> str:
         if not isinstance(value, str):

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from chaos.history import LinkEvent
-from chaos.scenario import ChaosScenario, ProxyDown, StandinRefusing, ToxicWindow
+from chaos.scenario import ChaosScenario, KillService, ProxyDown, StandinRefusing, ToxicWindow
 from sim.scenarios import LinkDown
 
 
@@ -65,8 +65,11 @@ def observed_episodes(events: Iterable[LinkEvent]) -> list[Episode]:
 
 
 def attempts_observable(scenario: ChaosScenario) -> bool:
-    """True when every reconnect attempt of the scenario reaches the stand-in (and is recorded there)."""
+    """True when every reconnect attempt of the scenario reaches the stand-in (and is recorded there)
+    and follows the policy's schedule (a killed gateway's successor starts where it can)."""
     if any(isinstance(f, LinkDown) for f in scenario.faults):
+        return False
+    if any(isinstance(a, KillService) for a in scenario.actions):
         return False
     return not any(isinstance(a, ProxyDown | ToxicWindow) and a.upstream == "whatsapp" for a in scenario.actions)
 

@@ -37,11 +37,12 @@ from chaos.observed import observable
 from chaos.prediction import predict_and_compare
 from chaos.report import ScenarioRun, timeline_chart
 from chaos.runs import unique_dir
-from chaos.scenario import AccountDeactivated, ChaosScenario, KillService
+from chaos.scenario import AccountDeactivated, ChaosScenario, KeepaliveSilence, KillService, StandinRefusing
 from service.core import Status
 from sim.scenarios import AccountDeleted
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SETTLE_QUIET_S = 0.3  # no back-office update for this long: nothing more in flight
 
 
 class Interrupted(Exception):
@@ -85,6 +86,7 @@ class ScenarioRunner:
         self.windows: dict[int, FaultWindow] = {}
         self.origin_s = 0.0
         self.history: History | None = None
+        self._quiet: tuple[float, int] | None = None  # since when settled looked true, at how many updates
 
     def say(self, text: str) -> None:
         self.options.progress(f"[{self.scenario.name} ×{self.scenario.time_scale:g}] {text}")
@@ -212,6 +214,7 @@ class ScenarioRunner:
             dict(self.proxies), self.lab.whatsapp, self.lab.backoffice, self.sessions,
             kill_service=gateway.kill if gateway else (lambda: None),
             start_service=gateway.start if gateway else (lambda: None), account_ended=account_ended,
+            standin_faults=any(isinstance(a, StandinRefusing | KeepaliveSilence) for a in self.scenario.actions),
             stop_redis=self.lab.stop_redis, start_redis=self.lab.start_redis, redis_running=self.lab.redis_running,
             save_redis=self.redis.save)
 
@@ -240,17 +243,26 @@ class ScenarioRunner:
         return all(live.get(s, {}).get("live") == 1 for s in self.sessions)
 
     def _settled(self) -> bool:
-        """Nobody `connecting`, and the back office's last update of each session is its Redis status."""
+        """Nobody `connecting`, the gateway's outbox (if it names one) empty, and each session's last
+        update at the back office its Redis status, with no new update for `SETTLE_QUIET_S`."""
         statuses = self._statuses()
-        if Status.CONNECTING.value in statuses.values():
+        if Status.CONNECTING.value in statuses.values() or not self.options.gateway.outbox_empty(self.redis):
+            self._quiet = None
             return False
-        if any(isinstance(item, AccountDeleted | AccountDeactivated)
-               for item in (*self.scenario.faults, *self.scenario.actions)):
-            return True  # the back office ended these sessions itself
+        mine = set(self.sessions)
+        updates = [u for u in self.lab.backoffice.updates()["updates"] if u.get("session_id") in mine]
         last: dict[str, str] = {}
-        for update in sorted(self.lab.backoffice.updates()["updates"], key=lambda u: (u["session_id"], u["seq"])):
+        for update in sorted(updates, key=lambda u: (u["session_id"], u["seq"])):
             last[str(update["session_id"])] = str(update["status"])
-        return all(last.get(s, status) == status for s, status in statuses.items())
+        ended_by_backoffice = any(isinstance(item, AccountDeleted | AccountDeactivated)
+                                  for item in (*self.scenario.faults, *self.scenario.actions))
+        if not ended_by_backoffice and any(last.get(s, status) != status for s, status in statuses.items()):
+            self._quiet = None
+            return False
+        now_s = time.monotonic()
+        if self._quiet is None or self._quiet[1] != len(updates):
+            self._quiet = (now_s, len(updates))
+        return now_s - self._quiet[0] >= SETTLE_QUIET_S
 
     def _record_history(self) -> None:
         origin, sessions = self.origin_s, self.sessions

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chaos.standin_actions import KeepaliveSilence, StandinRefusing
 from chaos.toxiproxy import TOXIC_ATTRIBUTES
 from service.core import Policy, PolicyError, Status, build_policy
 from sim.scenarios import AccountDeleted, CloseWith, Expected, Fault, LinkDown, Scenario, ScenarioError
@@ -157,24 +158,9 @@ class AccountDeactivated:
         return AccountDeactivated(self.at_s * k)
 
 
-@dataclass(frozen=True)
-class StandinRefusing:
-    """The WhatsApp stand-in closes the sessions' sockets with `code` and refuses every hello in
-    [start_s, end_s): a link down whose attempts reach the stand-in, so they are seen from outside."""
-
-    start_s: float
-    end_s: float
-    code: int = 503
-
-    def __post_init__(self) -> None:
-        _check_window("stand-in refusing", self.start_s, self.end_s)
-
-    def scaled(self, k: float) -> StandinRefusing:
-        return StandinRefusing(self.start_s * k, self.end_s * k, self.code)
-
-
-ChaosAction = ProxyDown | ToxicWindow | RestartRedis | KillService | AccountDeactivated | StandinRefusing
-_WINDOWS = (ProxyDown, ToxicWindow, LinkDown, StandinRefusing)
+ChaosAction = (ProxyDown | ToxicWindow | RestartRedis | KillService | AccountDeactivated | StandinRefusing
+               | KeepaliveSilence)
+_WINDOWS = (ProxyDown, ToxicWindow, LinkDown, StandinRefusing, KeepaliveSilence)
 
 
 def action_start_s(action: ChaosAction | Fault) -> float:
@@ -398,6 +384,8 @@ def describe(item: ChaosAction | Fault) -> str:
         return f"accounts deleted at {item.at_s:g} s"
     if isinstance(item, AccountDeactivated):
         return f"accounts deactivated at {item.at_s:g} s"
+    if isinstance(item, KeepaliveSilence):
+        return f"whatsapp stand-in answers no keepalive of the sessions [{item.start_s:g}, {item.end_s:g}) s"
     if isinstance(item, StandinRefusing):
         return f"whatsapp stand-in refuses the sessions with code {item.code} [{item.start_s:g}, {item.end_s:g}) s"
     if isinstance(item, ProxyDown):

@@ -89,6 +89,14 @@ class WhatsAppAdmin(_AdminClient):
             body["refusals"] = refusals
         return int(self.request("PUT", "/admin/outage", body)["closed"])
 
+    def refuse(self, session_ids: list[str], code: int = 503) -> int:
+        """These sessions at once: close their sockets with `code`, refuse their hellos with it until
+        `accept(session_ids)`; returns how many sockets were closed."""
+        return int(self.request("PUT", "/admin/refusing", {"session_ids": list(session_ids), "code": code})["closed"])
+
+    def accept(self, session_ids: list[str]) -> None:
+        self.request("DELETE", "/admin/refusing", {"session_ids": list(session_ids)})
+
     def end_outage(self) -> None:
         self.request("DELETE", "/admin/outage")
 

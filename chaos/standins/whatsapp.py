@@ -70,6 +70,8 @@ class WhatsAppStandin:
             web.post(session + "/garbage", self._garbage),
             web.post(session + "/mute", self._mute),
             web.post(session + "/unmute", self._unmute),
+            web.put("/admin/refusing", self._start_refusing),
+            web.delete("/admin/refusing", self._end_refusing),
             web.put("/admin/outage", self._start_outage),
             web.delete("/admin/outage", self._end_outage),
             web.get("/admin/events", self._events),
@@ -232,6 +234,23 @@ class WhatsAppStandin:
         log.info("whatsapp stand-in outage %d: closed %d sockets", code, closed)
         return json_response({"closed": closed, "outage": code, "refusals": refusals})
 
+    async def _start_refusing(self, request: web.Request) -> web.Response:
+        """Many sessions at once: each one's live sockets closed with `code` and its hellos refused
+        with it (a per-session reject) until `DELETE /admin/refusing` names it."""
+        body = await json_body(request)
+        code, session_ids = required_code(body), _session_ids(body)
+        closed = 0
+        for session_id in session_ids:
+            self.state.session(session_id).reject_code = code
+            closed += self._close_session(session_id, code)
+        return json_response({"refusing": len(session_ids), "closed": closed, "code": code})
+
+    async def _end_refusing(self, request: web.Request) -> web.Response:
+        session_ids = _session_ids(await json_body(request))
+        for session_id in session_ids:
+            self.state.session(session_id).reject_code = None
+        return json_response({"refusing": 0, "accepted": len(session_ids)})
+
     async def _end_outage(self, request: web.Request) -> web.Response:
         self.state.outage_code = None
         for session in self.state.sessions.values():
@@ -304,6 +323,13 @@ class WhatsAppStandin:
         self.hello_timeout_s = self.default_hello_timeout_s
         log.info("whatsapp stand-in reset; closed %d sockets", len(conns))
         return json_response({"closed": len(conns)})
+
+
+def _session_ids(body: dict[str, Any]) -> list[str]:
+    ids = body.get("session_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(s, str) and s for s in ids):
+        raise BadRequest(f"'session_ids' must be a non-empty list of non-empty strings, got {str(ids)[:80]}")
+    return ids
 
 
 def _garbage_payload(body: dict[str, Any]) -> str | bytes:

@@ -26,7 +26,8 @@ def test_the_note_scenarios_are_the_simulations_values_at_real_timings():
 
 def test_the_matrix_covers_every_upstream_and_fault_kind():
     names = catalog.names("matrix")
-    assert len(names) == len(UPSTREAMS) * len(catalog.MATRIX_FAULTS) == 18
+    assert len(names) == len(UPSTREAMS) * len(catalog.MATRIX_FAULTS) + len(catalog.STANDIN_FAULTS) == 20
+    assert names[-2:] == ["matrix_whatsapp_refusing", "matrix_whatsapp_keepalive_silence"]
     for upstream in UPSTREAMS:
         for kind in catalog.MATRIX_FAULTS:
             scenario = catalog.get(f"matrix_{upstream}_{kind}")
