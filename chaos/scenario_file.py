@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, ChaosScenarioError, KillService, Outcome, ProxyDown,
-                            RestartRedis, ToxicWindow)
+from chaos.scenario import (AccountDeactivated, ChaosAction, ChaosScenario, ChaosScenarioError, KeepaliveSilence,
+                            KillService, Outcome, ProxyDown, RestartRedis, StandinRefusing, ToxicWindow)
 from service.core import Status
 from sim.scenarios import AccountDeleted, CloseWith, Expected, Fault, LinkDown, Scenario, ScenarioError
 
@@ -96,8 +96,21 @@ class _AccountDeactivated(_Strict):
     at_s: float = Field(ge=0)
 
 
-_ActionModel = Annotated[_Toxic | _ProxyDown | _RestartRedis | _KillService | _AccountDeactivated,
-                         Field(discriminator="kind")]
+class _StandinRefusing(_Strict):
+    kind: Literal["standin_refusing"]
+    start_s: float = Field(ge=0)
+    end_s: float = Field(gt=0)
+    code: int = Field(default=503, ge=100, le=999)
+
+
+class _KeepaliveSilence(_Strict):
+    kind: Literal["keepalive_silence"]
+    start_s: float = Field(ge=0)
+    end_s: float = Field(gt=0)
+
+
+_ActionModel = Annotated[_Toxic | _ProxyDown | _RestartRedis | _KillService | _AccountDeactivated
+                         | _StandinRefusing | _KeepaliveSilence, Field(discriminator="kind")]
 
 # ---- outcome and the whole file ----
 
@@ -170,6 +183,10 @@ def _action(model: Any) -> ChaosAction:
         return RestartRedis(model.at_s, model.down_s, model.keep_data)
     if isinstance(model, _KillService):
         return KillService(model.at_s, None if model.restart_after_s == "never" else model.restart_after_s)
+    if isinstance(model, _StandinRefusing):
+        return StandinRefusing(model.start_s, model.end_s, model.code)
+    if isinstance(model, _KeepaliveSilence):
+        return KeepaliveSilence(model.start_s, model.end_s)
     return AccountDeactivated(model.at_s)
 
 
@@ -282,6 +299,10 @@ def _action_table(action: ChaosAction) -> dict[str, Any]:
     if isinstance(action, KillService):
         after = "never" if action.restart_after_s is None else action.restart_after_s
         return {"kind": "kill_service", "at_s": action.at_s, "restart_after_s": after}
+    if isinstance(action, StandinRefusing):
+        return {"kind": "standin_refusing", "start_s": action.start_s, "end_s": action.end_s, "code": action.code}
+    if isinstance(action, KeepaliveSilence):
+        return {"kind": "keepalive_silence", "start_s": action.start_s, "end_s": action.end_s}
     return {"kind": "account_deactivated", "at_s": action.at_s}
 
 
