@@ -25,9 +25,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server libmagic1
 
 TEST_ENV := PATH="$(TOOLS_BIN):$$PATH" TOXIPROXY_SERVER="$(TOXIPROXY_SERVER_BIN)"
+NODE_GATEWAY := examples/baileys-style-gateway
+# How many busy loops `make test-chaos-busy` runs beside the chaos tests (one per core).
+BUSY_LOOPS ?= $(shell nproc 2>/dev/null || echo 2)
 QUICK_MARKERS := not integration and not chaos and not slow and not benchmark
 
-.PHONY: help venv tools apt-tools toxiproxy sim test test-quick bench clean distclean
+.PHONY: help venv tools apt-tools toxiproxy node-gateway sim test test-quick test-chaos-busy bench clean distclean
 
 help:
 	@echo "make venv        create $(VENV) and install the project with the dev extra"
@@ -35,6 +38,8 @@ help:
 	@echo "make sim         run the simulation (python -m sim)"
 	@echo "make test        run the whole suite (PYTEST_ARGS=... to pass options/paths)"
 	@echo "make test-quick  unit-level tests only: no servers, no benchmarks"
+	@echo "make test-chaos-busy  the chaos tests (marker chaos) with every core kept busy by other processes"
+	@echo "make node-gateway     npm ci of the Node.js example gateway ($(NODE_GATEWAY))"
 	@echo "make bench       run tests/bench with timing enabled"
 	@echo "make clean       remove caches, build output and $(VENV)"
 	@echo "make distclean   clean, and remove tools/bin and tools/.gobin"
@@ -48,7 +53,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-tools: apt-tools toxiproxy
+tools: apt-tools toxiproxy node-gateway
 
 apt-tools:
 	@if command -v redis-server >/dev/null 2>&1 && { ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep 'libmagic\.so\.1' >/dev/null; then \
@@ -74,6 +79,14 @@ $(TOXIPROXY_CLI_BIN):
 	$(GO_INSTALL) $(TOXIPROXY_MODULE)/cmd/cli@$(TOXIPROXY_VERSION)
 	mv -f $(GOBIN_DIR)/cli $@
 
+# The Node.js example gateway's pinned dependencies (package-lock.json), again only when it changed.
+node-gateway: $(NODE_GATEWAY)/node_modules/.installed
+
+$(NODE_GATEWAY)/node_modules/.installed: $(NODE_GATEWAY)/package-lock.json $(NODE_GATEWAY)/package.json
+	@command -v node >/dev/null 2>&1 || { echo "node not found on PATH: needed for $(NODE_GATEWAY) (Node.js >= 20)" >&2; exit 1; }
+	cd $(NODE_GATEWAY) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 sim: venv
 	$(PY) -m sim
 
@@ -82,6 +95,16 @@ test: venv tools
 
 test-quick: venv
 	$(PY) -m pytest -m "$(QUICK_MARKERS)" $(PYTEST_ARGS)
+
+# The chaos tests while every core is kept busy by another process: busy loops started
+# here, stopped by their PIDs whatever the tests' outcome.
+test-chaos-busy: venv tools
+	@pids=""; for i in $$(seq 1 $(BUSY_LOOPS)); do \
+		{ exec $(PYTHON) -c 'while True: pass'; } & pids="$$pids $$!"; \
+	done; \
+	echo "busy loops (PIDs$$pids) keep $(BUSY_LOOPS) core(s) busy"; \
+	trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null' EXIT; \
+	$(TEST_ENV) $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
 bench: venv tools
 	$(TEST_ENV) $(PY) -m pytest tests/bench --benchmark-enable $(PYTEST_ARGS)
