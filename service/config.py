@@ -54,6 +54,9 @@ class Settings(BaseModel):
         "/api/validity/batch) or 'single' (one GET /api/sessions/{id}/validity each, for a back "
         "office without the batch endpoint)"))
     backoffice_validity_batch_size: int = Field(500, ge=1, description="sessions per validity batch request")
+    backoffice_validity_budget_s: float = Field(1.0, gt=0, allow_inf_nan=False, description=(
+        "longest a reconnect's validation (R4) waits for the back office; past it Redis's answer "
+        "stands, as when the back office is down"))
     transport: Literal["wire", "neonize"] = Field("wire", description="WhatsApp transport: wire | neonize")
     whatsapp_url: str = Field("ws://127.0.0.1:8765", description="WhatsApp (stand-in) URL for the wire transport")
     sessions: str = Field("backoffice", description=(

@@ -58,6 +58,10 @@ class ServiceMetrics:
         self.backoffice_errors = Gauge("reconnect_lab_backoffice_errors", "back-office calls that failed since "
                                        "start (refused, timed out, 4xx/5xx, or a reply too large, too deep, "
                                        "cut short or not the shape asked for)", registry=r)
+        self.validity_backoffice = Gauge("reconnect_lab_validity_backoffice", "reconnect validations (R4) whose "
+                                         "back-office question ended so, since start: vetoed (invalid wins), "
+                                         "unreachable (Redis's answer stood), budget_expired (no answer "
+                                         "within the budget; also counted unreachable)", ["outcome"], registry=r)
         self.outbox_dead = Gauge("reconnect_lab_outbox_dead_letters", "outbox entries moved to the dead stream "
                                  "since start, by reason (malformed: undecodable; refused: the back office "
                                  "refuses it)", ["reason"], registry=r)

@@ -22,6 +22,10 @@ Validation chain (`is_session_active`): cache → Redis status → back office.
   unreachable (`BackOfficeError`), the Redis answer stands — a back-office outage must not
   drop every session that reconnects during it — and the event is counted in
   `backoffice_unreachable`; that answer is not cached, so the next validation asks again.
+- Budget (R4 within a bound): every back-office question waits at most `backoffice_budget_s`
+  (None: as long as the client's own timeout). An answer that comes later is not waited
+  for: it counts as unreachable (also counted in `backoffice_budget_expired`), so a slow or
+  silent back office adds at most the budget to a reconnect, not its full timeout.
 
 Round trips: `round_trips` counts every Redis round trip this store makes (a pipeline is
 one). The `*_batched` methods do what their plain namesakes do, but their commands join the
@@ -95,10 +99,19 @@ class StatusStore:
 
     def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, cache_ttl_s: float,
                  clock: Callable[[], float] = time.monotonic, outbox: Outbox | None = None,
-                 on_step: Callable[[], None] | None = None) -> None:
-        """`on_step`: called between per-tick pipelines (`TickBatcher`); must not raise."""
+                 on_step: Callable[[], None] | None = None, backoffice_budget_s: float | None = None) -> None:
+        """`on_step`: called between per-tick pipelines (`TickBatcher`); must not raise.
+        `backoffice_budget_s`: the longest a validation waits for the back office (None: no bound
+        but the client's timeout); see the module docstring."""
         if not isinstance(cache_ttl_s, (int, float)) or isinstance(cache_ttl_s, bool) or cache_ttl_s < 0:
             raise ConfigError(f"StatusStore cache_ttl_s must be a number >= 0, got {cache_ttl_s!r}")
+        if backoffice_budget_s is not None and (
+                not isinstance(backoffice_budget_s, (int, float)) or isinstance(backoffice_budget_s, bool)
+                or not 0 < backoffice_budget_s < float("inf")):
+            raise ConfigError(f"StatusStore backoffice_budget_s must be a finite number > 0 or None, "
+                              f"got {backoffice_budget_s!r}")
+        self.backoffice_budget_s = None if backoffice_budget_s is None else float(backoffice_budget_s)
+        self.backoffice_budget_expired = 0
         self.redis = redis
         self.backoffice = backoffice
         self.cache_ttl_s = float(cache_ttl_s)
@@ -243,7 +256,7 @@ class StatusStore:
         if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
             return False
         try:
-            backoffice_ok = await self.backoffice.is_valid(session_id)
+            backoffice_ok = await self._ask_backoffice(session_id)
         except BackOfficeError as err:
             self.backoffice_unreachable += 1
             log.warning("validation_backoffice_unreachable",
@@ -256,10 +269,22 @@ class StatusStore:
             self._cache[session_id] = (self.clock() + self.cache_ttl_s, status is Status.ACTIVE)
         return True
 
+    async def _ask_backoffice(self, session_id: str) -> bool:
+        """The back office's answer within the budget; past it, a `BackOfficeError`."""
+        if self.backoffice_budget_s is None:
+            return await self.backoffice.is_valid(session_id)
+        try:
+            async with asyncio.timeout(self.backoffice_budget_s):
+                return await self.backoffice.is_valid(session_id)
+        except TimeoutError:
+            self.backoffice_budget_expired += 1
+            raise BackOfficeError(f"back office gave no validity answer for {session_id!r} within the "
+                                  f"R4 budget of {self.backoffice_budget_s:g} s") from None
+
     async def _ask_backoffice_without_redis(self, session_id: str) -> bool:
         self.missing_status += 1
         try:
-            valid = await self.backoffice.is_valid(session_id)
+            valid = await self._ask_backoffice(session_id)
         except BackOfficeError as err:
             self.backoffice_unreachable += 1
             raise StoreError(f"no status in Redis for {session_id!r} and the back office cannot tell "

@@ -96,6 +96,10 @@ class Service:
         self.metrics.backoffice_requests.labels(call="status_batch_answered").set(self.outbox.sent_batches)
         self.metrics.backoffice_requests.labels(call="all").set(requests)
         self.metrics.backoffice_errors.set(self.backoffice.errors)
+        for outcome, count in (("vetoed", self.store.backoffice_vetoes),
+                               ("unreachable", self.store.backoffice_unreachable),
+                               ("budget_expired", self.store.backoffice_budget_expired)):
+            self.metrics.validity_backoffice.labels(outcome=outcome).set(count)
 
     async def health(self) -> dict[str, Any]:
         report = self.gateway.health()
@@ -160,7 +164,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     if settings.backoffice_validity == "batch":
         validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
     store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox,
-                        on_step=timers.run_due_now)
+                        on_step=timers.run_due_now, backoffice_budget_s=settings.backoffice_validity_budget_s)
     lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
