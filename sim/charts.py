@@ -131,3 +131,30 @@ def cliff(study: dict[str, Any], path: Path) -> str:
     ax.legend(title="jitter")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def pareto(data: dict[str, Any], path: Path) -> str:
+    """Tuning: peak connects/s against p99 recovery per candidate, the Pareto front joined up."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for key, style in (("rejected", dict(color="#cccccc", s=12, label="broke a constraint (screened)")),
+                       ("feasible", dict(color="#7f7f7f", s=18, label="meets the constraints")),
+                       ("front", dict(color="#1f77b4", s=36, label="Pareto front (feasible)"))):
+        points = data[key]
+        if points:
+            ax.scatter([p["x"] for p in points], [p["y"] for p in points], **style)
+    front = sorted(data["front"], key=lambda p: p["x"])
+    if len(front) > 1:
+        ax.plot([p["x"] for p in front], [p["y"] for p in front], color="#1f77b4", linewidth=1)
+    if data["best"]:
+        best = data["best"]
+        ax.scatter([best["x"]], [best["y"]], marker="*", s=260, color="#d62728", zorder=5,
+                   label="recommended: " + best["label"])
+    if data["max_connects_per_s"] is not None:
+        ax.axvline(data["max_connects_per_s"], color="#d62728", linestyle="--", linewidth=1,
+                   label=f"connects limit {data['max_connects_per_s']:g}/s")
+    ax.set_xlabel("peak connects per second at WhatsApp (busiest 1 s)")
+    ax.set_ylabel("worst p99 recovery time (s)")
+    ax.set_title("Backoff tuning: lower-left is better; the star is the recommended policy")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

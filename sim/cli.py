@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from service.core import CoreError
-from sim import bench, contention, sweep
-from sim.flags import add_model_flags, params_from
+from sim import bench, contention, sweep, tune_report
+from sim.flags import add_model_flags, params_from, parse_share
 from sim.params import ParamError
 from sim.population import all_names, describe
 from sim.scenarios import ScenarioError
 
-COMMANDS = ("run", "sweep", "compare", "replay", "contention", "bench")
+COMMANDS = ("run", "sweep", "compare", "replay", "contention", "bench", "tune")
 EPILOG = "scenarios:\n" + "\n".join(f"  {name:22} {describe(name)}" for name in all_names())
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_parser(commands)
     contention.add_parser(commands)
     bench.add_parser(commands)
+    tune_report.add_parser(commands)
     return parser
 
 
@@ -65,8 +66,9 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
                         help="worker processes (default: 1 for small or cohort runs, else every core)")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no file notice on stderr")
-    parser.add_argument("--fail-if-inactive-above", type=float, metavar="FRACTION",
-                        help="exit 1 if more than this fraction of sessions ends inactive (a capacity SLO)")
+    parser.add_argument("--fail-if-inactive-above", type=parse_share, metavar="SHARE",
+                        help="exit 1 if more than this share of sessions ends inactive (a capacity SLO): "
+                             "0–1 (e.g. 0.01) or a percentage (e.g. 1%%)")
     add_model_flags(parser)
 
 
@@ -104,6 +106,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return contention.command(args)
     if args.command == "bench":
         return bench.command(args)
+    if args.command == "tune":
+        return tune_report.command(args)
     raise UsageError(f"unknown command {args.command!r}; choose one of {', '.join(COMMANDS)}")
 
 

@@ -89,6 +89,24 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                            f"{text} (default: {default})")
 
 
+def parse_share(raw: str) -> float:
+    """A share of sessions as 0–1 (`0.01`) or a percentage (`1%`); anything else is an argparse error."""
+    text = raw.strip()
+    percent = text.endswith("%")
+    try:
+        value = float(text[:-1] if percent else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share 0–1 (e.g. 0.01) or a percentage (e.g. 1%), "
+                                         f"got {raw!r}") from None
+    if percent:
+        value /= 100
+    if not 0 <= value <= 1:
+        shown = f"{raw!r} is {value * 100:g} %" if percent else f"{raw!r} is not between 0 and 1"
+        raise argparse.ArgumentTypeError(f"expected a share 0–1 (e.g. 0.01) or a percentage 0–100% (e.g. 1%); "
+                                         f"{shown}")
+    return value
+
+
 def _typed(name: str, kind: type):
     def parse(raw: str) -> Any:
         try:

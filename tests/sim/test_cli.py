@@ -98,6 +98,14 @@ def test_a_failed_capacity_check_exits_1(tmp_path, capsys):
     argv = ["--sessions", "200", "--outage-s", "63", "--quiet", "--no-charts", "--out", str(tmp_path)]
     assert main([*argv, "--fail-if-inactive-above", "0.5"]) == 1
     assert main([*argv, "--fail-if-inactive-above", "1.0"]) == 0
+    assert main([*argv, "--fail-if-inactive-above", "50%"]) == 1
+    assert main([*argv, "--fail-if-inactive-above", "100%"]) == 0
+
+
+@pytest.mark.parametrize("value", ["5", "-0.1", "101%", "half"])
+def test_the_inactive_limit_is_a_share_or_a_percentage(value, capsys):
+    assert main(["--fail-if-inactive-above", value, "--quiet", "--no-charts"]) == 2
+    assert "--fail-if-inactive-above" in (err := capsys.readouterr().err) and "0–1" in err
 
 
 def test_compare_shows_two_policies_side_by_side(tmp_path, capsys):
