@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -51,6 +52,8 @@ class HttpBackOffice:
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.errors = 0
+        # monotonic time of the last reply below 500, by call ("validity" for the per-session GET)
+        self.last_reply_at: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"HttpBackOffice({self.base_url!r}, token=***, timeout_s={self.timeout_s})"
@@ -81,6 +84,8 @@ class HttpBackOffice:
         try:
             async with self._client().request(method, self.base_url + path, json=body) as resp:
                 status = resp.status
+                if status < 500:  # up and talking, whatever it says
+                    self.last_reply_at[path if path.endswith("/batch") else "validity"] = time.monotonic()
                 raw = await self._read_body(what, resp)
         except asyncio.TimeoutError:
             self.errors += 1

@@ -80,6 +80,13 @@ class Settings(BaseModel):
     start_concurrency: int = Field(500, ge=1, description="sessions opening at once at start-up")
     max_inflight: int = Field(256, ge=1, description=(
         "validations and socket opens in flight at once (paces a reconnect storm; decides nothing)"))
+    health_stuck_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "/healthz is unhealthy while a session is validating or connecting for longer than this "
+        "(none: twice the sum of the bounds of those steps; see service/README.md)"))
+    health_outbox_stall_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "/healthz is unhealthy while the oldest undelivered update is older than this and the back "
+        "office answers the status batches (none: twice outbox_retry_cap_s + outbox_flush_interval_s "
+        "+ backoffice_timeout_s)"))
     shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful-stop deadline")
     session_credentials: Secret = Field(Secret(""), description=(
         "WhatsApp credentials sent by every session of a list/file/range source (never logged)"))

@@ -23,6 +23,7 @@ from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.ports import BackOffice, Transport
+from service.runtime import health
 from service.runtime.due import DueTimers
 from service.runtime.gateway import Gateway
 from service.runtime.gc_pacing import GcPacer
@@ -76,6 +77,7 @@ class Service:
     extra: dict[str, Any] = field(default_factory=dict)
     gc_pacer: GcPacer = field(default_factory=lambda: GcPacer(lambda: None))
     watches: tuple[Any, ...] = ()  # loop-lag and GC-pause probes (`loop_watch`)
+    health_bounds: health.HealthBounds = field(default_factory=lambda: health.HealthBounds(3600.0, 3600.0))
     _redis_malformed_seen: int = 0
 
     async def refresh_metrics(self) -> None:
@@ -102,15 +104,23 @@ class Service:
             self.metrics.validity_backoffice.labels(outcome=outcome).set(count)
 
     async def health(self) -> dict[str, Any]:
+        """Running, Redis answers, no session stuck, delivery not stalled (`runtime.health`)."""
         report = self.gateway.health()
+        report["reasons"] = [] if report["ok"] else ["stopping"]
+        outbox_age_s = 0.0
         try:
             await asyncio.wait_for(self.redis.ping(), 1.0)
             report["redis"] = "ok"
+            outbox_age_s = await asyncio.wait_for(self.outbox.oldest_age_s(), 1.0)
         except Exception as err:  # noqa: BLE001 - health reports, never raises
             report["redis"] = f"error: {type(err).__name__}"
+            report["reasons"].append(f"redis: {type(err).__name__}")
             report["ok"] = False
         report["outbox"] = self.outbox.stats()
-        return report
+        stuck = health.stuck_sessions(list(self.gateway.runners.values()), asyncio.get_running_loop().time(),
+                                      self.health_bounds.stuck_after_s)
+        return health.judge(report, stuck=stuck, bounds=self.health_bounds, outbox_age_s=outbox_age_s,
+                            status_reply_age_s=health.reply_age_s(self.backoffice.last_reply_at))
 
     async def stop(self) -> None:
         await self.gateway.stop(self.settings.shutdown_timeout_s)
@@ -180,6 +190,12 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
                       gateway, server=server, log=log)
     service.server.before_scrape = service.refresh_metrics
+    service.health_bounds = health.derive_bounds(
+        policy, redis_timeout_s=REDIS_TIMEOUT_S, backoffice_budget_s=settings.backoffice_validity_budget_s,
+        validate_retry_cap_s=ctx.validate_retry_cap_s, close_timeout_s=ctx.close_timeout_s,
+        backoffice_timeout_s=settings.backoffice_timeout_s, outbox_retry_cap_s=settings.outbox_retry_cap_s,
+        outbox_flush_interval_s=settings.outbox_flush_interval_s, stuck_after_s=settings.health_stuck_after_s,
+        outbox_stall_s=settings.health_outbox_stall_s)
     service.gc_pacer = GcPacer(timers.next_due_s)  # O(1), checked every 0.1 s
     log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
     try:

@@ -118,6 +118,7 @@ class SessionRunner(AttemptIO):
         self._scheduled_reason = ""
         self._record_started: int | None = None  # the attempt Redis's pending record says has started
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
+        self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
                                      retry_s=ctx.io_retry_s, before_each=self._run_due_timers,
@@ -201,8 +202,12 @@ class SessionRunner(AttemptIO):
         self._loop_now = asyncio.get_running_loop().time()
         if isinstance(event, BackoffElapsed) and self._timer_due is not None:
             self._record_lateness(self._loop_now - self._timer_due)
+        state = self.machine.state
         try:
-            return self.machine.handle(event, self._ctx.clock())
+            commands = self.machine.handle(event, self._ctx.clock())
+            if self.machine.state is not state:
+                self.state_since = self._loop_now
+            return commands
         except IllegalTransition as err:
             self._ctx.metrics.illegal.labels(event=err.event).inc()
             self._log.warning("illegal_transition", state=err.state, event_type=err.event)
