@@ -1,6 +1,8 @@
-"""The run journal, in Chaos Toolkit's shape: the experiment, then one record per activity.
+"""The run journal: the experiment, then one record per activity, in Chaos Toolkit's phases.
 
-Owns the record of what the runner did: steady-state probes before and after, the
+Not a Chaos Toolkit journal: the phases (steady state before → method → steady state after
+→ rollbacks) follow Chaos Toolkit's, but its activities have no providers and its tools
+(`chaos report`) do not read it; `format` says whose it is. Owns the record of what the runner did: steady-state probes before and after, the
 method's actions, the rollbacks (always run), each with start, end, duration, status
 and output; then the checks, the prediction and the run's status. Written as JSON.
 Must not decide anything: the runner says what happened, the journal writes it down.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 PHASES = ("before", "method", "after", "rollbacks")
+JOURNAL_FORMAT = "reconnect-lab chaos journal 1"
 RUN_STATUSES = ("completed", "failed", "aborted", "interrupted")
 
 
@@ -119,8 +122,7 @@ class Journal:
                     "probes": [p.to_dict() for p in probes]}
 
         return {
-            "chaoslib-version": None,
-            "generator": "reconnect-lab chaos",
+            "format": JOURNAL_FORMAT,
             "platform": platform.platform(),
             "node": platform.node(),
             "experiment": self.experiment,

@@ -53,6 +53,22 @@ class ScenarioRun:
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.ok]
 
+    @property
+    def violations(self) -> dict[str, list[str]]:
+        """Each failed check's name → what it saw (the prediction's differences under `prediction`)."""
+        found = {c.name: list(c.violations) for c in self.failed_checks}
+        if self.prediction is not None and self.prediction.compared and not self.prediction.ok:
+            found["prediction"] = self.prediction.differences
+        return found
+
+    def explain(self) -> str:
+        """Everything that went wrong in the run, for an assertion message."""
+        lines = [f"{self.name} ×{self.scale:g}: {self.verdict}" + (f" ({self.error})" if self.error else "")]
+        lines += self.missed_intents() + [str(c) for c in self.failed_checks]
+        if self.prediction is not None and not self.prediction.ok:
+            lines += ["prediction differs:", *self.prediction.differences[:10]]
+        return "\n".join(lines)
+
     def missed_intents(self) -> list[str]:
         """Why an intended failure did not show (empty when it did, or for an ordinary run)."""
         if self.intended is None:

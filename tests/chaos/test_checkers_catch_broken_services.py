@@ -14,7 +14,6 @@ from chaos import catalog
 from chaos.checkers import ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, NO_CONNECT_AFTER_END, ONE_LIVE_SOCKET
 from chaos.lab import wait_for
 from chaos.report import check_key
-from tests.chaos.conftest import verdict
 
 pytestmark = [pytest.mark.chaos]
 
@@ -26,8 +25,8 @@ def failed_names(result) -> set[str]:
 def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
     [result] = run_chaos([catalog.at_scale("long_outage", 0.1)], service_policy={"max_attempts": 6},
                           subdir="broken", intended_failures=(ATTEMPTS_WITHIN_MAX,))
-    assert result.status == "failed" and result.verdict == "caught", verdict(result)
-    assert ATTEMPTS_WITHIN_MAX in failed_names(result), verdict(result)
+    assert result.status == "failed" and result.verdict == "caught", result.explain()
+    assert ATTEMPTS_WITHIN_MAX in failed_names(result), result.explain()
     journal = json.loads(result.journal.read_text())
     assert journal["deviated"] is True and journal["status"] == "failed"
     assert all(a["status"] == "succeeded" for a in journal["rollbacks"])
@@ -36,8 +35,8 @@ def test_a_service_making_six_attempts_fails_attempts_per_episode(run_chaos):
 def test_a_service_with_a_slower_backoff_fails_attempt_times(run_chaos):
     [result] = run_chaos([catalog.at_scale("flaky_wifi", 0.1)], service_policy={"base_s": 6.0, "cap_s": 96.0},
                           subdir="broken", intended_failures=(ATTEMPT_TIMES_MATCH_POLICY,))
-    assert result.status == "failed" and result.verdict == "caught", verdict(result)
-    assert ATTEMPT_TIMES_MATCH_POLICY in failed_names(result), verdict(result)
+    assert result.status == "failed" and result.verdict == "caught", result.explain()
+    assert ATTEMPT_TIMES_MATCH_POLICY in failed_names(result), result.explain()
 
 
 def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
@@ -52,7 +51,7 @@ def test_an_interrupted_run_rolls_back_every_fault(run_chaos, chaos_lab):
     watcher.start()
     [result] = run_chaos([scenario], abort=abort, subdir="interrupted")  # run_chaos asserts Toxiproxy is clean after
     watcher.join(timeout=5.0)
-    assert result.status == "interrupted", verdict(result)
+    assert result.status == "interrupted", result.explain()
     journal = json.loads(result.journal.read_text())
     assert journal["status"] == "interrupted"
     assert [a["activity"]["name"] for a in journal["rollbacks"]] == [
@@ -120,5 +119,5 @@ def test_a_second_live_socket_for_a_session_fails_one_live_socket(run_chaos, cha
         run_over.set()
         helper.join(timeout=10.0)
     assert logged_in.is_set(), "the rogue socket never logged in"
-    assert result.status == "failed", verdict(result)
-    assert ONE_LIVE_SOCKET in failed_names(result), verdict(result)
+    assert result.status == "failed", result.explain()
+    assert ONE_LIVE_SOCKET in failed_names(result), result.explain()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from chaos import catalog
-from tests.chaos.conftest import verdict
 
 pytestmark = [pytest.mark.chaos]
 
@@ -24,11 +23,11 @@ def _param(name: str):
 @pytest.mark.parametrize("name", [_param(n) for n in catalog.names("matrix")])
 def test_matrix_scenario(run_chaos, name):
     [result] = run_chaos([catalog.at_scale(name)])
-    assert result.status == "passed", verdict(result)
+    assert result.status == "passed", result.explain()
     assert result.chart is not None and result.chart.exists()
 
 
 @pytest.mark.parametrize("name", [_param(n) for n in catalog.names("extra")])
 def test_extra_scenario(run_chaos, name):
     [result] = run_chaos([catalog.at_scale(name)])
-    assert result.status == "passed", verdict(result)
+    assert result.status == "passed", result.explain()

@@ -8,7 +8,6 @@ import pytest
 from chaos import catalog
 from chaos.checkers import attempt_outcomes
 from chaos.history import History
-from tests.chaos.conftest import run_and_check_clean, verdict
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -20,12 +19,11 @@ def per_attempt(result) -> list[list[tuple[int, str]]]:
 
 
 @pytest.fixture(scope="module")
-def note_runs(chaos_lab, chaos_results):
+def note_runs(run_chaos):
     """S1–S3 at once at real timings (~2.3 min, S2 is the longest), then at once at 0.1."""
     names = catalog.names("note")
-    real = run_and_check_clean(chaos_lab, chaos_results, [catalog.at_scale(n) for n in names], concurrent=True)
-    quick = run_and_check_clean(chaos_lab, chaos_results, [catalog.at_scale(n, 0.1) for n in names],
-                                concurrent=True, subdir="scaled")
+    real = run_chaos([catalog.at_scale(n) for n in names], concurrent=True)
+    quick = run_chaos([catalog.at_scale(n, 0.1) for n in names], concurrent=True, subdir="scaled")
     return {r.name: r for r in real}, {r.name: r for r in quick}
 
 
@@ -33,7 +31,7 @@ def note_runs(chaos_lab, chaos_results):
 def test_the_note_scenario_passes_at_real_timings(note_runs, name):
     result = note_runs[0][name]
     assert result.scale == 1.0
-    assert result.status == "passed", verdict(result)
+    assert result.status == "passed", result.explain()
     assert result.chart is not None and result.chart.exists() and result.journal.exists()
     assert result.prediction is not None and result.prediction.compared
 
@@ -41,7 +39,7 @@ def test_the_note_scenario_passes_at_real_timings(note_runs, name):
 @pytest.mark.parametrize("name", ["flaky_wifi", "long_outage", "deleted_mid_retry"])
 def test_real_and_scaled_timings_give_the_same_per_attempt_outcomes(note_runs, name):
     real, quick = note_runs[0][name], note_runs[1][name]
-    assert quick.status == "passed", verdict(quick)
+    assert quick.status == "passed", quick.explain()
     assert per_attempt(real) == per_attempt(quick)
     expected = {"flaky_wifi": [[(1, "failed"), (2, "open")]],
                 "long_outage": [[(n, "failed") for n in range(1, 6)]],

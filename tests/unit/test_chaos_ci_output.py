@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from chaos.checkers import ATTEMPTS_WITHIN_MAX, FINAL_STATUS_AS_EXPECTED, check_all
+from chaos.journal import JOURNAL_FORMAT, Journal
 from chaos.junit import CAUGHT_CASE, PREDICTION_CASE, RUN_CASE, write_junit
 from chaos.prediction import PredictionReport, predict_and_compare
 from chaos.report import ScenarioRun, check_key, summary_markdown
@@ -129,3 +130,13 @@ def test_a_scenario_repeated_in_one_run_gets_its_own_folder(tmp_path):
     with pytest.raises(FileExistsError, match="already: use a new run folder"):
         for _ in range(1000):
             unique_dir(tmp_path, "flaky_wifi")
+
+
+def test_the_journal_says_whose_format_it_is_and_claims_no_chaos_toolkit_version():
+    journal = Journal({"name": "flaky_wifi"}, clock=lambda: 1_800_000_000.0)
+    with journal.activity("start the service", phase="before"):
+        pass
+    journal.finish("completed")
+    record = journal.to_dict()
+    assert record["format"] == JOURNAL_FORMAT == "reconnect-lab chaos journal 1"
+    assert not any(key.startswith("chaoslib") for key in record)
