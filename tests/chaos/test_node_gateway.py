@@ -14,7 +14,6 @@ from chaos import catalog
 from chaos.checkers import (ATTEMPTS_WITHIN_MAX, BLACK_BOX, FINAL_STATUS_AS_EXPECTED, NO_CONNECT_AFTER_END,
                             ONE_LIVE_SOCKET)
 from chaos.gateway import GatewaySpec, load_gateway
-from tests.chaos.conftest import verdict
 
 pytestmark = [pytest.mark.chaos]
 
@@ -50,8 +49,8 @@ def test_the_fixed_gateway_passes_the_note_scenarios_black_box(run_chaos, tmp_pa
     results = run_chaos([catalog.at_scale(n, QUICK) for n in catalog.names("note")], concurrent=True,
                         gateway=gateway, subdir="node")
     for result in results:
-        assert result.status == "passed", verdict(result)
-        assert {c.evidence for c in result.checks} == {BLACK_BOX}, verdict(result)
+        assert result.status == "passed", result.explain()
+        assert {c.evidence for c in result.checks} == {BLACK_BOX}, result.explain()
         assert result.prediction is None  # no timeline to compare with the replay
 
 
@@ -59,7 +58,7 @@ def test_the_fixed_gateway_passes_the_note_scenarios_black_box(run_chaos, tmp_pa
                                                             "redis_restart_mid_reconnect", "kill_mid_backoff"])
 def test_the_fixed_gateway_passes_the_black_box_matrix(run_chaos, tmp_path, name):
     [result] = run_chaos([catalog.at_scale(name)], gateway=node_gateway(tmp_path), subdir="node")
-    assert result.status == "passed", verdict(result)
+    assert result.status == "passed", result.explain()
 
 
 @pytest.mark.parametrize("bug", sorted(LEGACY_BUGS))
@@ -67,8 +66,8 @@ def test_each_bug_of_the_note_is_caught_by_its_invariant(run_chaos, tmp_path, bu
     name, invariant = LEGACY_BUGS[bug]
     [result] = run_chaos([catalog.at_scale(name, QUICK)], gateway=node_gateway(tmp_path, bugs=bug),
                          subdir=f"node-legacy-{bug}")
-    assert result.status == "failed", verdict(result)
-    assert invariant in failed_names(result), verdict(result)
+    assert result.status == "failed", result.explain()
+    assert invariant in failed_names(result), result.explain()
 
 
 def test_the_legacy_gateway_fails_the_note_scenarios(run_chaos, tmp_path):
@@ -76,8 +75,8 @@ def test_the_legacy_gateway_fails_the_note_scenarios(run_chaos, tmp_path):
     assert gateway.name == "baileys-style-legacy"
     results = {r.name: r for r in run_chaos([catalog.at_scale(n, QUICK) for n in catalog.names("note")],
                                             concurrent=True, gateway=gateway, subdir="node-legacy")}
-    assert ATTEMPTS_WITHIN_MAX in failed_names(results["long_outage"]), verdict(results["long_outage"])
-    assert NO_CONNECT_AFTER_END in failed_names(results["deleted_mid_retry"]), verdict(results["deleted_mid_retry"])
+    assert ATTEMPTS_WITHIN_MAX in failed_names(results["long_outage"]), results["long_outage"].explain()
+    assert NO_CONNECT_AFTER_END in failed_names(results["deleted_mid_retry"]), results["deleted_mid_retry"].explain()
 
 
 @pytest.mark.parametrize("env, words", [
