@@ -1,0 +1,92 @@
+"""B9 with real processes: the paused-owner test. Owner B runs 150 sessions; B is frozen
+with SIGSTOP for 40 s; WhatsApp closes B's sockets with 440 (replaced) while process C takes
+every session over once B's leases run out; then SIGCONT. B wakes to 150 buffered closes
+and must write nothing: every write it tries is refused in Redis (its fencing token has
+moved), counted in B's /metrics, and B lets the sessions go. Judged from outside: Redis
+(statuses, seq counters, pending records, leases), the back office's received updates and
+the WhatsApp stand-in's connects; never B's or C's memory.
+
+With the `baileys` table a 440 is terminal (B would write `inactive`, high priority); with
+the default table it is a drop (B would write `connecting` and reconnect).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from service import keys
+from tests.fixtures.process import wait_until
+from tests.fixtures.service import metric_value, scrape, statuses
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N = 150
+IDS = [f"s{i}" for i in range(N)]
+PAUSE_S = 40.0
+LEASE_TTL_S = 2.0
+REPLACED = 440
+
+
+def leases(redis_client) -> dict[str, str | None]:
+    values = redis_client.mget([keys.lease_key(sid) for sid in IDS])
+    return {sid: (v.decode() if v is not None else None) for sid, v in zip(IDS, values)}
+
+
+def counters(redis_client, key_of) -> list[bytes | None]:
+    return redis_client.mget([key_of(sid) for sid in IDS])
+
+
+def fenced_total(metrics_text: str) -> float:
+    return sum(metric_value(metrics_text, "reconnect_lab_fenced_writes_total", write=write)
+               for write in ("set_status", "save_pending", "mark_started"))
+
+
+@pytest.mark.parametrize("codes", ["baileys", "original"])
+def test_a_paused_owner_writes_nothing_over_sessions_another_process_took(
+        codes, service_process, standins_clean, redis_client) -> None:
+    s = standins_clean
+    s.backoffice.add_accounts(IDS)
+    common = {"sessions": f"s{{0..{N - 1}}}", "lease_ttl_s": LEASE_TTL_S, "policy": f"codes={codes}"}
+    b = service_process("b", **common)
+    wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}
+               and b.health()["sessions"] == N, 30, "B runs every session, all active")
+    c = service_process("c", **common)
+    assert c.health()["sessions"] == 0, "C must start with nothing: B holds every lease"
+
+    os.kill(b.process.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        for sid in IDS:  # WhatsApp replaces B's devices: B is frozen and reads none of this yet
+            s.whatsapp.close(sid, REPLACED)
+        wait_until(lambda: set(leases(redis_client).values()) == {"c"}, PAUSE_S, "C leased every session")
+        wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}
+                   and c.health()["sessions"] == N and redis_client.xlen(keys.OUTBOX_KEY) == 0,
+                   PAUSE_S, "C runs every session, all active and delivered")
+        took_over_s = time.monotonic() - stopped_at
+        assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in IDS)
+        seqs, fences = counters(redis_client, keys.seq_key), counters(redis_client, keys.fence_key)
+        wait_until(lambda: time.monotonic() - stopped_at >= PAUSE_S, PAUSE_S + 1, "the pause is over")
+        continued_at = time.time()
+    finally:
+        os.kill(b.process.pid, signal.SIGCONT)
+
+    wait_until(lambda: fenced_total(scrape(b.metrics_port)) >= 1 and b.health()["sessions"] == 0
+               and b.health()["settled"] == 0, 15, "B counted refused writes and let every session go")
+    observed_from = time.monotonic()  # B's lease loop runs every TTL/5: watch it for two TTLs
+    wait_until(lambda: time.monotonic() - observed_from >= 2 * LEASE_TTL_S, 3 * LEASE_TTL_S, "observed")
+
+    assert set(statuses(redis_client, IDS).values()) == {"active"}, "a stale status was accepted"
+    assert counters(redis_client, keys.seq_key) == seqs, "B appended outbox entries after waking"
+    assert counters(redis_client, keys.fence_key) == fences, "B took a lease back"
+    assert not any(redis_client.exists(keys.session_key(sid)) for sid in IDS), "B left pending records"
+    assert set(leases(redis_client).values()) == {"c"}
+    late = [u for u in s.backoffice.updates()["updates"] if u["received_at"] >= continued_at]
+    assert late == [], f"the back office received {len(late)} updates after B woke: {late[:3]}"
+    assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in IDS), "B reconnected a session it lost"
+    assert c.health()["sessions"] == N
+    refused = fenced_total(scrape(b.metrics_port))
+    print(f"codes={codes}: C took over in {took_over_s:.1f}s; B's refused writes: {refused:.0f}")
