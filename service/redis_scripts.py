@@ -12,7 +12,8 @@ Malformed values (a hash where a string belongs, a non-numeric counter, garbage 
   clock in milliseconds, larger than any count it held, so what comes after still orders
   after everything before it (the receiver sees a gap in `seq`);
 - a lease, an idempotency key or a status of the wrong type is deleted (then written as
-  usual); an outbox stream of the wrong type is renamed to `keys.OUTBOX_KEY + ":malformed"`.
+  usual), and so is a lease with no expiry (every lease has one); an outbox stream of the
+  wrong type is renamed to `keys.OUTBOX_KEY + ":malformed"`.
 Each replacement is reported in the script's reply (`notes`), so the caller counts and logs it.
 A fence of the wrong type refuses the write (the lease's renewal fails too, and the next
 owner's acquisition replaces it).
@@ -107,6 +108,10 @@ return reply
 ACQUIRE_LUA = _LIB + """
 local notes = {}
 drop_odd(KEYS[1], 'string', notes)
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('DEL', KEYS[1])
+  notes[#notes + 1] = KEYS[1] .. ' had no expiry (no lease is written without one): deleted'
+end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return {0} end
 local token = bump(KEYS[2], notes)

@@ -31,10 +31,15 @@ Round trips: `round_trips` counts every Redis round trip this store makes (a pip
 one). The `*_batched` methods do what their plain namesakes do, but their commands join the
 one MULTI/EXEC of everything asked in the same event-loop tick (`service.redis_batch`):
 in a storm, thousands of sessions share a round trip. A recovered session (drop, attempt 1
-fails, attempt 2 opens) costs at most 4 even alone: `set_status(connecting)` with pending
-attempt 1; validation GET 1 with "attempt 1 started" (`mark_started`), which already tells
-a restart that attempt 2 is next, so scheduling it writes nothing; validation GET 2; and
+fails, attempt 2 opens) costs at most 5 even alone: `set_status(connecting)` with pending
+attempt 1; validation read 1 with "attempt 1 started" (`mark_started`); pending attempt 2
+with its due time (B5: a restart resumes it then); validation read 2; and
 `set_status(active)` with the pending record cleared.
+
+Writes that depend on owning the session carry the lease's fencing token (`fence=`) and go
+through `service.redis_scripts.WRITE_LUA`: refused as a whole (`FencedWrite`, counted in
+`fenced`) once another process has taken the session. A status key of another type than a
+string reads as malformed (counted, fails closed), never as a failed read.
 """
 
 from __future__ import annotations

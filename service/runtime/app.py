@@ -85,7 +85,7 @@ class Service:
         self.metrics.outbox_depth.set(await self.outbox.depth())
         self.metrics.outbox_age.set(await self.outbox.oldest_age_s())
         self.gateway.sync_link_counters()
-        redis_malformed = self.store.malformed + self.outbox.malformed
+        redis_malformed = self.store.malformed + self.outbox.malformed + self.lease.malformed
         if redis_malformed > self._redis_malformed_seen:
             self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
             self._redis_malformed_seen = redis_malformed

@@ -35,7 +35,6 @@ class AttemptIO:
     _log: Any
     _scheduled: PendingReconnect | None
     _scheduled_reason: str
-    _record_started: int | None
     _link: Link | None
     _link_attempt: int
     _link_task: asyncio.Task[None] | None
@@ -58,7 +57,6 @@ class AttemptIO:
         if for_reconnect and scheduled is not None and self._scheduled_reason == "backoff":
             # this counted attempt starts now: say so in the validation's round trip (B5)
             mark = PendingReconnect(scheduled.attempt, scheduled.due_at_epoch_s, self._ctx.clock())
-            self._record_started = scheduled.attempt
         self._spawn(self._validate(for_reconnect, generation, mark))
 
     async def _validate(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None = None) -> None:

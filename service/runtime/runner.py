@@ -116,7 +116,6 @@ class SessionRunner(AttemptIO):
         self._pending_saved_by_status = False
         self._scheduled: PendingReconnect | None = None  # the reconnect the timer is for, and its reason
         self._scheduled_reason = ""
-        self._record_started: int | None = None  # the attempt Redis's pending record says has started
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
@@ -303,8 +302,6 @@ class SessionRunner(AttemptIO):
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
         self._pending_saved_by_status = pending is not None
-        if pending is not None or clear:
-            self._record_started = None
 
     def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
         self._writes.queue(what, write)
@@ -349,18 +346,10 @@ class SessionRunner(AttemptIO):
         self._ctx.metrics.backoff.observe(command.delay_s)
         pending = PendingReconnect(command.attempt, self._ctx.clock() + command.delay_s)
         self._scheduled, self._scheduled_reason = pending, command.reason
-        if not self._pending_saved_by_status and not self._implied_by_record(command):
-            self._record_started = None
+        if not self._pending_saved_by_status:  # B5: the due time, so a restart resumes at it
             self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(
                 self.session_id, pending, fence=self.fence))
         self._pending_saved_by_status = False
-
-    def _implied_by_record(self, command: ScheduleReconnect) -> bool:
-        """True if Redis already says what a restart needs (B5): its record says attempt n
-        started, and this is counted attempt n + 1, which is what a restart resumes then.
-        Not while older writes are still queued: one of them could land after the mark."""
-        return (command.reason == "backoff" and self._record_started is not None
-                and command.attempt == self._record_started + 1 and not self._writes.has_unwritten)
 
     def _fire_timer(self, generation: int) -> None:
         """From the loop's timer or from `DueTimers.run_due`, whichever comes first; the loop's

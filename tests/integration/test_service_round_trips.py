@@ -1,7 +1,7 @@
 """Redis round trips of one reconnect, counted (not timed) on the real service in this event
 loop against real Redis and the real stand-ins: drop → attempt 1 fails → attempt 2 opens
-costs at most 4, and the pending record that replaces a fifth round trip still lets a
-restarted gateway resume the right attempt (B5).
+costs at most 5, one of them the pending record with attempt 2's due time, so a restarted
+gateway resumes the right attempt at the right time (B5).
 
 Timings are the note's scaled by 0.5 (attempt 1 at +1 s, attempt 2 at +2 s after it failed),
 so the test has seconds, not milliseconds, to lift the rejection between the two attempts.
@@ -21,14 +21,14 @@ from tests.fixtures.standins import eventually
 pytestmark = pytest.mark.integration
 
 REJECT = 500  # not terminal in the `original` table: the attempt fails and is retried
-MAX_ROUND_TRIPS = 4
+MAX_ROUND_TRIPS = 5
 
 
 def connects(standins, session_id: str) -> int:
     return int(standins.whatsapp.session(session_id)["connects"])
 
 
-async def test_drop_failed_attempt_then_recovery_costs_at_most_4_round_trips(
+async def test_drop_failed_attempt_then_recovery_costs_at_most_5_round_trips(
         service_settings, standins_clean, redis_client, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_account("s0")
@@ -43,9 +43,11 @@ async def test_drop_failed_attempt_then_recovery_costs_at_most_4_round_trips(
                          "attempt 1 failed, attempt 2 scheduled")
         assert connects(s, "s0") == 2
         s.whatsapp.unreject("s0")
-        # between the attempts Redis already says what a restart needs: attempt 1 has started
+        # between the attempts Redis says what a restart needs: attempt 2 and when it is due
+        await eventually(lambda: not runner.has_unwritten, 5, "attempt 2's record written")
         record = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.session_key("s0")).items()}
-        assert record["attempt"] == "1" and "started_at_s" in record, record
+        assert record["attempt"] == "2" and "started_at_s" not in record, record
+        assert 0 < float(record["due_at_s"]) - time.time() <= 2.0 + 0.5, record  # attempt 2 waits 2 s (scale 0.5)
         await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active" and connects(s, "s0") == 3
                          and runner.machine.state.value == "open" and not runner.has_unwritten,
                          10, "attempt 2 opened and its status written")
