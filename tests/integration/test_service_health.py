@@ -6,11 +6,14 @@ again once that ends. Real Redis, real stand-ins, the service's own HTTP server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
+from service.runtime.app import Service
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import eventually
 
@@ -72,14 +75,21 @@ async def test_a_session_stuck_validating_makes_healthz_unhealthy_until_it_moves
         assert report["stuck"] == 0 and report["reasons"] == []
 
 
-async def test_stalled_delivery_while_the_back_office_answers_is_unhealthy_until_it_drains(
-        service_settings, standins_clean, redis_client) -> None:
-    s = standins_clean
-    s.backoffice.add_accounts(IDS)
+@contextlib.asynccontextmanager
+async def started_and_delivered(service_settings, standins, redis_client) -> AsyncIterator[Service]:
+    """The service with every session active and its start-up updates delivered."""
+    standins.backoffice.add_accounts(IDS)
     settings = service_settings(sessions=",".join(IDS), health_outbox_stall_s=STALL_S)
     async with run_service(settings) as service:
         await eventually(lambda: all_active(redis_client), 10, "all active")
         await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 5, "start-up updates delivered")
+        yield service
+
+
+async def test_stalled_delivery_while_the_back_office_answers_is_unhealthy_until_it_drains(
+        service_settings, standins_clean, redis_client) -> None:
+    s = standins_clean
+    async with started_and_delivered(service_settings, s, redis_client) as service:
         port = service.server.port
         # the back office answers every status batch, with a reply the service cannot use
         s.backoffice.set_mode("wrong_types", endpoints=["status_batch"])
@@ -97,11 +107,7 @@ async def test_stalled_delivery_while_the_back_office_answers_is_unhealthy_until
 async def test_a_back_office_that_is_down_is_not_a_stall_of_this_process(
         service_settings, standins_clean, redis_client) -> None:
     s = standins_clean
-    s.backoffice.add_accounts(IDS)
-    settings = service_settings(sessions=",".join(IDS), health_outbox_stall_s=STALL_S)
-    async with run_service(settings) as service:
-        await eventually(lambda: all_active(redis_client), 10, "all active")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 5, "start-up updates delivered")
+    async with started_and_delivered(service_settings, s, redis_client) as service:
         port = service.server.port
         s.backoffice.set_mode("error500", endpoints=["status_batch"])
         s.whatsapp.close("s0", 503)
