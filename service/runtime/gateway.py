@@ -147,8 +147,10 @@ class Gateway:
         self._lease_deadline[sid] = started + self.lease.ttl_s
         try:
             event, status = await self._first_event(sid)
-        except StoreError as err:  # cannot tell how to resume: let the lease go, retry later
-            self._log.warning("adopt_failed", session_id=sid, error=str(err))
+        except Exception as err:  # noqa: BLE001 - cannot tell how to resume: let the lease go, retry later
+            if not isinstance(err, StoreError):  # a bug or an input no check foresaw: counted, and contained
+                self.ctx.metrics.command_errors.labels(command="adopt").inc()
+            self._log.warning("adopt_failed", session_id=sid, error=str(err)[:300], error_type=type(err).__name__)
             await self._release_lease(sid)
             return
         if sid not in self._lease_deadline or self._stopping.is_set():

@@ -126,3 +126,26 @@ async def test_validation_that_always_fails_ends_in_a_give_up_not_a_stuck_sessio
         assert connects(s, "s0") == 1, "no socket opened without a validation"
     gave_up = [r for r in log_records(service_log) if r["event"] == "max_attempts_reached"]
     assert len(gave_up) == 1
+
+
+async def test_an_exception_while_adopting_one_session_is_contained_and_retried(
+        service_settings, standins_clean, redis_client, service_log, monkeypatch) -> None:
+    """A session whose start-up read raises something unforeseen neither stops the service
+    from starting nor stays unowned: counted, logged, its lease let go and taken again."""
+    from service.store import StatusStore
+    real_get_status = StatusStore.get_status
+    failures = {"left": 1}
+
+    async def get_status_failing_once(self, session_id: str):
+        if session_id == "s1" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise ValueError("an unforeseen value")
+        return await real_get_status(self, session_id)
+    monkeypatch.setattr(StatusStore, "get_status", get_status_failing_once)
+    standins_clean.backoffice.add_accounts(IDS)
+    async with run_service(service_settings(sessions=",".join(IDS))) as service:
+        await eventually(lambda: statuses_are(redis_client, "active"), 10, "all active, s1 on a later sweep")
+        text = await ascrape(service.server.port)
+        assert metric_value(text, "reconnect_lab_command_errors_total", command="adopt") == 1
+    failed = [r for r in log_records(service_log) if r["event"] == "adopt_failed"]
+    assert [(r["session_id"], r["error_type"]) for r in failed] == [("s1", "ValueError")]
