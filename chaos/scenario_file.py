@@ -227,6 +227,8 @@ def loads_scenario(text: str, source: str = "<string>") -> ScenarioFile:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioFileError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ScenarioFileError(f"{source}: arrays or tables nested too deeply to be a scenario") from None
     try:
         data = _ScenarioFile.model_validate(raw)
     except ValidationError as exc:
@@ -236,8 +238,10 @@ def loads_scenario(text: str, source: str = "<string>") -> ScenarioFile:
         scenario = _scenario(data)
         if data.default_scale is not None:
             scenario.scaled(data.default_scale)
-    except (ScenarioError, ValueError) as exc:
+    except (ScenarioError, ValueError, TypeError) as exc:
         raise ScenarioFileError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ScenarioFileError(f"{source}: [policy] nested too deeply to be a policy") from None
     return ScenarioFile(scenario, data.default_scale)
 
 

@@ -59,6 +59,23 @@ def test_a_bad_file_fails_naming_the_file_and_the_key_or_line(edit, message):
         loads_scenario(with_line(S1_TEXT, *edit), "my.toml")
 
 
+@pytest.mark.parametrize("text", ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_toml_is_refused_not_a_crash(text):
+    with pytest.raises(ScenarioFileError, match=r"deep\.toml: arrays or tables nested too deeply"):
+        loads_scenario(text, "deep.toml")
+
+
+@pytest.mark.parametrize("policy, words", [
+    ("codes = " + "{a = " * 200 + "1" + "}" * 200, "bad policy_settings"),
+    ('base_s = "fast"', "bad policy_settings"),
+    ("base_s = [1, 2]", "bad policy_settings"),
+    ("max_attempts = 1e400", "bad policy_settings"),
+])
+def test_a_hostile_policy_table_is_a_clear_error(policy, words):
+    with pytest.raises(ScenarioFileError, match=words):
+        loads_scenario(with_line(S1_TEXT, "[expected]", f"[policy]\n{policy}\n[expected]"), "my.toml")
+
+
 def test_chaos_only_actions_are_validated_by_the_scenario_values():
     text = S1_TEXT + '\n[[actions]]\nkind = "toxic"\nupstream = "kafka"\ntoxic = "latency"\nstart_s = 1.0\nend_s = 2.0\n'
     with pytest.raises(ScenarioFileError, match=r"my\.toml: unknown upstream 'kafka'; known: whatsapp, redis"):
