@@ -36,11 +36,12 @@ class RunOutput:
 
 def choose_engine(params: ModelParams, scenario: PopulationScenario) -> str:
     """`cohort` when sessions are identical (no jitter, no per-session chance), else `session`."""
-    cohort_ok = params.jitter_kind is Jitter.NONE and not scenario.has_per_session_randomness
+    cohort_ok = (params.jitter_kind is Jitter.NONE and not scenario.has_per_session_randomness
+                 and not params.pushes_back)
     if params.engine == "cohort" and not cohort_ok:
-        raise ParamError("engine 'cohort' needs jitter 'none' and a scenario without per-session "
-                         f"chance (flaky links, churn); {scenario.name!r} with jitter {params.jitter!r} "
-                         "needs engine 'session' or 'auto'")
+        raise ParamError("engine 'cohort' needs jitter 'none', upstreams that do not push back (no queues, "
+                         f"no latencies) and a scenario without per-session chance (flaky links, churn); "
+                         f"{scenario.name!r} with jitter {params.jitter!r} needs engine 'session' or 'auto'")
     if params.engine == "auto":
         return "cohort" if cohort_ok else "session"
     return params.engine

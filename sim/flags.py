@@ -53,6 +53,14 @@ HELP: dict[str, tuple[str, str]] = {
     "backoffice_requests_per_s": ("RATE", "back-office capacity in requests per second (load meter)"),
     "backoffice_batch": ("N", "status updates per back-office request"),
     "backoffice_flush_s": ("SECONDS", "how often normal-priority updates are flushed (high: at once)"),
+    "queues": ("BOOL", "upstreams push back: sessions wait for Redis, back-office and WhatsApp-handshake "
+               "capacity (true/false)"),
+    "latency_dist": ("KIND", "distribution of every upstream latency: fixed, exponential, uniform (0 to 2× mean)"),
+    "redis_latency_s": ("SECONDS", "mean latency of a Redis round trip (sessions wait for it)"),
+    "backoffice_latency_s": ("SECONDS", "mean latency of a back-office request (validations wait for it)"),
+    "backoffice_validity_budget_s": ("SECONDS", "R4: a validation waits at most this for the back office"),
+    "whatsapp_connect_s": ("SECONDS", "mean time a connect takes to open or fail (past connect_timeout_s: fails)"),
+    "whatsapp_handshakes_per_s": ("RATE", "WhatsApp connect capacity when --queues is on; 0 = unlimited"),
     "seed": ("N", "seed of every random stream (same seed → identical results.json)"),
     "until_s": ("SECONDS", "simulated horizon; 0 = the scenario's own"),
     "bin_s": ("SECONDS", "width of the load-over-time bins"),
@@ -65,6 +73,7 @@ _CHOICES: dict[str, list[str]] = {
     "schedule": [s.value for s in Schedule],
     "codes": sorted(TABLES),
     "engine": list(ENGINES),
+    "latency_dist": ["fixed", "exponential", "uniform"],
     "scenario": all_names(),
 }
 

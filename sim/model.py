@@ -29,12 +29,14 @@ from service.core.statuses import Priority, is_valid_status
 from sim.params import ModelParams
 from sim.population import PopulationScenario
 from sim.tally import TICKS_PER_S, Tally, bins_for
+from sim.pushback import Upstreams
 from sim.upstreams import WhatsApp
 
 RATE_LIMIT_CODE = 429  # what WhatsApp's refusal looks like to the close-code table
 _OPENED, _ELAPSED = Opened(), BackoffElapsed()
 _VALID, _INVALID = Validated(ok=True), Validated(ok=False)
 _REFUSED = StartFailed(reason="refused")
+_TIMED_OUT = StartFailed(reason="connect_timeout")
 _RATE_LIMITED = StartFailed(reason="rate_limited", code=RATE_LIMIT_CODE)
 _FINAL_DROPS = {"max_attempts": "inactive", "terminal": "inactive", "invalid": "cancelled"}
 
@@ -42,7 +44,7 @@ _FINAL_DROPS = {"max_attempts": "inactive", "terminal": "inactive", "invalid": "
 class Unit:
     """One machine and the sessions it stands for, with their modelled link and account."""
 
-    __slots__ = ("machine", "count", "ip", "proc", "socket_open", "timer_token", "timer_due_s",
+    __slots__ = ("machine", "count", "ip", "proc", "socket_open", "timer_token", "timer_due_s", "wait_token",
                  "pending_attempt", "episode_s", "disrupted", "opening_attempt", "acct_times",
                  "acct_locked_until_s", "link_down", "deleted", "dropped", "status")
 
@@ -50,6 +52,7 @@ class Unit:
         self.machine, self.count, self.ip, self.proc = machine, count, ip, proc
         self.socket_open = False
         self.timer_token = 0
+        self.wait_token = 0  # a reply in flight (pushback) is delivered only if this has not moved
         self.timer_due_s = 0.0
         self.pending_attempt = 0
         self.episode_s: float | None = None  # when the current disruption began
@@ -89,6 +92,9 @@ class BlockModel:
         self.down_depth = 0  # > 0 while a shared link-down window is open
         self.warming = False
         self.units = self._make_units(first, n)
+        self.upstreams = (Upstreams(params, n / params.sessions, random.Random(f"{params.seed}:{block}:latency"))
+                          if params.pushes_back else None)
+        self._wait_s = 0.0  # what the commands of the current step waited for, in order
         self._do = {SetStatus: self._set_status, ScheduleReconnect: self._schedule,
                     ClearCache: self._clear_cache, Validate: self._validate,
                     OpenSocket: self._open_socket, CloseSocket: self._close_socket,
@@ -143,13 +149,34 @@ class BlockModel:
         tally.handle_calls += 1
         commands = unit.machine.handle(event, self.env.now)
         do = self._do
+        self._wait_s = 0.0
         for command in commands:
             follow_up = do[type(command)](unit, command)
-            if follow_up is not None:
+            if follow_up is None:
+                continue
+            if self._wait_s > 0:
+                self._reply_later(unit, follow_up, self._wait_s)
+            else:
+                if follow_up is _OPENED:
+                    self._opened(unit)
                 self.feed(unit, follow_up)
+
+    def _reply_later(self, unit: Unit, event, delay_s: float) -> None:
+        """An upstream answers after `delay_s`: deliver `event` then, unless the session moved on."""
+        unit.wait_token += 1
+        Timeout(self.env, delay_s, (unit, unit.wait_token, event)).callbacks.append(self._on_reply)
+
+    def _on_reply(self, timeout: Timeout) -> None:
+        unit, token, event = timeout.value
+        if token != unit.wait_token or unit.dropped is not None or not unit.machine.accepts(event):
+            return
+        if event is _OPENED:
+            self._opened(unit)
+        self.feed(unit, event)
 
     def disrupt(self, unit: Unit, event) -> None:
         """Close an open session (a fault): the start of a disruption episode."""
+        unit.wait_token += 1  # a connect in flight is lost with the link
         unit.socket_open = False
         unit.episode_s = self.env.now
         unit.disrupted = True
@@ -159,6 +186,8 @@ class BlockModel:
         """Count `count` Redis operations now (per bin, and per tick for 1 s sliding-window rates)."""
         self.tally.redis_ops[self.bin()] += count
         self.tally.redis_ticks[int(self.env.now * TICKS_PER_S)] += count
+        if self.upstreams is not None and not self.warming:
+            self._wait_s += self.upstreams.redis.wait_s(self.env.now + self._wait_s, count)
 
     def bin(self) -> int:
         index = int(self.env.now / self.params.bin_s)
@@ -171,6 +200,8 @@ class BlockModel:
             return
         self.redis_op(unit.count)
         now = self.env.now
+        if self.upstreams is not None:  # the outbox does not hold the session, but occupies the back office
+            self.upstreams.backoffice.occupy(now, unit.count / self.params.backoffice_batch)
         if command.priority is Priority.HIGH:
             self.tally.high_updates[now] += unit.count
         else:
@@ -182,7 +213,10 @@ class BlockModel:
             self.redis_op(unit.count)
 
     def _validate(self, unit: Unit, command: Validate) -> Validated:
-        self.redis_op(unit.count)
+        self.tally.redis_ops[self.bin()] += unit.count
+        self.tally.redis_ticks[int(self.env.now * TICKS_PER_S)] += unit.count
+        if self.upstreams is not None:
+            self._wait_s += self.upstreams.validation_s(self.env.now + self._wait_s, unit.count)
         ok = (not unit.deleted and unit.status is not None
               and is_valid_status(unit.status, for_reconnect=command.for_reconnect))
         return _VALID if ok else _INVALID
@@ -215,7 +249,14 @@ class BlockModel:
     def _open_socket(self, unit: Unit, command: OpenSocket):
         unit.opening_attempt = command.attempt
         if self.warming:
-            return self._opened(unit)
+            return _OPENED
+        if self.upstreams is not None:
+            connect_s = self.upstreams.whatsapp.wait_s(self.env.now + self._wait_s, unit.count)
+            if connect_s > self.upstreams.connect_timeout_s:
+                self._wait_s += self.upstreams.connect_timeout_s
+                self.tally.timed_out[self.bin()] += unit.count
+                return _TIMED_OUT
+            self._wait_s += connect_s
         count, index, tally = unit.count, self.bin(), self.tally
         tally.connects[index] += count
         tally.connect_ticks[int(self.env.now * TICKS_PER_S)] += count
@@ -233,10 +274,12 @@ class BlockModel:
             self.units.append(twin)
             self.feed(twin, _RATE_LIMITED)
         self.whatsapp.admitted(unit, now)
-        return self._opened(unit)
+        return _OPENED
 
     def _opened(self, unit: Unit) -> Opened:
         unit.socket_open = True
+        if not self.warming:
+            self.tally.opened[self.bin()] += unit.count
         if unit.episode_s is not None and not self.warming:
             self.tally.recovery_s.append(self.env.now - unit.episode_s)
             self.tally.recovery_weight.append(unit.count)

@@ -61,6 +61,14 @@ class ModelParams:
     backoffice_requests_per_s: float = 50.0
     backoffice_batch: int = 100  # status updates per back-office request
     backoffice_flush_s: float = 1.0  # normal-priority updates are flushed this often
+    # upstreams that push back (sim.pushback): off by default, so upstreams only meter load
+    queues: bool = False  # sessions wait for Redis / back-office / WhatsApp-handshake capacity
+    latency_dist: str = "fixed"  # fixed | exponential | uniform (0 to twice the mean)
+    redis_latency_s: float = 0.0  # mean latency of one Redis round trip
+    backoffice_latency_s: float = 0.0  # mean latency of one back-office request
+    backoffice_validity_budget_s: float = 1.0  # R4: past this the back office is not waited for
+    whatsapp_connect_s: float = 0.0  # mean time a connect takes to succeed or fail
+    whatsapp_handshakes_per_s: float = 0.0  # WhatsApp's connect capacity (with queues); 0 = unlimited
     # run control
     seed: int = 0
     until_s: float = 0.0  # simulated horizon; 0 = the scenario's own (e.g. outage + 60 s)
@@ -78,6 +86,13 @@ class ModelParams:
         _positive_int("block_sessions", self.block_sessions)
         _non_negative_int("account_connects", self.account_connects)
         _non_negative_int("seed", self.seed)
+        for name in ("redis_latency_s", "backoffice_latency_s", "backoffice_validity_budget_s",
+                     "whatsapp_connect_s", "whatsapp_handshakes_per_s"):
+            _number(name, getattr(self, name), minimum=0.0)
+        if self.latency_dist not in ("fixed", "exponential", "uniform"):
+            raise ParamError(f"latency_dist must be fixed, exponential or uniform, got {self.latency_dist!r}")
+        if not isinstance(self.queues, bool):
+            raise ParamError(f"queues must be true or false, got {self.queues!r}")
         for name in ("outage_s", "ip_connects_per_s", "redis_ops_per_s", "backoffice_requests_per_s",
                      "until_s"):
             _number(name, getattr(self, name), minimum=0.0)
@@ -91,9 +106,10 @@ class ModelParams:
         if self.engine not in ENGINES:
             raise ParamError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         backoff = self.policy().backoff  # the core validates every policy value
-        if backoff.max_attempts is None and backoff.exponential_s(1_000_000) == 0:
+        if backoff.max_attempts is None and backoff.exponential_s(1_000_000) == 0 and not self.whatsapp_connect_s:
             raise ParamError("this policy retries at once forever (e.g. preset baileys_readme) and connects "
-                             "take no time in the model, so the clock would never move; give it max_attempts")
+                             "take no time in the model, so the clock would never move; give it max_attempts or "
+                             "set whatsapp_connect_s")
 
     def policy(self) -> Policy:
         """The core policy these parameters describe (raises `PolicyError` on bad values)."""
@@ -107,6 +123,11 @@ class ModelParams:
         if not self.max_elapsed_s:
             del settings["max_elapsed_s"]
         return settings
+
+    @property
+    def pushes_back(self) -> bool:
+        """Do sessions wait for upstreams (queues or latencies)?"""
+        return self.queues or any((self.redis_latency_s, self.backoffice_latency_s, self.whatsapp_connect_s))
 
     @property
     def jitter_kind(self) -> Jitter:

@@ -42,6 +42,13 @@ def title(results: dict[str, Any]) -> str:
             f"{policy_text(p)} · seed {p['seed']}")
 
 
+def _over_capacity(results: dict[str, Any]) -> str:
+    names = {"redis": ("Redis", "redis_ops_per_s"), "backoffice": ("back office", "backoffice_requests_per_s")}
+    flagged = [f"{names[n][0]} {_n(results['peaks'][names[n][1]])}/s > {_n(results['upstreams'][n]['capacity_per_s'])}"
+               for n in results.get("over_capacity", [])]
+    return "OVER: " + ", ".join(flagged) if flagged else "none"
+
+
 def policy_text(p: dict[str, Any]) -> str:
     """The backoff of a run's parameters in one phrase, e.g. `backoff 2·2^(n-1) ≤ 32 s, 5 attempts`."""
     schedule = p.get("schedule", "exponential")
@@ -73,6 +80,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         ("peak back-office requests/s (capacity)",
          f"{_n(peaks['backoffice_requests_per_s'])} ({_n(up['backoffice']['capacity_per_s'])})"),
         ("back-office max backlog (requests)", _n(up["backoffice"]["max_backlog"])),
+        ("upstreams over capacity", _over_capacity(results)),
         ("recovery time p50 / p99 / max (s)", f"{_n(rec['p50'])} / {_n(rec['p99'])} / {_n(rec['max'])}"),
         ("engine (machines simulated)", f"{results['engine']} ({_n(results['work']['units'])})"),
     ]

@@ -26,6 +26,15 @@ def build(output: RunOutput) -> dict[str, Any]:
                                    batch=params.backoffice_batch, flush_s=params.backoffice_flush_s,
                                    bin_s=bin_s, n_bins=tally.n_bins,
                                    capacity_per_s=params.backoffice_requests_per_s)
+    peaks = _peaks(output, requests)
+    upstreams = {
+        "redis": {"capacity_per_s": params.redis_ops_per_s,
+                  "over_capacity": 0 < params.redis_ops_per_s < peaks["redis_ops_per_s"],
+                  **fluid_queue(tally.redis_ops, params.redis_ops_per_s * bin_s)},
+        "backoffice": {"capacity_per_s": params.backoffice_requests_per_s,
+                       "over_capacity": 0 < params.backoffice_requests_per_s < peaks["backoffice_requests_per_s"],
+                       **fluid_queue(requests, params.backoffice_requests_per_s * bin_s)},
+    }
     outcomes = {k: int(tally.outcomes.get(k, 0))
                 for k in ("recovered", "inactive", "cancelled", "reconnecting", "undisturbed")}
     return {
@@ -39,28 +48,30 @@ def build(output: RunOutput) -> dict[str, Any]:
         "connects": sum(tally.connects),
         "rate_limited": sum(tally.rate_limited),
         "recovered_on_attempt": {str(k): v for k, v in sorted(tally.recovered_on_attempt.items())},
-        "peaks": {  # busiest 1 s sliding window, independent of bin_s
-            "window_s": WINDOW_S,
-            "whatsapp_attempts_per_s": peak_per_s(tally.connect_ticks),
-            "redis_ops_per_s": peak_per_s(tally.redis_ticks),
-            "backoffice_requests_per_s": peak_per_s(ticks_of(backoffice_request_instants(
-                tally.normal_updates, tally.high_updates, batch=params.backoffice_batch,
-                flush_s=params.backoffice_flush_s, capacity_per_s=params.backoffice_requests_per_s))),
-        },
+        "peaks": peaks,
         "recovery_s": recovery_stats(tally.recovery_s, tally.recovery_weight),
-        "upstreams": {
-            "redis": {"capacity_per_s": params.redis_ops_per_s,
-                      **fluid_queue(tally.redis_ops, params.redis_ops_per_s * bin_s)},
-            "backoffice": {"capacity_per_s": params.backoffice_requests_per_s,
-                           **fluid_queue(requests, params.backoffice_requests_per_s * bin_s)},
-        },
+        "upstreams": upstreams,
+        "over_capacity": sorted(name for name, up in upstreams.items() if up["over_capacity"]),
+        "connect_timeouts": sum(tally.timed_out),
         "series": {"bin_s": bin_s, "whatsapp_connects": tally.connects, "attempts": tally.attempts,
+                   "opened": tally.opened, "connect_timeouts": tally.timed_out,
                    "rate_limited": tally.rate_limited, "redis_ops": tally.redis_ops,
                    "backoffice_requests": requests},
         "recovery_cdf": recovery_cdf(tally.recovery_s, tally.recovery_weight),
         "work": {"core_events": tally.core_events, "handle_calls": tally.handle_calls,
                  "timer_events": tally.timer_events, "units": tally.units, "blocks": output.blocks},
     }
+
+
+def _peaks(output: RunOutput, requests: list[int]) -> dict[str, float]:
+    """The busiest 1 s sliding window of each upstream, independent of bin_s."""
+    params, tally = output.params, output.tally
+    return {"window_s": WINDOW_S,
+            "whatsapp_attempts_per_s": peak_per_s(tally.connect_ticks),
+            "redis_ops_per_s": peak_per_s(tally.redis_ticks),
+            "backoffice_requests_per_s": peak_per_s(ticks_of(backoffice_request_instants(
+                tally.normal_updates, tally.high_updates, batch=params.backoffice_batch,
+                flush_s=params.backoffice_flush_s, capacity_per_s=params.backoffice_requests_per_s)))}
 
 
 def recovery_stats(values_s: list[float], weights: list[int]) -> dict[str, Any]:

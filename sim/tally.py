@@ -24,6 +24,8 @@ class Tally:
     attempts: list[int] = field(default_factory=list)  # counted reconnect attempts (attempt ≥ 1)
     rate_limited: list[int] = field(default_factory=list)  # connects refused by a rate limit
     redis_ops: list[int] = field(default_factory=list)
+    opened: list[int] = field(default_factory=list)  # connects that opened (useful work)
+    timed_out: list[int] = field(default_factory=list)  # connects past the connect timeout (pushback)
     connect_ticks: Counter = field(default_factory=Counter)  # tick (1 ms) → connects, for 1 s windows
     redis_ticks: Counter = field(default_factory=Counter)  # tick (1 ms) → Redis ops
     normal_updates: Counter = field(default_factory=Counter)  # flush index → status updates
@@ -38,7 +40,7 @@ class Tally:
     units: int = 0  # machines simulated (sessions, or cohorts standing for many)
 
     def __post_init__(self) -> None:
-        for name in ("connects", "attempts", "rate_limited", "redis_ops"):
+        for name in ("connects", "attempts", "rate_limited", "redis_ops", "opened", "timed_out"):
             if not getattr(self, name):
                 setattr(self, name, [0] * self.n_bins)
 
@@ -51,7 +53,7 @@ def merge(tallies: list[Tally]) -> Tally:
     for part in tallies:
         if part.n_bins != total.n_bins:
             raise ValueError(f"cannot merge tallies of {part.n_bins} and {total.n_bins} bins")
-        for name in ("connects", "attempts", "rate_limited", "redis_ops"):
+        for name in ("connects", "attempts", "rate_limited", "redis_ops", "opened", "timed_out"):
             mine, theirs = getattr(total, name), getattr(part, name)
             for i, value in enumerate(theirs):
                 if value:
