@@ -158,3 +158,24 @@ def pareto(data: dict[str, Any], path: Path) -> str:
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def useful_work(data: dict[str, Any], path: Path) -> str:
+    """Metastability: sessions opened per second (useful work) against time, per policy."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    colours = {"baileys_readme": "#d62728", "note": "#1f77b4"}
+    bin_s = data["bin_s"]
+    for name, run in data["runs"].items():
+        t = [i * bin_s for i in range(len(run["opened"]))]
+        top.step(t, [v / bin_s for v in run["opened"]], where="post", color=colours.get(name), label=name)
+        bottom.step(t, [v / bin_s for v in run["attempts"]], where="post", color=colours.get(name), label=name)
+    for ax in (top, bottom):
+        ax.axvspan(1.0, data["outage_ends_s"], color="#dddddd", label="outage")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    top.set_ylabel("sessions opened / s")
+    bottom.set_ylabel("connects tried / s")
+    bottom.set_xlabel("time (s)")
+    top.set_title(f"Useful work after a {data['outage_s']:g} s outage, {data['sessions']:,} sessions: "
+                  "does it come back when the outage ends?")
+    return _save(fig, path)

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from service.core import CoreError
-from sim import bench, contention, sweep, tune_report
+from sim import bench, contention, metastability, sweep, tune_report
 from sim.flags import add_model_flags, params_from, parse_share
 from sim.params import ParamError
 from sim.population import all_names, describe
 from sim.scenarios import ScenarioError
 
-COMMANDS = ("run", "sweep", "compare", "replay", "contention", "bench", "tune")
+COMMANDS = ("run", "sweep", "compare", "replay", "contention", "bench", "tune", "metastability")
 EPILOG = "scenarios:\n" + "\n".join(f"  {name:22} {describe(name)}" for name in all_names())
 
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     contention.add_parser(commands)
     bench.add_parser(commands)
     tune_report.add_parser(commands)
+    metastability.add_parser(commands)
     return parser
 
 
@@ -108,6 +109,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return bench.command(args)
     if args.command == "tune":
         return tune_report.command(args)
+    if args.command == "metastability":
+        return metastability.command(args)
     raise UsageError(f"unknown command {args.command!r}; choose one of {', '.join(COMMANDS)}")
 
 

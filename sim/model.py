@@ -250,18 +250,18 @@ class BlockModel:
         unit.opening_attempt = command.attempt
         if self.warming:
             return _OPENED
-        if self.upstreams is not None:
-            connect_s = self.upstreams.whatsapp.wait_s(self.env.now + self._wait_s, unit.count)
-            if connect_s > self.upstreams.connect_timeout_s:
-                self._wait_s += self.upstreams.connect_timeout_s
-                self.tally.timed_out[self.bin()] += unit.count
-                return _TIMED_OUT
-            self._wait_s += connect_s
         count, index, tally = unit.count, self.bin(), self.tally
         tally.connects[index] += count
         tally.connect_ticks[int(self.env.now * TICKS_PER_S)] += count
         if command.attempt > 0:
             tally.attempts[index] += count
+        if self.upstreams is not None:
+            connect_s = self.upstreams.whatsapp.wait_s(self.env.now + self._wait_s, count)
+            if connect_s > self.upstreams.connect_timeout_s:  # the handshake still occupies WhatsApp
+                self._wait_s += self.upstreams.connect_timeout_s
+                tally.timed_out[index] += count
+                return _TIMED_OUT
+            self._wait_s += connect_s
         if self.down_depth or unit.link_down:
             return _REFUSED
         now = self.env.now
