@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from service import keys
 from service.errors import ConfigError, StoreError
 from service.logging import get_logger
-from service.redis_scripts import ACQUIRE_LUA, RELEASE_LUA, RENEW_LUA
+from service.redis_scripts import ACQUIRE_LUA, RELEASE_LUA, RENEW_LUA, reply_text
 
 log = get_logger(component="lease")
 
@@ -79,8 +79,7 @@ class LeaseManager:
                                  [self.owner_id, self._ttl_ms])
         for note in reply[2:]:
             self.malformed += 1
-            log.warning("redis_value_replaced", session_id=session_id,
-                        detail=note.decode("utf-8", "replace") if isinstance(note, bytes) else str(note))
+            log.warning("redis_value_replaced", session_id=session_id, detail=reply_text(note))
         if int(reply[0]) == 1:
             self._valid_until[session_id] = started + self.ttl_s
             self._tokens[session_id] = int(reply[1])

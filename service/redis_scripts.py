@@ -155,7 +155,8 @@ class WriteReply:
     notes: tuple[str, ...] = ()
 
 
-def _text(value: Any) -> str:
+def reply_text(value: Any) -> str:
+    """A script reply item as text (notes, tokens): bytes decoded, undecodable bytes replaced."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -164,8 +165,8 @@ def parse_write_reply(reply: Any) -> WriteReply:
     if not isinstance(reply, list) or not reply or reply[0] not in (0, 1):
         raise MalformedInput("redis", f"a fenced write answered {reply!r:.80}")
     if reply[0] == 0:
-        return WriteReply(False, token_now=_text(reply[1]) if len(reply) > 1 else "")
-    return WriteReply(True, int(reply[1]), notes=tuple(_text(note) for note in reply[2:]))
+        return WriteReply(False, token_now=reply_text(reply[1]) if len(reply) > 1 else "")
+    return WriteReply(True, int(reply[1]), notes=tuple(reply_text(note) for note in reply[2:]))
 
 
 def write_keys(session_id: str, update_id: str) -> list[str]:

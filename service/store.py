@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,23 +58,14 @@ from service.core import Status
 from service.core.statuses import is_valid_status
 from service.errors import BackOfficeError, ConfigError, FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
-from service.outbox import Outbox, redis_text
+from service.outbox import Outbox
 from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import BackOffice, StatusUpdate
 from service.redis_batch import TickBatcher
 from service.redis_scripts import parse_write_reply, queue_write
+from service.status_values import READ_STATUS_LUA, StatusScan, parse_status
 
 log = get_logger(component="store")
-
-_STATUS_PREFIX = keys.status_key("")
-
-# a status key of any other type answers {type}: a malformed value, not a failed read
-_READ_STATUS_LUA = """
-local k = redis.call('TYPE', KEYS[1])['ok']
-if k == 'string' then return redis.call('GET', KEYS[1]) end
-if k == 'none' then return false end
-return {k}
-"""
 
 
 def _check_session_id(session_id: str) -> str:
@@ -83,23 +74,7 @@ def _check_session_id(session_id: str) -> str:
     return session_id
 
 
-def parse_status(value: Any, session_id: str) -> Status | None:
-    """A raw Redis value → `Status` (None when absent); raises `MalformedInput("redis", ...)`."""
-    if value is None:
-        return None
-    if isinstance(value, list):  # `_READ_STATUS_LUA`'s answer for a key of another type
-        kind = redis_text(value[0], "status type") if value else "?"
-        raise MalformedInput("redis", f"status of session {session_id!r} is a Redis {kind}, expected a string")
-    text = redis_text(value, f"status of session {session_id!r}")
-    try:
-        return Status(text)
-    except ValueError:
-        allowed = ", ".join(s.value for s in Status)
-        raise MalformedInput("redis", f"status of session {session_id!r} is {text[:40]!r}, "
-                                      f"expected one of {allowed}") from None
-
-
-class StatusStore:
+class StatusStore(StatusScan):
     """Status per session in Redis plus the validity chain; one per process."""
 
     def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, cache_ttl_s: float,
@@ -159,7 +134,7 @@ class StatusStore:
         counted in `malformed` and raised as `MalformedInput("redis", ...)`."""
         _check_session_id(session_id)
         with self._round_trip(f"GET status of {session_id!r}"):
-            raw = await self.redis.eval(_READ_STATUS_LUA, 1, keys.status_key(session_id))
+            raw = await self.redis.eval(READ_STATUS_LUA, 1, keys.status_key(session_id))
         try:
             return parse_status(raw, session_id)
         except MalformedInput:
@@ -381,7 +356,7 @@ class StatusStore:
             return True
 
         def build(pipe: Any) -> None:
-            pipe.eval(_READ_STATUS_LUA, 1, keys.status_key(session_id))
+            pipe.eval(READ_STATUS_LUA, 1, keys.status_key(session_id))
             if mark_started is not None:
                 queue_write(pipe, session_id, token=fence, pending=mark_started)
         with self._store_errors(f"GET status of {session_id!r}"):
@@ -401,47 +376,6 @@ class StatusStore:
         back-office question per session that Redis found valid (R4 asks it fresh)."""
         return list(await asyncio.gather(*(self.is_session_active_batched(sid, for_reconnect=for_reconnect)
                                            for sid in session_ids)))
-
-    async def iter_sessions_with_status(self, status: Status, *, scan_count: int = 500) -> AsyncIterator[str]:
-        """Session ids whose Redis status is `status`, by SCAN in batches of about
-        `scan_count` keys (one SCAN plus one MGET per batch). Unparseable values are counted
-        and skipped. A session written during the scan may or may not be seen."""
-        status = Status(status)
-        if not isinstance(scan_count, int) or scan_count < 1:
-            raise ValueError(f"scan_count must be an int >= 1, got {scan_count!r}")
-        cursor: int | bytes = 0
-        while True:
-            with self._round_trip(f"SCAN statuses for {status.value}"):
-                cursor, found = await self.redis.scan(cursor, match=_STATUS_PREFIX + "*", count=scan_count)
-            if found:
-                with self._round_trip("MGET statuses"):
-                    values = await self.redis.mget(found)
-                for key, value in zip(found, values):
-                    session_id = self._session_of(key)
-                    if session_id is not None and self._status_or_none(value, session_id) is status:
-                        yield session_id
-            if int(cursor) == 0:
-                return
-
-    def _session_of(self, key: Any) -> str | None:
-        try:
-            return redis_text(key, "status key")[len(_STATUS_PREFIX):]
-        except MalformedInput as err:
-            self.malformed += 1
-            log.warning("status_key_malformed", detail=err.detail)
-            return None
-
-    def _status_or_none(self, value: Any, session_id: str) -> Status | None:
-        try:
-            return parse_status(value, session_id)
-        except MalformedInput as err:
-            self.malformed += 1
-            log.warning("status_malformed", session_id=session_id, detail=err.detail)
-            return None
-
-    async def sessions_with_status(self, status: Status, *, scan_count: int = 500) -> list[str]:
-        """All session ids with `status` (see `iter_sessions_with_status`), sorted."""
-        return sorted([sid async for sid in self.iter_sessions_with_status(status, scan_count=scan_count)])
 
 
 def _wrong_type(err: StoreError) -> bool:
