@@ -55,10 +55,8 @@ def register_files(paths: list[Path]) -> list[str]:
         if name in catalog.CATALOG or name in catalog.ALIASES or name in names:
             raise ChaosScenarioError(f"{item.path}: a scenario named {name!r} is already known")
         names.append(name)
-    names = []
     for item in loaded:
         catalog.register(item.scenario, group=FILE_GROUP, default_scale=item.default_scale)
-        names.append(item.scenario.name)
     return names
 
 

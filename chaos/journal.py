@@ -1,11 +1,12 @@
 """The run journal: the experiment, then one record per activity, in Chaos Toolkit's phases.
 
-Not a Chaos Toolkit journal: the phases (steady state before → method → steady state after
-→ rollbacks) follow Chaos Toolkit's, but its activities have no providers and its tools
-(`chaos report`) do not read it; `format` says whose it is. Owns the record of what the runner did: steady-state probes before and after, the
-method's actions, the rollbacks (always run), each with start, end, duration, status
-and output; then the checks, the prediction and the run's status. Written as JSON.
-Must not decide anything: the runner says what happened, the journal writes it down.
+Not a Chaos Toolkit journal: the phases (steady state before → method → steady state after →
+rollbacks) follow Chaos Toolkit's, but its activities have no providers and its tools
+(`chaos report`) do not read it; `format` says whose it is. Owns the record of what the
+runner did: steady-state probes before and after, the method's actions, the rollbacks
+(always run), each with start, end, duration, status and output; then the checks, the
+prediction and the run's status. Written as JSON. Must not decide anything: the runner says
+what happened, the journal writes it down.
 """
 
 from __future__ import annotations

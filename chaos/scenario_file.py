@@ -12,6 +12,7 @@ scenario so that `loads_scenario` gives back an equal value. Must not run anythi
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -208,13 +209,21 @@ def _scenario(data: _ScenarioFile) -> ChaosScenario:
                          data.overhead_s, data.settle_s, tuple(data.tags))
 
 
+def _kinds(union: Any) -> frozenset[str]:
+    """The `kind` tags of a discriminated union of table models."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return frozenset(typing.get_args(m.model_fields["kind"].annotation)[0] for m in members)
+
+
+_TAGS = _kinds(_FaultModel) | _kinds(_ActionModel)
+
+
 def _where(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in {"link_down", "close_with", "account_deleted", "toxic", "proxy_down", "restart_redis",
-                      "kill_service", "account_deactivated"} and text.endswith("]"):
+        elif part in _TAGS and text.endswith("]"):
             continue  # pydantic names the union member; the index already says which table
         else:
             text += ("." if text else "") + str(part)
@@ -275,7 +284,8 @@ def load_scenarios(path: Path | str) -> list[ScenarioFile]:
     for file in files:
         item = load_scenario(file)
         if item.scenario.name in seen:
-            raise ScenarioFileError(f"{file}: scenario name {item.scenario.name!r} is also used by {seen[item.scenario.name]}")
+            name = item.scenario.name
+            raise ScenarioFileError(f"{file}: scenario name {name!r} is also used by {seen[name]}")
         seen[item.scenario.name] = file
         loaded.append(item)
     return loaded

@@ -1,8 +1,10 @@
-"""The pytest plugin as a team outside this repository uses it: a throwaway project with its own
-venv, this package installed into it (a real wheel, not the checkout), and tests that use only the
-plugin's fixtures — the chaos README's own example among them — to run the note's S1–S3
-(scaled) against the reference service and the Node.js example gateway, and a scenario file. The venv borrows this suite's site-packages for the dependencies (`--no-deps`), so only
-the package itself is built and installed: seconds, not minutes."""
+"""The pytest plugin as a team outside this repository uses it: a throwaway project with its
+own venv, this package installed into it (a real wheel, not the checkout), and tests that
+use only the plugin's fixtures — the chaos README's own example among them — to run the
+note's S1–S3 (scaled) against the reference service and the Node.js example gateway, and a
+scenario file. The venv borrows this suite's site-packages for the dependencies
+(`--no-deps`), so only the package itself is built and installed: seconds, not minutes.
+"""
 
 from __future__ import annotations
 

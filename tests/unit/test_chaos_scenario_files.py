@@ -77,7 +77,8 @@ def test_a_hostile_policy_table_is_a_clear_error(policy, words):
 
 
 def test_chaos_only_actions_are_validated_by_the_scenario_values():
-    text = S1_TEXT + '\n[[actions]]\nkind = "toxic"\nupstream = "kafka"\ntoxic = "latency"\nstart_s = 1.0\nend_s = 2.0\n'
+    text = S1_TEXT + ('\n[[actions]]\nkind = "toxic"\nupstream = "kafka"\ntoxic = "latency"\n'
+                      'start_s = 1.0\nend_s = 2.0\n')
     with pytest.raises(ScenarioFileError, match=r"my\.toml: unknown upstream 'kafka'; known: whatsapp, redis"):
         loads_scenario(text, "my.toml")
     text = S1_TEXT + ('\n[[actions]]\nkind = "toxic"\nupstream = "redis"\ntoxic = "latency"\nstart_s = 1.0\n'
@@ -157,3 +158,12 @@ def test_the_readmes_own_scenario_module_loads_from_the_command_line(tmp_path):
     shown = chaos_cli("show", "slow_backoffice_during_outage", "--scenario-module", module, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert loads_scenario(shown.stdout).default_scale == 0.1
+
+
+@pytest.mark.parametrize("kind", ["toxic", "proxy_down", "restart_redis", "kill_service", "account_deactivated",
+                                  "standin_refusing", "keepalive_silence"])
+def test_a_bad_field_of_any_action_kind_is_named_by_index_and_key(kind):
+    text = S1_TEXT + f'\n[[actions]]\nkind = "{kind}"\nat_s = "soon"\nstart_s = "soon"\n'
+    bad_time = r"^my\.toml: .*actions\[0\]\.(at_s|start_s): Input should be a valid number"
+    with pytest.raises(ScenarioFileError, match=bad_time):
+        loads_scenario(text, "my.toml")
