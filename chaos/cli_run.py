@@ -41,7 +41,7 @@ examples:
   python -m chaos run S2 --service-policy max_attempts=6   # a broken service: the checks must fail
   python -m chaos run S2 --service-policy max_attempts=6 --expect-fail attempts-per-episode-max  # a proof
   python -m chaos run --group note --junit reports/chaos-junit.xml         # for CI
-  python -m chaos run --group note --gateway examples/baileys-style-gateway/gateway.toml
+  python -m chaos run --gateway examples/baileys-style-gateway/gateway.toml   # S1-S3 and the matrix
 
 exit codes: 0 every scenario passed (or, with --expect-fail, caught the broken service), 1 a real failure,
 an error or an interrupt, 2 bad usage. Each run writes to a new folder under --report; --report/latest
@@ -77,7 +77,8 @@ def register(subparsers: Any) -> None:
                              "the scenario's): shows the checkers catching a broken service")
     runner.add_argument("--gateway", type=Path, default=None, metavar="FILE",
                         help="the gateway to test, from its TOML file (chaos/CONTRACT.md); default: the reference "
-                             "service, chaos/gateways/reference.toml")
+                             "service, chaos/gateways/reference.toml. Alone (no NAME, --group, --file): the note's "
+                             "S1-S3 and the matrix")
     runner.add_argument("--junit", type=Path, default=None, metavar="FILE",
                         help="also write JUnit XML for CI: one test case per scenario × check")
     runner.add_argument("--expect-fail", action="append", nargs="?", const="", default=None, metavar="CHECK",
@@ -123,6 +124,8 @@ def _selected(args: argparse.Namespace) -> list[str]:
         return catalog.names()
     if args.group:
         return catalog.names(args.group)
+    if not args.names and not from_files and args.gateway is not None:
+        return catalog.names("note") + catalog.names("matrix")  # a gateway's conformance run
     if not args.names and not from_files:
         raise ChaosScenarioError("name at least one scenario, give --file, or use --all (see `python -m chaos list`)")
     return [catalog.get(name).name for name in args.names] + from_files

@@ -92,3 +92,23 @@ def test_a_status_layout_maps_the_gateways_own_words_both_ways(tmp_path):
 
 def test_fill_leaves_doubled_braces_literal():
     assert fill('{{"url": "{whatsapp_url}"}}', {"whatsapp_url": "ws://h:1"}) == '{"url": "ws://h:1"}'
+
+
+def test_run_with_only_a_gateway_selects_the_note_scenarios_and_the_matrix():
+    from chaos import catalog
+    from chaos.cli import build_parser
+    from chaos.cli_run import _selected
+
+    args = build_parser().parse_args(["run", "--gateway", str(REFERENCE_GATEWAY)])
+    assert _selected(args) == catalog.names("note") + catalog.names("matrix")
+    assert _selected(build_parser().parse_args(["run", "S1", "--gateway", str(REFERENCE_GATEWAY)])) == ["flaky_wifi"]
+
+
+def test_run_refuses_a_bad_gateway_file_with_exit_2(tmp_path, capsys):
+    from chaos.cli import main
+
+    assert main(["run", "S1", "--gateway", str(write(tmp_path, 'command = ["x", "{nope}"]'))]) == 2
+    assert "unknown placeholder {nope}" in capsys.readouterr().err
+    unscaled = write(tmp_path, 'command = ["x"]')
+    assert main(["run", "S1", "--scale", "0.1", "--gateway", str(unscaled)]) == 2
+    assert "has no time scale" in capsys.readouterr().err
