@@ -102,9 +102,11 @@ test-chaos-busy: venv tools
 	@pids=""; for i in $$(seq 1 $(BUSY_LOOPS)); do \
 		{ exec $(PYTHON) -c 'while True: pass'; } & pids="$$pids $$!"; \
 	done; \
+	trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
 	echo "busy loops (PIDs$$pids) keep $(BUSY_LOOPS) core(s) busy"; \
-	trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null' EXIT; \
-	$(TEST_ENV) $(PY) -m pytest -m chaos $(PYTEST_ARGS)
+	status=0; $(TEST_ENV) $(PY) -m pytest -m chaos $(PYTEST_ARGS) || status=$$?; \
+	kill $$pids 2>/dev/null; wait $$pids 2>/dev/null || true; \
+	exit $$status
 
 bench: venv tools
 	$(TEST_ENV) $(PY) -m pytest tests/bench --benchmark-enable $(PYTEST_ARGS)
