@@ -162,11 +162,13 @@ def reply_text(value: Any) -> str:
 
 def parse_write_reply(reply: Any) -> WriteReply:
     """The reply of `WRITE_LUA`; anything else raises `MalformedInput("redis", ...)`."""
-    if not isinstance(reply, list) or not reply or reply[0] not in (0, 1):
+    if not isinstance(reply, list) or not reply or reply[0] not in (0, 1) or isinstance(reply[0], bool):
         raise MalformedInput("redis", f"a fenced write answered {reply!r:.80}")
     if reply[0] == 0:
         return WriteReply(False, token_now=reply_text(reply[1]) if len(reply) > 1 else "")
-    return WriteReply(True, int(reply[1]), notes=tuple(reply_text(note) for note in reply[2:]))
+    if len(reply) < 2 or not isinstance(reply[1], int) or isinstance(reply[1], bool):
+        raise MalformedInput("redis", f"a fenced write answered no seq: {reply!r:.80}")
+    return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
 
 
 def write_keys(session_id: str, update_id: str) -> list[str]:
