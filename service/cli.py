@@ -15,10 +15,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from service.config import ENV_PREFIX, POLICY_ENV_PREFIX, Settings, load_settings, parse_scalar
-from service.errors import ConfigError
+from service.errors import ConfigError, StartupError
 from service.logging import configure_logging, get_logger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -51,15 +51,29 @@ examples:
   python -m service --policy jitter=full --policy max_attempts=6 --policy codes=baileys
 
 TOML file: the same keys as the flags (with underscores), policy keys in a [policy] table.
-exit codes: 0 stopped cleanly, 1 failed while running, 2 bad usage or configuration.
+exit codes: 0 stopped cleanly; 1 failed while running or an upstream (Redis) unreachable at
+start; 2 bad usage or configuration, also when found at start (e.g. metrics port in use),
+always one line on stderr naming the setting.
 """
 
 _SECRET_FLAGS = {"redis_url", "backoffice_token", "session_credentials"}
 
 
+def one_line(text: str) -> str:
+    """A message as one line (a bad setting is reported on one line, never a traceback)."""
+    return " ".join(text.split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2), like every other bad setting."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, one_line(f"error: {message} (see {self.prog} --help)") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m service", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE",
                         help="a reconnect policy key (repeatable), e.g. base_s=0.2, jitter=full, codes=baileys")
@@ -106,9 +120,13 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         service = await build_service(settings)
-    except ConfigError as err:
+    except ConfigError as err:  # a setting that only starting could judge (a port in use, a file)
         log.error("service_start_failed", error=str(err))
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(f"error: {err}"), file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as err:  # an upstream the settings name is not there (yet)
+        log.error("service_start_failed", error=str(err))
+        print(one_line(f"error: {err}"), file=sys.stderr)
         return EXIT_FAILED
     log.info("service_running", sessions=len(service.gateway.runners), metrics_port=service.server.port)
     await stop.wait()
@@ -131,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(toml_path=args.config, overrides=overrides_from(args))
     except ConfigError as err:
-        print(f"error: {err}\n(see python -m service --help; policy keys also via {POLICY_ENV_PREFIX}<KEY>)",
+        print(one_line(f"error: {err} (see python -m service --help; policy keys also via {POLICY_ENV_PREFIX}<KEY>)"),
               file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:

@@ -11,83 +11,92 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from service.config_checks import (check_http_url, check_path_text, check_policy_limits, check_redis_url,
+                                   check_ws_url, redact_url, reject_bool, shown)
 from service.core import Policy, PolicyError, build_policy
 from service.errors import ConfigError
 from service.ports import Secret
+from service.session_ids import check_spec, read_id_file
 
 ENV_PREFIX = "RECONNECT_LAB_"
 POLICY_ENV_PREFIX = ENV_PREFIX + "POLICY_"
 BACKOFFICE_TOKEN_ENV = ENV_PREFIX + "BACKOFFICE_TOKEN"  # the stand-ins read the same variable
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@", re.I)
-
-
-def redact_url(url: str) -> str:
-    """`redis://:pw@host` → `redis://:***@host`; URLs without a password are unchanged."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
 
 
 def _default_owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Settings(BaseModel):
-    """Every setting of `python -m service`. Field docs are what `--help` prints."""
+_NUMBERS = ("backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
+            "outbox_batch_size", "outbox_flush_interval_s", "outbox_retry_base_s", "outbox_retry_cap_s",
+            "metrics_port", "time_scale", "seed", "start_concurrency", "max_inflight", "shutdown_timeout_s",
+            "health_stuck_after_s", "health_outbox_stall_s")
+DAY_S = 86_400.0
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+class Settings(BaseModel):
+    """Every setting of `python -m service`. Field docs are what `--help` prints. Numbers are
+    finite and bounded, URLs parsed, text bounded: a bad value fails here, by name, never
+    later as a traceback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     redis_url: Secret = Field(Secret("redis://127.0.0.1:6379/0"),
-                              description="Redis URL; may carry a password (never logged)")
+                              description="Redis URL redis[s]://[:password@]host:port/db; the password is never logged")
     backoffice_url: str = Field("http://127.0.0.1:8080", description="back office base URL")
     backoffice_token: Secret = Field(Secret(""), description="bearer token for the back office (never logged)")
-    backoffice_timeout_s: float = Field(5.0, gt=0, description="timeout of one back-office request")
+    backoffice_timeout_s: float = Field(5.0, gt=0, le=300, description="timeout of one back-office request (<= 300)")
     backoffice_validity: Literal["batch", "single"] = Field("batch", description=(
         "how validity (R4) is asked: 'batch' (every question of one loop tick in one POST "
         "/api/validity/batch) or 'single' (one GET /api/sessions/{id}/validity each, for a back "
         "office without the batch endpoint)"))
-    backoffice_validity_batch_size: int = Field(500, ge=1, description="sessions per validity batch request")
-    backoffice_validity_budget_s: float = Field(1.0, gt=0, allow_inf_nan=False, description=(
+    backoffice_validity_batch_size: int = Field(500, ge=1, le=100_000, description="sessions per validity batch request")
+    backoffice_validity_budget_s: float = Field(1.0, gt=0, le=300, description=(
         "longest a reconnect's validation (R4) waits for the back office; past it Redis's answer "
         "stands, as when the back office is down"))
     transport: Literal["wire", "neonize"] = Field("wire", description="WhatsApp transport: wire | neonize")
     whatsapp_url: str = Field("ws://127.0.0.1:8765", description="WhatsApp (stand-in) URL for the wire transport")
-    sessions: str = Field("backoffice", description=(
-        "which sessions to run: 'backoffice' (its accounts), '@FILE' (one id per line), "
-        "'PREFIX{A..B}' (a range, e.g. s{0..99}) or 'id1,id2,...'"))
-    lease_ttl_s: float = Field(10.0, gt=0, description="session lease TTL (B4); a dead process's sessions move within it")
-    cache_ttl_s: float = Field(5.0, ge=0, description="TTL of the in-process validity cache")
-    outbox_batch_size: int = Field(200, ge=1, description="status updates per back-office request")
-    outbox_flush_interval_s: float = Field(0.5, gt=0, description="how often normal-priority updates are flushed")
-    outbox_retry_base_s: float = Field(0.5, gt=0, description="first retry delay when the back office fails")
-    outbox_retry_cap_s: float = Field(30.0, gt=0, description="largest retry delay for the back office")
+    sessions: str = Field(description=(
+        "which sessions to run (required): '@FILE' (one id per line), 'PREFIX{A..B}' (a range, "
+        "e.g. s{0..99}) or 'id1,id2,...'"), max_length=1_000_000)
+    lease_ttl_s: float = Field(10.0, ge=0.1, le=DAY_S,
+                               description="session lease TTL (B4); a dead process's sessions move within it")
+    cache_ttl_s: float = Field(5.0, ge=0, le=DAY_S, description="TTL of the in-process validity cache")
+    outbox_batch_size: int = Field(200, ge=1, le=100_000, description="status updates per back-office request")
+    outbox_flush_interval_s: float = Field(0.5, gt=0, le=3600,
+                                           description="how often normal-priority updates are flushed")
+    outbox_retry_base_s: float = Field(0.5, gt=0, le=3600, description="first retry delay when the back office fails")
+    outbox_retry_cap_s: float = Field(30.0, gt=0, le=DAY_S, description="largest retry delay for the back office")
     metrics_port: int = Field(9464, ge=0, le=65535, description="loopback port of /metrics and /healthz (0: pick a free one)")
     timeline_path: Path | None = Field(None, description="JSON-lines timeline file of this process (none: no timeline)")
-    owner_id: str = Field(default_factory=_default_owner_id, min_length=1,
+    owner_id: str = Field(default_factory=_default_owner_id, min_length=1, max_length=256,
                           description="this process's lease owner id (default: host-pid)")
-    time_scale: float = Field(1.0, gt=0, description="multiplies every policy duration (0.1: ten times faster)")
+    time_scale: float = Field(1.0, ge=0.001, le=1000,
+                              description="multiplies every policy duration (0.1: ten times faster)")
     policy: dict[str, Any] = Field(default_factory=dict, description=(
         "reconnect policy keys for service.core.build_policy: base_s, factor, cap_s, max_attempts, "
         "jitter, connect_timeout_s, keepalive_interval_s, keepalive_misses, default_ban_wait_s, codes"))
-    seed: int | None = Field(None, description="seed of the jitter random generator (none: random)")
-    start_concurrency: int = Field(500, ge=1, description="sessions opening at once at start-up")
-    max_inflight: int = Field(256, ge=1, description=(
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1,
+                             description="seed of the jitter random generator (none: random)")
+    start_concurrency: int = Field(500, ge=1, le=100_000, description="sessions opening at once at start-up")
+    max_inflight: int = Field(256, ge=1, le=100_000, description=(
         "validations and socket opens in flight at once (paces a reconnect storm; decides nothing)"))
-    health_stuck_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+    health_stuck_after_s: float | None = Field(None, gt=0, le=DAY_S, description=(
         "/healthz is unhealthy while a session is validating or connecting for longer than this "
         "(none: twice the sum of the bounds of those steps; see service/README.md)"))
-    health_outbox_stall_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+    health_outbox_stall_s: float | None = Field(None, gt=0, le=DAY_S, description=(
         "/healthz is unhealthy while the oldest undelivered update is older than this and the back "
         "office answers the status batches (none: twice outbox_retry_cap_s + outbox_flush_interval_s "
         "+ backoffice_timeout_s)"))
-    shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful-stop deadline")
+    shutdown_timeout_s: float = Field(10.0, gt=0, le=3600, description="graceful-stop deadline")
     session_credentials: Secret = Field(Secret(""), description=(
         "WhatsApp credentials sent by every session of a list/file/range source (never logged)"))
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
@@ -99,28 +108,50 @@ class Settings(BaseModel):
             return value
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {type(value).__name__}")
+        if len(value) > 8192 or "\x00" in value:
+            raise ValueError("must be at most 8192 characters with no NUL")
         return Secret(value)
+
+    @field_validator(*_NUMBERS, mode="before")
+    @classmethod
+    def _numbers_not_bools(cls, value: Any) -> Any:
+        return reject_bool(value)
+
+    @field_validator("owner_id")
+    @classmethod
+    def _visible_text(cls, value: str) -> str:
+        if not all(ch.isprintable() and not ch.isspace() for ch in value):
+            raise ValueError("must be printable characters with no spaces")
+        return value
+
+    @field_validator("timeline_path", mode="before")
+    @classmethod
+    def _path_text(cls, value: Any) -> Any:
+        return check_path_text(value)
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: Secret) -> Secret:
-        if not value.reveal().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(value.reveal())!r}")
+    def _redis_url(cls, value: Secret) -> Secret:
+        check_redis_url(value.reveal())
         return value
 
     @field_validator("backoffice_url")
     @classmethod
-    def _http_scheme(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value.rstrip("/")
+    def _http_url(cls, value: str) -> str:
+        return check_http_url(value)
 
     @field_validator("whatsapp_url")
     @classmethod
-    def _ws_scheme(cls, value: str) -> str:
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError(f"must start with ws:// or wss://, got {value!r}")
-        return value.rstrip("/")
+    def _ws_url(cls, value: str) -> str:
+        return check_ws_url(value)
+
+    @field_validator("sessions")
+    @classmethod
+    def _sessions(cls, value: str) -> str:
+        spec = check_spec(value)
+        if spec.startswith("@"):
+            read_id_file(Path(spec[1:]))  # a missing or unreadable file is a bad setting, found now
+        return spec
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -129,12 +160,31 @@ class Settings(BaseModel):
             raise ValueError(f"must be a table of policy keys, got {type(value).__name__}")
         return dict(value)
 
+    @model_validator(mode="after")
+    def _retry_cap_not_below_base(self) -> "Settings":
+        if self.outbox_retry_cap_s < self.outbox_retry_base_s:
+            raise ValueError(f"outbox_retry_cap_s ({self.outbox_retry_cap_s}) must be >= outbox_retry_base_s "
+                             f"({self.outbox_retry_base_s})")
+        return self
+
     def build_policy(self) -> Policy:
         """The reconnect policy (scaled by time_scale); raises `ConfigError` with the core's message."""
         try:
-            return build_policy({**self.policy, "time_scale": self.time_scale})
-        except PolicyError as err:
-            raise ConfigError(f"invalid policy setting: {err}") from err
+            policy = build_policy({**self.policy, "time_scale": self.time_scale})
+            check_policy_limits(policy)
+        except (PolicyError, TypeError, ValueError, ArithmeticError, RecursionError) as err:
+            # TypeError and the like: a value the core did not expect is still a bad setting
+            raise ConfigError(f"invalid policy setting{self._failing_policy_key()}: {str(err)[:200]}") from None
+        return policy
+
+    def _failing_policy_key(self) -> str:
+        """` 'KEY'` for the first policy key that fails alone (a cross-key rule names its keys)."""
+        for key, value in self.policy.items():
+            try:
+                check_policy_limits(build_policy({key: value, "time_scale": self.time_scale}))
+            except Exception:  # noqa: BLE001 - any failure names this key
+                return f" {str(key)[:60]!r}"
+        return ""
 
     def safe_dict(self) -> dict[str, Any]:
         """Every setting with secrets masked, for the start-up log line."""
@@ -168,8 +218,28 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror or type(err).__name__}") from None
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError, bad UTF-8, a 5,000-digit integer
+        where = _failing_toml_key(path)
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML{where}: {str(err)[:200]}") from None
+
+
+def _failing_toml_key(path: Path) -> str:
+    """`at setting 'KEY'` for the first `KEY = value` line that does not parse alone, else ""."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, sep, _ = line.partition("=")
+        if not sep or line.lstrip().startswith(("#", "[")):
+            continue
+        try:
+            tomllib.loads(line)
+        except (ValueError, RecursionError):
+            return f" at setting {key.strip()[:60]!r}"
+    return ""
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -219,13 +289,25 @@ def load_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] |
 
 
 def _describe(err: ValidationError, origin: Mapping[str, str]) -> str:
-    lines = []
+    """Every problem of a failed validation on one line, each naming its setting and source."""
+    problems = []
     for problem in err.errors():
-        key = str(problem["loc"][0]) if problem["loc"] else "?"
+        key = str(problem["loc"][0]) if problem["loc"] else ""
         source = origin.get(key, "defaults")
+        message = str(problem["msg"]).removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {key!r} (from {source}); known: {', '.join(FIELD_NAMES)}")
-            continue
-        shown = "***" if key in _SECRET_FIELDS else repr(problem.get("input"))
-        lines.append(f"setting {key!r} (from {source}) = {shown}: {problem['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+            problems.append(f"unknown setting {key[:60]!r} (from {source}); known: {', '.join(FIELD_NAMES)}")
+        elif problem["type"] == "missing":
+            problems.append(f"setting {key!r} is required: {Settings.model_fields[key].description}")
+        elif not key:  # a check across settings: its message names them
+            problems.append(message)
+        else:
+            value = problem.get("input")
+            text = "***" if key in _SECRET_FIELDS else shown(value) if isinstance(value, str) else _short_repr(value)
+            problems.append(f"setting {key!r} (from {source}) = {text}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."

@@ -15,6 +15,10 @@ class ConfigError(ServiceError, ValueError):
     """A setting is invalid; the message names the setting, its source and the fix."""
 
 
+class StartupError(ServiceError):
+    """An upstream the settings name (Redis) cannot be reached at start; try again later."""
+
+
 class LinkFailed(ServiceError):
     """Opening a WhatsApp link failed: refused, timed out, rejected with a close code."""
 
@@ -70,4 +74,4 @@ class FencedWrite(ServiceError):
 
 
 __all__ = ["BackOfficeError", "ConfigError", "CoreError", "FencedWrite", "LinkFailed", "MalformedInput",
-           "ServiceError", "StoreError"]
+           "ServiceError", "StartupError", "StoreError"]

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from service.backoffice import HttpBackOffice
 from service.config import Settings, redact_url
-from service.errors import ConfigError
+from service.errors import ConfigError, StartupError
 from service.lease import LeaseManager
 from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
@@ -145,6 +145,27 @@ async def _close_all(*clients: Any) -> None:
         await client.aclose()
 
 
+def _open_timeline(settings: Settings) -> TimelineWriter:
+    try:
+        return TimelineWriter(settings.timeline_path)
+    except OSError as err:
+        raise ConfigError(f"setting 'timeline_path' = {str(settings.timeline_path)[:200]!r}: cannot open it for "
+                          f"appending: {err.strerror or type(err).__name__}") from None
+
+
+async def _start_server(service: Service, lease_redis: aioredis.Redis) -> int:
+    """Listen for /metrics and /healthz; a port in use is a bad `metrics_port` (clients closed)."""
+    try:
+        return await service.server.start()
+    except OSError as err:
+        await service.server.stop()
+        await _close_all(service.backoffice, lease_redis, service.redis)
+        service.timeline.close()
+        raise ConfigError(f"setting 'metrics_port' = {service.settings.metrics_port}: cannot listen on "
+                          f"127.0.0.1:{service.settings.metrics_port}: {err.strerror or type(err).__name__} "
+                          f"(another process holds it? 0 picks a free port)") from None
+
+
 def _redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.reveal(), max_connections=max_connections, timeout=POOL_WAIT_S,
@@ -179,11 +200,11 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
                                on_io=timers.run_due_now)
-    timeline = TimelineWriter(settings.timeline_path)
+    timeline = _open_timeline(settings)
     ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
                         log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
                         rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers)
-    source = make_source(settings.sessions, settings.session_credentials, backoffice)
+    source = make_source(settings.sessions, settings.session_credentials)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)
     server = MetricsServer(metrics, lambda: service.health(), settings.metrics_port)
@@ -202,9 +223,10 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - say which upstream and why, then give up
         await _close_all(backoffice, lease_redis, redis)
-        raise ConfigError(f"cannot reach Redis at {redact_url(settings.redis_url.reveal())}: "
-                          f"{type(err).__name__}: {err}") from None
-    port = await service.server.start()
+        timeline.close()
+        raise StartupError(f"cannot reach Redis at {redact_url(settings.redis_url.reveal())}: "
+                           f"{type(err).__name__}: {err}") from None
+    port = await _start_server(service, lease_redis)
     log.info("metrics_listening", url=f"http://127.0.0.1:{port}/metrics")
     await gateway.start()
     service.gc_pacer.start()  # after start-up: what is alive now is frozen out of the GC's walks

@@ -442,7 +442,7 @@ def test_the_service_builds_this_transport_from_its_settings(tmp_path: Path) -> 
     from service.config import Settings
     from service.runtime.app import make_transport
 
-    transport = make_transport(Settings(transport="neonize"), keepalive_interval_s=1.0, keepalive_misses=3)
+    transport = make_transport(Settings(transport="neonize", sessions="s0"), keepalive_interval_s=1.0, keepalive_misses=3)
     assert isinstance(transport, NeonizeTransport) and transport.dead_link_after_s == 3.0
     template = Secret(str(tmp_path / "{session_id}.db"))
     link = transport.new_link("alice", template)

@@ -21,7 +21,7 @@ def test_standins_take_the_token_from_the_services_variable(tmp_path: Path) -> N
     running = start_standins(tmp_path, tmp_path / "ready.json", None, name="standins-token")
     try:
         token = running.backoffice_token.reveal()
-        assert load_settings(environ={BACKOFFICE_TOKEN_ENV: token}).backoffice_token.reveal() == token
+        assert load_settings(environ={BACKOFFICE_TOKEN_ENV: token, "RECONNECT_LAB_SESSIONS": "s0"}).backoffice_token.reveal() == token
         request = urllib.request.Request(running.backoffice_url + "/api/validity/batch",
                                          data=b'{"session_ids": ["s0"]}', method="POST",
                                          headers={"Authorization": f"Bearer {token}",

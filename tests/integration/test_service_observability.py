@@ -104,7 +104,7 @@ async def test_no_token_credential_or_password_in_any_log_line(
         await eventually(lambda: service.outbox.retries >= 1 and s.whatsapp.session("s0")["live"] == 1, 5,
                          "s0 back while the back office fails")
         s.backoffice.set_mode("ok")
-    assert main(["--check-config", "--redis-url", redis_url, "--session-credentials", credentials,
+    assert main(["--check-config", "--sessions", "s0", "--redis-url", redis_url, "--session-credentials", credentials,
                  "--backoffice-token", token]) == 0
     printed = capsys.readouterr()
     texts = {"service log": service_log.read_text(), "timeline": (tmp_path / "timeline.jsonl").read_text(),

@@ -10,7 +10,7 @@ from sim.flags import load_toml
 from sim.params import ModelParams, ParamError
 from sim.policy_file import write_policy_file
 
-TOKEN_ENV = {"RECONNECT_LAB_BACKOFFICE_TOKEN": "t0ken"}
+TOKEN_ENV = {"RECONNECT_LAB_BACKOFFICE_TOKEN": "t0ken", "RECONNECT_LAB_SESSIONS": "s0"}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -26,6 +26,7 @@ def test_every_preset_file_means_the_same_policy_to_sim_and_service(name, tmp_pa
 def test_service_check_config_accepts_a_written_policy_file(tmp_path, monkeypatch, capsys):
     path = write_policy_file(tmp_path / "policy.toml", build_policy({"preset": "grpc", "max_attempts": 9}))
     monkeypatch.setenv("RECONNECT_LAB_BACKOFFICE_TOKEN", "t0ken")
+    monkeypatch.setenv("RECONNECT_LAB_SESSIONS", "s0")
     assert service_main(["--config", str(path), "--check-config"]) == 0
     assert '"max_attempts": 9' in capsys.readouterr().out
 

@@ -31,7 +31,8 @@ def test_recommendation_meets_the_constraints_when_re_simulated(tmp_path, capsys
         results = build(engine.run(params.with_(outage_s=outage_s)))
         assert results["outcomes"]["inactive"] / results["sessions"] <= 0.02
         assert results["peaks"]["whatsapp_attempts_per_s"] <= 300
-    settings = load_settings(toml_path=out / "policy.toml", environ={"RECONNECT_LAB_BACKOFFICE_TOKEN": "t"})
+    settings = load_settings(toml_path=out / "policy.toml", environ={"RECONNECT_LAB_BACKOFFICE_TOKEN": "t",
+                                                                          "RECONNECT_LAB_SESSIONS": "s0"})
     assert settings.build_policy() == params.policy()
 
 
