@@ -112,6 +112,7 @@ def test_a_folder_loads_every_file_in_name_order_and_refuses_a_name_used_twice(t
         load_scenarios(tmp_path)
 
 
+@pytest.mark.slow  # python -m chaos in subprocesses: seconds each on a busy machine
 def test_show_prints_a_file_that_run_and_list_accept(tmp_path):
     shown = chaos_cli("show", "matrix_redis_latency")
     assert shown.returncode == 0, shown.stderr
@@ -125,6 +126,7 @@ def test_show_prints_a_file_that_run_and_list_accept(tmp_path):
     assert clash.returncode == 2 and "already known" in clash.stderr
 
 
+@pytest.mark.slow  # python -m chaos in subprocesses: seconds each on a busy machine
 def test_run_with_a_bad_file_or_module_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(S1_TEXT.replace("sessions = 1", "sessions = -1"))
@@ -147,6 +149,7 @@ def readme_example() -> tuple[str, str]:
     return path.group(1), code
 
 
+@pytest.mark.slow  # python -m chaos in subprocesses: seconds each on a busy machine
 def test_the_readmes_own_scenario_module_loads_from_the_command_line(tmp_path):
     path, code = readme_example()
     (tmp_path / path).parent.mkdir(parents=True)
