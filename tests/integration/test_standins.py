@@ -237,6 +237,27 @@ async def test_outage_with_refusals_refuses_each_sessions_next_hellos_only(stand
         await open_session(ws, "s2")
 
 
+async def test_refusing_closes_and_refuses_the_named_sessions_only_until_accepted(standins_clean: Standins) -> None:
+    admin = standins_clean.whatsapp
+    async with raw_socket(standins_clean, "s1") as ws1, raw_socket(standins_clean, "other") as other:
+        await open_session(ws1, "s1")
+        await open_session(other, "other")
+        assert admin.refuse(["s1", "s2"], 503) == 1  # s2 had no socket
+        assert await close_code_seen(ws1) == 4503
+        assert admin.session("other")["live"] == 1  # a session not named is untouched
+    for session_id in ("s1", "s2"):
+        async with raw_socket(standins_clean, session_id) as ws:
+            await send_hello(ws, session_id)
+            assert await close_code_seen(ws) == 4503
+    admin.accept(["s1", "s2"])
+    async with raw_socket(standins_clean, "s1") as ws:
+        await open_session(ws, "s1")
+    rejects = [(e["session_id"], e["code"]) for e in admin.events() if e["event"] == "reject"]
+    assert rejects == [("s1", 503), ("s2", 503)]
+    with pytest.raises(AdminError, match="session_ids"):
+        admin.refuse([], 503)
+
+
 async def test_replace_closes_with_440_and_logout_rejects_from_then_on(standins_clean: Standins) -> None:
     admin = standins_clean.whatsapp
     async with raw_socket(standins_clean, "s1") as ws:
