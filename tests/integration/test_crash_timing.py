@@ -63,6 +63,7 @@ def test_kill_9_while_attempt_4_waits_resumes_it_at_its_due_time(
     assert expected_s[3] - 0.05 <= gaps[2] <= expected_s[3] + tolerance_s, (
         f"attempt 4 came {gaps[2]:.2f}s after attempt 3, its backoff is {expected_s[3]:.2f}s "
         f"(tolerance {tolerance_s:.2f}s from the steps before the kill: {lateness})")
+    print(f"attempt 4 came {gaps[2]:.2f}s after attempt 3 (backoff {expected_s[3]:.2f}s, tolerance {tolerance_s:.2f}s)")
     resumed = [r for r in read_timeline(tmp_path / "timeline-b.jsonl") if r.session_id == SID]
     assert [r.detail.get("pending_attempt") for r in resumed if r.event == "session_resumed"] == [4]
     assert [r.attempt for r in resumed if r.event == "session_starting"] == [4]
