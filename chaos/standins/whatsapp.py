@@ -151,7 +151,9 @@ class WhatsAppStandin:
                 self.state.malformed_frames += 1
                 continue
             if frame["type"] == "ping" and self.state.count_ping(conn):
-                await ws.send_str(encode("pong", seq=frame.get("seq")))
+                seq = frame.get("seq")  # echoed only when a plain integer (a hostile one is not sent back)
+                seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+                await ws.send_str(encode("pong", seq=seq))
 
     async def _peer_closed(self, conn: Conn, msg: Any) -> None:
         if msg.type is WSMsgType.CLOSE:

@@ -5,7 +5,9 @@ with its credentials; the server answers `open` (logged in) or closes the WebSoc
 a close code. Close codes carry WhatsApp's codes as 4000 + code (401 → 4401) so they
 survive RFC 6455's range; `reconnect_after_s` in the close reason carries a ban's wait.
 Keepalive: the client sends `ping` with a sequence number; the server answers `pong`.
-Frames are JSON text objects with a `type`. Must not do I/O.
+Frames are JSON text objects with a `type`, at most MAX_FRAME_BYTES and MAX_DEPTH levels
+deep; anything else (deep nesting, a 5,000-digit number, NaN, binary, truncated) is a
+`MalformedInput`, never another exception. Must not do I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ WS_PATH_PREFIX = "/ws/"
 CODE_OFFSET = 4000  # WebSocket application close codes are 4000–4999
 FRAME_TYPES = frozenset({"hello", "open", "ping", "pong"})
 MAX_FRAME_BYTES = 64 * 1024
+MAX_DEPTH = 16  # a real frame is one object of scalars; deeper is hostile
 
 
 def to_ws_close_code(code: int) -> int:
@@ -53,12 +56,34 @@ def decode(raw: str | bytes) -> dict[str, Any]:
     if len(raw) > MAX_FRAME_BYTES:
         raise MalformedInput("wire", f"frame of {len(raw)} characters exceeds {MAX_FRAME_BYTES}")
     try:
-        frame = json.loads(raw)
+        frame = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise MalformedInput("wire", f"frame is not JSON ({exc.msg}): {raw[:60]!r}") from exc
+    except RecursionError:
+        raise MalformedInput("wire", f"frame nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # a number of more than 4,300 digits, NaN, Infinity
+        raise MalformedInput("wire", f"frame has an unusable value: {str(exc)[:80]}") from None
     if not isinstance(frame, dict):
         raise MalformedInput("wire", f"frame must be a JSON object, got {type(frame).__name__}")
+    if _depth_over(frame, MAX_DEPTH):
+        raise MalformedInput("wire", f"frame nests deeper than {MAX_DEPTH} levels")
     frame_type = frame.get("type")
-    if frame_type not in FRAME_TYPES:
-        raise MalformedInput("wire", f"unknown frame type {frame_type!r}")
+    if not isinstance(frame_type, str) or frame_type not in FRAME_TYPES:
+        raise MalformedInput("wire", f"unknown frame type {str(frame_type)[:40]!r}")
     return frame
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Does `value` nest more than `limit` containers deep? Iterative: no recursion to exhaust."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
