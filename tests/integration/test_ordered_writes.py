@@ -34,3 +34,24 @@ async def test_writes_land_in_order_with_the_hook_around_each(aredis: aioredis.R
     assert await writes.flush(5.0) is True
     assert trail == ["hook", "write 0", "hook", "hook", "write 1", "hook", "hook", "write 2", "hook"]
     assert await aredis.lrange("ordered", 0, -1) == [b"0", b"1", b"2"]
+
+
+async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(aredis: aioredis.Redis) -> None:
+    """B9: a write refused because the lease moved is never retried, and nothing queued after
+    it is written: none of it is this process's to make any more."""
+    from service import keys
+    from service.core import Status
+    from service.store import StatusStore
+
+    store = StatusStore(aredis, backoffice=None, cache_ttl_s=0)  # type: ignore[arg-type]
+    await aredis.set(keys.fence_key("s1"), "8")  # another process acquired s1 after our token 7
+    reported: list[tuple[str, str]] = []
+    writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),
+                           retries=3, retry_s=0.01, on_fenced=lambda what, err: reported.append((what, err.token_now)))
+    writes.queue("set_status", lambda: store.set_status("s1", Status.INACTIVE, fence=7))
+    writes.queue("later", lambda: aredis.set("later", "written"))
+    assert await writes.flush(5.0) is True
+    assert reported == [("set_status", "8")]
+    assert not writes.has_unwritten and not writes.needs_repair
+    assert await aredis.get(keys.status_key("s1")) is None and await aredis.get("later") is None
+    assert store.fenced == 1
