@@ -7,6 +7,7 @@ run the model.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from service.core import Jitter, Policy  # noqa: E402
 
-_COLOURS = {"none": "#d62728", "full": "#2ca02c", "equal": "#1f77b4", "decorrelated": "#9467bd",
+_COLOURS = {"none": "#d62728", "full": "#2ca02c", "equal": "#1f77b4", "decorrelated": "#9467bd", "proportional": "#8c564b",
             "no_backoff": "#7f7f7f"}
 _DPI = 110
 
@@ -32,8 +33,8 @@ def _save(fig, path: Path) -> str:
 def backoff_schedule(policy: Policy, path: Path) -> str:
     """Bars: the wait before each attempt; line: time since the close when it runs (the cliff)."""
     backoff = policy.backoff
-    attempts = list(range(1, backoff.max_attempts + 1))
-    delays = backoff.schedule_s()
+    delays = backoff.schedule_s(limit=12)  # a policy with no limit shows its first 12 attempts
+    attempts = list(range(1, len(delays) + 1))
     cumulative = [sum(delays[:i]) for i in attempts]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.bar(attempts, delays, color="#9ecae1", label="wait before this attempt (s)")
@@ -45,13 +46,17 @@ def backoff_schedule(policy: Policy, path: Path) -> str:
     for n, total in zip(attempts, cumulative):
         ax.annotate(f"{total:g} s", (n, total), textcoords="offset points", xytext=(0, 7), ha="center")
     give_up_s = backoff.give_up_after_s()
-    ax.axhline(give_up_s, color="#d62728", linestyle=":", linewidth=1)
-    ax.set_title(f"Backoff schedule: after attempt {backoff.max_attempts} fails ({give_up_s:g} s after the "
-                 "close)\nthe session is marked inactive — an outage longer than that loses it")
+    if math.isfinite(give_up_s):
+        ax.axhline(give_up_s, color="#d62728", linestyle=":", linewidth=1)
+        ax.set_title(f"Backoff schedule: after attempt {len(delays)} fails ({give_up_s:g} s after the "
+                     "close)\nthe session is marked inactive — an outage longer than that loses it")
+    else:
+        ax.set_title(f"Backoff schedule (first {len(delays)} attempts): this policy never gives up —\n"
+                     "no outage loses a session, but retries never stop either")
     ax.set_xlabel("reconnect attempt")
     ax.set_ylabel("seconds")
     ax.set_xticks(attempts)
-    ax.set_ylim(0, max(cumulative) * 1.18)
+    ax.set_ylim(0, max(cumulative + [1.0]) * 1.18)
     ax.legend(loc="upper left")
     return _save(fig, path)
 
@@ -81,11 +86,22 @@ def load_over_time(results: dict[str, Any], path: Path) -> str:
     return _save(fig, path)
 
 
+def cdf_steps(points: list[list[float]]) -> tuple[list[float], list[float]]:
+    """A recovery CDF as step coordinates (%), from (0, 0) to past the last point, so a run
+    where every session took the same time (a single point) still draws its step."""
+    xs = [0.0] + [p[0] for p in points] + [points[-1][0] * 1.05 + 1.0]
+    ys = [0.0] + [100 * p[1] for p in points] + [100 * points[-1][1]]
+    return xs, ys
+
+
 def recovery_cdf(results: dict[str, Any], path: Path) -> str:
     points = results["recovery_cdf"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if points:
-        ax.step([p[0] for p in points], [100 * p[1] for p in points], where="post", color="#2ca02c")
+        ax.step(*cdf_steps(points), where="post", color="#2ca02c")
+        if len(points) == 1:
+            ax.annotate(f"every recovery took {points[0][0]:g} s", (points[0][0], 50),
+                        textcoords="offset points", xytext=(-6, 0), ha="right")
     share = results["outcomes"]["recovered"] / results["sessions"]
     ax.set_title(f"How long disrupted sessions took to come back ({share:.0%} of sessions recovered;\n"
                  "the rest are not on this curve)")
@@ -120,9 +136,10 @@ def cliff(study: dict[str, Any], path: Path) -> str:
         ax.plot(study["outages_s"], [100 * f for f in fractions], "o-", markersize=3,
                 color=_COLOURS.get(jitter), label=jitter)
     give_up_s = study["give_up_after_s"]
-    ax.axvline(give_up_s, color="#555", linestyle=":", linewidth=1)
-    ax.annotate(f"{give_up_s:g} s: the last un-jittered attempt", (give_up_s, 50),
-                textcoords="offset points", xytext=(6, 0))
+    if math.isfinite(give_up_s):
+        ax.axvline(give_up_s, color="#555", linestyle=":", linewidth=1)
+        ax.annotate(f"{give_up_s:g} s: the last un-jittered attempt", (give_up_s, 50),
+                    textcoords="offset points", xytext=(6, 0))
     ax.set_title("The cliff: sessions lost for good against outage length "
                  f"({study['sessions']:,} sessions per point)")
     ax.set_xlabel("mass outage length (s)")
@@ -178,4 +195,26 @@ def useful_work(data: dict[str, Any], path: Path) -> str:
     bottom.set_xlabel("time (s)")
     top.set_title(f"Useful work after a {data['outage_s']:g} s outage, {data['sessions']:,} sessions: "
                   "does it come back when the outage ends?")
+    return _save(fig, path)
+
+
+def compare(results_a: dict[str, Any], results_b: dict[str, Any], labels: tuple[str, str], path: Path) -> str:
+    """Both runs of `compare` on one figure: connects per second, and the recovery CDF."""
+    fig, (load, cdf) = plt.subplots(2, 1, figsize=(9, 7))
+    for results, label, colour in ((results_a, labels[0], "#1f77b4"), (results_b, labels[1], "#d62728")):
+        bin_s = results["series"]["bin_s"]
+        series = results["series"]["whatsapp_connects"]
+        load.step([i * bin_s for i in range(len(series))], [v / bin_s for v in series], where="post",
+                  color=colour, label=label)
+        points = results["recovery_cdf"]
+        if points:
+            cdf.step(*cdf_steps(points), where="post", color=colour, label=label)
+    load.set_title("A against B: WhatsApp connects per second (top), recovery times (bottom)")
+    load.set_xlabel("simulated time (s)")
+    load.set_ylabel("connects / s")
+    cdf.set_xlabel("seconds from the close to the session being open again")
+    cdf.set_ylabel("% of recoveries done")
+    for ax in (load, cdf):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, path)

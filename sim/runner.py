@@ -60,7 +60,7 @@ def run_and_report(params: ModelParams, *, out: Path | None, workers: int | None
     results, timing = simulate(params, workers=workers, quiet=quiet)
     folder = run_folder(params, out)
     folder.mkdir(parents=True, exist_ok=True)
-    names = draw(params, results, folder) if with_charts else []
+    names = _draw_with_progress(params, results, folder, quiet) if with_charts else []
     timing["with_charts_wall_s"] = round(time.perf_counter() - started, 4)
     write_run(folder, results, timing, names)
     stdout.write(render_table(results))
@@ -71,14 +71,35 @@ def run_and_report(params: ModelParams, *, out: Path | None, workers: int | None
     return results
 
 
-def draw(params: ModelParams, results: dict[str, Any], folder: Path) -> list[str]:
-    """Every chart of a run: its own load and recovery, plus the policy's herd and cliff studies."""
+CHARTS = ("backoff_schedule", "load_over_time", "recovery_cdf", "herd", "cliff")
+
+
+def draw(params: ModelParams, results: dict[str, Any], folder: Path, tick=None) -> list[str]:
+    """Every chart of a run: its own load and recovery, plus the herd and cliff studies run
+    with its policy and capacities; `tick(name)` after each one."""
     resolved = params.with_(until_s=results["params"]["until_s"])
-    names = [
-        charts.backoff_schedule(resolved.policy(), folder / "backoff_schedule.png"),
-        charts.load_over_time(results, folder / "load_over_time.png"),
-        charts.recovery_cdf(results, folder / "recovery_cdf.png"),
-        charts.herd(studies.herd(params, outage_s=params.outage_s), folder / "herd.png"),
-        charts.cliff(studies.cliff(params), folder / "cliff.png"),
-    ]
+    makers = {
+        "backoff_schedule": lambda: charts.backoff_schedule(resolved.policy(), folder / "backoff_schedule.png"),
+        "load_over_time": lambda: charts.load_over_time(results, folder / "load_over_time.png"),
+        "recovery_cdf": lambda: charts.recovery_cdf(results, folder / "recovery_cdf.png"),
+        "herd": lambda: charts.herd(studies.herd(params, outage_s=params.outage_s), folder / "herd.png"),
+        "cliff": lambda: charts.cliff(studies.cliff(params), folder / "cliff.png"),
+    }
+    names = []
+    for name in CHARTS:
+        names.append(makers[name]())
+        if tick:
+            tick(name)
     return names
+
+
+def _draw_with_progress(params: ModelParams, results: dict[str, Any], folder: Path, quiet: bool) -> list[str]:
+    """`draw`, with a transient progress bar on stderr naming the chart being drawn."""
+    if quiet:
+        return draw(params, results, folder)
+    with Progress(TextColumn("drawing charts"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(CHARTS[0], total=len(CHARTS))
+        following = dict(zip(CHARTS, (*CHARTS[1:], "done")))
+        return draw(params, results, folder, tick=lambda name: bar.update(task, advance=1,
+                                                                           description=following[name]))

@@ -78,11 +78,24 @@ def run_local(all_params: list[ModelParams], workers: int, progress=None) -> lis
         return rows
 
 
-def run_dask(all_params: list[ModelParams], scheduler: Any, progress=None) -> list[dict[str, Any]]:
+def _connect(address: str, timeout_s: float):
+    """A client of the scheduler at `address`; unreachable within `timeout_s` → one clear ParamError."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParamError(f"cannot reach the Dask scheduler at {address!r} within {timeout_s:g} s "
+                         f"({reason[:120]}); check --scheduler or drop it to run locally") from None
+
+
+def run_dask(all_params: list[ModelParams], scheduler: Any, progress=None,
+             connect_timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """`scheduler`: an address string or a `distributed.Client`; rows come back in task order."""
     from distributed import Client, as_completed
 
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    client = scheduler if isinstance(scheduler, Client) else _connect(scheduler, connect_timeout_s)
     try:
         futures = client.map(run_point, all_params, pure=False)
         for _ in as_completed(futures):
@@ -122,6 +135,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="local worker processes (default: every core)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler instead")
+    parser.add_argument("--scheduler-timeout-s", type=float, default=10.0, metavar="SECONDS",
+                        help="give up connecting to --scheduler after this long (exit 2; default: 10)")
     parser.add_argument("--out", type=Path, default=OUT, metavar="DIR", help=f"output folder (default: {OUT})")
     add_model_flags(parser)
 
@@ -134,9 +149,13 @@ def command(args: argparse.Namespace) -> int:
     base = params_from(args, **({} if args.sessions else {"sessions": 1_000}))
     all_params = tasks(base, grid, args.replications)
     started = time.perf_counter()
-    with _progress(len(all_params)) as tick:
-        rows = (run_dask(all_params, args.scheduler, tick) if args.scheduler
-                else run_local(all_params, args.workers, tick))
+    client = _connect(args.scheduler, args.scheduler_timeout_s) if args.scheduler else None  # before the bar
+    try:
+        with _progress(len(all_params)) as tick:
+            rows = run_dask(all_params, client, tick) if client else run_local(all_params, args.workers, tick)
+    finally:
+        if client is not None:
+            client.close()
     wall_s = time.perf_counter() - started
     summary = summarise(rows, grid)
     sys.stdout.write(render(summary, grid))

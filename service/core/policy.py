@@ -89,6 +89,9 @@ class Backoff:
             if self.max_elapsed_s <= 0:
                 raise PolicyError(f"max_elapsed_s must be > 0 seconds (omit it for no deadline), "
                                   f"got {self.max_elapsed_s!r}")
+        if self.jitter is Jitter.DECORRELATED and self.base_s <= 0:
+            raise PolicyError("decorrelated jitter grows from base_s, so it needs base_s > 0 "
+                              f"(with {self.base_s!r} every delay would be 0)")
         if not 0 < self.jitter_ratio <= 1:
             raise PolicyError(f"jitter_ratio must be in (0, 1], got {self.jitter_ratio!r}")
         _check_whole("jitter_from_attempt", self.jitter_from_attempt, minimum=1)
