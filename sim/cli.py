@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="simulate one scenario (the default command)",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the blocks on this dask.distributed scheduler (tcp://HOST:8786) and merge them; "
+                          "same results as a local run")
     _run_flags(run)
     compare = commands.add_parser("compare", help="two policies side by side on one scenario and seed")
     compare.add_argument("--a", metavar="KEY=VALUE", action="append", default=[],
@@ -94,7 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "run":
         params = params_from(args)
-        results = runner.run_and_report(params, out=args.out, workers=args.workers,
+        results = runner.run_and_report(params, out=args.out, workers=args.workers, scheduler=args.scheduler,
                                         with_charts=not args.no_charts, quiet=args.quiet)
         return _check(args, results)
     if args.command == "compare":

@@ -119,6 +119,5 @@ def _rolling_deploy(model: BlockModel, fault: RollingDeploy):
     for process in range(fault.processes):
         if process:
             yield env.timeout(fault.interval_s)
-        released = [(unit, model.release(unit)) for unit in list(model.units) if unit.proc == process]
-        handovers = [(unit, h) for unit, h in released if h is not None]
+        handovers = model.release_process(process)
         _at(model, fault.handover_s, lambda _e, hs=handovers: [model.take_over(u, h) for u, h in hs])

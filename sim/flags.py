@@ -64,8 +64,11 @@ HELP: dict[str, tuple[str, str]] = {
     "seed": ("N", "seed of every random stream (same seed → identical results.json)"),
     "until_s": ("SECONDS", "simulated horizon; 0 = the scenario's own"),
     "bin_s": ("SECONDS", "width of the load-over-time bins"),
-    "engine": ("KIND", "auto (cohort when sessions are identical), session or cohort"),
+    "engine": ("KIND", "auto (cohort when sessions are identical, histogram when only jitter tells them "
+               "apart, else session), session, cohort or histogram"),
     "block_sessions": ("N", "sessions simulated together in one SimPy environment"),
+    "grid_s": ("SECONDS", "time grid of the histogram engine (sessions due in one cell move as one lump); "
+               "0 = base_s / 200"),
 }
 
 _CHOICES: dict[str, list[str]] = {

@@ -67,7 +67,7 @@ class Unit:
 
     def split(self, count: int) -> Unit:
         """A twin standing for `count` of this unit's sessions, in exactly the same state."""
-        twin = Unit(self.machine.fork(), count, self.ip, self.proc)  # same state, same random stream
+        twin = type(self)(self.machine.fork(), count, self.ip, self.proc)  # same state, same random stream
         for name in Unit.__slots__[3:]:
             setattr(twin, name, getattr(self, name))
         twin.acct_times = list(self.acct_times)
@@ -300,6 +300,11 @@ class BlockModel:
         self.feed(unit, Released(reason="deploy"))
         unit.dropped = "released"
         return was_open, remaining_s, unit.pending_attempt
+
+    def release_process(self, process: int) -> list[tuple[Unit, tuple[bool, float, int]]]:
+        """Release every unit of gateway process `process`: (unit, handover) for each one to take over."""
+        released = [(unit, self.release(unit)) for unit in list(self.units) if unit.proc == process]
+        return [(unit, handover) for unit, handover in released if handover is not None]
 
     def take_over(self, unit: Unit, handover: tuple[bool, float, int]) -> None:
         """A new process takes the unit over: start it again, or resume its pending attempt (B5)."""

@@ -21,7 +21,8 @@ class ParamError(ValueError):
     """A model parameter is invalid; the message names it and what is allowed."""
 
 
-ENGINES = ("auto", "session", "cohort")
+ENGINES = ("auto", "session", "cohort", "histogram")
+GRID_CELLS_PER_BASE = 200  # the histogram grid's default: a 2 s base backoff in 10 ms cells
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,9 @@ class ModelParams:
     seed: int = 0
     until_s: float = 0.0  # simulated horizon; 0 = the scenario's own (e.g. outage + 60 s)
     bin_s: float = 1.0  # width of the load-over-time bins
-    engine: str = "auto"  # auto | session | cohort
+    engine: str = "auto"  # auto | session | cohort | histogram
     block_sessions: int = 10_000  # sessions simulated together in one SimPy environment
+    grid_s: float = 0.0  # the histogram engine's time grid; 0 = base_s / 200 (10 ms by default)
 
     def __post_init__(self) -> None:
         _positive_int("sessions", self.sessions)
@@ -94,7 +96,7 @@ class ModelParams:
         if not isinstance(self.queues, bool):
             raise ParamError(f"queues must be true or false, got {self.queues!r}")
         for name in ("outage_s", "ip_connects_per_s", "redis_ops_per_s", "backoffice_requests_per_s",
-                     "until_s"):
+                     "until_s", "grid_s"):
             _number(name, getattr(self, name), minimum=0.0)
         for name in ("ip_burst", "account_window_s", "account_lockout_s", "backoffice_flush_s",
                      "bin_s"):
@@ -128,6 +130,11 @@ class ModelParams:
     def pushes_back(self) -> bool:
         """Do sessions wait for upstreams (queues or latencies)?"""
         return self.queues or any((self.redis_latency_s, self.backoffice_latency_s, self.whatsapp_connect_s))
+
+    @property
+    def histogram_grid_s(self) -> float:
+        """The histogram engine's cell width: `grid_s`, or base_s / 200 when it is 0."""
+        return self.grid_s or self.base_s / GRID_CELLS_PER_BASE
 
     @property
     def jitter_kind(self) -> Jitter:

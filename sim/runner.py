@@ -24,8 +24,10 @@ REPORTS = Path("reports/sim")
 PROGRESS_FROM_SESSIONS = 30_000  # per-session runs past this take more than a couple of seconds
 
 
-def simulate(params: ModelParams, *, workers: int | None = None, quiet: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(results, timing) for `params`, with a progress bar on stderr for long runs."""
+def simulate(params: ModelParams, *, workers: int | None = None, quiet: bool = False,
+             scheduler: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results, timing) for `params`, with a progress bar on stderr for long runs; blocks on a
+    Dask cluster when `scheduler` is given."""
     started = time.perf_counter()
     cpu_started = time.process_time()
     scenario_engine = engine.choose_engine(params, engine.resolve(params.scenario, params.outage_s))
@@ -35,14 +37,16 @@ def simulate(params: ModelParams, *, workers: int | None = None, quiet: bool = F
         with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("sessions"),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("run", total=params.sessions)
-            output = engine.run(params, workers=workers, progress=lambda done, _t: bar.update(task, completed=done))
+            output = engine.run(params, workers=workers, scheduler=scheduler,
+                                progress=lambda done, _t: bar.update(task, completed=done))
     else:
-        output = engine.run(params, workers=workers)
+        output = engine.run(params, workers=workers, scheduler=scheduler)
     simulated_s = time.perf_counter() - started
     results = build(output)
     timing = {"wall_s": round(time.perf_counter() - started, 4), "simulate_wall_s": round(simulated_s, 4),
               "main_process_cpu_s": round(time.process_time() - cpu_started, 4),
               "workers": output.workers, "blocks": output.blocks, "engine": output.engine,
+              "engine_reason": output.engine_reason, "where": scheduler or "local processes",
               "core_events_per_wall_s": round(output.tally.core_events / simulated_s, 1),
               "timer_events_per_wall_s": round(output.tally.timer_events / simulated_s, 1)}
     return results, timing
@@ -53,11 +57,11 @@ def run_folder(params: ModelParams, out: Path | None) -> Path:
 
 
 def run_and_report(params: ModelParams, *, out: Path | None, workers: int | None, with_charts: bool,
-                   quiet: bool, stdout=None) -> dict[str, Any]:
+                   quiet: bool, stdout=None, scheduler: str | None = None) -> dict[str, Any]:
     """Simulate, print the summary table on stdout, write the run folder; returns the results."""
     stdout = stdout or sys.stdout
     started = time.perf_counter()
-    results, timing = simulate(params, workers=workers, quiet=quiet)
+    results, timing = simulate(params, workers=workers, quiet=quiet, scheduler=scheduler)
     folder = run_folder(params, out)
     folder.mkdir(parents=True, exist_ok=True)
     names = _draw_with_progress(params, results, folder, quiet) if with_charts else []
@@ -67,7 +71,7 @@ def run_and_report(params: ModelParams, *, out: Path | None, workers: int | None
     if not quiet:
         print(f"wrote {folder}/results.json, summary.md and {len(names)} charts "
               f"(simulated in {timing['wall_s']:.2f} s, {timing['with_charts_wall_s']:.1f} s with charts; "
-              f"engine {timing['engine']})", file=sys.stderr)
+              f"engine {timing['engine']}: {timing['engine_reason']})", file=sys.stderr)
     return results
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
@@ -132,6 +132,13 @@ class SessionMachine:
         twin = SessionMachine(session_id or self.session_id, self.policy, self._rng, trace=self.trace)
         twin._vars = self._vars.copy()
         return twin
+
+    def state_key(self) -> tuple:
+        """Every variable that decides this machine's future, as a hashable value, except the
+        last jittered delay: machines with equal keys (and policy) answer every event alike
+        but for the delays they draw. For shells that draw delays themselves and merge
+        identical machines (the simulation's histogram engine)."""
+        return tuple(getattr(self._vars, name) for name in _KEY_VARS)
 
     def accepts(self, event: Event) -> bool:
         """True if `event` is legal in the current state."""
@@ -321,6 +328,8 @@ class SessionMachine:
                                 status=status, detail={k: v for k, v in detail.items() if v is not None})
         self._out.append(Emit(record))
 
+
+_KEY_VARS = tuple(f.name for f in fields(_Vars) if f.name != "previous_delay_s")
 
 _HANDLERS = {
     event_type: getattr(SessionMachine, f"_on_{event_type.__name__}")

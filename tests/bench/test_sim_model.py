@@ -6,10 +6,14 @@ figures (1,000,000 sessions) come from `python -m sim bench` → reports/sim/ben
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from sim import engine
 from sim.bench import bare_callbacks, bare_processes
+from sim.cli import main
 from sim.params import ModelParams
 
 pytestmark = pytest.mark.benchmark
@@ -39,3 +43,21 @@ def test_model_cohort_mass_outage(benchmark):
     params = ModelParams(sessions=100_000, **OUTAGE)
     output = benchmark(engine.run, params, workers=1)
     assert output.engine == "cohort" and output.tally.outcomes["inactive"] == 100_000
+
+
+def test_model_histogram_mass_outage_full_jitter(benchmark):
+    params = ModelParams(sessions=200_000, jitter="full", **OUTAGE)
+    output = benchmark(engine.run, params, workers=1)
+    assert output.engine == "histogram" and output.tally.outcomes["inactive"] == 200_000
+    assert output.tally.handle_calls < 200_000  # lumps: far fewer machine calls than sessions
+
+
+def test_sim_bench_writes_every_figure_and_times_a_baseline_checkout(tmp_path, capsys):
+    here = Path(__file__).resolve().parents[2]
+    assert main(["bench", "--sessions", "2000", "--big-sessions", "20000", "--speed-sessions", "500",
+                 "--workers", "2", "--baseline", str(here), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["scale_histogram_full_jitter_big"]["peak_rss_mb"] > 0
+    assert report["scale_histogram_full_jitter_big"]["engine"] == "histogram"
+    assert report["per_session_against_baseline"]["wall_s_here / wall_s_before"] > 0
+    assert set(report["target"]) >= {"histogram_met", "histogram_big_met", "histogram_big_memory_met"}
