@@ -1,7 +1,8 @@
 """The exact distribution of one backoff delay, for an engine that splits sessions instead of drawing.
 
-Every jitter kind of `service.core.Backoff.delay_s` is one uniform draw, shifted and capped:
-delay = min(ceiling_s, U(low_s, high_s)) — `none` is the point low_s = high_s. `law` states
+Every jitter kind of `service.core.Backoff.delay_s` is one uniform draw, scaled, shifted and
+capped: delay = min(ceiling_s, U(low_s, high_s)) — `none` (and attempts before
+`jitter_from_attempt`) is the point low_s = high_s. `law` states
 that distribution for an attempt (and, for decorrelated jitter, the previous delay); a test
 holds it equal to the core's own `delay_s` at every quantile by handing the core a random
 stream that returns the chosen quantile, so the two cannot drift apart unnoticed. A jitter
@@ -13,6 +14,8 @@ smaller than the number of cells). Pure: numpy only, no clock, no SimPy.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import random
 from collections import Counter
@@ -28,7 +31,7 @@ class UnknownJitter(ValueError):
 
 
 FEW = 24  # below this many sessions, Python's own draws beat numpy's call overhead
-SUPPORTED = frozenset({Jitter.NONE, Jitter.FULL, Jitter.EQUAL, Jitter.DECORRELATED})
+SUPPORTED = frozenset({Jitter.NONE, Jitter.FULL, Jitter.EQUAL, Jitter.PROPORTIONAL, Jitter.DECORRELATED})
 
 
 @dataclass(frozen=True)
@@ -87,16 +90,28 @@ def law(backoff: Backoff, attempt: int, previous_s: float | None = None) -> Dela
     """The distribution `backoff.delay_s(attempt, rng, previous_s)` draws from."""
     exp_s = backoff.exponential_s(attempt)
     kind = backoff.jitter
-    if kind is Jitter.NONE:
+    if kind is Jitter.NONE or attempt < backoff.jitter_from_attempt:
         return DelayLaw(exp_s, exp_s)
     if kind is Jitter.FULL:
         return DelayLaw(0.0, exp_s)
     if kind is Jitter.EQUAL:
         return DelayLaw(exp_s / 2, exp_s)
+    if kind is Jitter.PROPORTIONAL:
+        centre_s = _uncapped(backoff).exponential_s(attempt) if backoff.cap_after_jitter else exp_s
+        if not math.isfinite(centre_s):
+            return point(backoff.cap_s)
+        ceiling_s = backoff.cap_s if backoff.cap_after_jitter else math.inf
+        return DelayLaw(centre_s * (1 - backoff.jitter_ratio), centre_s * (1 + backoff.jitter_ratio), ceiling_s)
     if kind is Jitter.DECORRELATED:
         prev_s = backoff.base_s if previous_s is None else previous_s
         return DelayLaw(backoff.base_s, max(backoff.base_s, prev_s * 3), backoff.cap_s)
     raise UnknownJitter(f"no exact delay law for jitter {kind.value!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _uncapped(backoff: Backoff) -> Backoff:
+    """The same schedule without its cap (proportional jitter capped after the draw centres on it)."""
+    return dataclasses.replace(backoff, cap_s=math.inf)
 
 
 def point(delay_s: float) -> DelayLaw:

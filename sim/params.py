@@ -134,7 +134,7 @@ class ModelParams:
     @property
     def histogram_grid_s(self) -> float:
         """The histogram engine's cell width: `grid_s`, or base_s / 200 when it is 0."""
-        return self.grid_s or self.base_s / GRID_CELLS_PER_BASE
+        return self.grid_s or (self.base_s if self.base_s > 0 else 2.0) / GRID_CELLS_PER_BASE
 
     @property
     def jitter_kind(self) -> Jitter:

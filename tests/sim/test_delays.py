@@ -27,18 +27,25 @@ class Quantile(random.Random):
         return a + (b - a) * self.q
 
 
-@pytest.mark.parametrize("jitter", list(delays.SUPPORTED))
+SHAPES = [dict(), dict(cap_after_jitter=True, jitter_ratio=0.2, factor=1.6, base_s=1.0, cap_s=20.0),
+          dict(jitter_from_attempt=3), dict(schedule="linear", step_s=2.0, cap_s=float("inf"))]
+
+
+@pytest.mark.parametrize("jitter", sorted(j.value for j in delays.SUPPORTED))
+@pytest.mark.parametrize("shape", SHAPES, ids=["note", "grpc-like", "jitter-from-3", "linear"])
 @pytest.mark.parametrize("attempt", [1, 2, 5, 9])
 @pytest.mark.parametrize("previous_s", [None, 0.5, 2.0, 7.3, 40.0])
-def test_the_law_gives_the_cores_delay_at_every_quantile(jitter, attempt, previous_s):
-    backoff = Backoff(base_s=2.0, factor=2.0, cap_s=32.0, max_attempts=9, jitter=jitter)
+def test_the_law_gives_the_cores_delay_at_every_quantile(jitter, shape, attempt, previous_s):
+    backoff = Backoff(**{"base_s": 2.0, "factor": 2.0, "cap_s": 32.0, "max_attempts": 9, **shape}, jitter=jitter)
     law = delays.law(backoff, attempt, previous_s)
     for q in np.linspace(0.0, 1.0, 41):
-        assert law.quantile(q) == pytest.approx(backoff.delay_s(attempt, Quantile(q), previous_s), abs=1e-12)
+        core_s = backoff.delay_s(attempt, Quantile(q), previous_s)
+        assert law.quantile(q) == pytest.approx(core_s, rel=1e-12, abs=1e-12)
 
 
 def test_a_jitter_without_a_law_is_refused():
-    fake = SimpleNamespace(jitter=SimpleNamespace(value="socketio"), exponential_s=lambda n: 1.0)
+    fake = SimpleNamespace(jitter=SimpleNamespace(value="socketio"), exponential_s=lambda n: 1.0,
+                           jitter_from_attempt=1)
     with pytest.raises(delays.UnknownJitter, match="socketio"):
         delays.law(fake, 1)
 
