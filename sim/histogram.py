@@ -67,10 +67,10 @@ class Pool:
     """Sessions in one state waiting on the grid: `lump` stands for all of them (its count is
     their total) and `counts[cell]` says how many are due in each cell."""
 
-    __slots__ = ("lump", "counts", "beyond")
+    __slots__ = ("lump", "counts", "beyond", "key")
 
-    def __init__(self, lump: Lump, counts: np.ndarray) -> None:
-        self.lump, self.counts, self.beyond = lump, counts, 0
+    def __init__(self, lump: Lump, counts: np.ndarray, key: tuple) -> None:
+        self.lump, self.counts, self.beyond, self.key = lump, counts, 0, key
 
 
 class HistogramModel(BlockModel):
@@ -137,7 +137,7 @@ class HistogramModel(BlockModel):
         if pool is not None and (pool.lump.dropped is not None or self._key(pool.lump) != key):
             pool = None  # its lump changed state since (a fault): a fresh pool, the old one keeps firing
         if pool is None:
-            pool = self.pools[key] = Pool(unit, np.zeros(len(self.occupied), dtype=np.int64))
+            pool = self.pools[key] = Pool(unit, np.zeros(len(self.occupied), dtype=np.int64), key)
             self.pool_list.append(pool)
         else:
             pool.lump.count += unit.count
@@ -168,6 +168,9 @@ class HistogramModel(BlockModel):
                     lump.timer_due_s, busy = now, True
                     self.feed(lump, _ELAPSED)
         self.occupied[cell] = False
+        if len(self.pool_list) > 2 * len(self.pools):  # pools replaced after a fault: drop the drained ones
+            self.pool_list = [pool for pool in self.pool_list
+                              if pool.lump.count or self.pools.get(pool.key) is pool]
 
     def release_process(self, process: int) -> list:
         """Pools of the process first become lumps with their own due times, so each hands its time left on."""

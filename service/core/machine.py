@@ -137,8 +137,10 @@ class SessionMachine:
         """Every variable that decides this machine's future, as a hashable value, except the
         last jittered delay: machines with equal keys (and policy) answer every event alike
         but for the delays they draw. For shells that draw delays themselves and merge
-        identical machines (the simulation's histogram engine)."""
-        return tuple(getattr(self._vars, name) for name in _KEY_VARS)
+        identical machines (the simulation's histogram engine). Without a give-up deadline
+        the episode's start decides nothing, so it is left out too."""
+        names = _KEY_VARS if self.policy.backoff.max_elapsed_s is not None else _KEY_VARS_NO_DEADLINE
+        return tuple(getattr(self._vars, name) for name in names)
 
     def accepts(self, event: Event) -> bool:
         """True if `event` is legal in the current state."""
@@ -330,6 +332,7 @@ class SessionMachine:
 
 
 _KEY_VARS = tuple(f.name for f in fields(_Vars) if f.name != "previous_delay_s")
+_KEY_VARS_NO_DEADLINE = tuple(name for name in _KEY_VARS if name != "episode_start_s")
 
 _HANDLERS = {
     event_type: getattr(SessionMachine, f"_on_{event_type.__name__}")

@@ -106,6 +106,7 @@ def test_same_seed_same_results_another_seed_differs_and_workers_change_nothing(
     assert dumps(build(engine.run(params.with_(seed=1), workers=1))) != first
 
 
+@pytest.mark.slow
 def test_per_ip_lumps_under_tight_limits_agree_with_the_per_session_engine():
     """WhatsApp's per-IP bucket admits part of a lump: it splits, as cohorts do, and results agree."""
     values = dict(sessions=20_000, jitter="full", outage_s=30.0, sessions_per_ip=2_000, ip_burst=50.0,
