@@ -33,7 +33,7 @@ def test_an_over_capacity_back_office_delays_recoveries_more_as_load_grows():
 
 
 def test_queues_with_no_limits_and_no_latency_change_nothing():
-    plain = ModelParams(sessions=600, jitter="full", outage_s=30.0, ip_connects_per_s=0.0)
+    plain = ModelParams(sessions=600, jitter="full", outage_s=30.0, ip_connects_per_s=0.0, engine="session")
     unlimited = plain.with_(queues=True, redis_ops_per_s=0.0, backoffice_requests_per_s=0.0)
     a, b = run(plain.with_(redis_ops_per_s=0.0, backoffice_requests_per_s=0.0)), run(unlimited)
     assert (a["outcomes"], a["recovery_s"], a["attempts"]) == (b["outcomes"], b["recovery_s"], b["attempts"])
