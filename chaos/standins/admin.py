@@ -126,6 +126,10 @@ class WhatsAppAdmin(_AdminClient):
     def unmute(self, session_id: str) -> None:
         self._session("POST", session_id, "unmute")
 
+    def slow_close(self, session_id: str, delay_s: float) -> None:
+        """Answer (and count out) the session's client-initiated closes `delay_s` late."""
+        self._session("PUT", session_id, "slow-close", {"delay_s": delay_s})
+
     def session(self, session_id: str) -> dict[str, Any]:
         return dict(self._session("GET", session_id))
 

@@ -70,6 +70,7 @@ class WhatsAppStandin:
             web.post(session + "/garbage", self._garbage),
             web.post(session + "/mute", self._mute),
             web.post(session + "/unmute", self._unmute),
+            web.put(session + "/slow-close", self._slow_close),
             web.put("/admin/refusing", self._start_refusing),
             web.delete("/admin/refusing", self._end_refusing),
             web.put("/admin/outage", self._start_outage),
@@ -160,6 +161,9 @@ class WhatsAppStandin:
             # Counted out before our close reply leaves: a client that waits for the
             # handshake (R7) never sees its old socket still counted live.
             ws_code = msg.data if isinstance(msg.data, int) else None
+            delay_s = self.state.session(conn.session_id).slow_close_s
+            if delay_s > 0:  # a server slow to finish the handshake: the socket stays live meanwhile
+                await asyncio.sleep(delay_s)
             self.state.end(conn, from_ws_close_code(ws_code), ws_code, "client")
             with contextlib.suppress(Exception):
                 await conn.ws.close(drain=False)
@@ -292,6 +296,14 @@ class WhatsAppStandin:
     async def _mute(self, request: web.Request) -> web.Response:
         self.state.session(request.match_info["session_id"]).muted = True
         return json_response({"muted": True})
+
+    async def _slow_close(self, request: web.Request) -> web.Response:
+        """`{"delay_s": x}`: answer (and count out) a client's close frame x seconds late (0: at once)."""
+        delay_s = non_negative_number(await json_body(request), "delay_s")
+        if delay_s is None or delay_s > 60:
+            raise BadRequest("'delay_s' must be a number of seconds in 0..60")
+        self.state.session(request.match_info["session_id"]).slow_close_s = delay_s
+        return json_response({"slow_close_s": delay_s})
 
     async def _unmute(self, request: web.Request) -> web.Response:
         self.state.session(request.match_info["session_id"]).muted = False

@@ -43,12 +43,13 @@ class SessionState:
     refusal_code: int | None = None
     credentials: str | None = None  # never logged, never returned by the admin API
     muted: bool = False
+    slow_close_s: float = 0.0  # a client's close is answered (and counted out) this much later
 
     def summary(self) -> dict[str, Any]:
         return {
             "live": self.live, "max_live": self.max_live, "connects": self.connects,
             "opens": self.opens, "connected": len(self.connected), "pings": self.pings,
-            "rejecting": self.reject_code, "muted": self.muted,
+            "rejecting": self.reject_code, "muted": self.muted, "slow_close_s": self.slow_close_s,
             "requires_credentials": self.credentials is not None,
         }
 
