@@ -21,7 +21,9 @@ from service.config import load_settings
 from service.logging import configure_logging, get_logger
 from service.ports import Secret
 
-VALUES = st.text(min_size=4, max_size=40).filter(lambda v: v.strip() and "*" not in v)
+# marked with a snowman, so an error message that happens to contain the same short text
+# (e.g. "__di" inside "__dict__") is not mistaken for a leak
+VALUES = st.text(min_size=3, max_size=40).map(lambda v: "\u2603" + v + "\u2603")
 
 
 def shown(action: Callable[[], Any]) -> str:
