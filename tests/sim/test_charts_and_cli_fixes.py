@@ -56,3 +56,21 @@ def test_an_unreachable_dask_scheduler_is_one_line_and_exit_2_within_its_timeout
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot reach the Dask scheduler" in err
     assert elapsed_s < 2 + 15  # the connect timeout plus importing distributed on a busy machine
+
+
+def test_heatmaps_split_by_the_dimensions_they_would_average():
+    from sim.sweep_report import facets
+
+    split, panels = facets({"outage_s": [30, 60], "jitter": ["none", "full"], "max_attempts": [5, 6],
+                            "base_s": [1, 2, 4]})
+    assert split == ["max_attempts", "base_s"] and len(panels) == 6
+    assert facets({"a": [1], "b": [2], "c": list(range(13))}) == ([], [{}])  # too many panels: averaged
+
+
+def test_sweep_writes_each_run_to_its_own_folder_and_csv_beside_json(tmp_path):
+    assert main(["sweep", "--grid", "outage_s=20,40", "--grid", "jitter=none,full", "--grid", "max_attempts=5,6",
+                 "--replications", "2", "--workers", "1", "--sessions", "100", "--out", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2 * 2 * 2 * 2
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 1 + 8
+    assert len((tmp_path / "runs.csv").read_text().splitlines()) == 1 + 16
+    assert (tmp_path / "sweep.json").exists() and (tmp_path / "heatmap_inactive_fraction.png").exists()
