@@ -19,7 +19,8 @@ def policy_toml(policy: Policy, comments: list[str] | None = None) -> str:
     """The text of a policy file for `policy`: comment lines, then the [policy] table."""
     header = "".join(f"# {line}\n" for line in (comments or []))
     header += ("# Read by `python -m sim --config FILE` and `python -m service --config FILE`\n"
-               "# (the service takes its back-office token from RECONNECT_LAB_BACKOFFICE_TOKEN).\n")
+               "# (the service also needs its sessions and back-office token, e.g. RECONNECT_LAB_SESSIONS\n"
+               "# and RECONNECT_LAB_BACKOFFICE_TOKEN, or keys beside this table).\n")
     return header + tomli_w.dumps({"policy": policy.to_mapping()})
 
 
