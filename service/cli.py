@@ -48,7 +48,7 @@ examples:
   python -m service --config service.toml --check-config
 
   # policy keys (see service.core.build_policy): jitter, 6 attempts, Baileys' close codes
-  python -m service --policy jitter=full --policy max_attempts=6 --policy codes=baileys
+  python -m service --sessions @ids.txt --policy jitter=full --policy max_attempts=6 --policy codes=baileys
 
 TOML file: the same keys as the flags (with underscores), policy keys in a [policy] table.
 exit codes: 0 stopped cleanly; 1 failed while running or an upstream (Redis) unreachable at
