@@ -17,7 +17,11 @@ from service.core import Backoff, Jitter
 
 
 def delays_s(backoff: Backoff, sessions: int, rng: np.random.Generator) -> np.ndarray:
-    """A (sessions × max_attempts) array of backoff delays."""
+    """A (sessions × max_attempts) array of backoff delays (exponential schedules with an attempt cap)."""
+    if (backoff.max_attempts is None or backoff.max_elapsed_s is not None or backoff.jitter is Jitter.PROPORTIONAL
+            or backoff.schedule.value != "exponential"):
+        raise ValueError("the closed form covers capped exponential backoff with none/full/equal/decorrelated "
+                         "jitter and no give-up deadline; run the model for this policy")
     out = np.empty((sessions, backoff.max_attempts))
     previous = np.full(sessions, backoff.base_s)
     for n in range(1, backoff.max_attempts + 1):
