@@ -2,8 +2,8 @@
 out) a client's close frame late (`slow-close`), so a service that opens the next socket
 before its close of the old one finished holds two live sockets for a session, and the
 stand-in's R7 counter sees it. One test per path that reopens: reconnect after backoff
-(a dead link the service closes itself), Baileys' 515 immediate reconnect, and resume by
-another process after a graceful stop (the session's lease moves).
+(a dead link the service closes itself), Baileys' 515 immediate reconnect, resume by
+another process after a graceful stop (the session's lease moves), and a restart.
 """
 
 from __future__ import annotations
@@ -74,4 +74,19 @@ async def test_takeover_after_a_graceful_stop_waits_for_the_old_sockets_slow_clo
         if not stopped:
             await first.stop()
     assert s.whatsapp.session("s0")["connects"] == 2
+    assert_one_live_socket(s, "s0")
+
+
+async def test_restart_after_a_graceful_stop_resumes_after_the_old_sockets_slow_close(
+        service_settings, standins_clean: Standins, redis_client) -> None:
+    s = standins_clean
+    s.backoffice.add_accounts(["s0"])
+    settings = service_settings(sessions="s0", owner_id="owner-a")
+    async with run_service(settings):
+        await eventually(lambda: s.whatsapp.session("s0")["live"] == 1, 10, "s0 live")
+        s.whatsapp.slow_close("s0", TAKEOVER_SLOW_CLOSE_S)
+    # stopped (the socket's slow close included); the same owner starts again at once
+    async with run_service(settings):
+        await eventually(lambda: s.whatsapp.session("s0")["connects"] == 2
+                         and s.whatsapp.session("s0")["live"] == 1, 10, "s0 resumed by the restart")
     assert_one_live_socket(s, "s0")
