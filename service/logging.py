@@ -25,7 +25,9 @@ from service.ports import Secret
 MASK = "***"
 _SECRET_KEY = re.compile(r"token|credential|passw(or)?d|passwd|secret|authori[sz]ation|api[_-]?key|cookie", re.I)
 _TEXT_PATTERNS = (
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^:@/\s]*):([^@/\s]+)@", re.I), r"\1:***@"),
+    # The look-behind lets a scheme start only where a run of scheme characters starts: without
+    # it a long run of letters is re-scanned from every position (64 KB took 33 s).
+    (re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:@/\s]*):([^@/\s]+)@", re.I), r"\1:***@"),
     (re.compile(r"(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I), r"\1 ***"),
     (re.compile(r"((?:authorization|token|password|credentials?)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+", re.I), r"\1***"),
 )

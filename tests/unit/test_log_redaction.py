@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core import Status
-from service.logging import MASK, redact_processor, redact_value
+from service.logging import MASK, redact_processor, redact_text, redact_value
 from service.ports import Secret
 
 KEYS = st.sampled_from(["event", "session_id", "attempt", "token", "backoffice_token", "Authorization",
@@ -56,3 +59,21 @@ def test_event_log_writes_what_structlog_writes(tmp_path) -> None:
     assert lines[0] == lines[1]
     assert lines[1]["reason"] == "Bearer ***" and lines[1]["token"] == MASK and lines[1]["cred"] == MASK
     assert lines[2]["session_id"] == "other" and lines[2]["event"] == "shadowing"
+
+
+def _best_of_3_s(text: str) -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        redact_text(text)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.parametrize("unit", ["a", "a:", "a://", "a://b:", "token=x "])
+def test_redaction_time_grows_linearly_with_hostile_text(unit: str) -> None:
+    # A regex that re-scans from every position is quadratic: 8x the text would cost 64x.
+    # Linear costs 8x; the bound leaves room for a busy machine and is a ratio in one run.
+    small, large = unit * 2_000 + "@", unit * 16_000 + "@"
+    ratio = _best_of_3_s(large) / max(_best_of_3_s(small), 1e-6)
+    assert ratio < 24, f"8x the text ({unit!r} repeated) cost {ratio:.0f}x the time"
