@@ -302,6 +302,11 @@ class WireLink:
                 pass  # a stalled send is silence too, judged by the clock at the next tick
             except ConnectionClosed:
                 return  # the reader sees the close and finishes the link
+            except Exception as err:  # noqa: BLE001 - a dead task would leave the link unwatched for good
+                log.warning("wire link: keepalive send failed (%s), closing (session %s)",
+                            type(err).__name__, self.session_id)
+                self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
+                return
             # wake at the next ping or exactly when the silence would reach the deadline
             await asyncio.sleep(max(0.01, min(interval_s, self._last_pong_at + dead_after_s - loop.time())))
 

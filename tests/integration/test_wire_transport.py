@@ -322,6 +322,24 @@ async def test_keepalive_detects_a_muted_server(wire: WireTransport, standins_cl
     wait_until(lambda: standins_clean.whatsapp.session("s1")["live"] == 0, 5, "server counted the dead link out")
 
 
+@pytest.mark.parametrize("error", [OSError("socket gone"), RuntimeError("transport closed"), ValueError("bad")])
+async def test_a_failing_keepalive_send_closes_the_link_instead_of_leaving_it_unwatched(
+        wire: WireTransport, standins_clean: Standins, error: Exception) -> None:
+    link = await opened(wire)
+    await eventually(lambda: link.pongs_received >= 1, 5, "first pong")
+    real_send = link._ws.send
+
+    async def failing_send(message: str) -> None:
+        if '"ping"' in message:
+            raise error
+        await real_send(message)
+
+    link._ws.send = failing_send  # the keepalive's next ping fails in a way no handler expects
+    closed = await closed_within(link, timeout_s=5 * INTERVAL_S * MISSES + 2.0)
+    assert closed.code == KEEPALIVE_TIMEOUT
+    wait_until(lambda: standins_clean.whatsapp.session("s1")["live"] == 0, 5, "server counted the link out")
+
+
 async def test_keepalive_detects_a_half_open_link_through_toxiproxy(standins_clean: Standins, toxiproxy: Toxiproxy) -> None:
     proxy = toxiproxy.create_proxy("wa-halfopen", upstream=f"127.0.0.1:{standins_clean.ports['whatsapp_port']}")
     transport = transport_for(f"ws://{proxy.listen}")
