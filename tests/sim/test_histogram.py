@@ -1,7 +1,7 @@
 """The histogram engine: equal to the per-session engine within sampling error, fast, and seeded.
 
 Equality runs 100,000 sessions through both engines for every scenario the histogram engine
-supports, with every jitter kind on the mass outage and the kinds taking turns on the rest
+supports, with every jitter kind on the mass outage (proportional at its default ±50 %) and the kinds taking turns on the rest
 (decorrelated jitter, whose lumps are keyed by the previous delay, costs about as much as
 the per-session engine, so it takes the shorter scenarios);
 each pair of runs is made once and serves three checks: recovery times (two-sample KS at
@@ -26,7 +26,7 @@ CASES = [  # (scenario, outage_s, jitter)
     ("mass_outage", 30.0, "full"), ("mass_outage", 30.0, "equal"), ("mass_outage", 20.0, "decorrelated"),
     ("outage_during_deploy", 30.0, "full"), ("rolling_deploy", 0.0, "equal"), ("flaky_wifi", 0.0, "full"),
     ("flaky_wifi", 0.0, "decorrelated"), ("long_outage", 0.0, "equal"), ("deleted_mid_retry", 0.0, "decorrelated"),
-    ("terminal_401", 0.0, "full"),
+    ("terminal_401", 0.0, "full"), ("mass_outage", 30.0, "proportional"),
 ]
 IDS = [f"{s}-{j}" for s, _, j in CASES]
 _RUNS: dict[tuple, dict] = {}
