@@ -1,9 +1,9 @@
 """The histogram engine: equal to the per-session engine within sampling error, fast, and seeded.
 
 Equality runs 100,000 sessions through both engines for every scenario the histogram engine
-supports, with every jitter kind on the mass outage (proportional at its default ±50 %) and the kinds taking turns on the rest
-(decorrelated jitter, whose lumps are keyed by the previous delay, costs about as much as
-the per-session engine, so it takes the shorter scenarios);
+supports, with every jitter kind on the mass outage (proportional at its default ±50 %) and
+the kinds taking turns on the rest (decorrelated jitter, whose lumps are keyed by the previous
+delay, costs about as much as the per-session engine, so it takes the shorter scenarios);
 each pair of runs is made once and serves three checks: recovery times (two-sample KS at
 significance ALPHA), inactive share (within three standard errors) and peak rates (within 2 %).
 """
