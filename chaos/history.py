@@ -229,7 +229,7 @@ def fault_windows(scenario: Scenario) -> list[FaultWindow]:
 
 def from_replay(result: ReplayResult, scenario: Scenario, *, sessions: Iterable[str] | None = None,
                 meta: Mapping[str, Any] | None = None) -> History:
-    """A history as a perfect world would have recorded the replay (zero-latency upstreams).
+    """A history as a perfect world would have recorded the replay (its latencies, no noise).
 
     Link events come from the replay's socket opens and the closes in its timeline; the
     back office receives every status write at once, numbered per session.

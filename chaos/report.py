@@ -214,6 +214,18 @@ def _draw_counts(history: History, ax: Any, end_s: float) -> None:
 # ---- summary -------------------------------------------------------------------------------
 
 
+def _prediction_cell(prediction: PredictionReport | None) -> str:
+    """`match` or the difference count, then the worst per-attempt error, zero-latency and calibrated."""
+    if prediction is None or not prediction.compared:
+        return "–"
+    cell = "match" if prediction.ok else f"{len(prediction.differences)} difference(s)"
+    worst = [max((e["max"] for e in errors.values()), default=None)
+             for errors in (prediction.error_ms, prediction.calibrated_error_ms)]
+    if worst[0] is not None:
+        cell += f"; max error {worst[0]:.0f} ms" + ("" if worst[1] is None else f", calibrated {worst[1]:.0f} ms")
+    return cell
+
+
 def summary_markdown(runs: list[ScenarioRun], *, title: str = "Chaos run") -> str:
     """A short Markdown page: one table row per scenario, then real failures apart from intended ones."""
     passed = sum(r.verdict == "passed" for r in runs)
@@ -226,8 +238,7 @@ def summary_markdown(runs: list[ScenarioRun], *, title: str = "Chaos run") -> st
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         checks = f"{sum(c.ok for c in run.checks)}/{len(run.checks)}" if run.checks else "–"
-        prediction = "–" if run.prediction is None or not run.prediction.compared else (
-            "match" if run.prediction.ok else f"{len(run.prediction.differences)} difference(s)")
+        prediction = _prediction_cell(run.prediction)
         lines.append(f"| {run.name} | {run.scale:g} | **{run.verdict}** | {checks} | {prediction} | "
                      f"{run.duration_s:.1f} s | {_link(run.chart, 'png')} | {_link(run.journal, 'json')} |")
     lines += _evidence_table(runs)

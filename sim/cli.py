@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multiply every time of the scenario and the policy by K (default: 1)")
     replay.add_argument("--replay-sessions", type=int, default=1, metavar="N", help="sessions s0… (default: 1)")
     replay.add_argument("--via", choices=("replay", "model"), default="replay",
-                        help="sim.replay (what chaos compares with) or the population model (default: replay)")
+                        help="the model as the twin chaos compares with, or with the population parameters (default: replay)")
     add_model_flags(replay)
     sweep.add_parser(commands)
     contention.add_parser(commands)

@@ -1,7 +1,7 @@
 """Fault processes: turn a scenario's fault values into happenings on a block's SimPy clock.
 
 Shared faults (link down, close with a code, account deleted) hit every session of the
-block, as `sim.replay` does for one; population faults (flaky links, churn, rolling
+block (`sim.replay` runs this model for a few sessions); population faults (flaky links, churn, rolling
 deploy) follow `sim.population`. Chance comes only from the block's `fault_rng`. Must
 not decide anything about reconnects: faults deliver events, the core decides.
 """

@@ -19,7 +19,7 @@ import random
 import simpy
 from simpy.events import Timeout
 
-from service.core import SessionMachine, Status
+from service.core import Policy, SessionMachine, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Drop, Emit, Opened,
     OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed, Validate,
@@ -79,10 +79,10 @@ class BlockModel:
     """Sessions [first, first + n) of a run, simulated in their own SimPy environment."""
 
     def __init__(self, params: ModelParams, scenario: PopulationScenario, block: int,
-                 first: int, n: int, *, cohort: bool, trace: bool = False) -> None:
+                 first: int, n: int, *, cohort: bool, trace: bool = False, policy: Policy | None = None) -> None:
         self.params, self.scenario, self.block, self.cohort = params, scenario, block, cohort
         self.env = simpy.Environment()
-        self.policy = params.policy()
+        self.policy = params.policy() if policy is None else policy  # a given policy: the twin's, as chaos runs it
         self.rng = random.Random(f"{params.seed}:{block}:jitter")
         self.fault_rng = random.Random(f"{params.seed}:{block}:faults")
         self.tally = Tally(n_bins=bins_for(params.until_s, params.bin_s))

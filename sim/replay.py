@@ -1,26 +1,35 @@
-"""Replay a named scenario through `service.core` on SimPy's virtual clock.
+"""Replay a named scenario for a few sessions through the population model (the twin).
 
-The prediction the chaos runner compares reality with: each session starts at t=0, the
-scenario's faults happen at their times, and every command the machine returns is
-carried out against a modelled link, Redis status and back office with zero latency.
-Owns no reconnect rule: every decision is the core's. Must not touch the network.
+The prediction the chaos runner compares reality with. There is one interpreter of the
+core's commands, `sim.model.BlockModel` (per-session engine, tracing on); this module only
+sets it up for a handful of sessions with no WhatsApp limits, optionally with the
+latencies measured in a chaos run (`Latencies`: validation and connect time, the model's
+back-office and WhatsApp connect latencies), and collects what the sessions did: timeline,
+status writes, sockets opened, final status, drops. Must not touch the network.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
-import simpy
+from service.core import Policy, Status, TimelineRecord
+from service.core.events import Drop, OpenSocket, SetStatus
+from service.core.statuses import Priority
+from sim.model import BlockModel, Unit
+from sim.params import ModelParams
+from sim.population import PopulationScenario
+from sim.scenarios import Scenario
 
-from service.core import Policy, SessionMachine, Status, TimelineRecord
-from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Command, Drop, Emit,
-    Event, Opened, OpenSocket, ScheduleReconnect, SetStatus, Start, StartFailed, Validate,
-    Validated,
-)
-from service.core.statuses import Priority, is_valid_status
-from sim.scenarios import AccountDeleted, CloseWith, LinkDown, Scenario
+
+@dataclass(frozen=True)
+class Latencies:
+    """Per-step latencies of a real run, fed to the model (0: the zero-latency twin)."""
+
+    validation_s: float = 0.0  # reconnect_running → session_starting (Redis, then the back office)
+    connect_s: float = 0.0  # session_starting → session_open or the failure
+
+    def to_dict(self) -> dict[str, float]:
+        return {"validation_ms": round(self.validation_s * 1000, 1), "connect_ms": round(self.connect_s * 1000, 1)}
 
 
 @dataclass
@@ -39,113 +48,47 @@ class ReplayResult:
         return [t for t, attempt in self.sockets_opened.get(session_id, []) if attempt >= 1]
 
 
-class _ReplaySession:
-    """Carries out one machine's commands on the SimPy clock."""
+class _TwinModel(BlockModel):
+    """The model, also noting status writes and socket opens per session."""
 
-    def __init__(self, env: simpy.Environment, world: _World, machine: SessionMachine) -> None:
-        self.env, self.world, self.machine = env, world, machine
-        self.socket_open = False
-        self.timer: simpy.Process | None = None
-        world.result.sockets_opened[machine.session_id] = []
+    def __init__(self, *args, result: ReplayResult, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.result = result
 
-    def feed(self, event: Event) -> None:
-        if self.machine.session_id in self.world.result.dropped:
-            return
-        pending = list(self.machine.handle(event, self.env.now))
-        while pending:
-            follow_up = self._run(pending.pop(0))
-            if follow_up is not None:
-                pending.extend(self.machine.handle(follow_up, self.env.now))
+    def _set_status(self, unit: Unit, command: SetStatus) -> None:
+        self.result.status_updates.append((self.env.now, unit.machine.session_id, command.status, command.priority))
+        super()._set_status(unit, command)
 
-    def _run(self, command: Command) -> Event | None:
-        sid, result = self.machine.session_id, self.world.result
-        if isinstance(command, Emit):
-            result.timeline.append(command.record)
-        elif isinstance(command, SetStatus):
-            self.world.status[sid] = command.status
-            result.status_updates.append((self.env.now, sid, command.status, command.priority))
-        elif isinstance(command, ScheduleReconnect):
-            self.timer = self.env.process(self._timer(command.delay_s))
-        elif isinstance(command, CancelReconnect):
-            if self.timer is not None and self.timer.is_alive:
-                self.timer.interrupt()
-            self.timer = None
-        elif isinstance(command, Validate):
-            status = self.world.status.get(sid)
-            ok = sid not in self.world.deleted and status is not None and is_valid_status(
-                status, for_reconnect=command.for_reconnect)
-            return Validated(ok=ok)
-        elif isinstance(command, CloseSocket):
-            self.socket_open = False
-        elif isinstance(command, OpenSocket):
-            result.sockets_opened[sid].append((self.env.now, command.attempt))
-            if self.world.link_down:
-                return StartFailed(reason="refused")
-            self.socket_open = True
-            return Opened()
-        elif isinstance(command, Drop):
-            result.dropped[sid] = command.reason
-        elif not isinstance(command, ClearCache):  # the replay keeps no validity cache
-            raise TypeError(f"replay cannot carry out {command!r}")
-        return None
+    def _open_socket(self, unit: Unit, command: OpenSocket):
+        self.result.sockets_opened.setdefault(unit.machine.session_id, []).append((self.env.now, command.attempt))
+        return super()._open_socket(unit, command)
 
-    def _timer(self, delay_s: float):
-        try:
-            yield self.env.timeout(delay_s)
-        except simpy.Interrupt:
-            return
-        self.timer = None
-        self.feed(BackoffElapsed())
+    def _drop(self, unit: Unit, command: Drop) -> None:
+        self.result.dropped[unit.machine.session_id] = command.reason
+        super()._drop(unit, command)
 
 
-@dataclass
-class _World:
-    result: ReplayResult
-    status: dict[str, Status] = field(default_factory=dict)
-    deleted: set[str] = field(default_factory=set)
-    link_down: bool = False
+def twin_params(policy: Policy, *, sessions: int, until_s: float, seed: int = 0,
+                latencies: Latencies | None = None) -> ModelParams:
+    """Model parameters for a few sessions of one gateway: no WhatsApp limits or upstream capacities
+    (0: unlimited), the run's latencies."""
+    lat = latencies or Latencies()
+    return ModelParams(sessions=sessions, seed=seed, until_s=until_s, ip_connects_per_s=0, account_connects=0,
+                       sessions_per_ip=1, redis_ops_per_s=0, backoffice_requests_per_s=0, connect_timeout_s=policy.timeouts.connect_timeout_s,
+                       backoffice_latency_s=lat.validation_s, whatsapp_connect_s=lat.connect_s,
+                       backoffice_validity_budget_s=max(lat.validation_s, 1.0))
 
 
-def replay(scenario: Scenario, policy: Policy, *, sessions: int = 1, seed: int = 0) -> ReplayResult:
-    """Run `scenario` for `sessions` sessions (ids s0, s1, …) and return what happened."""
-    env = simpy.Environment()
-    world = _World(result=ReplayResult(scenario=scenario.name))
-    rng = random.Random(seed)
-    shells = [
-        _ReplaySession(env, world, SessionMachine(f"s{i}", policy, random.Random(rng.getrandbits(64))))
-        for i in range(sessions)
-    ]
-    for shell in shells:
-        shell.feed(Start())
-    for fault in scenario.faults:
-        env.process(_fault(env, world, shells, fault))
-    env.run(until=scenario.duration_s)
-    for shell in shells:
-        world.result.final_status[shell.machine.session_id] = world.status.get(shell.machine.session_id)
-    return world.result
-
-
-def _fault(env: simpy.Environment, world: _World, shells: list[_ReplaySession], fault):
-    if isinstance(fault, LinkDown):
-        yield env.timeout(fault.start_s)
-        world.link_down = True
-        for shell in shells:
-            if shell.socket_open:
-                shell.socket_open = False
-                shell.feed(Closed(code=None))
-        yield env.timeout(fault.end_s - fault.start_s)
-        world.link_down = False
-    elif isinstance(fault, CloseWith):
-        yield env.timeout(fault.at_s)
-        for shell in shells:
-            if shell.socket_open:
-                shell.socket_open = False
-                shell.feed(Closed(code=fault.code))
-    elif isinstance(fault, AccountDeleted):
-        yield env.timeout(fault.at_s)
-        for shell in shells:
-            sid = shell.machine.session_id
-            world.deleted.add(sid)
-            world.status[sid] = Status.INACTIVE  # the back office shares Redis
-    else:
-        raise TypeError(f"replay does not know fault {fault!r}")
+def replay(scenario: Scenario, policy: Policy, *, sessions: int = 1, seed: int = 0,
+           latencies: Latencies | None = None) -> ReplayResult:
+    """Run `scenario` for `sessions` sessions (ids s0, s1, …) through the model and return what happened."""
+    params = twin_params(policy, sessions=sessions, until_s=scenario.duration_s, seed=seed, latencies=latencies)
+    population = PopulationScenario(scenario.name, scenario.description, scenario.faults, scenario.duration_s)
+    result = ReplayResult(scenario=scenario.name)
+    model = _TwinModel(params, population, 0, 0, sessions, cohort=False, trace=True, policy=policy, result=result)
+    model.run()
+    result.timeline = model.timeline
+    for unit in model.units:
+        result.sockets_opened.setdefault(unit.machine.session_id, [])
+        result.final_status[unit.machine.session_id] = unit.status
+    return result

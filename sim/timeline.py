@@ -1,8 +1,8 @@
 """Predicted timelines in the shared timeline format (`service.core.TimelineRecord`).
 
 `predict(name, …, via="replay")` is what `python -m sim replay NAME` prints and what the
-chaos runner compares reality with; `via="model"` runs the same scenario through the
-population model with tracing on, so tests can show both shells agree. Must not write files.
+chaos runner compares reality with (the model set up as the twin, `sim.replay`); `via="model"`
+runs the same scenario with the population parameters, so tests can show both agree. Must not write files.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ broken history fails exactly the checker named after the invariant it breaks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +15,8 @@ from chaos.checkers import (ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, BAC
 from chaos.history import BackOfficeUpdate, FaultWindow, History, LinkEvent, from_replay
 from chaos.scenario import ChaosScenario, Outcome
 from service.core import Status, TimelineRecord, build_policy
-from sim import replay as replay_module
+from service.core.events import Validated
+from sim import model as model_module
 from sim.replay import replay
 
 S1 = get("flaky_wifi")
@@ -261,21 +262,10 @@ def test_a_replay_with_a_different_base_fails_attempt_times():
     assert ATTEMPT_TIMES_MATCH_POLICY in failing(history, scenario)
 
 
-class _NoMemory(set):
-    def add(self, item: object) -> None:
-        pass
-
-
-@dataclass
-class _ForgetfulWorld(replay_module._World):
-    deleted: set = field(default_factory=_NoMemory)
-
-
 def test_a_replay_without_validation_fails_no_connect_after_deletion(monkeypatch):
     scenario = get("deleted_mid_retry")
     # a shell that reconnects without asking: every validation answers "valid"
-    monkeypatch.setattr(replay_module, "is_valid_status", lambda status, for_reconnect: True)
-    monkeypatch.setattr(replay_module, "_World", _ForgetfulWorld)
+    monkeypatch.setattr(model_module.BlockModel, "_validate", lambda self, unit, command: Validated(ok=True))
     history = from_replay(replay(scenario.schedule, scenario.policy()), scenario.schedule)
     assert NO_CONNECT_AFTER_END in failing(history, scenario)
 

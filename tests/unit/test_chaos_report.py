@@ -13,13 +13,14 @@ from chaos.history import FaultWindow, History, from_replay
 from chaos.journal import Journal
 from chaos.prediction import compare, predict, predict_and_compare
 from chaos.report import ScenarioRun, status_intervals, summary_markdown, timeline_chart, write_summary
-from sim.replay import replay
+from sim.replay import Latencies, replay
 
 
-def replayed(name: str, scale: float | None = None) -> tuple[History, object]:
+def replayed(name: str, scale: float | None = None, latencies: Latencies | None = None) -> tuple[History, object]:
+    """A history as if the service had done what the twin does (with these latencies), with the run's ids."""
     scenario = catalog.at_scale(name, scale)
     schedule = scenario.prediction_schedule()
-    result = replay(schedule, scenario.policy(), sessions=scenario.sessions)
+    result = replay(schedule, scenario.policy(), sessions=scenario.sessions, latencies=latencies)
     history = from_replay(result, schedule)
     history.sessions = [f"{scenario.name}-{s}" for s in history.sessions]
     for attr in ("timeline", "link_events", "backoffice_updates"):
@@ -112,7 +113,7 @@ def test_the_chart_and_summary_are_written(tmp_path):
             ScenarioRun("broken", 0.1, "failed", bad, expected="final active")]
     text = summary_markdown(runs)
     assert "1 of 2 scenario(s) passed; 0 failed as intended" in text and "**1 real failure(s)**" in text
-    assert "| flaky_wifi | 1 | **passed** | 8/8 | match |" in text
+    assert "| flaky_wifi | 1 | **passed** | 8/8 | match; max error 0 ms, calibrated 0 ms |" in text
     assert "## Real failures" in text and "### broken: failed" in text and "**final status per session as expected** violated (black-box):" in text
     summary = write_summary(tmp_path, runs)
     assert "(charts/flaky_wifi.png)" in summary.read_text()
