@@ -12,6 +12,8 @@ from the first fault is a note. Must not do I/O or change the history.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable
 
 from chaos.checkers_timing import attempt_times_match_policy, reconnects_as_expected
@@ -96,8 +98,10 @@ def final_status_of(history: History, session_id: str) -> str | None:
 
 
 def attempts_per_episode_within_max(history: History, scenario: ChaosScenario) -> CheckResult:
-    """No disconnection episode counts more reconnect attempts than the policy's max."""
+    """No disconnection episode counts more reconnect attempts than the policy's max (none: no cap)."""
     max_attempts = scenario.policy().backoff.max_attempts
+    if max_attempts is None:
+        max_attempts = math.inf  # an uncapped policy (e.g. preset whatsmeow) gives up by deadline or never
     evidence = attempt_evidence(history, scenario)
     if evidence == NOT_JUDGED:
         return not_judged(ATTEMPTS_WITHIN_MAX)

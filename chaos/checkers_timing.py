@@ -72,7 +72,7 @@ def _observed_attempt_times(history: History, scenario: ChaosScenario) -> CheckR
         for episode in observed_episodes(history.link_events_of(session_id)):
             anchor_s, due_s = episode.start_s, episode.start_s
             for attempt in episode.attempts:
-                low_s, high_s = backoff.bounds_s(min(attempt.number, backoff.max_attempts))
+                low_s, high_s = backoff.bounds_s(min(attempt.number, backoff.max_attempts or attempt.number))
                 slowed = any(_overlaps(f, anchor_s, attempt.connect_s) for f in dependency_faults)
                 step = Step(attempt.number, attempt.connect_s, anchor_s, low_s, high_s,
                             excused_s=float("inf") if slowed else 0.0)

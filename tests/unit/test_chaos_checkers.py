@@ -292,3 +292,15 @@ def test_updates_out_of_seq_order_within_one_request_are_fine_across_requests_no
     history.backoffice_updates = [replace(first, batch=1), *[replace(u, batch=2) for u in rest[1:]],
                                   replace(rest[0], batch=3, t=20.0)]
     assert failing(history) == [BACKOFFICE_COMPLETE_ORDERED]
+
+
+@pytest.mark.parametrize("policy", [{"preset": "whatsmeow"}, {"max_attempts": "unlimited", "max_elapsed_s": 200.0}])
+def test_an_uncapped_policy_is_judged_not_crashed_on(policy):
+    # max_attempts is None for a policy without an attempt cap: the checkers compare no count with it
+    scenario = replace(get("long_outage"), policy_settings=policy,
+                       outcome=Outcome(frozenset({Status.ACTIVE, Status.CONNECTING}), 0, None))
+    schedule = scenario.prediction_schedule()
+    history = from_replay(replay(schedule, scenario.policy()), schedule)
+    results = {r.name: r for r in check_all(history, scenario)}
+    assert results[ATTEMPTS_WITHIN_MAX].ok, str(results[ATTEMPTS_WITHIN_MAX])
+    assert results[ATTEMPT_TIMES_MATCH_POLICY].ok, str(results[ATTEMPT_TIMES_MATCH_POLICY])
