@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from service.config import ENV_PREFIX, POLICY_ENV_PREFIX, Settings, load_settings, parse_scalar
+from service.config import ENV_PREFIX, POLICY_ENV_PREFIX, Settings, check_settings, load_settings, parse_scalar
 from service.errors import ConfigError, StartupError
 from service.logging import configure_logging, get_logger
 
@@ -146,14 +146,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
+    load = check_settings if args.check_config else load_settings
     try:
-        settings = load_settings(toml_path=args.config, overrides=overrides_from(args))
+        loaded = load(toml_path=args.config, overrides=overrides_from(args))
     except ConfigError as err:
         print(one_line(f"error: {err} (see python -m service --help; policy keys also via {POLICY_ENV_PREFIX}<KEY>)"),
               file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
-        print(json.dumps(settings.safe_dict(), indent=2, sort_keys=True))
+        settings, not_set = loaded
+        shown = {**settings.safe_dict(), **{key: None for key in not_set}, "not_set": not_set}
+        print(json.dumps(shown, indent=2, sort_keys=True))
+        if not_set:
+            print(f"note: every value given is valid; still to give before running: {', '.join(not_set)} "
+                  f"(flag, {ENV_PREFIX}<NAME> or the TOML file)", file=sys.stderr)
         return EXIT_OK
+    settings = loaded
     configure_logging(sys.stderr, settings.log_level)
     return asyncio.run(serve(settings))

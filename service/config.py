@@ -263,6 +263,28 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
 def load_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Defaults < TOML < env < overrides (flags). Raises `ConfigError` naming the setting and its source."""
+    merged, origin = _merge_layers(toml_path, environ, overrides)
+    return _validated(merged, origin)
+
+
+# Settings a running service needs but a settings file may leave to flags or the environment
+# (a policy file written by `python -m sim tune` carries neither).
+NEEDED_TO_RUN: dict[str, Any] = {"sessions": "s{0..0}", "backoffice_token": "check-config"}
+
+
+def check_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> tuple[Settings, list[str]]:
+    """For `--check-config`: every value given is validated as `load_settings` does; the
+    settings needed to run that were not given are returned by name instead of failing."""
+    merged, origin = _merge_layers(toml_path, environ, overrides)
+    not_set = [key for key in NEEDED_TO_RUN if key not in merged]  # given empty: still an error
+    for key in not_set:
+        merged[key] = NEEDED_TO_RUN[key]
+    return _validated(merged, origin), not_set
+
+
+def _merge_layers(toml_path: Path | None, environ: Mapping[str, str] | None,
+                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
     layers: list[tuple[str, dict[str, Any]]] = []
     if toml_path is not None:
         layers.append((f"config file {toml_path}", read_toml(toml_path)))
@@ -277,6 +299,10 @@ def load_settings(*, toml_path: Path | None = None, environ: Mapping[str, str] |
             else:
                 merged[key] = value
             origin[key] = source
+    return merged, origin
+
+
+def _validated(merged: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     try:
         settings = Settings(**merged)
     except ValidationError as err:

@@ -5,6 +5,8 @@ the back office, unusable values in Redis, and invalid configuration.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from service.cli import main
@@ -136,8 +138,10 @@ def test_invalid_config_file_and_env(capsys, monkeypatch, tmp_path) -> None:
     assert "factor must be >= 1" in capsys.readouterr().err
     monkeypatch.delenv("RECONNECT_LAB_BACKOFFICE_TOKEN")
     monkeypatch.delenv("RECONNECT_LAB_POLICY_FACTOR")
-    assert main(["--check-config"]) == 2
+    assert main([]) == 2  # refused before anything starts
     assert "'backoffice_token' is required" in capsys.readouterr().err
+    assert main(["--check-config"]) == 0  # a check of what was given lists what is still to give
+    assert json.loads(capsys.readouterr().out)["not_set"] == ["backoffice_token"]
 
 
 @pytest.mark.integration

@@ -97,6 +97,9 @@ def test_issue_values_exit_2_with_one_line(args: list[str], setting: str, capsys
 def test_sessions_is_required(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONNECT_LAB_BACKOFFICE_TOKEN", TOKEN)
     monkeypatch.delenv("RECONNECT_LAB_SESSIONS", raising=False)
-    assert main(["--check-config"]) == 2
+    assert main([]) == 2  # refused before anything starts
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'sessions' is required" in err, err
+    assert main(["--check-config"]) == 0  # a check of what was given lists what is still to give
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["not_set"] == ["sessions"] and "still to give before running: sessions" in printed.err

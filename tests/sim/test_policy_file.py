@@ -29,6 +29,11 @@ def test_service_check_config_accepts_a_written_policy_file(tmp_path, monkeypatc
     monkeypatch.setenv("RECONNECT_LAB_SESSIONS", "s0")
     assert service_main(["--config", str(path), "--check-config"]) == 0
     assert '"max_attempts": 9' in capsys.readouterr().out
+    monkeypatch.delenv("RECONNECT_LAB_BACKOFFICE_TOKEN")
+    monkeypatch.delenv("RECONNECT_LAB_SESSIONS")
+    assert service_main(["--config", str(path), "--check-config"]) == 0, "the file alone checks"
+    printed = capsys.readouterr()
+    assert '"max_attempts": 9' in printed.out and "still to give before running: sessions, backoffice_token" in printed.err
 
 
 def test_a_preset_name_in_the_policy_table_is_read_by_both(tmp_path):
