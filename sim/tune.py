@@ -6,9 +6,9 @@ the worst share of sessions ending inactive, the peak connects per second at Wha
 of Redis and the back office). Every candidate of the search space (an exhaustive grid,
 see the README for why not Optuna) is screened on a sample population (`--eval-sessions`,
 rates scaled up to `--sessions`), longest outage first, and dropped at the first broken
-constraint. The feasible candidates on the Pareto front are ranked (p99 recovery, then
-peak connects, then load, then inactive share) and re-simulated at the full population
-until one meets every constraint: that is the recommendation, written as a policy file
+constraint. The feasible candidates on the Pareto front are ranked (p99 recovery to the
+second, then peak connects, then load, then inactive share) and re-simulated at the full
+population until one meets every constraint: that is the recommendation, written as a policy file
 both `python -m sim` and `python -m service` read. Exit 1 when none does.
 Must not draw (`sim.tune_report` does).
 """
@@ -136,9 +136,13 @@ def _dominates(a: dict[str, float], b: dict[str, float]) -> bool:
     return all(a[k] <= b[k] for k in OBJECTIVES) and any(a[k] < b[k] for k in OBJECTIVES)
 
 
+RANK_P99_STEP_S = 1.0  # p99 recoveries this close rank alike: a fraction of a second buys no connects
+
+
 def rank_key(cand: Candidate) -> tuple:
     m = cand.metrics
-    return (m["p99_recovery_s"], m["peak_connects_per_s"], m["upstream_load"], m["inactive_share"],
+    return (round(m["p99_recovery_s"] / RANK_P99_STEP_S), m["peak_connects_per_s"], m["upstream_load"],
+            m["inactive_share"],
             sorted(cand.values.items(), key=str))
 
 
