@@ -11,17 +11,31 @@ from service.core.policy import Backoff, Jitter, Policy, Timeouts, build_policy
 from service.core.machine import SessionMachine, State
 from service.core.statuses import Priority, Status
 from service.core.timeline import TimelineRecord, read_jsonl, write_jsonl
+from service.core.vocabulary import (
+    DROP_EVENTS, GIVE_UP_EVENTS, CloseReason, Connection, DropReason, FailReason, GiveUpLimit, LogEvent,
+    ReleaseReason, ScheduleReason,
+)
 
 __all__ = [
     "Action",
     "Backoff",
+    "CloseReason",
     "CodeTable",
+    "Connection",
     "CoreError",
+    "DROP_EVENTS",
+    "DropReason",
+    "FailReason",
+    "GIVE_UP_EVENTS",
+    "GiveUpLimit",
     "IllegalTransition",
     "Jitter",
+    "LogEvent",
     "Policy",
     "PolicyError",
     "Priority",
+    "ReleaseReason",
+    "ScheduleReason",
     "SessionMachine",
     "State",
     "Status",

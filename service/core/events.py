@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from service.core.codes import CloseCode
 from service.core.statuses import Priority, Status
 from service.core.timeline import TimelineRecord
+from service.core.vocabulary import DropReason, FailReason, ReleaseReason, ScheduleReason
 
 # ---- events -----------------------------------------------------------------------
 
@@ -38,7 +39,7 @@ class Closed:
 class StartFailed:
     """Opening the socket failed (refused, timed out, bad handshake): a close again."""
 
-    reason: str = "start_failed"
+    reason: str = FailReason.START_FAILED
     code: CloseCode = None
 
 
@@ -65,7 +66,7 @@ class ValidationFailed:
     explains, not a verdict and not an unreachable Redis, which is asked again). The
     policy counts it as a failed attempt: the next one is scheduled, or the session gives up."""
 
-    reason: str = "validation_failed"
+    reason: str = FailReason.VALIDATION_FAILED
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Resumed:
 class Released:
     """This process lets the session go (lease lost, shutdown): stop locally, status untouched."""
 
-    reason: str = "released"
+    reason: str = ReleaseReason.RELEASED
 
 
 Event = (Start | Opened | Closed | StartFailed | KeepaliveMissed | BackoffElapsed | Validated | ValidationFailed
@@ -114,7 +115,7 @@ class ScheduleReconnect:
 
     delay_s: float
     attempt: int
-    reason: str = "backoff"
+    reason: ScheduleReason = ScheduleReason.BACKOFF
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,11 @@ class OpenSocket:
 
 @dataclass(frozen=True)
 class Drop:
-    """Forget the session in this process; nothing more will be scheduled for it."""
+    """Forget the session in this process; nothing more will be scheduled for it.
 
-    reason: str
+    A `DropReason` when the core settled it, the `Released` reason when its process let it go."""
+
+    reason: DropReason | ReleaseReason | str
 
 
 @dataclass(frozen=True)

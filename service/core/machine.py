@@ -25,6 +25,7 @@ from service.core.events import (
 from service.core.policy import Policy
 from service.core.statuses import Priority, Status
 from service.core.timeline import TimelineRecord
+from service.core.vocabulary import CloseReason, Connection, DropReason, GiveUpLimit, LogEvent, ScheduleReason
 
 
 class State(str, Enum):
@@ -55,24 +56,6 @@ TRANSITIONS: Mapping[State, Mapping[type, frozenset[State]]] = MappingProxyType(
          Released: frozenset({_D})},
     _D: {},
 })
-
-
-class LogEvent(str, Enum):
-    """Names of the structured log events and timeline records (R8)."""
-
-    CONNECTION_UPDATE = "connection_update"
-    SESSION_CLOSED = "session_closed"
-    RECONNECT_SCHEDULED = "reconnect_scheduled"
-    RECONNECT_RUNNING = "reconnect_running"
-    SESSION_STARTING = "session_starting"
-    SESSION_OPEN = "session_open"
-    RECONNECT_FAILED = "reconnect_failed"
-    MAX_ATTEMPTS_REACHED = "max_attempts_reached"
-    RECONNECT_CANCELLED = "reconnect_cancelled"
-    SESSION_TERMINAL = "session_terminal"
-    DUPLICATE_CLOSE_IGNORED = "duplicate_close_ignored"
-    SESSION_RESUMED = "session_resumed"
-    SESSION_RELEASED = "session_released"
 
 
 @dataclass(slots=True)
@@ -172,7 +155,7 @@ class SessionMachine:
         self._open(attempt=0)
 
     def _on_Opened(self, event: Opened) -> None:
-        self._emit(LogEvent.CONNECTION_UPDATE, connection="open")
+        self._emit(LogEvent.CONNECTION_UPDATE, connection=Connection.OPEN)
         self._vars.state = State.OPEN
         self._vars.attempts = 0
         self._vars.immediate_streak = 0
@@ -188,7 +171,7 @@ class SessionMachine:
         self._close(event.code, None, reason=event.reason)
 
     def _on_KeepaliveMissed(self, event: KeepaliveMissed) -> None:
-        self._close("keepalive_timeout", None)
+        self._close(CloseReason.KEEPALIVE_TIMEOUT, None)
 
     def _on_BackoffElapsed(self, event: BackoffElapsed) -> None:
         self._emit(LogEvent.RECONNECT_RUNNING)
@@ -202,8 +185,8 @@ class SessionMachine:
         # B10: a session that ends, ends: its last word is `inactive`, never the `connecting`
         # its close wrote (over the back office's own `inactive`, when it deleted the account)
         self._set_status(Status.INACTIVE, Priority.HIGH)
-        self._emit(LogEvent.RECONNECT_CANCELLED, reason="invalid")
-        self._drop("invalid")
+        self._emit(LogEvent.RECONNECT_CANCELLED, reason=DropReason.INVALID)
+        self._drop(DropReason.INVALID)
 
     def _on_ValidationFailed(self, event: ValidationFailed) -> None:
         # no socket was opened: the attempt failed before its start, and counts as failed
@@ -233,7 +216,7 @@ class SessionMachine:
     def _close(self, code: CloseCode, wait_s: float | None, reason: str | None = None) -> None:
         self._cmd(ClearCache())  # R3: first, whatever the reason
         state = self._vars.state
-        self._emit(LogEvent.CONNECTION_UPDATE, connection="close")
+        self._emit(LogEvent.CONNECTION_UPDATE, connection=Connection.CLOSE)
         if state is State.CONNECTING and self._vars.attempts > 0:
             self._emit(LogEvent.RECONNECT_FAILED, code=code, reason=reason)
         self._emit(LogEvent.SESSION_CLOSED, code=code, reason=reason)
@@ -245,7 +228,7 @@ class SessionMachine:
                 self._cmd(CancelReconnect())
             self._set_status(Status.INACTIVE, Priority.HIGH)
             self._emit(LogEvent.SESSION_TERMINAL, code=code)
-            self._drop("terminal")
+            self._drop(DropReason.TERMINAL)
             return
         if state in (State.BACKOFF, State.VALIDATING):
             self._emit(LogEvent.DUPLICATE_CLOSE_IGNORED, code=code)
@@ -253,10 +236,10 @@ class SessionMachine:
         streak_spent = self._vars.immediate_streak >= (self.policy.backoff.max_attempts or IMMEDIATE_STREAK)
         if action is Action.RECONNECT_NOW and not streak_spent:
             self._vars.immediate_streak = self._vars.immediate_streak + 1
-            self._schedule(0.0, self._vars.attempts, reason="reconnect_now")
+            self._schedule(0.0, self._vars.attempts, reason=ScheduleReason.RECONNECT_NOW)
         elif action is Action.WAIT_UNTIL:
             ban_s = self.policy.timeouts.default_ban_wait_s if wait_s is None else max(0.0, wait_s)
-            self._schedule(ban_s, self._vars.attempts, reason="temporary_ban")
+            self._schedule(ban_s, self._vars.attempts, reason=ScheduleReason.TEMPORARY_BAN)
         else:
             self._schedule_counted(None)
 
@@ -265,20 +248,20 @@ class SessionMachine:
         attempt = self._vars.attempts + 1
         backoff = self.policy.backoff
         if backoff.max_attempts is not None and attempt > backoff.max_attempts:
-            self._give_up("max_attempts")
+            self._give_up(GiveUpLimit.MAX_ATTEMPTS)
             return
         if delay_s is None:
             delay_s = backoff.delay_s(attempt, self._rng, self._vars.previous_delay_s)
         if self._vars.episode_start_s is None:
             self._vars.episode_start_s = self._now
         if not backoff.allows(attempt, self._now + delay_s - self._vars.episode_start_s):
-            self._give_up("max_elapsed_s")
+            self._give_up(GiveUpLimit.MAX_ELAPSED_S)
             return
         self._vars.attempts = attempt
         self._vars.previous_delay_s = delay_s
-        self._schedule(delay_s, attempt, reason="backoff")
+        self._schedule(delay_s, attempt, reason=ScheduleReason.BACKOFF)
 
-    def _schedule(self, delay_s: float, attempt: int, reason: str) -> None:
+    def _schedule(self, delay_s: float, attempt: int, reason: ScheduleReason) -> None:
         self._set_status(Status.CONNECTING, Priority.NORMAL)
         self._vars.state = State.BACKOFF
         if self.trace:
@@ -287,12 +270,12 @@ class SessionMachine:
                        backoff_ms=round(delay_s * 1000, 3), reason=reason)
         self._cmd(ScheduleReconnect(delay_s=delay_s, attempt=attempt, reason=reason))
 
-    def _give_up(self, limit: str) -> None:
+    def _give_up(self, limit: GiveUpLimit) -> None:
         """Mark inactive and drop; `limit` says which ran out (the drop reason stays "max_attempts")."""
         self._set_status(Status.INACTIVE, Priority.HIGH)
         self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts,
                    limit=limit, max_elapsed_s=self.policy.backoff.max_elapsed_s)
-        self._drop("max_attempts")
+        self._drop(DropReason.MAX_ATTEMPTS)
 
     # ---- sockets (R7) ----
     def _open(self, attempt: int) -> None:
@@ -303,7 +286,7 @@ class SessionMachine:
         self._emit(LogEvent.SESSION_STARTING, attempt=attempt)
         self._cmd(OpenSocket(attempt=attempt))
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: DropReason | str) -> None:
         if self._vars.has_socket:
             self._cmd(CloseSocket())
         self._vars.state = State.DROPPED
