@@ -4,8 +4,9 @@ timeline writer and the assembly of a whole service from settings.
 Carries out `service.core`'s commands with real I/O; makes no reconnect decision.
 """
 
+from service.runtime.context import RunnerContext
 from service.runtime.gateway import Gateway, SessionSpec
-from service.runtime.runner import RunnerContext, SessionRunner
+from service.runtime.runner import SessionRunner
 from service.runtime.timeline import TimelineWriter
 
 __all__ = ["Gateway", "RunnerContext", "SessionRunner", "SessionSpec", "TimelineWriter"]

@@ -24,11 +24,11 @@ from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.ports import BackOffice, Transport
 from service.runtime import health
+from service.runtime.context import RunnerContext
 from service.runtime.due import DueTimers
 from service.runtime.gateway import Gateway
 from service.runtime.gc_pacing import GcPacer
 from service.runtime.loop_watch import GcPauses, LoopLagProbe
-from service.runtime.runner import RunnerContext
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
 from service.store import StatusStore

@@ -23,7 +23,8 @@ from service.errors import MalformedInput, StoreError
 from service.lease import LeaseManager
 from service.outbox import Outbox
 from service.ports import Secret
-from service.runtime.runner import RunnerContext, SessionRunner
+from service.runtime.context import RunnerContext
+from service.runtime.runner import SessionRunner
 
 SETTLED_REASONS = frozenset({"terminal", "max_attempts", "invalid"})  # drops that keep the lease
 

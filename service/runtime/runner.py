@@ -1,10 +1,11 @@
 """One session's asyncio driver: owns its `SessionMachine`, carries out its commands with
 real I/O, and turns link outcomes, timers and validation answers back into events.
 
-Owns: the session's one reconnect timer (a stale timer never fires into a new state: each
-timer, link and validation carries a generation checked under the session's lock), its
-current link and the task reading it (validation and link I/O live in `attempt_io`), and
-the per-session lock that serialises events.
+Owns: the session's machine, its one reconnect timer (a stale timer never fires into a new
+state: each timer, link and validation carries a generation checked under the session's
+lock), the per-session lock that serialises events and the dispatch of each command. The
+link I/O is a `LinkDriver` (`runtime/link.py`), the validity question a `Validation`
+(`runtime/validation.py`): each is handed `deliver` and sends its outcomes back as events.
 Must not: make any reconnect decision (attempts, delays, codes, validity rules are the
 core's), or let one session's failure escape into another session or the gateway —
 every I/O error is logged, counted and contained here.
@@ -15,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core import IllegalTransition, Policy, SessionMachine, State, Status
+from service.core import IllegalTransition, SessionMachine, State, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Command, Drop, Emit, Event, OpenSocket,
     ScheduleReconnect, SetStatus, Validate,
@@ -28,69 +28,29 @@ from service.core.events import (
 from service.core.machine import LogEvent
 from service.errors import FencedWrite, MalformedInput
 from service.logging import EventLog
-from service.metrics import ServiceMetrics
 from service.outbox import new_update
 from service.pending import PendingReconnect
-from service.ports import Link, Secret, Transport
-from service.runtime.attempt_io import AttemptIO
-from service.runtime.due import DueTimers
-from service.runtime.timeline import TimelineWriter
+from service.ports import Secret
+from service.runtime.context import RunnerContext
+from service.runtime.link import LinkDriver
 from service.runtime.turn import Turn
+from service.runtime.validation import Validation
 from service.runtime.writes import OrderedWrites
-from service.store import StatusStore
 
 _WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED.value, LogEvent.SESSION_TERMINAL.value,
                           LogEvent.RECONNECT_CANCELLED.value, LogEvent.RECONNECT_FAILED.value})
 
 
 @dataclass
-class RunnerContext:
-    """What every runner of one gateway shares."""
-
-    store: StatusStore
-    transport: Transport
-    policy: Policy
-    metrics: ServiceMetrics
-    timeline: TimelineWriter
-    log: Any
-    clock: Callable[[], float] = time.time  # the `now` the core sees: epoch seconds, comparable across processes
-    on_drop: Callable[[SessionRunner, str], None] | None = None
-    on_fenced: Callable[[SessionRunner], None] | None = None  # a write was refused: the lease moved (B9)
-    lateness_s: list[float] | None = None  # raw samples, kept only when a benchmark asks
-    io_retries: int = 3  # tries of one status write before it is logged as failed
-    io_retry_s: float = 0.1
-    validate_retry_cap_s: float = 5.0
-    close_timeout_s: float = 5.0
-    rng_seed: int | None = None
-    # admission control: at most this many validations / socket opens in flight at once. It paces
-    # I/O (like a connection pool); when and whether to reconnect is still the core's decision.
-    max_inflight: int = 256
-    timers: DueTimers = field(default_factory=DueTimers)  # every runner's reconnect timer, by due time
-    _validations: asyncio.Semaphore | None = None
-    _opens: asyncio.Semaphore | None = None
-
-    def validation_slot(self) -> asyncio.Semaphore:
-        if self._validations is None:
-            self._validations = asyncio.Semaphore(self.max_inflight)
-        return self._validations
-
-    def open_slot(self) -> asyncio.Semaphore:
-        if self._opens is None:
-            self._opens = asyncio.Semaphore(self.max_inflight)
-        return self._opens
-
-
-@dataclass
 class _Gen:
-    """Generation counters: an outcome is delivered only if its generation is current."""
+    """The timer's generation (a fired timer is delivered only if it is current) and the
+    session's live tasks."""
 
     timer: int = 0
-    link: int = 0
-    validation: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-class SessionRunner(AttemptIO):
+class SessionRunner:
     """Drives one session. `deliver(event)` is the only way events reach the machine."""
 
     def __init__(self, session_id: str, credentials: Secret, ctx: RunnerContext,
@@ -99,7 +59,6 @@ class SessionRunner(AttemptIO):
         every write; None writes unfenced (a runner with no lease, in tests)."""
         self.session_id = session_id
         self.fence = fence
-        self._credentials = credentials
         self._ctx = ctx
         seed = None if ctx.rng_seed is None else hash((ctx.rng_seed, session_id))
         self.machine = SessionMachine(session_id, ctx.policy, random.Random(seed), status=status)
@@ -109,10 +68,6 @@ class SessionRunner(AttemptIO):
         self._gen = _Gen()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None  # loop time
-        self._link: Link | None = None
-        self._link_attempt = 0
-        self._link_task: asyncio.Task[None] | None = None
-        self._link_malformed_seen = 0
         self._pending_saved_by_status = False
         self._scheduled: PendingReconnect | None = None  # the reconnect the timer is for, and its reason
         self._scheduled_reason = ""
@@ -123,6 +78,9 @@ class SessionRunner(AttemptIO):
                                      retry_s=ctx.io_retry_s, before_each=self._run_due_timers,
                                      on_fenced=self._fenced)
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
+        self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
+        self._validation = Validation(session_id, ctx, fence=fence, log=self._log, deliver=self.deliver,
+                                      spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.dropped)
 
     @property
     def timer_due(self) -> float | None:
@@ -242,7 +200,7 @@ class SessionRunner(AttemptIO):
                 elif kind is Validate:
                     self._start_validation(command.for_reconnect)
                 elif kind is OpenSocket:
-                    self._open_socket(command.attempt)
+                    self._link.open(command.attempt)
                 elif kind is Drop:
                     self._drop(command.reason)
                 else:
@@ -254,7 +212,7 @@ class SessionRunner(AttemptIO):
 
     async def _run_awaited(self, command: Command) -> None:
         try:
-            await self._close_socket()
+            await self._link.close()
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
@@ -368,10 +326,22 @@ class SessionRunner(AttemptIO):
             self._timer.cancel()
             self._timer = None
 
+    def _start_validation(self, for_reconnect: bool) -> None:
+        mark = None
+        scheduled = self._scheduled
+        if for_reconnect and scheduled is not None and self._scheduled_reason == "backoff":
+            # this counted attempt starts now: say so in the validation's round trip (B5)
+            mark = PendingReconnect(scheduled.attempt, scheduled.due_at_epoch_s, self._ctx.clock())
+        self._validation.start(for_reconnect, mark)
+
+    def sync_link_counters(self) -> None:
+        """Count malformed frames the current link ignored since the last look."""
+        self._link.sync_counters()
+
     def _drop(self, reason: str) -> None:
         self.drop_reason = reason
         self._cancel_timer()
-        self._gen.validation += 1
+        self._validation.cancel()
         if self._ctx.on_drop is not None:
             self._ctx.on_drop(self, reason)
 
@@ -399,8 +369,8 @@ class SessionRunner(AttemptIO):
         """Cancel every task of this runner and close its link (after `Released`)."""
         await self.flush_writes(self._ctx.close_timeout_s)
         self._cancel_timer()
-        self._gen.validation += 1
-        await self._close_socket()
+        self._validation.cancel()
+        await self._link.close()
         current = asyncio.current_task()
         tasks = [t for t in self._gen.tasks if t is not current and not t.done()]
         for task in tasks:
