@@ -35,7 +35,7 @@ def _default_owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-_NUMBERS = ("backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
+_NUMBERS = ("redis_replica_waits", "redis_wait_timeout_ms", "backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
             "outbox_batch_size", "outbox_flush_interval_s", "outbox_retry_base_s", "outbox_retry_cap_s",
             "metrics_port", "time_scale", "seed", "start_concurrency", "max_inflight", "shutdown_timeout_s",
             "health_stuck_after_s", "health_outbox_stall_s")
@@ -49,8 +49,14 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
-    redis_url: Secret = Field(Secret("redis://127.0.0.1:6379/0"),
-                              description="Redis URL redis[s]://[:password@]host:port/db; the password is never logged")
+    redis_url: Secret = Field(Secret("redis://127.0.0.1:6379/0"), description=(
+        "Redis URL redis[s]://[:password@]host:port/db, or through Sentinel "
+        "redis+sentinel://[:password@]host:port[,host:port...]/service-name/db; the password is never logged"))
+    redis_replica_waits: int = Field(0, ge=0, le=16, description=(
+        "replicas that must acknowledge every outbox append and lease/fencing write (WAIT) before it "
+        "counts as done; 0: none (a failover may lose the last writes)"))
+    redis_wait_timeout_ms: int = Field(1000, ge=1, le=60_000, description=(
+        "longest a write waits for redis_replica_waits replicas; fewer in time: the write fails and is retried"))
     backoffice_url: str = Field("http://127.0.0.1:8080", description="back office base URL")
     backoffice_token: Secret = Field(Secret(""), description="bearer token for the back office (never logged)")
     backoffice_timeout_s: float = Field(5.0, gt=0, le=300, description="timeout of one back-office request (<= 300)")

@@ -14,6 +14,8 @@ import re
 import urllib.parse
 from typing import Any
 
+from service.redis_connect import SENTINEL_EXAMPLE, is_sentinel_url, parse_sentinel_url
+
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@", re.I)
 MAX_URL_CHARS = 2048
 SHOWN_CHARS = 80
@@ -43,6 +45,8 @@ def _split(url: str, schemes: tuple[str, ...], example: str, *, secret: bool = F
         raise ValueError(f"must not contain spaces or control characters{got}")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in schemes:
+        if "redis" in schemes:
+            example += f" or {SENTINEL_EXAMPLE}"
         raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)} (like {example}){got}")
     if not parts.hostname:
         raise ValueError(f"has no host (like {example}){got}")
@@ -58,8 +62,16 @@ def _split(url: str, schemes: tuple[str, ...], example: str, *, secret: bool = F
 
 
 def check_redis_url(url: str) -> str:
-    """`redis[s]://[user:password@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`."""
+    """`redis[s]://[user:password@]host[:port][/db]`, `unix:///path/to/socket[?db=N]` or
+    `redis+sentinel://[[user]:password@]host:port[,host:port...]/service-name[/db]`."""
     example = "redis://127.0.0.1:6379/0"
+    if is_sentinel_url(url):
+        if len(url) > MAX_URL_CHARS:
+            raise ValueError(f"is {len(url)} characters long, at most {MAX_URL_CHARS}")
+        if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+            raise ValueError("must not contain spaces or control characters")
+        parse_sentinel_url(url)
+        return url
     if url.lower().startswith("unix://"):
         parts = urllib.parse.urlsplit(url)
         if not parts.path or parts.path == "/" or "\x00" in url or len(url) > MAX_URL_CHARS:

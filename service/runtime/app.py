@@ -22,6 +22,7 @@ from service.lease import LeaseManager
 from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
+from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.ports import BackOffice, Transport
 from service.runtime import health
 from service.runtime.context import RunnerContext
@@ -167,10 +168,10 @@ async def _start_server(service: Service, lease_redis: aioredis.Redis) -> int:
 
 
 def _redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url.reveal(), max_connections=max_connections, timeout=POOL_WAIT_S,
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    return aioredis.Redis(connection_pool=pool)
+    """A client with its own pool: one server, or the primary Sentinel names (followed across failovers)."""
+    return open_client(parse_redis_url(settings.redis_url.reveal()), RedisOptions(
+        max_connections=max_connections, pool_wait_s=POOL_WAIT_S, timeout_s=REDIS_TIMEOUT_S,
+        replica_waits=settings.redis_replica_waits, wait_timeout_ms=settings.redis_wait_timeout_ms))
 
 
 async def build_service(settings: Settings, *, keep_lateness: bool = False) -> Service:

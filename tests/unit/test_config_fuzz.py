@@ -42,6 +42,13 @@ URLS: list[Any] = ["http://", "redis://h:99999", "redis://h:notaport", "redis://
                    "redis://h:6379/0", "rediss://u:p@h/1", "unix://", "unix:///run/redis.sock", "ws://h/p",
                    "ws://h:1", "wss://h", "://x", "ws://", "http://h:8080?x=1", "http://h:8080/base",
                    "https://h", "ftp://h", "http://h:-1", "redis://h:1/0#f"]
+SENTINEL_URLS: list[Any] = ["redis+sentinel://h:26379,h2:26380/mymaster/0", "redis+sentinel://:p@h:1/m",
+                            "redis+sentinel://", "redis+sentinel://h:26379", "redis+sentinel://h:26379/",
+                            "redis+sentinel://h/m", "redis+sentinel://h:0/m", "redis+sentinel://h:1,/m",
+                            "redis+sentinel://h:1/m/x", "redis+sentinel://h:1/m?x=1", "redis+sentinel://h:1/m#f",
+                            "redis+sentinel://u@h:1/m", "redis+sentinel://h:99999/m", "redis+sentinel://h:1/m m",
+                            "redis+sentinel://" + ",".join(["h:1"] * 17) + "/m", "redis+sentinel://h:1/m/99999999",
+                            "redis+sentinel://h:1/m/" + "9" * 5000, "redis+sentinel://h:1/" + "m" * 129]
 
 
 def finite_number(value: Any) -> bool:
@@ -66,7 +73,8 @@ def within(name: str) -> Callable[[Any], bool]:
 
 
 def url_of(schemes: tuple[str, ...], path_ok: bool) -> Callable[[Any], bool]:
-    good = {"redis": {"redis://h:6379/0", "rediss://u:p@h/1", "unix:///run/redis.sock"},
+    good = {"redis": {"redis://h:6379/0", "rediss://u:p@h/1", "unix:///run/redis.sock",
+                      "redis+sentinel://h:26379,h2:26380/mymaster/0", "redis+sentinel://:p@h:1/m"},
             "ws": {"ws://h:1", "wss://h"}, "http": {"http://h:8080/base", "https://h"}}
 
     def accepts(value: Any) -> bool:
@@ -96,7 +104,7 @@ def path_ok(value: Any) -> bool:
 
 # setting → (hostile values, which of them the setting accepts)
 KINDS: dict[str, tuple[list[Any], Callable[[Any], bool]]] = {
-    "redis_url": (URLS + TEXTS, url_of(("redis",), True)),
+    "redis_url": (URLS + SENTINEL_URLS + TEXTS, url_of(("redis",), True)),
     "backoffice_url": (URLS + TEXTS, url_of(("http",), True)),
     "whatsapp_url": (URLS + TEXTS, url_of(("ws",), False)),
     "backoffice_token": (TEXTS, lambda v: isinstance(v, str) and v not in ("",) and "\x00" not in v

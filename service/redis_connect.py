@@ -1,0 +1,206 @@
+"""Which Redis the service talks to and how: a `redis_url` read into a `RedisTarget`, and the
+asyncio clients built for it — a single server, or a primary found through Sentinel that
+every connection follows across a failover — with writes that wait for replicas (`WAIT`).
+
+Owns: the URL forms (`redis[s]://`, `unix://`, `redis+sentinel://`), their validation (one
+`ValueError` naming what is wrong, never showing a password), the connection pools (a
+blocking pool: waiting for a free connection queues behind our own work, it is no fault),
+and the replica wait after each write. Must not: know key names or scripts (the store,
+outbox and lease do), or retry (callers turn a `RedisError` into `StoreError` and retry).
+
+Sentinel: `redis+sentinel://[[user]:password@]host:port[,host:port...]/service-name[/db]`.
+The password (and user) authenticate to the primary and replicas; the sentinels are asked
+without one. Each pool asks the sentinels for the primary's address whenever it opens a
+connection, drops idle connections when the address changed, and a connection that finds
+its server demoted (`READONLY`) is closed and raised as a `ConnectionError`: the caller's
+retry lands on the new primary (redis-py's `SentinelConnectionPool`).
+
+Replica waits (`replica_waits` > 0): every MULTI/EXEC and every script call (EVAL/EVALSHA:
+the fenced writes, the outbox appends and the lease scripts) is followed on the same
+connection by `WAIT replica_waits timeout_ms` (WAIT cannot run inside MULTI or a script).
+Fewer replicas acknowledging in time raises `ReplicaWaitError`: the write is on the primary
+but may not survive its failover, so the caller treats it as failed and retries it (every
+such write is idempotent or fenced). With 0 (the default) nothing waits: a failover can lose
+the writes of the last replication delay (see service/README.md, "Redis Sentinel").
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import RedisError
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_EXAMPLE = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0"
+MAX_SENTINELS = 16
+MAX_DB = 1_000_000
+_SERVICE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_WAITED_COMMANDS = frozenset({"EVAL", "EVALSHA"})  # the writes that carry ownership and the outbox
+
+
+class ReplicaWaitError(RedisError):
+    """A write reached the primary but fewer replicas than asked acknowledged it in time:
+    it may be lost in a failover, so it counts as failed (retry it)."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed `redis_url`: `url` for a single server (kind "single"), or the sentinels'
+    addresses, the primary's service name and the database (kind "sentinel")."""
+
+    kind: str
+    url: str = ""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service_name: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url[:len(SENTINEL_SCHEME) + 3].lower() == SENTINEL_SCHEME + "://"
+
+
+def parse_sentinel_url(url: str) -> RedisTarget:
+    """`redis+sentinel://[[user]:password@]h:p[,h:p...]/service-name[/db]` → `RedisTarget`;
+    raises `ValueError` naming what is wrong (never the password)."""
+    # credentials end at the last '@' (host lists and service names hold none), so a password
+    # never reaches a message below, whatever it holds
+    userinfo, at, rest = url[len(SENTINEL_SCHEME) + 3:].rpartition("@")
+    username, password = _credentials(userinfo) if at else (None, None)
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"must not have a ?query or #fragment (like {SENTINEL_EXAMPLE})")
+    hosts, _, path = rest.partition("/")
+    sentinels = tuple(_address(item) for item in hosts.split(","))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ValueError(f"names {len(sentinels)} sentinels, at most {MAX_SENTINELS}")
+    service_name, _, db_text = path.partition("/")
+    if not service_name or not set(service_name) <= _SERVICE_NAME_CHARS or len(service_name) > 128:
+        raise ValueError(f"needs the primary's service name after the sentinels: 1-128 of A-Z a-z 0-9 _ . - "
+                         f"(like {SENTINEL_EXAMPLE})")
+    db_text = db_text.rstrip("/")
+    if db_text and (not db_text.isascii() or not db_text.isdigit() or int(db_text) > MAX_DB):
+        raise ValueError(f"database must be a number, like {SENTINEL_EXAMPLE}")
+    return RedisTarget("sentinel", sentinels=sentinels, service_name=service_name, db=int(db_text or 0),
+                       username=username, password=password)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        raise ValueError("has credentials without a ':' before the password (like redis+sentinel://:PASSWORD@...)")
+    return (urllib.parse.unquote(user) or None), urllib.parse.unquote(password)
+
+
+def _address(item: str) -> tuple[str, int]:
+    """One `host:port` of the sentinel list (IPv6 in brackets)."""
+    host, colon, port = item.rpartition(":")
+    if not colon or not host or host in ("[]",):
+        raise ValueError(f"each sentinel must be host:port (like {SENTINEL_EXAMPLE}), got {item[:60]!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not all(ch.isalnum() or ch in ".-_:" for ch in host) or len(host) > 253:
+        raise ValueError(f"sentinel host {host[:60]!r} is not a host name or address")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"sentinel {item[:60]!r} has a port that is not a number in 1..65535")
+    return host, int(port)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """The target a (validated) `redis_url` names."""
+    if is_sentinel_url(url):
+        return parse_sentinel_url(url)
+    return RedisTarget("single", url=url)
+
+
+# ---- clients ----------------------------------------------------------------------------
+
+
+class _WaitingPipeline(Pipeline):
+    """A pipeline whose MULTI/EXEC is followed by WAIT on the same connection."""
+
+    replica_waits = 0
+    wait_timeout_ms = 0
+
+    async def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: bool) -> Any:
+        data = await super()._execute_transaction(connection, commands, raise_on_error)
+        await wait_for_replicas(connection, self.replica_waits, self.wait_timeout_ms)
+        return data
+
+
+class WaitingRedis(aioredis.Redis):
+    """`redis.asyncio.Redis` whose transactions and script calls wait for `replica_waits`
+    replicas (none when 0: then it behaves exactly like its base)."""
+
+    replica_waits = 0
+    wait_timeout_ms = 0
+    sentinel: Sentinel | None = None  # the sentinels' own clients, closed with this one
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel is not None:
+            await self.sentinel.aclose()
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        if self.replica_waits == 0:
+            return super().pipeline(transaction, shard_hint)
+        pipe = _WaitingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.replica_waits, pipe.wait_timeout_ms = self.replica_waits, self.wait_timeout_ms
+        return pipe
+
+    async def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
+        reply = await super()._send_command_parse_response(conn, command_name, *args, **options)
+        if self.replica_waits and str(command_name).upper() in _WAITED_COMMANDS:
+            await wait_for_replicas(conn, self.replica_waits, self.wait_timeout_ms)
+        return reply
+
+
+async def wait_for_replicas(connection: Any, replica_waits: int, timeout_ms: int) -> None:
+    """`WAIT replica_waits timeout_ms` on `connection` (after its writes); fewer acknowledgements
+    raise `ReplicaWaitError`."""
+    if replica_waits <= 0:
+        return
+    await connection.send_command("WAIT", replica_waits, timeout_ms)
+    acked = await connection.read_response()
+    if not isinstance(acked, int) or acked < replica_waits:
+        raise ReplicaWaitError(f"{acked!r} of the {replica_waits} replicas asked acknowledged a write within "
+                               f"{timeout_ms} ms (setting redis_replica_waits): it may not survive a failover")
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (follows the primary) that waits for a free connection instead of failing."""
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How every client of one process connects: pool size and wait, timeouts, replica waits."""
+
+    max_connections: int
+    pool_wait_s: float
+    timeout_s: float
+    replica_waits: int = 0
+    wait_timeout_ms: int = 1000
+
+
+def open_client(target: RedisTarget, options: RedisOptions) -> WaitingRedis:
+    """A client with its own pool for `target` (close it with `aclose()`)."""
+    socket = {"socket_timeout": options.timeout_s, "socket_connect_timeout": options.timeout_s}
+    if target.kind == "sentinel":
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(socket))
+        client = sentinel.master_for(
+            target.service_name, redis_class=WaitingRedis, connection_pool_class=BlockingSentinelPool,
+            db=target.db, username=target.username, password=target.password,
+            max_connections=options.max_connections, timeout=options.pool_wait_s, **socket)
+        client.sentinel = sentinel
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            target.url, max_connections=options.max_connections, timeout=options.pool_wait_s, **socket)
+        client = WaitingRedis(connection_pool=pool)
+    client.replica_waits, client.wait_timeout_ms = options.replica_waits, options.wait_timeout_ms
+    return client
+

@@ -1,0 +1,63 @@
+"""`redis_url` forms read into a `RedisTarget`: Sentinel lists, service names, databases,
+credentials; a bad one is a `ValueError` that names what is wrong and never shows the password."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.config_checks import check_redis_url, redact_url
+from service.redis_connect import RedisTarget, parse_redis_url
+
+
+def test_sentinel_url_lists_every_sentinel_the_service_and_the_db() -> None:
+    target = parse_redis_url("redis+sentinel://127.0.0.1:26379,[::1]:26380,sentinel-3.lan:5/rl-primary/3")
+    assert target == RedisTarget("sentinel", sentinels=(("127.0.0.1", 26379), ("::1", 26380), ("sentinel-3.lan", 5)),
+                                 service_name="rl-primary", db=3)
+
+
+def test_sentinel_url_credentials_are_percent_decoded_and_the_db_defaults_to_0() -> None:
+    target = parse_redis_url("redis+sentinel://app:p%40ss%2Fw@h:1/m")
+    assert (target.username, target.password, target.db) == ("app", "p@ss/w", 0)
+    assert parse_redis_url("REDIS+SENTINEL://:pw@h:1/m/").password == "pw"
+
+
+def test_a_single_server_url_is_passed_on_as_it_is() -> None:
+    assert parse_redis_url("redis://:pw@h:6379/2") == RedisTarget("single", url="redis://:pw@h:6379/2")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis+sentinel://h:26379", "service name"),
+    ("redis+sentinel://h:26379/", "service name"),
+    ("redis+sentinel://h/m", "host:port"),
+    ("redis+sentinel://h:0/m", "1..65535"),
+    ("redis+sentinel://h:1,/m", "host:port"),
+    ("redis+sentinel://h:1/m/x", "database"),
+    ("redis+sentinel://h:1/m/1000001", "database"),
+    ("redis+sentinel://h:1/m?db=1", "?query"),
+    ("redis+sentinel://" + ",".join(["h:1"] * 17) + "/m", "at most 16"),
+    ("redis+sentinel://h:1/" + "m" * 129, "service name"),
+    ("redis+sentinel://u@h:1/m", "':'"),
+    ("redis+sentinel://h!:1/m", "not a host"),
+])
+def test_bad_sentinel_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=None) as err:
+        check_redis_url(url)
+    assert says in str(err.value)
+
+
+@given(password=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs")), min_size=6, max_size=30),
+       tail=st.sampled_from(["h:1/m", "h/m", "h:0/m", "h:1,/m", "h:1/m/x", "h:1", "h:1/m?x=1", ""]))
+def test_no_error_shows_the_password(password: str, tail: str) -> None:
+    try:
+        check_redis_url(f"redis+sentinel://:{password}@{tail}")
+    except ValueError as err:
+        assert password not in str(err)
+
+
+@given(password=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs"), blacklist_characters="/@"),
+                        min_size=6, max_size=30))
+def test_the_log_form_masks_the_password(password: str) -> None:
+    """A password as a URL carries it (`/` and `@` percent-encoded) is masked in what is logged."""
+    assert redact_url(f"redis+sentinel://:{password}@h:1,h:2/m/0") == "redis+sentinel://:***@h:1,h:2/m/0"
