@@ -21,10 +21,11 @@ from chaos.history import BackOfficeUpdate, History
 from chaos.observed import observed_episodes
 from chaos.scenario import ChaosScenario
 from chaos.verdicts import (ATTEMPT_TIMES_MATCH_POLICY, ATTEMPTS_WITHIN_MAX, BACKOFFICE_COMPLETE_ORDERED, BLACK_BOX,
-                            DROP_EVENTS, FINAL_STATUS_AS_EXPECTED, GIVE_UP_EVENTS, MAX_LISTED, NO_CONNECT_AFTER_END,
-                            NONE_LEFT_CONNECTING, NOT_JUDGED, ONE_LIVE_SOCKET, RECONNECTS_AS_EXPECTED, WHITE_BOX,
-                            CheckResult, attempt_evidence, is_dropped, not_judged, result)
-from service.core import Action, Status, TimelineRecord
+                            DROP_EVENTS, EPISODE_STARTS, FINAL_STATUS_AS_EXPECTED, GIVE_UP_EVENTS, MAX_LISTED,
+                            NO_CONNECT_AFTER_END, NONE_LEFT_CONNECTING, NOT_JUDGED, ONE_LIVE_SOCKET,
+                            RECONNECTS_AS_EXPECTED, WHITE_BOX, CheckResult, attempt_evidence, is_counted_schedule,
+                            is_dropped, missing_kinds, not_judged, result)
+from service.core import Action, LogEvent, Status, TimelineRecord
 
 __all__ = ["ATTEMPT_TIMES_MATCH_POLICY", "ATTEMPTS_WITHIN_MAX", "BACKOFFICE_COMPLETE_ORDERED", "BLACK_BOX",
            "CHECKERS", "CheckResult", "DROP_EVENTS", "FINAL_STATUS_AS_EXPECTED", "MAX_LISTED", "NO_CONNECT_AFTER_END",
@@ -42,33 +43,36 @@ def episodes(records: list[TimelineRecord]) -> list[list[TimelineRecord]]:
     found: list[list[TimelineRecord]] = []
     current: list[TimelineRecord] | None = None
     for record in records:
-        if current is None and record.event in ("session_closed", "session_resumed"):
+        if current is None and record.event in EPISODE_STARTS:
             current = []
             found.append(current)
         if current is not None:
             current.append(record)
-            if record.event == "session_open" or record.event in DROP_EVENTS:
+            if record.event == LogEvent.SESSION_OPEN or record.event in DROP_EVENTS:
                 current = None
     return found
 
 
 def reconnect_starts(records: Iterable[TimelineRecord]) -> list[TimelineRecord]:
     """The `session_starting` records of reconnects (attempt >= 1): each opened a socket."""
-    return [r for r in records if r.event == "session_starting" and r.attempt >= 1]
+    return [r for r in records if r.event == LogEvent.SESSION_STARTING and r.attempt >= 1]
+
+
+_ATTEMPT_ENDS = (LogEvent.RECONNECT_FAILED, LogEvent.SESSION_CLOSED, LogEvent.SESSION_STARTING)
 
 
 def attempt_outcomes(records: list[TimelineRecord]) -> list[tuple[float, int, str]]:
     """(time, attempt, outcome) per reconnect socket: `open`, `failed` or `pending`."""
     out: list[tuple[float, int, str]] = []
     for index, record in enumerate(records):
-        if record.event != "session_starting" or record.attempt < 1:
+        if record.event != LogEvent.SESSION_STARTING or record.attempt < 1:
             continue
         outcome = "pending"
         for later in records[index + 1:]:
-            if later.event == "session_open":
+            if later.event == LogEvent.SESSION_OPEN:
                 outcome = "open"
                 break
-            if later.event in ("reconnect_failed", "session_closed", "session_starting") or later.event in DROP_EVENTS:
+            if later.event in _ATTEMPT_ENDS or later.event in DROP_EVENTS:
                 outcome = "failed"
                 break
         out.append((record.t, record.attempt, outcome))
@@ -113,11 +117,11 @@ def attempts_per_episode_within_max(history: History, scenario: ChaosScenario) -
                     violations.append(f"{session_id}: episode from t={episode.start_s:.3f}s made "
                                       f"{len(episode.attempts)} connects; the policy allows at most {max_attempts}")
         return _result(ATTEMPTS_WITHIN_MAX, violations)
+    violations = missing_kinds(history, scenario)
     for session_id in history.sessions:
         for episode in episodes(history.records_of(session_id)):
             counted = {r.attempt for r in episode if r.attempt >= 1 and (
-                r.event == "session_starting" or (r.event == "reconnect_scheduled"
-                                                  and r.detail.get("reason", "backoff") == "backoff"))}
+                r.event == LogEvent.SESSION_STARTING or is_counted_schedule(r))}
             if counted and (len(counted) > max_attempts or max(counted) > max_attempts):
                 violations.append(f"{session_id}: episode from t={episode[0].t:.3f}s made attempts "
                                   f"{sorted(counted)}; the policy allows at most {max_attempts}")
@@ -158,7 +162,7 @@ def no_connect_after_terminal_or_deletion(history: History, scenario: ChaosScena
     """After a terminal close code or an account deletion/deactivation, no socket is opened."""
     codes = scenario.policy().codes
     grace_s = scenario.overhead_s
-    violations = []
+    violations = missing_kinds(history, scenario)
     for session_id in history.sessions:
         ends = _end_times(history, session_id, codes.action_for)
         if not ends:
@@ -169,7 +173,7 @@ def no_connect_after_terminal_or_deletion(history: History, scenario: ChaosScena
                 violations.append(f"{session_id}: socket {event.conn_id} connected at t={event.t:.3f}s, "
                                   f"after {why} at t={cutoff_s:.3f}s")
         for record in history.records_of(session_id):
-            if record.event == "session_starting" and record.t > cutoff_s + grace_s:
+            if record.event == LogEvent.SESSION_STARTING and record.t > cutoff_s + grace_s:
                 violations.append(f"{session_id}: the service started attempt {record.attempt} at "
                                   f"t={record.t:.3f}s, after {why} at t={cutoff_s:.3f}s")
     return _result(NO_CONNECT_AFTER_END, violations)
@@ -178,7 +182,7 @@ def no_connect_after_terminal_or_deletion(history: History, scenario: ChaosScena
 def _end_times(history: History, session_id: str,
                action_for: Callable[[object], Action]) -> list[tuple[float, str]]:
     ends = [(r.t, f"terminal code {r.detail.get('code')}") for r in history.records_of(session_id)
-            if r.event == "session_terminal"]
+            if r.event == LogEvent.SESSION_TERMINAL]
     ends += [(e.t, f"terminal code {e.code} from WhatsApp") for e in history.link_events_of(session_id)
              if e.kind in ("close", "reject") and e.code is not None and action_for(e.code) is Action.TERMINAL]
     for kind in ACCOUNT_FAULTS:
@@ -194,7 +198,7 @@ def backoffice_history_complete_and_ordered(history: History, scenario: ChaosSce
 
     Black-box (no timeline), "where the gateway ends" is Redis's final status, except for a
     session whose account the back office itself deleted or deactivated (it wrote that status)."""
-    violations = []
+    violations = missing_kinds(history, scenario)
     for session_id in history.sessions:
         violations += _backoffice_violations(history, session_id)
     return _result(BACKOFFICE_COMPLETE_ORDERED, violations, WHITE_BOX if history.timeline else BLACK_BOX)

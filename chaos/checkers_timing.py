@@ -13,9 +13,10 @@ from __future__ import annotations
 from chaos.history import FaultWindow, History
 from chaos.observed import Step, observed_episodes
 from chaos.scenario import ChaosScenario
-from chaos.verdicts import (ATTEMPT_TIMES_MATCH_POLICY, BLACK_BOX, DROP_EVENTS, NOT_JUDGED, RECONNECTS_AS_EXPECTED,
-                            WHITE_BOX, CheckResult, attempt_evidence, is_dropped, not_judged, result)
-from service.core import TimelineRecord
+from chaos.verdicts import (ATTEMPT_TIMES_MATCH_POLICY, BLACK_BOX, DROP_EVENTS, EPISODE_STARTS, NOT_JUDGED,
+                            RECONNECTS_AS_EXPECTED, WHITE_BOX, CheckResult, attempt_evidence, is_counted_schedule,
+                            is_dropped, missing_kinds, not_judged, result)
+from service.core import LogEvent, TimelineRecord
 
 DEPENDENCIES = ("redis", "backoffice")  # upstreams a validation waits on
 
@@ -29,17 +30,17 @@ def attempt_times_match_policy(history: History, scenario: ChaosScenario) -> Che
     if evidence == BLACK_BOX:
         return _observed_attempt_times(history, scenario)
     end_s = max((r.t for r in history.timeline), default=0.0)
-    violations = []
+    violations = missing_kinds(history, scenario)
     for session_id in history.sessions:
         records = history.records_of(session_id)
         previous_s: float | None = None
         for index, record in enumerate(records):
-            if record.event == "session_open":
+            if record.event == LogEvent.SESSION_OPEN:
                 previous_s = None
-            if record.event != "reconnect_scheduled" or record.detail.get("reason", "backoff") != "backoff":
+            if not is_counted_schedule(record):
                 continue
             scheduled_s = float(record.detail.get("backoff_ms", 0.0)) / 1000
-            resumed = index > 0 and records[index - 1].event == "session_resumed"
+            resumed = index > 0 and records[index - 1].event == LogEvent.SESSION_RESUMED
             low_s, high_s = backoff.bounds_s(record.attempt, previous_s) if record.attempt >= 1 else (0.0, 0.0)
             previous_s = scheduled_s
             if resumed:  # the rest of a lost timer (B5), not a fresh backoff
@@ -47,8 +48,8 @@ def attempt_times_match_policy(history: History, scenario: ChaosScenario) -> Che
             if not low_s - 1e-6 <= scheduled_s <= high_s + 1e-6:
                 violations.append(f"{session_id}: attempt {record.attempt} scheduled {scheduled_s:.3f}s of backoff "
                                   f"at t={record.t:.3f}s; the policy says {_span(low_s, high_s)}")
-            fired = _next_event(records[index + 1:], "reconnect_running",
-                                stop=("session_closed", "session_resumed", *DROP_EVENTS))
+            fired = _next_event(records[index + 1:], LogEvent.RECONNECT_RUNNING,
+                                stop=(*EPISODE_STARTS, *DROP_EVENTS))
             if fired is None:
                 if record.t + high_s + tol_s < end_s and not _interrupted(records[index + 1:]):
                     violations.append(f"{session_id}: the timer of attempt {record.attempt} (due "
@@ -108,7 +109,7 @@ def _next_event(records: list[TimelineRecord], event: str, stop: tuple[str, ...]
 
 
 def _interrupted(records: list[TimelineRecord]) -> bool:
-    return any(r.event in ("session_closed", "session_resumed") or r.event in DROP_EVENTS for r in records)
+    return any(r.event in EPISODE_STARTS or r.event in DROP_EVENTS for r in records)
 
 
 def reconnects_as_expected(history: History, scenario: ChaosScenario) -> CheckResult:
@@ -119,7 +120,7 @@ def reconnects_as_expected(history: History, scenario: ChaosScenario) -> CheckRe
     does not fail the later ones); the drift from the first fault is a note."""
     outcome, evidence = scenario.expected, attempt_evidence(history, scenario)
     origin_s = min((f.start_s for f in history.faults), default=scenario.first_fault_s)
-    violations: list[str] = []
+    violations: list[str] = missing_kinds(history, scenario) if evidence == WHITE_BOX else []
     notes: list[str] = []
     for session_id in history.sessions:
         if evidence == WHITE_BOX:
@@ -149,13 +150,13 @@ def _timeline_steps(records: list[TimelineRecord]) -> list[tuple[float, float | 
     steps: list[tuple[float, float | None, float]] = []
     running_s: float | None = None
     for index, record in enumerate(records):
-        if record.event == "reconnect_running":
+        if record.event == LogEvent.RECONNECT_RUNNING:
             running_s = record.t
-        if record.event != "session_starting" or record.attempt < 1:
+        if record.event != LogEvent.SESSION_STARTING or record.attempt < 1:
             continue
         validation_s = record.t - running_s if running_s is not None else 0.0
-        end = next((r.t for r in records[index + 1:] if r.event in ("reconnect_failed", "session_closed",
-                                                                    "session_open")), None)
+        end = next((r.t for r in records[index + 1:] if r.event in (LogEvent.RECONNECT_FAILED, LogEvent.SESSION_CLOSED,
+                                                                    LogEvent.SESSION_OPEN)), None)
         steps.append((record.t, end, max(0.0, validation_s)))
         running_s = None
     return steps

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.core import TimelineRecord, read_jsonl, write_jsonl
+from service.core import Connection, LogEvent, TimelineRecord, read_jsonl, write_jsonl
 from sim.replay import ReplayResult
 from sim.scenarios import AccountDeleted, CloseWith, LinkDown, Scenario
 
@@ -256,7 +256,7 @@ def _replay_link_events(result: ReplayResult, session_id: str) -> list[LinkEvent
     live: str | None = None
     count = 0
     for record in sorted((r for r in result.timeline if r.session_id == session_id), key=lambda r: r.t):
-        if record.event == "session_starting":
+        if record.event == LogEvent.SESSION_STARTING:
             t, _attempt = next(opened, (record.t, record.attempt))
             if live is not None:  # the machine closed the old socket first (R7)
                 events.append(LinkEvent(t, session_id, "close", live))
@@ -265,9 +265,10 @@ def _replay_link_events(result: ReplayResult, session_id: str) -> list[LinkEvent
             conn = f"{session_id}#{count}"
             events.append(LinkEvent(t, session_id, "connect", conn))
             live = conn
-        elif record.event == "session_open" and live is not None:
+        elif record.event == LogEvent.SESSION_OPEN and live is not None:
             events.append(LinkEvent(record.t, session_id, "open", live))
-        elif record.event == "connection_update" and record.detail.get("connection") == "close" and live:
+        elif (record.event == LogEvent.CONNECTION_UPDATE and record.detail.get("connection") == Connection.CLOSE
+              and live):
             events.append(LinkEvent(record.t, session_id, "close", live))
             live = None
     return events

@@ -20,6 +20,7 @@ from typing import Any
 from chaos.checkers import attempt_outcomes, final_status_of, is_dropped
 from chaos.history import History
 from chaos.scenario import ChaosScenario, action_end_s, action_start_s, replay_id
+from service.core import LogEvent
 from sim.replay import Latencies, ReplayResult, replay
 from sim.scenarios import Scenario
 
@@ -100,11 +101,11 @@ def measured_latencies(history: History) -> Latencies:
         records = history.records_of(session_id)
         for index, record in enumerate(records):
             following = records[index + 1:]
-            if record.event == "reconnect_running":
-                start = next((r for r in following if r.event == "session_starting"), None)
+            if record.event == LogEvent.RECONNECT_RUNNING:
+                start = next((r for r in following if r.event == LogEvent.SESSION_STARTING), None)
                 if start is not None and start.t - record.t >= 0:
                     validation_s.append(start.t - record.t)
-            elif record.event == "session_starting" and record.attempt >= 1:
+            elif record.event == LogEvent.SESSION_STARTING and record.attempt >= 1:
                 end = next((r for r in following if r.event in _CONNECT_ENDS), None)
                 if end is not None:
                     connect_s.append(end.t - record.t)
@@ -112,7 +113,7 @@ def measured_latencies(history: History) -> Latencies:
                      connect_s=statistics.median(connect_s) if connect_s else 0.0)
 
 
-_CONNECT_ENDS = ("session_open", "reconnect_failed", "session_closed")
+_CONNECT_ENDS = (LogEvent.SESSION_OPEN, LogEvent.RECONNECT_FAILED, LogEvent.SESSION_CLOSED)
 
 
 def attempt_errors_ms(sessions: list[SessionComparison]) -> dict[int, dict[str, float]]:

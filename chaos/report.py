@@ -24,6 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from chaos.checkers import CheckResult, DROP_EVENTS, attempt_outcomes, final_status_of  # noqa: E402
 from chaos.history import History  # noqa: E402
 from chaos.prediction import PredictionReport  # noqa: E402
+from service.core import GIVE_UP_EVENTS, LogEvent  # noqa: E402
 
 MAX_LANES = 12
 STATUS_COLOURS = {"active": "#2e9e44", "connecting": "#f0a202", "inactive": "#c0392b", None: "#d0d0d0"}
@@ -115,7 +116,7 @@ def status_intervals(history: History, session_id: str, end_s: float) -> list[tu
     current, since_s = None, 0.0
     for record in history.records_of(session_id):
         status = record.status
-        if record.event in ("max_attempts_reached", "session_terminal"):
+        if record.event in GIVE_UP_EVENTS:
             status = "inactive"
         if status != current:
             if current is not None:
@@ -201,7 +202,7 @@ def _draw_counts(history: History, ax: Any, end_s: float) -> None:
     for status in ("active", "connecting", "inactive"):
         counts = [sum(1 for s in spans.values() for a, b, st in s if st == status and a <= t < b) for t in times]
         ax.step(times, counts, where="post", color=STATUS_COLOURS[status], label=status, lw=1.6)
-    attempts = [r.t for r in history.timeline if r.event == "session_starting" and r.attempt >= 1]
+    attempts = [r.t for r in history.timeline if r.event == LogEvent.SESSION_STARTING and r.attempt >= 1]
     if attempts:
         twin = ax.twinx()
         bin_s = end_s / 120

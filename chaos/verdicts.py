@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from chaos.history import History
 from chaos.observed import attempts_observable
 from chaos.scenario import ChaosScenario
-from service.core import TimelineRecord
+from service.core import DROP_EVENTS, GIVE_UP_EVENTS, LogEvent, ScheduleReason, TimelineRecord
 
 MAX_LISTED = 25  # violations listed per check; the rest are counted
-DROP_EVENTS = frozenset({"max_attempts_reached", "reconnect_cancelled", "session_terminal", "session_released"})
-GIVE_UP_EVENTS = frozenset({"max_attempts_reached", "session_terminal"})
+EPISODE_STARTS = (LogEvent.SESSION_CLOSED, LogEvent.SESSION_RESUMED)  # a disconnection begins or goes on
 
 ATTEMPTS_WITHIN_MAX = "attempts per episode ≤ max"
 ATTEMPT_TIMES_MATCH_POLICY = "attempt times match the policy"
@@ -69,3 +68,39 @@ def not_judged(name: str) -> CheckResult:
 
 def is_dropped(records: Iterable[TimelineRecord]) -> bool:
     return any(r.event in DROP_EVENTS for r in records)
+
+
+# What a timeline must show at least once before a white-box check may pass: each entry is a set of
+# alternatives, one of which must appear. Without it a renamed (or never written) event would make a
+# checker count zero attempts and pass.
+STARTS = (frozenset({LogEvent.SESSION_STARTING}),)
+RECONNECTS = (frozenset(EPISODE_STARTS), frozenset({LogEvent.RECONNECT_SCHEDULED}),
+              frozenset({LogEvent.RECONNECT_RUNNING}), frozenset({LogEvent.SESSION_STARTING}))
+
+
+def missing_kinds(history: History, scenario: ChaosScenario,
+                  needs: tuple[frozenset[LogEvent], ...] = STARTS) -> list[str]:
+    """Violations for each kind in `needs` (plus `RECONNECTS` when the scenario expects a reconnect)
+    that the timeline never holds at all; nothing for a black-box history (no timeline)."""
+    if not history.timeline:
+        return []
+    wanted = needs + (RECONNECTS if scenario.expected.reconnects_min >= 1 else ())
+    seen = {record.event for record in history.timeline}
+    unknown = sorted(kind for kind in seen if kind not in _KNOWN)
+    hint = f"; it holds kinds no checker knows: {', '.join(unknown)}" if unknown else ""
+    violations = []
+    for kinds in dict.fromkeys(wanted):
+        if kinds.isdisjoint(seen):
+            names = " or ".join(f"`{kind}`" for kind in sorted(kinds))
+            violations.append(f"the timeline has no {names} record at all, so this check would judge nothing "
+                              f"(an event renamed or never written?{hint})")
+    return violations
+
+
+_KNOWN = frozenset(LogEvent)
+
+
+def is_counted_schedule(record: TimelineRecord) -> bool:
+    """A `reconnect_scheduled` record of a counted attempt (a backoff; not an immediate or ban wait)."""
+    return (record.event == LogEvent.RECONNECT_SCHEDULED
+            and record.detail.get("reason", ScheduleReason.BACKOFF) == ScheduleReason.BACKOFF)

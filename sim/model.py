@@ -26,6 +26,7 @@ from service.core.events import (
     Validated,
 )
 from service.core.statuses import Priority, is_valid_status
+from service.core.vocabulary import DropReason, FailReason, ReleaseReason
 from sim.params import ModelParams
 from sim.population import PopulationScenario
 from sim.tally import TICKS_PER_S, Tally, bins_for
@@ -35,10 +36,11 @@ from sim.upstreams import WhatsApp
 RATE_LIMIT_CODE = 429  # what WhatsApp's refusal looks like to the close-code table
 _OPENED, _ELAPSED = Opened(), BackoffElapsed()
 _VALID, _INVALID = Validated(ok=True), Validated(ok=False)
-_REFUSED = StartFailed(reason="refused")
-_TIMED_OUT = StartFailed(reason="connect_timeout")
-_RATE_LIMITED = StartFailed(reason="rate_limited", code=RATE_LIMIT_CODE)
-_FINAL_DROPS = {"max_attempts": "inactive", "terminal": "inactive", "invalid": "cancelled"}
+_REFUSED = StartFailed(reason=FailReason.REFUSED)
+_TIMED_OUT = StartFailed(reason=FailReason.CONNECT_TIMEOUT)
+_RATE_LIMITED = StartFailed(reason=FailReason.RATE_LIMITED, code=RATE_LIMIT_CODE)
+_FINAL_DROPS = {DropReason.MAX_ATTEMPTS: "inactive", DropReason.TERMINAL: "inactive",
+                DropReason.INVALID: "cancelled"}
 
 
 class Unit:
@@ -297,8 +299,8 @@ class BlockModel:
             unit.episode_s = self.env.now
             unit.disrupted = True
         remaining_s = max(0.0, unit.timer_due_s - self.env.now)
-        self.feed(unit, Released(reason="deploy"))
-        unit.dropped = "released"
+        self.feed(unit, Released(reason=ReleaseReason.DEPLOY))
+        unit.dropped = ReleaseReason.RELEASED
         return was_open, remaining_s, unit.pending_attempt
 
     def release_process(self, process: int) -> list[tuple[Unit, tuple[bool, float, int]]]:
@@ -309,7 +311,7 @@ class BlockModel:
     def take_over(self, unit: Unit, handover: tuple[bool, float, int]) -> None:
         """A new process takes the unit over: start it again, or resume its pending attempt (B5)."""
         was_open, remaining_s, attempt = handover
-        if unit.dropped != "released":
+        if unit.dropped != ReleaseReason.RELEASED:
             return
         unit.machine = self._machine(unit.machine.session_id, status=unit.status)
         unit.dropped = None

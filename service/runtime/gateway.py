@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from service.core import Status
+from service.core import DropReason, ReleaseReason, Status
 from service.core.events import Event, Released, Resumed, Start
 from service.errors import MalformedInput, StoreError
 from service.lease import LeaseManager
@@ -26,7 +26,7 @@ from service.ports import Secret
 from service.runtime.context import RunnerContext
 from service.runtime.runner import SessionRunner
 
-SETTLED_REASONS = frozenset({"terminal", "max_attempts", "invalid"})  # drops that keep the lease
+SETTLED_REASONS = frozenset(DropReason)  # drops that keep the lease
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Gateway:
         runners = list(self.runners.values())
         owned = sorted(set(self._lease_deadline) | set(self.runners) | set(self.settled))
         try:
-            await asyncio.wait_for(self._release_runners(runners, "shutdown"), timeout_s)
+            await asyncio.wait_for(self._release_runners(runners, ReleaseReason.SHUTDOWN), timeout_s)
         except asyncio.TimeoutError:
             self._log.error("stop_timeout", stage="release_sessions", timeout_s=timeout_s)
         self.settled.clear()
@@ -295,7 +295,7 @@ class Gateway:
                 self.ctx.metrics.status_changed(status, None)
             self._lease_deadline.pop(sid, None)
         runners = [self.runners[s] for s in session_ids if s in self.runners]
-        await self._release_runners(runners, "lease_lost")
+        await self._release_runners(runners, ReleaseReason.LEASE_LOST)
 
     async def _release_runners(self, runners: list[SessionRunner], reason: str) -> None:
         async def release(runner: SessionRunner) -> None:

@@ -24,12 +24,13 @@ import uuid
 import weakref
 from typing import Any
 
+from service.core import CloseReason
 from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
 from service.transports.neonize_worker.supervisor import Exited, WorkerProcess, secret_parts
 
 log = logging.getLogger(__name__)
-KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a dead link
+KEEPALIVE_CODE = CloseReason.KEEPALIVE_TIMEOUT  # the Link protocol's code for a dead link
 PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
 STORE_PLACEHOLDER = "{session_id}"
 WORKER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # worker stderr is logged here at DEBUG

@@ -30,6 +30,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
+from service.core import CloseReason
 from service.errors import ConfigError, LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
 from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode,
@@ -37,7 +38,7 @@ from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, d
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_TIMEOUT = "keepalive_timeout"
+KEEPALIVE_TIMEOUT = CloseReason.KEEPALIVE_TIMEOUT
 DEFAULT_CLOSE_TIMEOUT_S = 2.0
 
 
