@@ -15,12 +15,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from service.core import CloseReason, FailReason
 from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed
 from service.errors import LinkFailed, MalformedInput
 from service.ports import Link, LinkClosed, Secret
 from service.runtime.context import RunnerContext
-
-KEEPALIVE_CODE = "keepalive_timeout"  # the Link protocol's code for a link found dead
 
 Deliver = Callable[[Event, Callable[[], bool]], Awaitable[None]]  # deliver(event, guard)
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
@@ -76,7 +75,8 @@ class LinkDriver:
             closed = LinkClosed(code=None, reason=f"{type(err).__name__}: {err}")
         if current():
             self.sync_counters()
-        event: Event = KeepaliveMissed() if closed.code == KEEPALIVE_CODE else Closed(closed.code, closed.wait_s)
+        dead = closed.code == CloseReason.KEEPALIVE_TIMEOUT  # the Link protocol's code for a link found dead
+        event: Event = KeepaliveMissed() if dead else Closed(closed.code, closed.wait_s)
         await self._deliver(event, current)
 
     def sync_counters(self) -> None:
@@ -89,14 +89,14 @@ class LinkDriver:
 
     def _start_failed(self, err: BaseException) -> StartFailed:
         if isinstance(err, LinkFailed):
-            if "malformed" in err.reason:
+            if FailReason.MALFORMED in err.reason:
                 self._ctx.metrics.count_malformed("wire")
             return StartFailed(reason=err.reason, code=err.code)
         if isinstance(err, asyncio.TimeoutError):
-            return StartFailed(reason="connect_timeout")
+            return StartFailed(reason=FailReason.CONNECT_TIMEOUT)
         if isinstance(err, MalformedInput):
             self._ctx.metrics.count_malformed(err.source)
-            return StartFailed(reason="malformed")
+            return StartFailed(reason=FailReason.MALFORMED)
         return StartFailed(reason=type(err).__name__)
 
     def _count_attempt(self, attempt: int, outcome: str) -> None:

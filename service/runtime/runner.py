@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core import IllegalTransition, SessionMachine, State, Status
+from service.core import IllegalTransition, LogEvent, ScheduleReason, SessionMachine, State, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Command, Drop, Emit, Event, OpenSocket,
     ScheduleReconnect, SetStatus, Validate,
 )
-from service.core.machine import LogEvent
 from service.errors import FencedWrite, MalformedInput
 from service.logging import EventLog
 from service.outbox import new_update
@@ -37,8 +36,8 @@ from service.runtime.turn import Turn
 from service.runtime.validation import Validation
 from service.runtime.writes import OrderedWrites
 
-_WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED.value, LogEvent.SESSION_TERMINAL.value,
-                          LogEvent.RECONNECT_CANCELLED.value, LogEvent.RECONNECT_FAILED.value})
+_WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.SESSION_TERMINAL, LogEvent.RECONNECT_CANCELLED,
+                          LogEvent.RECONNECT_FAILED})
 
 
 @dataclass
@@ -229,13 +228,13 @@ class SessionRunner:
         record = command.record
         self._ctx.timeline.write(record)
         metrics, detail = self._ctx.metrics, record.detail
-        if record.event == LogEvent.MAX_ATTEMPTS_REACHED.value:
+        if record.event == LogEvent.MAX_ATTEMPTS_REACHED:
             metrics.give_ups.inc()
-        elif record.event == LogEvent.RECONNECT_CANCELLED.value:
+        elif record.event == LogEvent.RECONNECT_CANCELLED:
             metrics.cancelled.inc()
-        elif record.event == LogEvent.SESSION_CLOSED.value:
+        elif record.event == LogEvent.SESSION_CLOSED:
             metrics.count_close(detail.get("code"))
-        elif record.event == LogEvent.SESSION_TERMINAL.value:
+        elif record.event == LogEvent.SESSION_TERMINAL:
             metrics.terminal.labels(code=str(detail.get("code"))).inc()
         level = "warning" if record.event in _WARN_EVENTS else "info"
         self._events.log(level, record.event, attempt=record.attempt, status=record.status,
@@ -329,7 +328,7 @@ class SessionRunner:
     def _start_validation(self, for_reconnect: bool) -> None:
         mark = None
         scheduled = self._scheduled
-        if for_reconnect and scheduled is not None and self._scheduled_reason == "backoff":
+        if for_reconnect and scheduled is not None and self._scheduled_reason == ScheduleReason.BACKOFF:
             # this counted attempt starts now: say so in the validation's round trip (B5)
             mark = PendingReconnect(scheduled.attempt, scheduled.due_at_epoch_s, self._ctx.clock())
         self._validation.start(for_reconnect, mark)

@@ -24,7 +24,7 @@ import uuid
 import weakref
 from typing import Any
 
-from service.core import CloseReason
+from service.core import CloseReason, FailReason
 from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
 from service.transports.neonize_worker.supervisor import Exited, WorkerProcess, secret_parts
@@ -182,8 +182,8 @@ class NeonizeLink:
             async with asyncio.timeout(timeout_s):
                 await self._dial()
         except TimeoutError:
-            await self._abort("connect_timeout", kill=True)
-            raise LinkFailed("connect_timeout") from None
+            await self._abort(FailReason.CONNECT_TIMEOUT, kill=True)
+            raise LinkFailed(FailReason.CONNECT_TIMEOUT) from None
         except LinkFailed as err:
             await self._abort(err.reason, kill=False)
             raise

@@ -30,7 +30,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
-from service.core import CloseReason
+from service.core import CloseReason, FailReason
 from service.errors import ConfigError, LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
 from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode,
@@ -202,7 +202,7 @@ class WireLink:
         if not done:
             attempt.cancel()
             await asyncio.wait({attempt}, timeout=self._transport.close_timeout_s)
-            return LinkFailed("connect_timeout")
+            return LinkFailed(FailReason.CONNECT_TIMEOUT)
         if attempt.cancelled():
             return LinkFailed("closed")  # close() cut it off
         exc = attempt.exception()
@@ -395,7 +395,7 @@ def _link_failed(exc: BaseException) -> LinkFailed:
     if isinstance(exc, ConnectionRefusedError):
         return LinkFailed("refused")
     if isinstance(exc, TimeoutError):  # the kernel's connect timeout (ETIMEDOUT)
-        return LinkFailed("connect_timeout")
+        return LinkFailed(FailReason.CONNECT_TIMEOUT)
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError, InvalidMessage)):
         return LinkFailed("reset")
     if isinstance(exc, InvalidStatus):
