@@ -56,7 +56,7 @@ start; 2 bad usage or configuration, also when found at start (e.g. metrics port
 always one line on stderr naming the setting.
 """
 
-_SECRET_FLAGS = {"redis_url", "backoffice_token", "session_credentials"}
+_SECRET_FLAGS = {"redis_url", "backoffice_token", "session_credentials", "neonize_proxy_url"}
 
 
 def one_line(text: str) -> str:

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.config_checks import (check_http_url, check_path_text, check_policy_limits, check_redis_url,
-                                   check_ws_url, redact_url, reject_bool, shown)
+from service.config_checks import (check_http_url, check_path_text, check_policy_limits, check_proxy_url,
+                                   check_redis_url, check_ws_url, redact_url, reject_bool, shown)
 from service.core import Policy, PolicyError, build_policy
 from service.errors import ConfigError
 from service.ports import Secret
@@ -38,7 +38,8 @@ def _default_owner_id() -> str:
 _NUMBERS = ("redis_replica_waits", "redis_wait_timeout_ms", "backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
             "outbox_batch_size", "outbox_flush_interval_s", "outbox_retry_base_s", "outbox_retry_cap_s",
             "metrics_port", "time_scale", "seed", "start_concurrency", "max_inflight", "shutdown_timeout_s",
-            "health_stuck_after_s", "health_outbox_stall_s")
+            "health_stuck_after_s", "health_outbox_stall_s", "neonize_clients_per_worker", "neonize_spare_workers",
+            "neonize_worker_max_connects")
 DAY_S = 86_400.0
 
 
@@ -70,6 +71,18 @@ class Settings(BaseModel):
         "stands, as when the back office is down"))
     transport: Literal["wire", "neonize"] = Field("wire", description="WhatsApp transport: wire | neonize")
     whatsapp_url: str = Field("ws://127.0.0.1:8765", description="WhatsApp (stand-in) URL for the wire transport")
+    neonize_proxy_url: Secret = Field(Secret(""), description=(
+        "proxy of every neonize client: socks5|http|https://[user:pass@]host:port (empty: HTTPS_PROXY "
+        "from the environment, else none); never logged"))
+    neonize_pairing: bool = Field(False, strict=True, description=(
+        "neonize: a QR request waits for pairing (true) instead of closing the session as credentials lost"))
+    neonize_clients_per_worker: int = Field(100, ge=1, le=10_000, description=(
+        "neonize clients hosted by one worker process (1: a process per session; see NEONIZE.md)"))
+    neonize_spare_workers: int = Field(1, ge=0, le=1000, description=(
+        "neonize worker processes kept started beyond what the clients need, so a storm finds free slots"))
+    neonize_worker_max_connects: int = Field(500, ge=1, le=1_000_000, description=(
+        "dials after which a neonize worker takes no new client and is replaced (neonize leaks a file "
+        "and ~0.2 MB per connect)"))
     sessions: str = Field(description=(
         "which sessions to run (required): '@FILE' (one id per line), 'PREFIX{A..B}' (a range, "
         "e.g. s{0..99}) or 'id1,id2,...'"), max_length=1_000_000)
@@ -107,7 +120,7 @@ class Settings(BaseModel):
         "WhatsApp credentials sent by every session of a list/file/range source (never logged)"))
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
-    @field_validator("redis_url", "backoffice_token", "session_credentials", mode="before")
+    @field_validator("redis_url", "backoffice_token", "session_credentials", "neonize_proxy_url", mode="before")
     @classmethod
     def _to_secret(cls, value: Any) -> Secret:
         if isinstance(value, Secret):
@@ -150,6 +163,13 @@ class Settings(BaseModel):
     @classmethod
     def _ws_url(cls, value: str) -> str:
         return check_ws_url(value)
+
+    @field_validator("neonize_proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: Secret) -> Secret:
+        if value.reveal():
+            check_proxy_url(value.reveal())
+        return value
 
     @field_validator("sessions")
     @classmethod
@@ -198,12 +218,13 @@ class Settings(BaseModel):
         raw["redis_url"] = redact_url(self.redis_url.reveal())
         raw["backoffice_token"] = "***" if self.backoffice_token.reveal() else ""
         raw["session_credentials"] = "***" if self.session_credentials.reveal() else ""
+        raw["neonize_proxy_url"] = redact_url(self.neonize_proxy_url.reveal())
         raw["timeline_path"] = str(self.timeline_path) if self.timeline_path else None
         return raw
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
-_SECRET_FIELDS = ("redis_url", "backoffice_token", "session_credentials")
+_SECRET_FIELDS = ("redis_url", "backoffice_token", "session_credentials", "neonize_proxy_url")
 
 
 def parse_scalar(text: str) -> Any:

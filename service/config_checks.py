@@ -109,6 +109,20 @@ def check_ws_url(url: str) -> str:
     return url.rstrip("/")
 
 
+PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
+
+
+def check_proxy_url(url: str) -> str:
+    """A neonize proxy: `socks5|http|https://[user:password@]host:port`, nothing after the port."""
+    example = "socks5://127.0.0.1:1080"
+    parts = _split(url, PROXY_SCHEMES, example, secret=True)
+    if parts.port is None:
+        raise ValueError(f"has no port (like {example})")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"must end at the port (like {example}), no path or ?query")
+    return url
+
+
 def check_path_text(value: Any) -> Any:
     """A file path setting given as text: non-empty, no NUL, at most 4096 characters."""
     if isinstance(value, str):

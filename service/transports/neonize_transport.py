@@ -19,19 +19,21 @@ import base64
 import contextlib
 import logging
 import sys
-import urllib.parse
 import uuid
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from service.config_checks import check_proxy_url
 from service.core import CloseReason, FailReason
 from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
 from service.transports.neonize_worker.supervisor import Exited, WorkerProcess, secret_parts
 
+if TYPE_CHECKING:
+    from service.config import Settings
+
 log = logging.getLogger(__name__)
 KEEPALIVE_CODE = CloseReason.KEEPALIVE_TIMEOUT  # the Link protocol's code for a dead link
-PROXY_SCHEMES = ("socks5", "http", "https")  # neonize rejects socks5h and socks4
 STORE_PLACEHOLDER = "{session_id}"
 WORKER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # worker stderr is logged here at DEBUG
 
@@ -297,16 +299,11 @@ class NeonizeLink:
             log.info("session %s: worker said %s %s %s", self.session_id, message["kind"], when, detail)
 
 
-def build_transport(settings: Any, keepalive_interval_s: float, keepalive_misses: int) -> NeonizeTransport:
-    """The transport for `service.runtime.app.make_transport` (setting transport = "neonize").
-
-    Reads `neonize_proxy_url`, `neonize_spare_workers` and `neonize_pairing` from the
-    settings when they have them; the dead-link deadline is the policy's keepalive one.
-    """
-    proxy = getattr(settings, "neonize_proxy_url", None) or None
-    return NeonizeTransport(proxy, spare_workers=getattr(settings, "neonize_spare_workers", 1),
-                            pairing=bool(getattr(settings, "neonize_pairing", False)),
-                            dead_link_after_s=keepalive_interval_s * keepalive_misses)
+def build_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int) -> NeonizeTransport:
+    """The transport for `service.runtime.app.make_transport` (setting transport = "neonize"):
+    the `neonize_*` settings; the dead-link deadline is the policy's keepalive one."""
+    return NeonizeTransport(settings.neonize_proxy_url.reveal() or None, spare_workers=settings.neonize_spare_workers,
+                            pairing=settings.neonize_pairing, dead_link_after_s=keepalive_interval_s * keepalive_misses)
 
 
 def store_for(credentials: Secret | str, session_id: str) -> Secret:
@@ -327,14 +324,11 @@ def _check_seconds(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
 
 
-def _check_proxy(url: str) -> str:
+def _check_proxy(url: str | Secret) -> str:
     text = url.reveal() if isinstance(url, Secret) else url
     if not isinstance(text, str):
         raise ConfigError(f"neonize proxy_url must be a string, got {type(url).__name__}")
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or parts.port is None:
-        shown = f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.hostname else "(unparsable)"
-        raise ConfigError(f"neonize proxy_url must look like socks5://[user:pass@]host:port (or http/https), "
-                          f"got {shown}; socks5h and socks4 are rejected by neonize")
-    return text
-
+    try:
+        return check_proxy_url(text)
+    except ValueError as err:
+        raise ConfigError(f"neonize proxy_url {err}; socks5h and socks4 are rejected by neonize") from None

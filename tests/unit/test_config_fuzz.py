@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,25 @@ def url_of(schemes: tuple[str, ...], path_ok: bool) -> Callable[[Any], bool]:
     return accepts
 
 
+def proxy_ok(value: Any) -> bool:
+    """Empty (no proxy) or socks5/http/https with a host and a port, nothing after it."""
+    if value == "":
+        return True
+    if not isinstance(value, str) or len(value) > 2048 or any(c.isspace() or ord(c) < 32 for c in value):
+        return False
+    parts = urllib.parse.urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme in ("socks5", "http", "https") and bool(parts.hostname) and bool(port)
+            and parts.path in ("", "/") and not parts.query and not parts.fragment)
+
+
+PROXIES = ["socks5://u:p@127.0.0.1:1080", "socks5://h:1080", "socks5h://h:1080", "socks4://h:1080", "http://h:3128",
+           "https://h:3128/", "socks5://h", "socks5://h:0", "socks5://h:1080/path", "socks5://h:1080?q=1", "socks5://:1"]
+
+
 def one_of(*allowed: Any) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, str) and value in allowed
 
@@ -118,6 +138,8 @@ KINDS: dict[str, tuple[list[Any], Callable[[Any], bool]]] = {
     "owner_id": (TEXTS + ["host-1"], text_between(1, 256, visible=True)),
     "timeline_path": (TEXTS + ["/no/such/dir/x.jsonl"], path_ok),
     "policy": ([5, "x", [1], True], lambda v: False),
+    "neonize_proxy_url": (URLS + TEXTS + PROXIES, proxy_ok),
+    "neonize_pairing": (TEXTS + [False, 1, 0, "yes"], lambda v: isinstance(v, bool)),
 }
 for _name in FIELD_NAMES:
     if Settings.model_fields[_name].annotation in (float, int, int | None, float | None):
