@@ -43,7 +43,7 @@ POOL_WAIT_S = 60.0  # waiting for a free connection is queueing behind our own w
 
 def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int,
                    on_io: Callable[[], None] | None = None) -> Transport:
-    """The WhatsApp transport the settings name; `on_io` (see `WireTransport`) is for `wire`."""
+    """The WhatsApp transport the settings name; `on_io`: see `WireTransport`, `NeonizeTransport`."""
     if settings.transport == "wire":
         from service.transports.wire import WireTransport
         return WireTransport(settings.whatsapp_url, keepalive_interval_s=keepalive_interval_s,
@@ -55,8 +55,8 @@ def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_mi
     build = getattr(neonize_transport, "build_transport", None)
     if build is None:
         raise ConfigError("setting 'transport' = 'neonize': service.transports.neonize_transport has no "
-                          "build_transport(settings, keepalive_interval_s, keepalive_misses)")
-    return build(settings, keepalive_interval_s, keepalive_misses)
+                          "build_transport(settings, keepalive_interval_s, keepalive_misses, on_io)")
+    return build(settings, keepalive_interval_s, keepalive_misses, on_io)
 
 
 @dataclass

@@ -24,7 +24,8 @@ from service.errors import MalformedInput
 from service.ports import LinkClosed
 from service.transports.neonize_events import OPEN, KeepAlive, classify_dial_error, map_event
 from service.transports.neonize_worker.protocol import decode_message, decode_op, encode_message, encode_op
-from service.transports.neonize_worker.worker import Redactor, WorkerSession, subscribe
+from service.transports.neonize_worker.host import Client, Host
+from service.transports.neonize_worker.worker import Redactor, subscribe
 
 # neonize's ConnectFailure/LoggedOut reason numbers → whatsmeow's codes, written out
 # from the neonize 0.5.2 notes (not computed from the table under test).
@@ -42,7 +43,7 @@ class Dispatcher:
         from neonize.events import EVENT_TO_INT
 
         self.client = NewClient(str(store), uuid=f"test-{uuid.uuid4().hex}")
-        self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[str, str | None, Any]] = queue.SimpleQueue()
         subscribe(self.client, self.inbox.put)
         self._event_numbers = EVENT_TO_INT
         # neonize keeps these wrappers alive for the session; so do we
@@ -64,7 +65,7 @@ class Dispatcher:
 
     def _take(self) -> Any:
         try:
-            kind, payload = self.inbox.get_nowait()
+            kind, _, payload = self.inbox.get_nowait()
         except queue.Empty:
             return None
         assert kind == "event"
@@ -167,19 +168,41 @@ def test_terminal_and_retried_events(go: Dispatcher, pb: Any) -> None:
             assert policy.codes.action_for(closed.code) is expected[want.code], want.code
 
 
+class RecordingGate:
+    """Stands in for the worker's gate thread: records what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def start(self, client: Client) -> None:
+        self.calls.append(("start", client.client_id))
+        client.started = True
+
+    def stop(self, client: Client) -> None:
+        self.calls.append(("stop", client.client_id))
+
+
+def connect_op(client_id: str) -> tuple[str, None, dict[str, Any]]:
+    return ("op", None, {"op": "connect", "client": client_id, "store": "/s.db", "proxy": None, "pairing": False})
+
+
 @pytest.mark.integration
 def test_worker_stops_the_client_after_reporting_a_drop_and_ignores_whatsmeows_own_loop(
         go: Dispatcher, pb: Any) -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
-    stops: list[int] = []
-    session = WorkerSession(lambda: stops.append(len(sent)), lambda kind, **f: sent.append((kind, f)), Redactor())
+    gate = RecordingGate()
+    host = Host(lambda kind, **f: sent.append((kind, f)), str, gate,  # type: ignore[arg-type]
+                lambda op: Client(op["client"], go.client, pairing=False), lambda item: None)
+    host.handle(connect_op("c1"))
     for message in (pb.Connected(status=True), pb.Disconnected(status=True), pb.Connected(status=True)):
-        session.handle(("event", go.go_event(message)))
+        host.handle(("event", "c1", go.go_event(message)))
     assert [kind for kind, _ in sent] == ["open", "closed"]
-    assert sent[1][1]["code"] == "Disconnected"
-    assert stops == [2]  # stop() once, after the close was on its way to the service
-    session.handle(("connect_returned", None))
-    assert session.done and sent[-1][0] == "stopped"
+    assert sent[1][1]["code"] == "Disconnected" and sent[1][1]["client"] == "c1"
+    assert gate.calls == [("start", "c1"), ("stop", "c1")]  # stop() once, after the close was on its way
+    host.handle(("stop_done", "c1", None))
+    host.handle(("returned", "c1", None))
+    assert sent[-1] == ("stopped", {"client": "c1"}) and host.clients == {}
+    assert not go.client._stop_finalizer.alive  # its ungated Stop() will never run
 
 
 # ---- pure: no neonize ----------------------------------------------------------------
@@ -200,11 +223,14 @@ def test_dial_errors_are_classified(text: str, reason: str) -> None:
 
 
 def test_worker_protocol_round_trips_and_rejects_garbage() -> None:
-    line = encode_message("closed", code="ConnectFailure:401", wait_s=None, reason="logged out")
+    line = encode_message("closed", client="c1", code="ConnectFailure:401", wait_s=None, reason="logged out")
     assert decode_message(line)["code"] == "ConnectFailure:401"
-    assert decode_op(encode_op("stop")) == {"op": "stop"}
+    assert decode_op(encode_op("stop", client="c1")) == {"op": "stop", "client": "c1"}
+    assert decode_op(encode_op("shutdown")) == {"op": "shutdown"}
+    with pytest.raises(ValueError):
+        encode_op("stop")  # which client?
     for bad in (b"not json\n", b"[1]\n", b'{"kind":"nope"}\n', b'{"kind":"ready","pid":true}\n',
-                b'{"kind":"closed","code":1}\n', b"x" * 70_000):
+                b'{"kind":"closed","code":1}\n', b'{"kind":"open"}\n', b'{"kind":"stopped","client":5}\n', b"x" * 70_000):
         with pytest.raises(MalformedInput):
             decode_message(bad)
 

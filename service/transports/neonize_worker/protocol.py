@@ -1,10 +1,14 @@
 """Messages between the service and a neonize worker process: one JSON object per line.
 
-Service → worker on the worker's stdin: `connect` (store, uuid, proxy, pairing — secrets
-travel only here, never in argv or the environment) and `stop`. Worker → service on the
-worker's original stdout: `ready`, `open`, `closed`, `failed`, `keepalive`, `stopped`,
-`error`. `inject` (a serialized event for neonize's real dispatch path) is for tests
-and is refused unless the worker was started with `--allow-inject`. Owns encoding, decoding and validation; a line that does not parse raises
+A worker hosts many clients; every op and message about one names it by `client` (the
+id the service gave it, also its neonize uuid). Service → worker on the worker's stdin:
+`connect` (client, store, proxy, pairing — secrets travel only here, never in argv or
+the environment), `stop` (one client) and `shutdown` (every client, then exit). Worker →
+service on the worker's original stdout: `ready`, then per client `open`, `closed`,
+`failed`, `keepalive` and, last, `stopped` (its neonize client is stopped and released);
+`error` (client may be null). `inject` (a serialized event for neonize's real dispatch
+path) is for tests and is refused unless the worker was started with `--allow-inject`.
+Owns encoding, decoding and validation; a line that does not parse raises
 `MalformedInput`. Must not do I/O.
 """
 
@@ -20,17 +24,18 @@ MAX_LINE_BYTES = 64 * 1024
 # kind → required fields (and their types)
 WORKER_MESSAGES: dict[str, dict[str, tuple[type, ...]]] = {
     "ready": {"pid": (int,)},
-    "open": {},
-    "closed": {"code": (str, int, type(None)), "wait_s": (float, int, type(None)), "reason": (str,)},
-    "failed": {"reason": (str,), "detail": (str,)},
-    "keepalive": {"code": (str,), "ok": (bool,), "error_count": (int,)},
-    "stopped": {},
-    "error": {"detail": (str,)},
+    "open": {"client": (str,)},
+    "closed": {"client": (str,), "code": (str, int, type(None)), "wait_s": (float, int, type(None)), "reason": (str,)},
+    "failed": {"client": (str,), "reason": (str,), "detail": (str,)},
+    "keepalive": {"client": (str,), "code": (str,), "ok": (bool,), "error_count": (int,)},
+    "stopped": {"client": (str,)},
+    "error": {"client": (str, type(None)), "detail": (str,)},
 }
 SERVICE_OPS: dict[str, dict[str, tuple[type, ...]]] = {
-    "connect": {"store": (str,), "uuid": (str,), "proxy": (str, type(None)), "pairing": (bool,)},
-    "stop": {},
-    "inject": {"event": (str,), "data": (str,)},  # tests only: a serialized event, base64
+    "connect": {"client": (str,), "store": (str,), "proxy": (str, type(None)), "pairing": (bool,)},
+    "stop": {"client": (str,)},
+    "shutdown": {},
+    "inject": {"client": (str,), "event": (str,), "data": (str,)},  # tests only: a serialized event, base64
 }
 
 

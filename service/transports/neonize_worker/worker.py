@@ -1,19 +1,18 @@
-"""Inside a worker process: one neonize client, its events forwarded to the service.
+"""Inside a worker process: the process around `host.Host` — pipes, logging, neonize.
 
 Runs only in the child (`python -m service.transports.neonize_worker`). Order matters:
 take the stdout pipe for messages (stray prints go to stderr), configure logging with
 redaction, and only then import neonize (it calls `logging.basicConfig` on import).
 neonize's handlers run on Go threads; they only put the event on the main thread's
-inbox. The main thread maps events (`neonize_events.map_event`), forwards them, and
-`stop()`s the client on any drop so whatsmeow's own reconnect loop never races the
-service's. Must not: call `get_me()` (aborts the process before connect/after stop),
-pass `jid=` (aborts for a JID not in the store), call `shutdown_log_worker()` (never
-returns), or write the store path or proxy credentials anywhere.
+inbox, tagged with its client. The main thread hands every inbox item to the `Host`,
+which owns the clients (see `host.py` for why starts and stops go through one gate).
+Must not: call `get_me()` (aborts the process before connect/after stop), pass `jid=`
+(aborts for a JID not in the store), call `shutdown_log_worker()` (never returns), or
+write a store path or proxy credentials anywhere.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import queue
@@ -24,15 +23,12 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from service.errors import MalformedInput
-from service.ports import LinkClosed
-from service.transports.neonize_events import (
-    OPEN, SUBSCRIBED_EVENTS, KeepAlive, classify_dial_error, map_event,
-)
+from service.transports.neonize_events import SUBSCRIBED_EVENTS
+from service.transports.neonize_worker.host import Client, Gate, Host, Item
 from service.transports.neonize_worker.protocol import MAX_LINE_BYTES, decode_op, encode_message
 
 EXIT_OK, EXIT_NO_NEONIZE = 0, 3
 ORPHAN_EXIT_S = 2.0
-Item = tuple[str, Any]  # (kind, payload) on the main thread's inbox
 
 
 class Redactor:
@@ -83,7 +79,7 @@ def configure_logging(redactor: Redactor, level: int = logging.WARNING) -> None:
     logging.getLogger("neonize.utils.ffmpeg").setLevel(logging.ERROR)
 
 
-def subscribe(client: Any, put: Callable[[Item], None]) -> None:
+def subscribe(client: Any, put: Callable[[Item], None], client_id: str | None = None) -> None:
     """Register one handler per event type of interest; each only hands the event over.
 
     Handlers run on Go threads and neonize swallows their exceptions, so they do nothing
@@ -92,83 +88,12 @@ def subscribe(client: Any, put: Callable[[Item], None]) -> None:
     from neonize.proto import Neonize_pb2 as pb  # the caller imported neonize already
 
     def hand_over(_client: Any, message: Any) -> None:
-        put(("event", message))
+        put(("event", client_id, message))
 
     for name in SUBSCRIBED_EVENTS:
         client.event(getattr(pb, name))(hand_over)
     # A QR code arrives through its own callback with the raw code, which must not travel.
-    client.event.qr(lambda _client, _code: put(("event", pb.QR())))
-
-
-class WorkerSession:
-    """The main thread's logic: one inbox item at a time, until `done`."""
-
-    def __init__(self, stop_client: Callable[[], None], send: Callable[..., None],
-                 redactor: Redactor, pairing: bool = False,
-                 inject: Callable[[str, bytes], None] | None = None) -> None:
-        self._stop_client = stop_client
-        self._inject = inject
-        self._send = send
-        self._redactor = redactor
-        self._pairing = pairing
-        self.opened = False
-        self.stopping = False
-        self.done = False
-
-    def handle(self, item: Item) -> None:
-        kind, payload = item
-        if kind == "event":
-            self._on_event(payload)
-        elif kind == "op" and payload["op"] == "inject":
-            self._on_inject(payload)
-        elif kind == "op":
-            self._stop("stop requested")
-        elif kind == "connect_error":
-            if not self.stopping:
-                detail = self._redactor.redact(str(payload))[:500]
-                self._send("failed", reason=classify_dial_error(detail), detail=detail)
-            self.done = True
-        elif kind == "connect_returned":
-            if not self.stopping:  # returned without our stop(): the client ended on its own
-                self._send("closed", code=None, wait_s=None, reason="client stopped by itself")
-            self._send("stopped")
-            self.done = True
-        elif kind == "ops_eof":  # the service is gone: nobody to report to
-            self._stop("service gone")
-            self.done = True
-        elif kind == "bad_op":
-            self._send("error", detail=str(payload)[:200])
-
-    def _on_event(self, message: Any) -> None:
-        if self.stopping:
-            return  # after a drop, whatever Go still reports is whatsmeow's own loop
-        mapped = map_event(message, pairing=self._pairing)
-        if mapped == OPEN:
-            if not self.opened:
-                self.opened = True
-                self._send("open")
-        elif isinstance(mapped, LinkClosed):
-            self._send("closed", code=mapped.code, wait_s=mapped.wait_s, reason=mapped.reason)
-            self._stop(f"closed: {mapped.code}")
-        elif isinstance(mapped, KeepAlive):
-            self._send("keepalive", code=mapped.code, ok=mapped.ok, error_count=mapped.error_count)
-
-    def _on_inject(self, op: dict[str, Any]) -> None:
-        if self._inject is None:
-            self._send("error", detail="event injection is not enabled in this worker")
-            return
-        try:
-            self._inject(op["event"], base64.b64decode(op["data"], validate=True))
-        except (AttributeError, KeyError, ValueError) as err:
-            self._send("error", detail=f"cannot inject {op['event'][:40]!r}: {type(err).__name__}")
-
-    def _stop(self, why: str) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        logging.getLogger(__name__).info("stopping the neonize client (%s)", why)
-        # May block while a dial is in flight; the service kills us after its grace period.
-        self._stop_client()
+    client.event.qr(lambda _client, _code: put(("event", client_id, pb.QR())))
 
 
 def dispatcher(client: Any) -> Callable[[str, bytes], None]:
@@ -197,10 +122,10 @@ def _read_ops(stream: BinaryIO, put: Callable[[Item], None]) -> None:
     """stdin → inbox, one op per line; EOF means the service is gone."""
     while line := stream.readline(MAX_LINE_BYTES + 1):
         try:
-            put(("op", decode_op(line)))
+            put(("op", None, decode_op(line)))
         except MalformedInput as err:
-            put(("bad_op", str(err)))
-    put(("ops_eof", None))
+            put(("bad_op", None, str(err)))
+    put(("ops_eof", None, None))
     # The service is gone; if stop() blocks (a dial in flight), exit anyway.
     timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
     timer.daemon = True
@@ -224,19 +149,8 @@ def _take_stdout() -> Callable[..., None]:
     return send
 
 
-def _wait_connect(inbox: queue.SimpleQueue[Item], send: Callable[..., None]) -> dict[str, Any] | None:
-    while True:
-        kind, payload = inbox.get()
-        if kind == "op" and payload["op"] == "connect":
-            return payload
-        if kind == "ops_eof" or (kind == "op" and payload["op"] == "stop"):
-            return None
-        if kind == "bad_op":
-            send("error", detail=str(payload)[:200])
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run one client until it is stopped or fails; the exit code is for the supervisor.
+    """Host clients until the service says `shutdown` or goes away; the exit code is for the supervisor.
 
     argv: optional `--log-level LEVEL` (DEBUG shows whatsmeow's own log, redacted) and
     `--allow-inject` (tests: accept `inject` ops, see `dispatcher`).
@@ -249,32 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from neonize.client import NewClient, ProxySettings
     except Exception as err:  # noqa: BLE001 - reported, then exit
-        send("error", detail=f"cannot import neonize: {type(err).__name__}: {err}"[:500])
+        send("error", client=None, detail=f"cannot import neonize: {type(err).__name__}: {err}"[:500])
         return EXIT_NO_NEONIZE
     inbox: queue.SimpleQueue[Item] = queue.SimpleQueue()
+    proxies: dict[str, Any] = {}
+
+    def make_client(op: dict[str, Any]) -> Client:
+        redactor.add(op["store"])
+        redactor.add_url(op["proxy"])
+        neonize = NewClient(op["store"], uuid=op["client"])
+        subscribe(neonize, inbox.put, op["client"])
+        proxies[op["client"]] = ProxySettings(proxy_address=op["proxy"]) if op["proxy"] else None
+        inject = dispatcher(neonize) if "--allow-inject" in args else None
+        return Client(op["client"], neonize, pairing=op["pairing"], inject=inject)
+
+    gate = Gate(inbox.put, lambda client: proxies.pop(client.client_id, None))
+    host = Host(send, redactor.redact, gate, make_client, inbox.put)
     threading.Thread(target=_read_ops, args=(sys.stdin.buffer, inbox.put), name="ops", daemon=True).start()
     send("ready", pid=os.getpid())
-    op = _wait_connect(inbox, send)
-    if op is None:
-        send("stopped")
-        return EXIT_OK
-    redactor.add(op["store"])
-    redactor.add_url(op["proxy"])
-    client = NewClient(op["store"], uuid=op["uuid"])
-    subscribe(client, inbox.put)
-    proxy = ProxySettings(proxy_address=op["proxy"]) if op["proxy"] else None
-
-    def run_client() -> None:
-        try:
-            client.connect(proxy)
-        except Exception as err:  # noqa: BLE001 - NeonizeError and friends: a failed dial
-            inbox.put(("connect_error", f"{type(err).__name__}: {err}"))
-        else:
-            inbox.put(("connect_returned", None))
-
-    threading.Thread(target=run_client, name="client", daemon=True).start()
-    inject = dispatcher(client) if "--allow-inject" in args else None
-    session = WorkerSession(client.stop, send, redactor, pairing=op["pairing"], inject=inject)
-    while not session.done:
-        session.handle(inbox.get())
+    while not host.done:
+        host.handle(inbox.get())
     return EXIT_OK
