@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.process import ManagedProcess, ProcessStartError, free_port, wait_until
+from tests.fixtures.process import ManagedProcess, ProcessStartError, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,3 @@ def test_sigterm_ignored_then_killed(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5.0
 
 
-def test_free_port_is_bindable() -> None:
-    import socket
-
-    port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))

@@ -25,7 +25,7 @@ from service.core.events import (
     BackoffElapsed, Closed, CloseSocket, Command, Drop, Event, Opened, OpenSocket, ScheduleReconnect,
     SetStatus, Start, StartFailed, Validate, Validated,
 )
-from service.errors import ConfigError, LinkFailed
+from service.errors import LinkFailed
 from service.ports import Link, Secret, Transport
 from service.transports.neonize_transport import NeonizeLink, NeonizeTransport
 from tests.fixtures.socks5 import REPLY_NOT_ALLOWED, Socks5Server
@@ -274,24 +274,6 @@ async def test_store_and_proxy_credentials_never_logged(
     assert PROXY_PASSWORD not in shown and store.reveal() not in shown
 
 
-def test_bad_settings_get_clear_errors() -> None:
-    with pytest.raises(ConfigError, match="socks5h and socks4"):
-        NeonizeTransport("socks5h://user:hunter2@127.0.0.1:1080")
-    with pytest.raises(ConfigError) as err:
-        NeonizeTransport("ftp://user:hunter2@127.0.0.1:21")
-    assert "hunter2" not in str(err.value)
-    with pytest.raises(ConfigError, match="spare_workers"):
-        NeonizeTransport(spare_workers=-1)
-    with pytest.raises(ConfigError, match="clients_per_worker"):
-        NeonizeTransport(clients_per_worker=0)
-    with pytest.raises(ConfigError, match="worker_max_connects"):
-        NeonizeTransport(worker_max_connects=True)
-    with pytest.raises(ConfigError, match="stop_grace_s"):
-        NeonizeTransport(stop_grace_s=0)
-    with pytest.raises(ConfigError, match="credentials"):
-        NeonizeTransport().new_link("s1", Secret(""))
-
-
 async def test_a_link_is_single_use(transport: NeonizeTransport, store: Secret) -> None:
     link: NeonizeLink = transport.new_link("s-once", store)
     with pytest.raises(LinkFailed):
@@ -421,18 +403,3 @@ async def test_injection_is_refused_unless_enabled(transport: NeonizeTransport, 
     link = transport.new_link("s-no-inject", store)
     with pytest.raises(RuntimeError, match="allow_event_injection"):
         link.inject_event("Connected", b"")
-
-
-def test_the_service_builds_this_transport_from_its_settings(tmp_path: Path) -> None:
-    from service.config import Settings
-    from service.runtime.app import make_transport
-
-    settings = Settings(transport="neonize", sessions="s0", neonize_clients_per_worker=7, neonize_spare_workers=2)
-    transport = make_transport(settings, keepalive_interval_s=1.0, keepalive_misses=3)
-    assert isinstance(transport, NeonizeTransport) and transport.dead_link_after_s == 3.0
-    assert (transport.fleet.clients_per_worker, transport.fleet.spare_workers) == (7, 2)
-    template = Secret(str(tmp_path / "{session_id}.db"))
-    link = transport.new_link("alice", template)
-    assert link._credentials.reveal() == str(tmp_path / "alice.db")
-    with pytest.raises(ConfigError, match="cannot name a store"):
-        transport.new_link("..", template)

@@ -19,8 +19,7 @@ from chaos.toxiproxy import Toxiproxy
 from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
-from service.errors import ConfigError
-from service.outbox import Outbox, backoff_s, new_update, removable_ids
+from service.outbox import Outbox, new_update
 from service.ports import StatusUpdate
 from service.store import StatusStore
 from tests.fixtures.standins import Standins, eventually
@@ -268,22 +267,3 @@ async def test_undecodable_entry_is_quarantined_not_sent(aredis: aioredis.Redis,
     assert await outbox.depth() == 0
 
 
-def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:
-    a1, a2, b1, a3, b2 = (new_update(s, Status.ACTIVE) for s in ("a", "a", "b", "a", "b"))
-    entries = [("1-0", a1), ("2-0", a2), ("3-0", b1), ("4-0", a3), ("5-0", b2)]
-    acked = {a1.update_id, a3.update_id, b1.update_id, b2.update_id}  # a2 not acknowledged
-    assert removable_ids(entries, acked) == ["1-0", "3-0", "5-0"]  # a3 waits behind a2
-
-
-def test_retry_backoff_is_capped_exponential() -> None:
-    assert [backoff_s(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-
-
-@pytest.mark.parametrize("overrides, name", [
-    ({"batch_size": 0}, "batch_size"), ({"flush_interval_s": 0}, "flush_interval_s"),
-    ({"retry_base_s": -1}, "retry_base_s"), ({"retry_cap_s": 0.01}, "retry_cap_s"),
-])
-def test_bad_parameters_are_named(overrides: dict, name: str) -> None:
-    options = {"batch_size": 10, "flush_interval_s": 1.0, "retry_base_s": 0.1, "retry_cap_s": 1.0, **overrides}
-    with pytest.raises(ConfigError, match=name):
-        Outbox(None, None, **options)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from chaos.toxiproxy import Toxiproxy
-from service.errors import ConfigError, LinkFailed
+from service.errors import LinkFailed
 from service.ports import Link, LinkClosed, Secret, Transport
 from service.transports.wire import KEEPALIVE_TIMEOUT, WireLink, WireTransport
 from tests.fixtures.process import free_port, wait_until
@@ -106,18 +106,6 @@ async def raw_server(*, reset_after_request: bool) -> AsyncIterator[RawServer]:
 async def test_transport_and_link_implement_the_ports(wire: WireTransport) -> None:
     assert isinstance(wire, Transport)
     assert isinstance(wire.new_link("s1", CREDS), Link)
-
-
-@pytest.mark.parametrize(("url", "interval_s", "misses", "named"), [
-    ("http://127.0.0.1:1", 1.0, 3, "wire url"),
-    ("ws://127.0.0.1:1/ws/s1", 1.0, 3, "base URL"),
-    ("ws://127.0.0.1:1", 0.0, 3, "keepalive_interval_s"),
-    ("ws://127.0.0.1:1", 1.0, 0, "keepalive_misses"),
-    ("ws://127.0.0.1:1", 1.0, 2.5, "keepalive_misses"),
-])
-def test_bad_settings_raise_config_error(url: str, interval_s: float, misses: int, named: str) -> None:
-    with pytest.raises(ConfigError, match=named):
-        WireTransport(url, keepalive_interval_s=interval_s, keepalive_misses=misses)
 
 
 # -- open, close, R7 ---------------------------------------------------------------------------
