@@ -82,3 +82,30 @@ def test_old_import_path_still_works():
 
     assert Old is LogEvent
     assert TimelineRecord(0.0, "s", LogEvent.SESSION_OPEN).event == "session_open"
+
+
+def respelled_event_names(source: str) -> list[str]:
+    """String literals in `source` that spell an event name instead of naming the `LogEvent`."""
+    import ast
+
+    names = {member.value for member in LogEvent}
+    return [node.value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
+
+
+def test_no_module_of_service_sim_or_chaos_re_spells_an_event_name():
+    root = Path(__file__).resolve().parents[2]
+    found = {}
+    for package in ("service", "sim", "chaos"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "vocabulary.py" and path.parent.name == "core":
+                continue
+            spelled = respelled_event_names(path.read_text(encoding="utf-8"))
+            if spelled:
+                found[str(path.relative_to(root))] = spelled
+    assert found == {}, f"use service.core.LogEvent instead of these strings: {found}"
+
+
+def test_a_re_spelled_event_name_is_found():
+    assert respelled_event_names('if record.event == "session_starting": pass') == ["session_starting"]
+    assert respelled_event_names('if record.event == LogEvent.SESSION_STARTING: pass') == []
