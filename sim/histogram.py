@@ -25,7 +25,7 @@ import random
 import numpy as np
 from simpy.events import Timeout
 
-from service.core import Jitter, ScheduleReason
+from service.core import Jitter
 from service.core.events import BackoffElapsed, ScheduleReconnect
 from sim import delays
 from sim.model import BlockModel, Unit, _processes
@@ -119,8 +119,7 @@ class HistogramModel(BlockModel):
     def _schedule(self, unit: Lump, command: ScheduleReconnect) -> None:
         unit.timer_token += 1
         unit.pending_attempt = command.attempt
-        counted = command.reason == ScheduleReason.BACKOFF
-        drawn = counted and not self.resuming
+        drawn = command.counted and not self.resuming
         law = delays.law(self.backoff, command.attempt, unit.previous_delay_s) if drawn else delays.point(command.delay_s)
         now = self.env.now
         cached = self._cells_of(law, now) if unit.count > delays.FEW else None
@@ -128,7 +127,7 @@ class HistogramModel(BlockModel):
         if self.pools is not None:
             self._pool(unit, np.array(cells, dtype=np.int64), np.array(counts, dtype=np.int64), now)
         else:
-            self._place(unit, cells, counts, now, counted)
+            self._place(unit, cells, counts, now, command.counted)
 
     # ---- dense pools: few states (no per-IP lumps, no previous-delay keys) ----
     def _pool(self, unit: Lump, cells: np.ndarray, counts: np.ndarray, now: float) -> None:

@@ -71,13 +71,17 @@ class ValidationFailed:
 
 @dataclass(frozen=True)
 class Resumed:
-    """A restarted gateway found this session `connecting` with `attempt` pending (B5).
+    """A restarted gateway found this session `connecting` with a reconnect pending (B5).
+    Shells do not build it: `service.core.recovery.first_event` derives it from what they found.
 
-    `remaining_s` is what was left of the lost timer, when the shell recorded its due time.
+    `counted`: `attempt` is the counted attempt due (a new delay is drawn when `remaining_s`
+    is None). Not counted: an uncounted wait (a temporary ban) was pending after `attempt`
+    counted attempts were spent. `remaining_s` is what was left of the lost timer.
     """
 
     attempt: int = 1
     remaining_s: float | None = None
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,12 +114,53 @@ class SetStatus:
 class ScheduleReconnect:
     """Start the one reconnect timer: deliver `BackoffElapsed` after `delay_s`.
 
-    `reason` is `backoff` (a counted attempt), `reconnect_now` or `temporary_ban` (uncounted).
+    `counted`: the timer is for counted attempt `attempt` (reason `backoff`); uncounted
+    timers (`reconnect_now`, e.g. Baileys' 515, `temporary_ban`, or a `resumed` uncounted
+    wait) reopen with the attempts spent so far, `attempt`, and spend none.
     """
 
     delay_s: float
     attempt: int
     reason: ScheduleReason = ScheduleReason.BACKOFF
+
+    @property
+    def counted(self) -> bool:
+        """True if the timer is for a counted attempt (`ScheduleReason.counted`)."""
+        return self.reason == ScheduleReason.BACKOFF
+
+
+# ---- crash bookkeeping (B5) -------------------------------------------------------
+# What a restarted process needs (`service.core.recovery`) is kept in one record per session,
+# beside its status. A shell may carry a command of this group together with the command
+# next to it in one atomic write, and must not split these pairs (the core orders them so):
+#   SetStatus followed by RecordPending or ClearPending — the status and the record;
+#   MarkStarted followed by Validate — the attempt is spent in its validation's round trip.
+# Any other of these commands is a write of its own, in order with the session's other writes.
+
+
+@dataclass(frozen=True)
+class RecordPending:
+    """Replace the session's pending record: reconnect `attempt` is due at `due_at_s` (the
+    `now` the core is given), not started. `counted` False: an uncounted wait after `attempt`
+    counted attempts (see `ScheduleReconnect.counted`)."""
+
+    attempt: int
+    due_at_s: float
+    counted: bool = True
+
+
+@dataclass(frozen=True)
+class MarkStarted:
+    """Counted attempt `attempt` starts at `at_s`: replace the record with "`attempt` started"
+    (a restart then goes on with the next one, never repeating it)."""
+
+    attempt: int
+    at_s: float
+
+
+@dataclass(frozen=True)
+class ClearPending:
+    """No reconnect is pending any more (the session opened, or ended): delete the record."""
 
 
 @dataclass(frozen=True)
@@ -159,4 +204,4 @@ class Emit:
 
 
 Command = (ClearCache | SetStatus | ScheduleReconnect | CancelReconnect | Validate | CloseSocket
-           | OpenSocket | Drop | Emit)
+           | OpenSocket | Drop | Emit | RecordPending | MarkStarted | ClearPending)

@@ -4,6 +4,12 @@ Implements R1–R7 of the spec and the close → reconnect flow; every decision 
 backoff, attempts, terminal codes and validation is made here and nowhere else. Must
 not do I/O or read a clock: `now` is passed in, randomness is the injected `rng`.
 An event the table below does not allow raises `IllegalTransition` and changes nothing.
+
+Crash bookkeeping (B5) is decided here too: what must survive a crash is a command —
+`RecordPending` with every scheduled reconnect, `MarkStarted` as a counted attempt starts
+(before its validation), `ClearPending` with the status that ends a disconnection (and with
+a fresh start) — so a shell only persists what it is told, and `service.core.recovery`
+reads it back. The pairs a shell writes at once are next to each other (see `events`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from typing import Any
 from service.core.codes import Action, CloseCode
 from service.core.errors import CoreError, IllegalTransition
 from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Command, Drop, Emit,
-    Event, KeepaliveMissed, Opened, OpenSocket, Released, Resumed, ScheduleReconnect,
-    SetStatus, Start, StartFailed, Validate, Validated, ValidationFailed,
+    BackoffElapsed, CancelReconnect, ClearCache, ClearPending, Closed, CloseSocket, Command, Drop,
+    Emit, Event, KeepaliveMissed, MarkStarted, Opened, OpenSocket, RecordPending, Released, Resumed,
+    ScheduleReconnect, SetStatus, Start, StartFailed, Validate, Validated, ValidationFailed,
 )
 from service.core.policy import Policy
 from service.core.statuses import Priority, Status
@@ -67,10 +73,11 @@ class _Vars:
     has_socket: bool = False
     previous_delay_s: float | None = None
     episode_start_s: float | None = None  # the close that began this disconnection (give-up deadline)
+    counted_timer: bool = False  # the pending timer is for counted attempt `attempts`
 
     def copy(self) -> _Vars:
         return _Vars(self.state, self.status, self.attempts, self.immediate_streak,
-                     self.has_socket, self.previous_delay_s, self.episode_start_s)
+                     self.has_socket, self.previous_delay_s, self.episode_start_s, self.counted_timer)
 
 
 class SessionMachine:
@@ -152,6 +159,7 @@ class SessionMachine:
     # ---- handlers (one per event type) ----
     def _on_Start(self, event: Start) -> None:
         self._set_status(Status.CONNECTING, Priority.NORMAL)
+        self._cmd(ClearPending())  # a record left by an earlier owner is not this start's
         self._open(attempt=0)
 
     def _on_Opened(self, event: Opened) -> None:
@@ -162,6 +170,7 @@ class SessionMachine:
         self._vars.previous_delay_s = None
         self._vars.episode_start_s = None
         self._set_status(Status.ACTIVE, Priority.NORMAL)
+        self._cmd(ClearPending())
         self._emit(LogEvent.SESSION_OPEN)
 
     def _on_Closed(self, event: Closed) -> None:
@@ -176,6 +185,9 @@ class SessionMachine:
     def _on_BackoffElapsed(self, event: BackoffElapsed) -> None:
         self._emit(LogEvent.RECONNECT_RUNNING)
         self._vars.state = State.VALIDATING
+        if self._vars.counted_timer:  # spent from now on: a restart must not run it again
+            self._vars.counted_timer = False
+            self._cmd(MarkStarted(attempt=self._vars.attempts, at_s=self._now))
         self._cmd(Validate(for_reconnect=True))
 
     def _on_Validated(self, event: Validated) -> None:
@@ -184,7 +196,7 @@ class SessionMachine:
             return
         # B10: a session that ends, ends: its last word is `inactive`, never the `connecting`
         # its close wrote (over the back office's own `inactive`, when it deleted the account)
-        self._set_status(Status.INACTIVE, Priority.HIGH)
+        self._end(Status.INACTIVE)
         self._emit(LogEvent.RECONNECT_CANCELLED, reason=DropReason.INVALID)
         self._drop(DropReason.INVALID)
 
@@ -197,13 +209,20 @@ class SessionMachine:
         self._vars.status = Status.CONNECTING
         self._cmd(ClearCache())
         self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
+        delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
+        backoff = self.policy.backoff
+        if not event.counted:  # an uncounted wait (a ban) after `attempt` counted attempts
+            spent = max(0, event.attempt)
+            self._vars.attempts = spent
+            self._vars.episode_start_s = self._now - sum(backoff.exponential_s(n) for n in range(1, spent + 1))
+            self._schedule(delay_s or 0.0, spent, reason=ScheduleReason.RESUMED)
+            return
         attempt = max(1, event.attempt)
         self._vars.attempts = attempt - 1
-        delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
         # the crashed process knew when the disconnection began; the un-jittered schedule estimates it
-        earlier_s = sum(self.policy.backoff.exponential_s(n) for n in range(1, attempt))
-        due_s = self._now + (delay_s if delay_s is not None else self.policy.backoff.exponential_s(attempt))
-        self._vars.episode_start_s = due_s - earlier_s - self.policy.backoff.exponential_s(attempt)
+        earlier_s = sum(backoff.exponential_s(n) for n in range(1, attempt))
+        due_s = self._now + (delay_s if delay_s is not None else backoff.exponential_s(attempt))
+        self._vars.episode_start_s = due_s - earlier_s - backoff.exponential_s(attempt)
         self._schedule_counted(delay_s)
 
     def _on_Released(self, event: Released) -> None:
@@ -226,7 +245,7 @@ class SessionMachine:
         if action is Action.TERMINAL:
             if state is State.BACKOFF:
                 self._cmd(CancelReconnect())
-            self._set_status(Status.INACTIVE, Priority.HIGH)
+            self._end(Status.INACTIVE)
             self._emit(LogEvent.SESSION_TERMINAL, code=code)
             self._drop(DropReason.TERMINAL)
             return
@@ -262,8 +281,11 @@ class SessionMachine:
         self._schedule(delay_s, attempt, reason=ScheduleReason.BACKOFF)
 
     def _schedule(self, delay_s: float, attempt: int, reason: ScheduleReason) -> None:
+        """The one reconnect timer; its record goes with the status (one write for a shell)."""
         self._set_status(Status.CONNECTING, Priority.NORMAL)
+        self._cmd(RecordPending(attempt=attempt, due_at_s=self._now + delay_s, counted=reason.counted))
         self._vars.state = State.BACKOFF
+        self._vars.counted_timer = reason.counted
         if self.trace:
             self._emit(LogEvent.RECONNECT_SCHEDULED, attempt=attempt,
                        max_attempts=self.policy.backoff.max_attempts,
@@ -272,7 +294,7 @@ class SessionMachine:
 
     def _give_up(self, limit: GiveUpLimit) -> None:
         """Mark inactive and drop; `limit` says which ran out (the drop reason stays "max_attempts")."""
-        self._set_status(Status.INACTIVE, Priority.HIGH)
+        self._end(Status.INACTIVE)
         self._emit(LogEvent.MAX_ATTEMPTS_REACHED, max_attempts=self.policy.backoff.max_attempts,
                    limit=limit, max_elapsed_s=self.policy.backoff.max_elapsed_s)
         self._drop(DropReason.MAX_ATTEMPTS)
@@ -294,6 +316,11 @@ class SessionMachine:
         self._cmd(Drop(reason=reason))
 
     # ---- small helpers ----
+    def _end(self, status: Status) -> None:
+        """The session ends here (B10): its final status, and no record left for a restart."""
+        self._set_status(status, Priority.HIGH)
+        self._cmd(ClearPending())
+
     def _set_status(self, status: Status, priority: Priority) -> None:
         if self._vars.status is not status:
             self._vars.status = status

@@ -77,6 +77,7 @@ class ScheduleReason(StrEnum):
     BACKOFF = "backoff"  # a counted attempt, delayed by the backoff policy
     RECONNECT_NOW = "reconnect_now"  # at once, not counted (e.g. Baileys 515 restart required)
     TEMPORARY_BAN = "temporary_ban"  # after a ban's expiry, not counted
+    RESUMED = "resumed"  # an uncounted wait (a ban) a crashed process left, resumed; not counted (B5)
 
     @property
     def counted(self) -> bool:

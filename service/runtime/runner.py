@@ -22,8 +22,8 @@ from typing import Any
 
 from service.core import IllegalTransition, LogEvent, ScheduleReason, SessionMachine, State, Status
 from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Command, Drop, Emit, Event, OpenSocket,
-    ScheduleReconnect, SetStatus, Validate,
+    BackoffElapsed, CancelReconnect, ClearCache, ClearPending, CloseSocket, Command, Drop, Emit, Event,
+    MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate,
 )
 from service.errors import FencedWrite, MalformedInput
 from service.logging import EventLog
@@ -202,6 +202,8 @@ class SessionRunner:
                     self._link.open(command.attempt)
                 elif kind is Drop:
                     self._drop(command.reason)
+                elif kind in (RecordPending, MarkStarted, ClearPending):
+                    pass  # B5's record is still written by `_set_status`, `_schedule` and the validation
                 else:
                     raise TypeError(f"the runtime cannot carry out {command!r}")
             except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command

@@ -7,9 +7,9 @@ import pytest
 from service.core import IllegalTransition, Priority, SessionMachine, State, Status, build_policy
 from service.core.codes import TABLES
 from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, Closed, CloseSocket, Drop, Emit, KeepaliveMissed,
-    Opened, OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed,
-    Validated, ValidationFailed,
+    BackoffElapsed, CancelReconnect, ClearCache, ClearPending, Closed, CloseSocket, Drop, Emit, KeepaliveMissed,
+    MarkStarted, Opened, OpenSocket, RecordPending, Released, Resumed, ScheduleReconnect, SetStatus, Start,
+    StartFailed, Validate, Validated, ValidationFailed,
 )
 from service.core.statuses import is_valid_status
 from tests.unit.script import drive, open_session
@@ -32,11 +32,11 @@ def test_long_outage_delays_are_2_4_8_16_32_and_the_fifth_failure_gives_up():
     delays = [c.delay_s for _, c in run.of(ScheduleReconnect)]
     assert delays == [2, 4, 8, 16, 32]
     assert [t for t, c in run.of(OpenSocket)] == [2, 6, 14, 30, 62]
-    final = run.commands[-4:]
-    assert [type(c) for _, c in final] == [SetStatus, Emit, CloseSocket, Drop]
+    final = run.commands[-5:]
+    assert [type(c) for _, c in final] == [SetStatus, ClearPending, Emit, CloseSocket, Drop]
     assert final[0][1] == SetStatus(Status.INACTIVE, Priority.HIGH)
-    assert final[1][1].record.event == "max_attempts_reached"
-    assert final[1][1].record.status == "inactive"
+    assert final[2][1].record.event == "max_attempts_reached"
+    assert final[2][1].record.status == "inactive"
     assert run.machine.state is State.DROPPED
     assert not [c for t, c in run.commands if t > 62]
 
@@ -106,7 +106,8 @@ def test_success_resets_attempts_and_sets_active():
 def test_restart_required_reconnects_at_once_without_counting():
     machine = open_session(codes="baileys")
     commands = machine.handle(Closed(code=515), 1.0)
-    assert [c for c in commands if isinstance(c, ScheduleReconnect)] == [ScheduleReconnect(0.0, 0, "reconnect_now")]
+    assert [c for c in commands if isinstance(c, ScheduleReconnect)] == [
+        ScheduleReconnect(0.0, 0, "reconnect_now")]
     assert machine.attempts == 0
 
 
@@ -148,6 +149,74 @@ def test_resumed_session_picks_up_its_pending_attempt():
     spent = SessionMachine("s2", build_policy(), status=Status.CONNECTING)
     commands = spent.handle(Resumed(attempt=6), 0.0)
     assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
+
+
+BOOKKEEPING = (SetStatus, RecordPending, MarkStarted, ClearPending, Validate)
+
+
+def test_crash_bookkeeping_of_one_recovery_comes_in_write_pairs():
+    """Drop at 0 s, attempt 1 (due 2 s) fails, attempt 2 (due 6 s) opens: every reconnect is
+    recorded with its due time beside the status, spent as its validation starts, and the
+    record is cleared with the status that ends the disconnection."""
+    run = drive(open_session(), Closed(), link_up_at_s=5.0)
+    assert [(t, c) for t, c in run.commands if isinstance(c, BOOKKEEPING)] == [
+        (0.0, SetStatus(Status.CONNECTING)), (0.0, RecordPending(1, 2.0)),
+        (2.0, MarkStarted(1, 2.0)), (2.0, Validate()),
+        (2.0, RecordPending(2, 6.0)),  # the status is unchanged: a write of its own
+        (6.0, MarkStarted(2, 6.0)), (6.0, Validate()),
+        (6.0, SetStatus(Status.ACTIVE)), (6.0, ClearPending()),
+    ]
+    commands = [c for _, c in run.commands]
+    for first, second in [(SetStatus(Status.CONNECTING), RecordPending(1, 2.0)), (MarkStarted(1, 2.0), Validate()),
+                          (MarkStarted(2, 6.0), Validate()), (SetStatus(Status.ACTIVE), ClearPending())]:
+        at = commands.index(first)
+        assert commands[at + 1] == second, commands[at:at + 2]  # a shell writes each pair at once
+
+
+def test_a_fresh_start_clears_an_old_record_with_its_status():
+    commands = SessionMachine("s1", build_policy()).handle(Start(), 0.0)
+    assert commands[:2] == [SetStatus(Status.CONNECTING), ClearPending()]
+
+
+@pytest.mark.parametrize("ending", ["give_up", "terminal", "invalid"])
+def test_a_session_that_ends_clears_its_record_with_its_final_status(ending):
+    machine = open_session(max_attempts=1)
+    machine.handle(Closed(), 1.0)
+    machine.handle(BackoffElapsed(), 3.0)
+    if ending == "invalid":
+        commands = machine.handle(Validated(ok=False), 3.0)
+    else:
+        machine.handle(Validated(ok=True), 3.0)
+        commands = machine.handle(StartFailed(code=401 if ending == "terminal" else None), 3.5)
+    at = commands.index(SetStatus(Status.INACTIVE, Priority.HIGH))
+    assert commands[at + 1] == ClearPending()
+    assert not [c for c in commands if isinstance(c, RecordPending | MarkStarted)]
+
+
+def test_uncounted_waits_are_recorded_uncounted_and_never_marked_started():
+    machine = open_session(codes="whatsmeow")
+    commands = machine.handle(Closed(code="TemporaryBan", wait_s=900.0), 1.0)
+    assert RecordPending(0, 901.0, counted=False) in commands
+    assert not [c for c in machine.handle(BackoffElapsed(), 901.0) if isinstance(c, MarkStarted)]
+
+
+def test_a_release_keeps_the_record_for_the_next_owner():
+    machine = open_session()
+    machine.handle(Closed(), 1.0)
+    commands = machine.handle(Released("shutdown"), 1.5)
+    assert not [c for c in commands if isinstance(c, RecordPending | MarkStarted | ClearPending)]
+
+
+def test_resumed_uncounted_wait_keeps_its_due_time_and_spends_no_attempt():
+    machine = SessionMachine("s1", build_policy({"codes": "whatsmeow"}), status=Status.CONNECTING)
+    commands = machine.handle(Resumed(attempt=2, remaining_s=30.0, counted=False), 100.0)
+    assert ScheduleReconnect(30.0, 2, "resumed") in commands
+    assert RecordPending(2, 130.0, counted=False) in commands
+    assert machine.attempts == 2
+    machine.handle(BackoffElapsed(), 130.0)
+    machine.handle(Validated(ok=True), 130.0)
+    commands = machine.handle(StartFailed(), 131.0)
+    assert [c.attempt for c in commands if isinstance(c, ScheduleReconnect)] == [3]
 
 
 def test_released_session_stops_locally_without_touching_status():

@@ -109,7 +109,7 @@ def test_every_jittered_delay_within_its_formula(policy_settings, sequence, seed
     _, commands = run_sequence(policy_settings, sequence, seed)
     previous_s = None
     for command in commands:
-        if not isinstance(command, ScheduleReconnect) or command.reason != "backoff":
+        if not isinstance(command, ScheduleReconnect) or not command.counted:
             continue
         if command.attempt == 1:
             previous_s = None
@@ -155,7 +155,7 @@ def test_no_counted_attempt_starts_past_the_deadline(policy_settings, sequence, 
         elif isinstance(event, _CLOSES) and episode_start_s is None:
             episode_start_s = now
         for command in commands:
-            if isinstance(command, ScheduleReconnect) and command.reason == "backoff":
+            if isinstance(command, ScheduleReconnect) and command.counted:
                 scheduled += 1
                 assert now + command.delay_s - episode_start_s <= policy.backoff.max_elapsed_s + 1e-9
     if machine.state is State.DROPPED and scheduled:
