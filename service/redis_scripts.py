@@ -64,7 +64,7 @@ end
 # KEYS: 1 fence, 2 status, 3 pending record, 4 outbox, 5 seq, 6 update id, 7 outbox quarantine
 # ARGV: 1 token ('' = unfenced), 2 status ('' = none), 3 pending 'keep'|'clear'|'set', 4 attempt,
 # 5 due_at_s, 6 started_at_s ('' = none), 7 update_id ('' = no outbox entry), 8 session id,
-# 9 priority, 10 at_s, 11 idempotency TTL s.
+# 9 priority, 10 at_s, 11 idempotency TTL s, 12 counted ('0' = an uncounted wait, else counted).
 # Returns {1, seq (0: no entry), notes...}, or {0, the session's token now} with nothing written.
 # A retried write (same update_id) finds its idempotency key and reuses its seq: no second entry.
 WRITE_LUA = _LIB + """
@@ -96,6 +96,7 @@ if ARGV[3] ~= 'keep' then redis.call('DEL', KEYS[3]) end
 if ARGV[3] == 'set' then
   redis.call('HSET', KEYS[3], 'attempt', ARGV[4], 'due_at_s', ARGV[5])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'started_at_s', ARGV[6]) end
+  if ARGV[12] == '0' then redis.call('HSET', KEYS[3], 'counted', '0') end
 end
 local reply = {1, seq}
 for _, note in ipairs(notes) do reply[#reply + 1] = note end
@@ -186,8 +187,9 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
     if pending is not None:
         mapping = pending_mapping(pending)
         op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
+        counted = mapping.get("counted", "")
     else:
-        op, attempt, due, started = ("clear" if clear_pending else "keep"), "", "", ""
+        op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
     if update is None:
         entry: list[Any] = ["", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S]
     else:
@@ -195,4 +197,4 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
                  APPEND_IDEMPOTENCY_TTL_S]
     script_keys = write_keys(session_id, update.update_id if update is not None else "")
     pipe.eval(WRITE_LUA, len(script_keys), *script_keys, "" if token is None else str(token),
-              "" if status is None else Status(status).value, op, attempt, due, started, *entry)
+              "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)

@@ -330,21 +330,23 @@ class StatusStore(StatusScan):
             results = await self._tick().run(build)
         return self._committed(session_id, Status(status), outbox_update, results, fence)
 
-    async def save_pending_batched(self, session_id: str, pending: PendingReconnect, *,
+    async def save_pending_batched(self, session_id: str, pending: PendingReconnect | None, *,
                                    fence: int | None = None) -> None:
-        """Replace the session's reconnect bookkeeping with `pending`, in this tick's pipeline
-        (fenced like `set_status`)."""
+        """Replace the session's reconnect bookkeeping with `pending` (None: delete it), in this
+        tick's pipeline (fenced like `set_status`)."""
         _check_session_id(session_id)
-        pending_mapping(pending)
+        if pending is not None:
+            pending_mapping(pending)
         with self._store_errors(f"HSET pending of {session_id!r}"):
-            results = await self._tick().run(lambda pipe: queue_write(pipe, session_id, token=fence, pending=pending))
+            results = await self._tick().run(lambda pipe: queue_write(pipe, session_id, token=fence, pending=pending,
+                                                                      clear_pending=pending is None))
         self._checked(session_id, results[0], fence)
 
     async def is_session_active_batched(self, session_id: str, *, for_reconnect: bool = False,
                                         mark_started: PendingReconnect | None = None,
                                         fence: int | None = None) -> bool:
         """`is_session_active`, its Redis read joined to this tick's pipeline. `mark_started`
-        (a record with `started_at_epoch_s`) is saved in the same round trip, fenced: the
+        (a record with `started_at_s`) is saved in the same round trip, fenced: the
         validation of an attempt is where it starts, so a restart knows it was spent (B5)."""
         _check_session_id(session_id)
         if mark_started is not None:

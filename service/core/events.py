@@ -205,3 +205,15 @@ class Emit:
 
 Command = (ClearCache | SetStatus | ScheduleReconnect | CancelReconnect | Validate | CloseSocket
            | OpenSocket | Drop | Emit | RecordPending | MarkStarted | ClearPending)
+
+_WRITTEN_WITH: dict[type, tuple[type, ...]] = {SetStatus: (RecordPending, ClearPending), MarkStarted: (Validate,)}
+
+
+def written_with(commands: list[Command], index: int) -> Command | None:
+    """The command a shell carries out in one write with `commands[index]` (the crash
+    bookkeeping pairs above: it is the next one), or None."""
+    follow = _WRITTEN_WITH.get(type(commands[index]))
+    if follow is None or index + 1 >= len(commands):
+        return None
+    following = commands[index + 1]
+    return following if isinstance(following, follow) else None

@@ -2,11 +2,10 @@
 
 Owns: which sessions this process runs (a session runs here only while this process
 holds its lease, B4), the lease loop (renew what we hold, give up locally what we lost or
-cannot renew in time, adopt free sessions — e.g. those of a dead process), the first event
-of each adopted session (B5: `Resumed(attempt, remaining_s)` from the pending record a
-crashed owner left in Redis — `Resumed(attempt + 1, None)` when that attempt had already
-started — else `Start`), and graceful stop. Must not decide attempts,
-delays or validity: it only chooses which event tells the core what it found.
+cannot renew in time, adopt free sessions — e.g. those of a dead process), reading what an
+adopted session's last owner left (status and pending record, B5) for the core's
+`first_event`, and graceful stop. Must not decide attempts, delays, validity or how to
+resume: the core does, from what the gateway found.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.core import DropReason, ReleaseReason, Status
-from service.core.events import Event, Released, Resumed, Start
+from service.core.events import Event, Released
+from service.core.recovery import first_event
 from service.errors import MalformedInput, StoreError
 from service.lease import LeaseManager
 from service.outbox import Outbox
@@ -168,29 +168,20 @@ class Gateway:
         await runner.deliver(event)
 
     async def _first_event(self, sid: str) -> tuple[Event | None, Status | None]:
-        """What the core is told about a session we just leased (B5)."""
+        """What the core is told about a session we just leased (B5): `first_event` of what
+        its last owner left. The pending record matters only beside `connecting`: read then."""
         try:
             status = await self.ctx.store.get_status(sid)
         except MalformedInput as err:
             self._malformed(sid, err)
             status = None  # unusable: start afresh, which overwrites it with a real status
-        if status is Status.INACTIVE:
-            return None, status
-        if status is not Status.CONNECTING:
-            return Start(), status
-        try:
-            pending = await self.ctx.store.pending(sid)
-        except MalformedInput as err:
-            self._malformed(sid, err)
-            pending = None
-        if pending is None:
-            return Start(), status  # it was starting, not waiting for a reconnect
-        if pending.started_at_epoch_s is not None:
-            # the attempt had started (its socket died with that process, if not before):
-            # the next counted one is pending, and its delay is the core's to choose
-            return Resumed(attempt=pending.attempt + 1, remaining_s=None), status
-        remaining_s = max(0.0, pending.due_at_epoch_s - self.ctx.clock())
-        return Resumed(attempt=pending.attempt, remaining_s=remaining_s), status
+        pending = None
+        if status is Status.CONNECTING:
+            try:
+                pending = await self.ctx.store.pending(sid)
+            except MalformedInput as err:
+                self._malformed(sid, err)
+        return first_event(status, pending, self.ctx.clock()), status
 
     def _malformed(self, sid: str, err: MalformedInput) -> None:
         self.ctx.metrics.count_malformed(err.source)

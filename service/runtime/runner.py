@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core import IllegalTransition, LogEvent, ScheduleReason, SessionMachine, State, Status
+from service.core import IllegalTransition, LogEvent, SessionMachine, State, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, ClearPending, CloseSocket, Command, Drop, Emit, Event,
-    MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate,
+    MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate, written_with,
 )
 from service.errors import FencedWrite, MalformedInput
 from service.logging import EventLog
 from service.outbox import new_update
-from service.pending import PendingReconnect
+from service.pending import record_of
 from service.ports import Secret
 from service.runtime.context import RunnerContext
 from service.runtime.link import LinkDriver
@@ -36,6 +36,7 @@ from service.runtime.turn import Turn
 from service.runtime.validation import Validation
 from service.runtime.writes import OrderedWrites
 
+_BOOKKEEPING = (RecordPending, MarkStarted, ClearPending)  # crash bookkeeping (B5): see `_save_pending`
 _WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.SESSION_TERMINAL, LogEvent.RECONNECT_CANCELLED,
                           LogEvent.RECONNECT_FAILED})
 
@@ -67,9 +68,6 @@ class SessionRunner:
         self._gen = _Gen()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None  # loop time
-        self._pending_saved_by_status = False
-        self._scheduled: PendingReconnect | None = None  # the reconnect the timer is for, and its reason
-        self._scheduled_reason = ""
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
@@ -179,17 +177,20 @@ class SessionRunner:
 
     def _run_now(self, commands: list[Command], index: int) -> int:
         """Carry out commands from `index` on while none needs awaiting; returns the index of
-        the first that does (only `CloseSocket`), or len(commands)."""
+        the first that does (only `CloseSocket`), or len(commands). The crash bookkeeping pairs
+        (`events.written_with`: a status and its record, an attempt's start and its validation)
+        are carried out as one write each."""
         while index < len(commands):
             command = commands[index]
             kind = type(command)
             if kind is CloseSocket:
                 return index
+            paired = written_with(commands, index)
             try:
                 if kind is Emit:
                     self._emit(command)
                 elif kind is SetStatus:
-                    self._set_status(command, commands[index + 1:])
+                    self._set_status(command, paired)
                 elif kind is ClearCache:
                     self._ctx.store.clear_cache(self.session_id)
                 elif kind is ScheduleReconnect:
@@ -197,18 +198,18 @@ class SessionRunner:
                 elif kind is CancelReconnect:
                     self._cancel_timer()
                 elif kind is Validate:
-                    self._start_validation(command.for_reconnect)
+                    self._validation.start(command.for_reconnect)
+                elif kind in _BOOKKEEPING:
+                    self._save_pending(command, paired)
                 elif kind is OpenSocket:
                     self._link.open(command.attempt)
                 elif kind is Drop:
                     self._drop(command.reason)
-                elif kind in (RecordPending, MarkStarted, ClearPending):
-                    pass  # B5's record is still written by `_set_status`, `_schedule` and the validation
                 else:
                     raise TypeError(f"the runtime cannot carry out {command!r}")
             except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
                 self._command_failed(command, err)
-            index += 1
+            index += 1 if paired is None else 2
         return index
 
     async def _run_awaited(self, command: Command) -> None:
@@ -242,16 +243,13 @@ class SessionRunner:
         self._events.log(level, record.event, attempt=record.attempt, status=record.status,
                          **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
-    def _set_status(self, command: SetStatus, rest: list[Command]) -> None:
-        """Queue the status write (with its outbox record) and go on at once: a slow or absent
-        Redis must not delay the commands after it (the backoff timer above all). Writes are
-        kept in order and retried until Redis has them, so no update is lost (B6)."""
-        pending, clear = None, False
-        schedule = next((c for c in rest if isinstance(c, ScheduleReconnect)), None)
-        if command.status is Status.CONNECTING and schedule is not None:
-            pending = PendingReconnect(schedule.attempt, self._ctx.clock() + schedule.delay_s)
-        elif command.status is not Status.CONNECTING:
-            clear = True  # active or inactive: no reconnect is pending any more
+    def _set_status(self, command: SetStatus, record: Command | None) -> None:
+        """Queue the status write (with its outbox record, and the pending record the core wrote
+        with it) and go on at once: a slow or absent Redis must not delay the commands after it
+        (the backoff timer above all). Writes are kept in order and retried until Redis has
+        them, so no update is lost (B6)."""
+        pending = record_of(record) if isinstance(record, RecordPending) else None
+        clear = isinstance(record, ClearPending)
         update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
 
         def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
@@ -260,7 +258,19 @@ class SessionRunner:
         self._queue_write("set_status", write)
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
-        self._pending_saved_by_status = pending is not None
+
+    def _save_pending(self, command: RecordPending | MarkStarted | ClearPending, paired: Command | None) -> None:
+        """The pending record as the core says (B5), in order with the session's other writes.
+        An attempt's start goes in its validation's read (`paired`), one round trip, unless
+        writes are still queued: then after them, so an older record never lands over it."""
+        if isinstance(paired, Validate) and not self._writes.has_unwritten:
+            self._validation.start(paired.for_reconnect, record_of(command))
+            return
+        pending = None if isinstance(command, ClearPending) else record_of(command)
+        self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(
+            self.session_id, pending, fence=self.fence))
+        if isinstance(paired, Validate):
+            self._validation.start(paired.for_reconnect)
 
     def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
         self._writes.queue(what, write)
@@ -303,12 +313,6 @@ class SessionRunner:
         self._timer = loop.call_at(self._timer_due, self._fire_timer, generation)
         self._ctx.timers.add(self._timer_due, functools.partial(self._fire_timer, generation))
         self._ctx.metrics.backoff.observe(command.delay_s)
-        pending = PendingReconnect(command.attempt, self._ctx.clock() + command.delay_s)
-        self._scheduled, self._scheduled_reason = pending, command.reason
-        if not self._pending_saved_by_status:  # B5: the due time, so a restart resumes at it
-            self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(
-                self.session_id, pending, fence=self.fence))
-        self._pending_saved_by_status = False
 
     def _fire_timer(self, generation: int) -> None:
         """From the loop's timer or from `DueTimers.run_due`, whichever comes first; the loop's
@@ -326,14 +330,6 @@ class SessionRunner:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _start_validation(self, for_reconnect: bool) -> None:
-        mark = None
-        scheduled = self._scheduled
-        if for_reconnect and scheduled is not None and self._scheduled_reason == ScheduleReason.BACKOFF:
-            # this counted attempt starts now: say so in the validation's round trip (B5)
-            mark = PendingReconnect(scheduled.attempt, scheduled.due_at_epoch_s, self._ctx.clock())
-        self._validation.start(for_reconnect, mark)
 
     def sync_link_counters(self) -> None:
         """Count malformed frames the current link ignored since the last look."""

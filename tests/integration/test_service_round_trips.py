@@ -76,3 +76,22 @@ async def test_restart_after_a_started_attempt_resumes_the_next_one(
     resumed = [r for r in records if r.event == "session_resumed"]
     assert [r.detail.get("pending_attempt") for r in resumed] == [2], json.dumps([r.detail for r in resumed])
     assert [r.attempt for r in records if r.event == "reconnect_scheduled"][:1] == [2]
+
+
+async def test_restart_during_a_ban_resumes_the_uncounted_wait_without_spending_an_attempt(
+        service_settings, standins_clean, redis_client, tmp_path) -> None:
+    """What a process killed while waiting out a temporary ban after attempt 2 leaves behind:
+    `connecting` and the record "uncounted wait after 2 attempts, due in 1 s". The restart waits
+    the rest of it uncounted, and the next counted attempt is 3 (not 2 again)."""
+    s = standins_clean
+    s.backoffice.add_account("s0")
+    now = time.time()
+    redis_client.set(keys.status_key("s0"), "connecting")
+    redis_client.hset(keys.session_key("s0"), mapping={"attempt": "2", "due_at_s": repr(now + 1.0), "counted": "0"})
+    async with run_service(service_settings(sessions="s0")):
+        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active", 10, "s0 resumed and active")
+    records = [r for r in read_timeline(tmp_path / "timeline.jsonl") if r.session_id == "s0"]
+    scheduled = [r for r in records if r.event == "reconnect_scheduled"]
+    assert [(r.attempt, r.detail.get("reason")) for r in scheduled][:1] == [(2, "resumed")], scheduled
+    assert scheduled[0].detail["backoff_ms"] <= 1000.0, scheduled[0].detail
+    assert not redis_client.exists(keys.session_key("s0")), "pending record left after recovery"

@@ -72,7 +72,7 @@ async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redi
     update = new_update("s1", Status.CONNECTING, Priority.NORMAL)
     before = store.round_trips
     stored = await store.set_status("s1", Status.CONNECTING, outbox_update=update,
-                                    pending=PendingReconnect(attempt=1, due_at_epoch_s=1234.5))
+                                    pending=PendingReconnect(attempt=1, due_at_s=1234.5))
     assert store.round_trips - before == 1
     assert stored is not None and stored.seq == 1 and stored.update_id == update.update_id
     assert await aredis.get(keys.status_key("s1")) == b"connecting"

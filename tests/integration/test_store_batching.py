@@ -86,7 +86,7 @@ async def test_mark_started_rides_on_the_validation_and_replaces_the_record(
     store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
     await store.set_status("b0", Status.CONNECTING, pending=PendingReconnect(1, 1700000002.0))
     before = store.round_trips
-    mark = PendingReconnect(1, 1700000002.0, started_at_epoch_s=1700000002.5)
+    mark = PendingReconnect(1, 1700000002.0, started_at_s=1700000002.5)
     assert await store.is_session_active_batched("b0", for_reconnect=True, mark_started=mark) is True
     assert store.round_trips == before + 1
     assert await store.pending("b0") == mark
