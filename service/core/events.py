@@ -126,7 +126,7 @@ class ScheduleReconnect:
     @property
     def counted(self) -> bool:
         """True if the timer is for a counted attempt (`ScheduleReason.counted`)."""
-        return self.reason == ScheduleReason.BACKOFF
+        return ScheduleReason(self.reason).counted
 
 
 # ---- crash bookkeeping (B5) -------------------------------------------------------
