@@ -47,6 +47,7 @@ class State(str, Enum):
 
 # immediate (uncounted) reconnects allowed in a row when the policy has no attempt cap
 IMMEDIATE_STREAK = 5
+_SUM_TERMS = 1_000  # schedule terms summed when estimating a resumed disconnection's start
 
 _I, _C, _O, _B, _V, _D = State.IDLE, State.CONNECTING, State.OPEN, State.BACKOFF, State.VALIDATING, State.DROPPED
 
@@ -210,20 +211,27 @@ class SessionMachine:
         self._cmd(ClearCache())
         self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
         delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
-        backoff = self.policy.backoff
+        # the crashed process knew when the disconnection began; the un-jittered schedule estimates it
         if not event.counted:  # an uncounted wait (a ban) after `attempt` counted attempts
             spent = max(0, event.attempt)
             self._vars.attempts = spent
-            self._vars.episode_start_s = self._now - sum(backoff.exponential_s(n) for n in range(1, spent + 1))
+            self._vars.episode_start_s = self._now - self._schedule_until_s(spent)
             self._schedule(delay_s or 0.0, spent, reason=ScheduleReason.RESUMED)
             return
         attempt = max(1, event.attempt)
         self._vars.attempts = attempt - 1
-        # the crashed process knew when the disconnection began; the un-jittered schedule estimates it
-        earlier_s = sum(backoff.exponential_s(n) for n in range(1, attempt))
-        due_s = self._now + (delay_s if delay_s is not None else backoff.exponential_s(attempt))
-        self._vars.episode_start_s = due_s - earlier_s - backoff.exponential_s(attempt)
+        due_s = self._now + (delay_s if delay_s is not None else self.policy.backoff.exponential_s(attempt))
+        self._vars.episode_start_s = due_s - self._schedule_until_s(attempt)
         self._schedule_counted(delay_s)
+
+    def _schedule_until_s(self, attempt: int) -> float:
+        """Un-jittered seconds from a disconnection to counted attempt `attempt` (0: none), in
+        bounded work for any attempt number a record may hold: past `_SUM_TERMS` attempts the
+        delay is taken as that of the last term (a schedule has reached its cap long before)."""
+        backoff = self.policy.backoff
+        terms = min(attempt, _SUM_TERMS)
+        total_s = sum(backoff.exponential_s(n) for n in range(1, terms + 1))
+        return total_s + (attempt - terms) * backoff.exponential_s(terms) if attempt > terms else total_s
 
     def _on_Released(self, event: Released) -> None:
         if self._vars.state is State.BACKOFF:

@@ -292,3 +292,13 @@ def test_crash_at_any_write_boundary_loses_and_repeats_no_counted_attempt(policy
     shell.run()
     shell.check_end()
     hypothesis.event(f"crashes: {min(shell.crashes, 2)}+, resumed: {shell.resumes > 0}")
+
+
+@pytest.mark.parametrize("preset", ["note", "whatsmeow"])
+@pytest.mark.parametrize("resumed", [Resumed(10**12, None), Resumed(10**12, 5.0), Resumed(10**12, 5.0, counted=False)])
+def test_a_huge_attempt_number_in_a_record_is_answered_at_once(preset, resumed):
+    """A record is input: an attempt number of 10^12 (garbage, or a hand edit) must not make the
+    machine sum 10^12 schedule terms before it answers (bounded work, like any other record)."""
+    machine = SessionMachine(SID, build_policy({"preset": preset}), random.Random(1), status=Status.CONNECTING)
+    commands = machine.handle(resumed, 100.0)
+    assert [c for c in commands if isinstance(c, ScheduleReconnect | SetStatus)], commands
