@@ -5,7 +5,9 @@ Owns: collecting requests, one flush per tick (scheduled with `call_soon` on the
 request, so it runs as soon as the callbacks of this tick are done), splitting a large
 tick into pipelines of at most `max_requests` requests, handing each request the results
 of its own commands, and the fallback when Redis rejects a whole transaction (each of its
-requests is then sent alone, so one bad request cannot fail the others).
+requests is then sent alone, so one bad request cannot fail the others), and the one when
+Redis does not hold a script a request named by SHA (`on_noscript` loads them, then those
+requests are sent again, once: a restart or `SCRIPT FLUSH` costs a round trip, not a write).
 Yields the loop's attention: at most `max_pipelines` pipelines are in flight, and `on_step`
 is called as each one starts (it then builds, packs and sends in one stretch) and as its
 reply has been read, so whatever the caller must not keep waiting (due reconnect timers) runs
@@ -20,12 +22,14 @@ order), retry (callers do), or wait for more requests than one tick brings (no a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+
+from service.redis_scripts import is_noscript
 
 Build = Callable[[Any], None]  # queues one request's commands on a pipeline; must not raise
 
@@ -39,11 +43,13 @@ class _Request:
 class TickBatcher:
     """`await run(build)` → the results of the commands `build` queued, sent with every other
     request of the same tick in one transaction. `on_round_trip` is called once per pipeline;
-    `on_step` as each pipeline starts and as its reply has been read (it must not raise)."""
+    `on_step` as each pipeline starts and as its reply has been read (it must not raise);
+    `on_noscript` when a reply says Redis does not hold a script (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, on_round_trip: Callable[[], None],
                  max_requests: int = 500, max_pipelines: int = 4,
-                 on_step: Callable[[], None] | None = None) -> None:
+                 on_step: Callable[[], None] | None = None,
+                 on_noscript: Callable[[], Awaitable[None]] | None = None) -> None:
         for name, value in (("max_requests", max_requests), ("max_pipelines", max_pipelines)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TickBatcher {name} must be an int >= 1, got {value!r}")
@@ -52,12 +58,14 @@ class TickBatcher:
         self._slots = asyncio.Semaphore(max_pipelines)
         self._on_round_trip = on_round_trip
         self._on_step = on_step or _nothing
+        self._on_noscript = on_noscript
         self._queue: list[_Request] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.pipelines = 0  # pipelines sent (each one round trip)
         self.requests = 0  # requests carried by them
         self.split_batches = 0  # whole transactions Redis rejected, resent request by request
+        self.script_reloads = 0  # times Redis did not hold a script and `on_noscript` loaded them
 
     async def run(self, build: Build) -> list[Any]:
         """Queue `build` for this tick's pipeline and wait for its results. A command of this
@@ -83,13 +91,15 @@ class TickBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, requests: list[_Request]) -> None:
+    async def _execute(self, requests: list[_Request], reload: bool = True) -> None:
         try:
             results, spans = await self._send(requests)
         except ResponseError as err:  # the transaction as a whole was refused (EXECABORT)
-            if len(requests) > 1:
+            if reload and self._on_noscript is not None and is_noscript(err):
+                await self._reload_and_resend(requests)
+            elif len(requests) > 1:
                 self.split_batches += 1
-                await asyncio.gather(*(self._execute([r]) for r in requests))
+                await asyncio.gather(*(self._execute([r], reload) for r in requests))
             else:
                 _fail(requests, err)
             return
@@ -98,15 +108,33 @@ class TickBatcher:
             if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                 raise
             return
+        unscripted: list[_Request] = []
         for request, (start, end) in zip(requests, spans):
             mine = results[start:end]
             error = next((r for r in mine if isinstance(r, Exception)), None)
             if request.future.done():
                 continue
-            if error is not None:
+            if error is not None and reload and self._on_noscript is not None and is_noscript(error):
+                unscripted.append(request)  # sent again whole: scripted writes repeat harmlessly
+            elif error is not None:
                 request.future.set_exception(error)
             else:
                 request.future.set_result(mine)
+        if unscripted:
+            await self._reload_and_resend(unscripted)
+
+    async def _reload_and_resend(self, requests: list[_Request]) -> None:
+        assert self._on_noscript is not None
+        self.script_reloads += 1
+        self._on_round_trip()
+        try:
+            await self._on_noscript()
+        except BaseException as err:  # noqa: BLE001 - every waiter learns why, then it propagates
+            _fail(requests, err)
+            if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        await self._execute(requests, reload=False)
 
     async def _send(self, requests: list[_Request]) -> tuple[list[Any], list[tuple[int, int]]]:
         """One pipeline for `requests` once a slot is free: its results, and each request's span."""

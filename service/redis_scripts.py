@@ -4,8 +4,12 @@ fencing tokens, with one rule for a key that holds a value of the wrong kind.
 Owns: the fence key (`keys.fence_key`, a counter incremented on every lease acquisition),
 the script that writes a session's status, its outbox entry and its pending record only
 while the writer's token is still the session's token (else nothing is written), the lease
-scripts, and how their replies are read. Must not: talk to Redis (callers queue these on
-their pipelines or run them), or decide what to write.
+scripts, and how their replies are read. The fenced write is queued by its SHA1
+(`EVALSHA`), not its 2 KB text: `load_scripts` puts it in Redis's script cache at start, and
+whoever sends a pipeline calls it again when a reply says Redis no longer holds it
+(`is_noscript`: a restart, `SCRIPT FLUSH`, a failover), then sends the request again.
+Must not: talk to Redis beyond loading the scripts (callers queue these on their pipelines
+or run them), or decide what to write.
 
 Malformed values (a hash where a string belongs, a non-numeric counter, garbage in a lease):
 - a counter (per-session `seq`, the fence) that is not an integer is replaced by Redis's
@@ -21,8 +25,11 @@ owner's acquisition replaces it).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
 
 from service import keys
 from service.core import Priority, Status
@@ -145,6 +152,30 @@ return 0
 """
 
 
+
+def script_sha(text: str) -> str:
+    """The SHA1 Redis names a script by (`EVALSHA`, `SCRIPT LOAD`'s answer)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+WRITE_SHA = script_sha(WRITE_LUA)
+# the scripts queued on pipelines by SHA: what `load_scripts` loads
+PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA}
+
+
+async def load_scripts(redis: Any) -> None:
+    """Put every script queued by SHA into Redis's script cache (one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for text in PIPELINED_SCRIPTS.values():
+            pipe.script_load(text)
+        await pipe.execute()
+
+
+def is_noscript(value: Any) -> bool:
+    """Is `value` Redis's answer to an `EVALSHA` of a script it does not hold (NOSCRIPT)?"""
+    return isinstance(value, NoScriptError) or (isinstance(value, ResponseError) and "NOSCRIPT" in str(value))
+
+
 @dataclass(frozen=True)
 class WriteReply:
     """What a fenced write did: `accepted` (else nothing was written and `token_now` is the
@@ -196,5 +227,5 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
         entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
                  APPEND_IDEMPOTENCY_TTL_S]
     script_keys = write_keys(session_id, update.update_id if update is not None else "")
-    pipe.eval(WRITE_LUA, len(script_keys), *script_keys, "" if token is None else str(token),
-              "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
+    pipe.evalsha(WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
+                 "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)

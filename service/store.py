@@ -62,7 +62,7 @@ from service.outbox import Outbox
 from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import BackOffice, StatusUpdate
 from service.redis_batch import TickBatcher
-from service.redis_scripts import parse_write_reply, queue_write
+from service.redis_scripts import is_noscript, load_scripts, parse_write_reply, queue_write
 from service.status_values import READ_STATUS_LUA, StatusScan, parse_status
 
 log = get_logger(component="store")
@@ -152,10 +152,29 @@ class StatusStore(StatusScan):
         session's lease has moved: `FencedWrite` is raised."""
         build = self._status_write(session_id, status, outbox_update, pending, clear_pending, fence)
         with self._round_trip(f"SET status of {session_id!r}"):
+            results = await self._scripted(build)
+        return self._committed(session_id, Status(status), outbox_update, results, fence)
+
+    async def _scripted(self, build: Callable[[Any], None]) -> list[Any]:
+        """One MULTI/EXEC of what `build` queues; when Redis does not hold a script it names
+        (a restart, `SCRIPT FLUSH`), the scripts are loaded and it is sent again, once."""
+        for reload in (True, False):
             async with self.redis.pipeline(transaction=True) as pipe:
                 build(pipe)
-                results = await pipe.execute()
-        return self._committed(session_id, Status(status), outbox_update, results, fence)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except ResponseError as err:
+                    if not (reload and is_noscript(err)):
+                        raise
+                    results = [err]
+            if not (reload and any(is_noscript(result) for result in results)):
+                break
+            self.round_trips += 1
+            await load_scripts(self.redis)
+        error = next((result for result in results if isinstance(result, Exception)), None)
+        if error is not None:
+            raise error
+        return results
 
     def _status_write(self, session_id: str, status: Status, outbox_update: StatusUpdate | None,
                       pending: PendingReconnect | None, clear_pending: bool,
@@ -281,9 +300,7 @@ class StatusStore(StatusScan):
         pending = PendingReconnect(attempt, due_at_epoch_s)
         pending_mapping(pending)
         with self._round_trip(f"HSET pending of {_check_session_id(session_id)!r}"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                queue_write(pipe, session_id, token=fence, pending=pending)
-                results = await pipe.execute()
+            results = await self._scripted(lambda pipe: queue_write(pipe, session_id, token=fence, pending=pending))
         self._checked(session_id, results[0], fence)
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
@@ -315,7 +332,7 @@ class StatusStore(StatusScan):
         if self._batcher is None:
             # 200 requests a pipeline: building and parsing one is a stretch the loop cannot interrupt
             self._batcher = TickBatcher(self.redis, on_round_trip=self._count_round_trip, max_requests=200,
-                                        on_step=self._on_step)
+                                        on_step=self._on_step, on_noscript=lambda: load_scripts(self.redis))
         return self._batcher
 
     def _count_round_trip(self) -> None:

@@ -24,6 +24,7 @@ from service.metrics import MetricsServer, ServiceMetrics
 from service.outbox import Outbox
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.ports import BackOffice, Transport
+from service.redis_scripts import load_scripts
 from service.runtime import health
 from service.runtime.context import RunnerContext
 from service.runtime.due import DueTimers
@@ -222,6 +223,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
     try:
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)
+        await asyncio.wait_for(load_scripts(redis), REDIS_TIMEOUT_S)  # writes name them by SHA
     except Exception as err:  # noqa: BLE001 - say which upstream and why, then give up
         await _close_all(backoffice, lease_redis, redis)
         timeline.close()

@@ -1,0 +1,89 @@
+"""The fenced write is sent by its SHA (EVALSHA), not its 2 KB text, against a real
+redis-server: no status write sends the script, and a script cache Redis lost (a restart,
+`SCRIPT FLUSH`) is loaded again and the write goes through, batched or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from service import keys
+from service.backoffice import HttpBackOffice
+from service.core import Status
+from service.outbox import new_update
+from service.ports import Secret
+from service.redis_scripts import WRITE_LUA, WRITE_SHA
+from service.store import PendingReconnect, StatusStore
+from tests.fixtures.process import free_port
+
+pytestmark = pytest.mark.integration
+
+IDS = [f"w{i}" for i in range(40)]
+
+
+@pytest.fixture
+async def store(aredis: aioredis.Redis) -> AsyncIterator[StatusStore]:
+    """A store whose back office is never asked (nothing here validates)."""
+    backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("tok-unused"), timeout_s=2.0)
+    try:
+        yield StatusStore(aredis, backoffice, cache_ttl_s=5.0)
+    finally:
+        await backoffice.aclose()
+
+
+async def calls(redis: aioredis.Redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha", "script|load")}
+
+
+async def write_all(store: StatusStore, status: Status) -> None:
+    await asyncio.gather(*(
+        store.set_status_batched(sid, status, outbox_update=new_update(sid, status),
+                                 pending=PendingReconnect(1, 1700000000.0 + i) if status is Status.CONNECTING else None,
+                                 clear_pending=status is not Status.CONNECTING)
+        for i, sid in enumerate(IDS)))
+
+
+async def test_status_writes_name_the_script_by_sha(store: StatusStore, aredis: aioredis.Redis) -> None:
+    assert await aredis.script_exists(WRITE_SHA) == [True]  # loaded at start
+    await aredis.config_resetstat()
+    await write_all(store, Status.CONNECTING)
+    await store.set_status("w0", Status.ACTIVE, clear_pending=True)
+    await store.save_pending("w1", 2, 1700000100.0)
+    used = await calls(aredis)
+    assert used["eval"] == 0, f"a status write sent the {len(WRITE_LUA)}-character script: {used}"
+    assert used["evalsha"] == len(IDS) + 2, used
+    assert store.round_trips == 3
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "direct"])
+async def test_a_lost_script_cache_is_loaded_again(store: StatusStore, aredis: aioredis.Redis,
+                                                   batched: bool) -> None:
+    await aredis.script_flush()
+    if batched:
+        await write_all(store, Status.CONNECTING)
+    else:
+        for sid in IDS[:3]:
+            await store.set_status(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING))
+    written = IDS if batched else IDS[:3]
+    assert await aredis.mget([keys.status_key(sid) for sid in written]) == [b"connecting"] * len(written)
+    assert await aredis.xlen(keys.OUTBOX_KEY) == len(written), "a resent write must not append twice"
+    assert (await calls(aredis))["script|load"] >= 1
+    # loaded once: later writes need no reload
+    before = store.round_trips
+    await store.set_status(IDS[0], Status.ACTIVE, clear_pending=True)
+    assert store.round_trips == before + 1
+
+
+async def test_a_script_lost_between_ticks_costs_one_reload(store: StatusStore, aredis: aioredis.Redis) -> None:
+    await write_all(store, Status.CONNECTING)
+    await aredis.script_flush()
+    before = store.round_trips
+    await write_all(store, Status.ACTIVE)
+    assert await aredis.mget([keys.status_key(sid) for sid in IDS]) == [b"active"] * len(IDS)
+    assert store.round_trips == before + 3  # the pipeline, the load, the pipeline again
+    assert store._tick().script_reloads == 1
