@@ -62,6 +62,7 @@ FD_MARGIN = 400
 TARGETS = {"p99_lateness_ms": 100.0, "redis_round_trips_per_reconnect": 4.0, "updates_per_backoffice_batch": 50.0}
 
 
+VALIDITY_OUTCOMES = ("vetoed", "unreachable", "budget_expired")  # R4 questions the back office did not answer yes
 POLL_S = 0.5  # polls load the measured process (a scrape walks every session): keep them rare
 
 
@@ -144,6 +145,8 @@ def snapshot(service: Any, standins: Any) -> dict[str, float]:
         "attempts_failed": metric_value(text, "reconnect_lab_reconnect_attempts_total", outcome="failed"),
         "attempts_opened": metric_value(text, "reconnect_lab_reconnect_attempts_total", outcome="opened"),
         "wall_s": time.monotonic(),
+        **{f"validity_{outcome}": metric_value(text, "reconnect_lab_validity_backoffice", outcome=outcome)
+           for outcome in VALIDITY_OUTCOMES},
         **loop_pauses(text),
     }
 
@@ -274,6 +277,8 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
         "cpu_ms_per_attempt": round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(1, attempts), 3),
         "standins_cpu_s": round(after["standins_cpu_s"] - before["standins_cpu_s"], 3),
         "loop_pauses": pauses_between(before, after),
+        "validity_backoffice": {outcome: int(after[f"validity_{outcome}"] - before[f"validity_{outcome}"])
+                                for outcome in VALIDITY_OUTCOMES},
         "redis_round_trips_per_reconnect": round((after["redis_round_trips"] - before["redis_round_trips"]) / reconnects, 3),
         "redis_round_trips_per_attempt": round((after["redis_round_trips"] - before["redis_round_trips"]) / max(1, attempts), 3),
         "status_updates": updates,
@@ -329,6 +334,8 @@ def write_report(result: dict[str, Any]) -> None:
           for attempt, a in result["lateness_ms_by_attempt"].items()],
         f"| socket-open lateness (after validation) p50 / p99 / max (ms) | {opened['p50']} / {opened['p99']} / "
         f"{opened['max']} |",
+        f"| R4 back-office answers vetoed / unreachable / past the budget | "
+        + " / ".join(str(result["validity_backoffice"][o]) for o in VALIDITY_OUTCOMES) + " |",
         f"| storm wall time (s) | {result['storm_wall_s']} |",
         f"| R7 violations at the stand-in | {result['r7_violations']} |",
         f"| stand-ins' CPU during the storm (s) | {result['standins_cpu_s']} |",
