@@ -128,7 +128,8 @@ async def serve(settings: Settings) -> int:
         log.error("service_start_failed", error=str(err))
         print(one_line(f"error: {err}"), file=sys.stderr)
         return EXIT_FAILED
-    log.info("service_running", sessions=len(service.gateway.runners), metrics_port=service.server.port)
+    log.info("service_running", sessions=len(service.gateway.runners), metrics_port=service.server.port,
+             event_loop=type(loop).__module__.partition(".")[0])
     await stop.wait()
     log.info("service_stopping", reason="signal")
     try:
@@ -163,4 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     settings = loaded
     configure_logging(sys.stderr, settings.log_level)
+    if settings.event_loop == "uvloop":
+        import uvloop
+        return uvloop.run(serve(settings))
     return asyncio.run(serve(settings))

@@ -24,7 +24,7 @@ an in-flight slot). Writes `reports/service/bench-<N>[-<variant>].json` and `.md
 Size: SERVICE_BENCH_SESSIONS (default 10,000), clipped to what the open-file hard limit
 allows for the drop. Other variants: SERVICE_BENCH_JITTER=full|equal|decorrelated (the
 policy's jitter; default none, the note's) and SERVICE_BENCH_MAX_INFLIGHT (the service's
-`max_inflight`, default its own) and SERVICE_BENCH_VALIDITY=single (one back-office
+`max_inflight`, default its own), SERVICE_BENCH_LOOP=uvloop (its `event_loop`) and SERVICE_BENCH_VALIDITY=single (one back-office
 request per validity question instead of one per loop tick). With the `proxy` drop one switch serves every session, so
 a session whose attempt 2 comes before the last session's attempt 1 has failed (jitter, or
 a storm longer than the backoff) meets the link still down: the report says on which
@@ -55,6 +55,7 @@ REQUESTED = int(os.environ.get("SERVICE_BENCH_SESSIONS", "10000"))
 JITTER = os.environ.get("SERVICE_BENCH_JITTER", "none")
 DROP = os.environ.get("SERVICE_BENCH_DROP", "outage")
 VALIDITY = os.environ.get("SERVICE_BENCH_VALIDITY", "batch")  # the service's `backoffice_validity`
+LOOP = os.environ.get("SERVICE_BENCH_LOOP", "asyncio")  # the service's `event_loop`
 SOCKETS_PER_SESSION = {"outage": 1, "proxy": 2}  # in the one process holding the most
 OUTAGE_CODE = 503  # "service unavailable": reconnect, in every close-code table
 MAX_INFLIGHT = int(os.environ["SERVICE_BENCH_MAX_INFLIGHT"]) if os.environ.get("SERVICE_BENCH_MAX_INFLIGHT") else None
@@ -230,7 +231,7 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
                               whatsapp_url=drop.whatsapp_url, outbox_batch_size=500,
                               outbox_flush_interval_s=0.5, start_concurrency=500, seed=None,
                               policy=None if JITTER == "none" else f"jitter={JITTER}", max_inflight=MAX_INFLIGHT,
-                              backoffice_validity=VALIDITY)
+                              backoffice_validity=VALIDITY, event_loop=LOOP)
     wait_until(lambda: set(statuses(redis_client, ids).values()) == {"active"}, 300, f"{n} sessions active")
     wait_until(lambda: redis_client.xlen("rl:outbox") == 0, 60, "start-up updates delivered")
     bo_before = s.backoffice.updates()
@@ -267,7 +268,7 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
         "policy": "note defaults: base 2 s, factor 2, cap 32 s, 5 attempts, "
                   + ("no jitter" if JITTER == "none" else f"{JITTER} jitter"),
         "variant": variant_name(), "max_inflight": MAX_INFLIGHT or "service default",
-        "backoffice_validity": VALIDITY,
+        "backoffice_validity": VALIDITY, "event_loop": LOOP, "transport": "wire",
         "drop": drop.described + " until attempt 1 failed everywhere",
         "drop_ended_after_s": round(enabled_after_s, 3),
         "recovered_on_attempt": {str(k): v for k, v in sorted(recovered_on.items())},
@@ -301,7 +302,8 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
 def variant_name() -> str:
     parts = (([] if DROP == "outage" else [f"drop-{DROP}"]) + ([] if VALIDITY == "batch" else [f"validity-{VALIDITY}"])
              + ([] if JITTER == "none" else [f"jitter-{JITTER}"])
-             + ([] if MAX_INFLIGHT is None else [f"inflight-{MAX_INFLIGHT}"]))
+             + ([] if MAX_INFLIGHT is None else [f"inflight-{MAX_INFLIGHT}"])
+             + ([] if LOOP == "asyncio" else [LOOP]))
     return "-".join(parts)
 
 
@@ -319,7 +321,8 @@ def write_report(result: dict[str, Any]) -> None:
         "# Service reconnect storm", "",
         f"{result['sessions']} sessions in one `python -m service` process, dropped at once: {result['drop']}, "
         f"then up. {result['policy']}; "
-        f"max_inflight: {result['max_inflight']}.",
+        f"max_inflight: {result['max_inflight']}; transport: `{result['transport']}`; event loop: "
+        f"{result['event_loop']}.",
         *(["", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
         "| measure | value |", "|---|---|",
         f"| recovered on attempt | {result['recovered_on_attempt']} |",

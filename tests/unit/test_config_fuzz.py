@@ -132,6 +132,7 @@ KINDS: dict[str, tuple[list[Any], Callable[[Any], bool]]] = {
     "session_credentials": (TEXTS, lambda v: isinstance(v, str) and "\x00" not in v and len(v) <= 8192),
     "backoffice_validity": (TEXTS + ["batch", "BATCH"], one_of("batch", "single")),
     "transport": (TEXTS + ["wire", "pigeon"], one_of("wire", "neonize")),
+    "event_loop": (TEXTS + ["uvloop", "UVLOOP", "trio"], one_of("asyncio", "uvloop")),
     "log_level": (TEXTS + ["debug", "trace"], one_of("debug", "info", "warning", "error")),
     "sessions": (TEXTS + ["s0", "s{0..9}", "s{9..0}", "s{0..99999999}", "a,b", ",", "backoffice", "@",
                           "@/no/such/file", "s{0..1", "bad id"], sessions_ok),

@@ -1,0 +1,32 @@
+"""`event_loop = "uvloop"`: `python -m service` runs on uvloop and a session still goes round
+the whole loop — drop, a failed attempt, backoff, recovery — against the real stand-ins, Redis
+and sockets, as it does on asyncio's loop (the other integration tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.process import wait_until
+from tests.fixtures.service import read_timeline, statuses
+
+pytestmark = pytest.mark.integration
+
+IDS = [f"s{i}" for i in range(5)]
+REJECT = 500  # not terminal: the attempt fails and is retried
+
+
+def test_uvloop_service_recovers_a_dropped_session(service_process, standins_clean, redis_client, tmp_path) -> None:
+    s = standins_clean
+    s.backoffice.add_accounts(IDS)
+    service = service_process("uv", sessions=f"s{{0..{len(IDS) - 1}}}", event_loop="uvloop", time_scale=0.25)
+    wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}, 20, "sessions active")
+    running = [line for line in service.log_lines() if line.get("event") == "service_running"]
+    assert [line.get("event_loop") for line in running] == ["uvloop"], running
+    s.whatsapp.reject("s1", REJECT)
+    s.whatsapp.close("s1")
+    wait_until(lambda: int(s.whatsapp.session("s1")["connects"]) >= 2, 20, "attempt 1 made (refused)")
+    s.whatsapp.unreject("s1")
+    wait_until(lambda: statuses(redis_client, ["s1"])["s1"] == "active", 20, "s1 recovered")
+    steps = [r.event for r in read_timeline(tmp_path / "timeline-uv.jsonl") if r.session_id == "s1"]
+    assert "reconnect_failed" in steps and steps[-1] == "session_open", steps
+    assert s.whatsapp.stats()["r7_violations"] == []
