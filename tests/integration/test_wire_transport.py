@@ -315,14 +315,14 @@ async def test_a_failing_keepalive_send_closes_the_link_instead_of_leaving_it_un
         wire: WireTransport, standins_clean: Standins, error: Exception) -> None:
     link = await opened(wire)
     await eventually(lambda: link.pongs_received >= 1, 5, "first pong")
-    real_send = link._ws.send
+    real_send = link._ws.send_text
 
-    async def failing_send(message: str) -> None:
-        if '"ping"' in message:
+    def failing_send(message: bytes, fin: bool = True) -> None:
+        if b'"ping"' in message:
             raise error
-        await real_send(message)
+        real_send(message, fin)
 
-    link._ws.send = failing_send  # the keepalive's next ping fails in a way no handler expects
+    link._ws.send_text = failing_send  # the keepalive's next ping fails in a way no handler expects
     closed = await closed_within(link, timeout_s=5 * INTERVAL_S * MISSES + 2.0)
     assert closed.code == KEEPALIVE_TIMEOUT
     wait_until(lambda: standins_clean.whatsapp.session("s1")["live"] == 0, 5, "server counted the link out")
