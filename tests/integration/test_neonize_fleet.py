@@ -23,22 +23,16 @@ import pytest
 from chaos.toxiproxy import Proxy, Toxiproxy
 from service.core import SessionMachine, State
 from service.core.events import BackoffElapsed, Closed, Opened, OpenSocket, ScheduleReconnect, Start, Validated
+from service.errors import LinkFailed
 from service.ports import Secret
 from service.transports.neonize_transport import NeonizeLink, NeonizeTransport
 from tests.fixtures.socks5 import Socks5Server
-from tests.integration.test_neonize_transport import POLICY, WARM_UP_S, gone, wait_for_condition
+from tests.integration.test_neonize_transport import POLICY, WARM_UP_S, gone, pb, wait_for_condition  # noqa: F401 - pb: a fixture
 
 pytestmark = pytest.mark.integration
 
 CLIENTS_PER_WORKER = 3
 SESSIONS = 2 * CLIENTS_PER_WORKER  # two full workers
-
-
-@pytest.fixture
-def pb() -> object:
-    from neonize.proto import Neonize_pb2  # imported during setup: pytest's log handlers are in place
-
-    return Neonize_pb2
 
 
 @pytest.fixture
@@ -124,3 +118,25 @@ async def test_a_dead_worker_takes_down_only_its_own_sessions_which_back_off_and
         assert link.worker_pid == bystander_pid and link.is_open and machines[sid].state is State.OPEN
         assert link._route is not None and link._route.messages.empty()
     assert not gone(bystander_pid)
+
+
+async def test_a_worker_past_max_connects_takes_no_new_client_and_exits_once_its_last_is_gone(
+        toxiproxy: Toxiproxy, socks5_server: Socks5Server, tmp_path: Path) -> None:
+    """neonize leaks a file and memory per connect: a worker is replaced after `worker_max_connects`."""
+    proxy = toxiproxy.create_proxy(f"fleet-max-{uuid.uuid4().hex[:8]}", upstream=f"127.0.0.1:{socks5_server.port}")
+    transport = NeonizeTransport(f"socks5://127.0.0.1:{proxy.listen_port}", clients_per_worker=2,
+                                 worker_max_connects=2, spare_workers=1, stop_grace_s=1.0)
+    try:
+        assert await transport.warm_up(WARM_UP_S) == 1
+        pids = []
+        for n in range(3):  # every dial is refused at the SOCKS5 server: a failed attempt
+            link = transport.new_link(f"s{n}", Secret(str(tmp_path / f"s{n}.db")))
+            with pytest.raises(LinkFailed):
+                await link.open(10.0)
+            await link.close()
+            pids.append(link.worker_pid)
+        assert pids[0] == pids[1] != pids[2], "the third client must go to a fresh worker"
+        await wait_for_condition(lambda: gone(pids[0]), timeout_s=10.0, what="the used-up worker exited")
+        assert not gone(pids[2])
+    finally:
+        await transport.aclose()
