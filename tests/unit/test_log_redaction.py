@@ -61,19 +61,22 @@ def test_event_log_writes_what_structlog_writes(tmp_path) -> None:
     assert lines[2]["session_id"] == "other" and lines[2]["event"] == "shadowing"
 
 
-def _best_of_3_s(text: str) -> float:
+def _best_of_5_cpu_s(text: str) -> float:
+    """CPU time of this thread, not wall time: another process taking the core (a busy
+    machine) does not count, so the ratio is the regex's own (measured 7.6–8.1x under load,
+    where wall time gave 7–24x)."""
     times = []
-    for _ in range(3):
-        started = time.perf_counter()
+    for _ in range(5):
+        started = time.thread_time()
         redact_text(text)
-        times.append(time.perf_counter() - started)
+        times.append(time.thread_time() - started)
     return min(times)
 
 
 @pytest.mark.parametrize("unit", ["a", "a:", "a://", "a://b:", "token=x "])
 def test_redaction_time_grows_linearly_with_hostile_text(unit: str) -> None:
     # A regex that re-scans from every position is quadratic: 8x the text would cost 64x.
-    # Linear costs 8x; the bound leaves room for a busy machine and is a ratio in one run.
+    # Linear costs 8x; the bound leaves room for cache effects and is a ratio in one run.
     small, large = unit * 2_000 + "@", unit * 16_000 + "@"
-    ratio = _best_of_3_s(large) / max(_best_of_3_s(small), 1e-6)
+    ratio = _best_of_5_cpu_s(large) / max(_best_of_5_cpu_s(small), 1e-6)
     assert ratio < 24, f"8x the text ({unit!r} repeated) cost {ratio:.0f}x the time"
