@@ -1,0 +1,423 @@
+"""One `wire` link: a WebSocket to the stand-in on websockets' Sans-I/O `ClientProtocol`
+under a plain asyncio `Protocol` (why: `service.transports.wire`).
+
+Owns the link's life — connect, upgrade, hello, `open`; the keepalive (a loop timer, no
+task); the closing handshake and waiting, bounded, for the TCP connection to end (R7) — and
+turning every way it fails or ends into `LinkFailed` / `LinkClosed`. Must not decide about
+reconnects, or log credentials or frame contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from service.core import CloseReason, FailReason
+from service.errors import LinkFailed, MalformedInput
+from service.ports import LinkClosed, Secret
+from service.transports.wire_protocol import MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode, from_ws_close_code
+
+if TYPE_CHECKING:
+    from service.transports.wire import WireTransport
+
+log = logging.getLogger("service.transports.wire")
+
+KEEPALIVE_TIMEOUT = CloseReason.KEEPALIVE_TIMEOUT
+ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection ended without a close frame
+
+
+def parse_close_reason(reason: str | None) -> float | None:
+    """`reconnect_after_s` from a close reason, or None when it carries none."""
+    if not reason or not reason.startswith("{"):
+        return None
+    try:
+        value = json.loads(reason).get("reconnect_after_s")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value)
+
+
+class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs each frame at DEBUG, hello credentials included: never let it."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_WS_LOGGER = _QuietLogger(logging.getLogger(__name__ + ".websockets"), {})
+
+
+class WireLink:
+    """One session's WebSocket to the stand-in. Single use: a reconnect makes a new link."""
+
+    def __init__(self, transport: WireTransport, session_id: str, credentials: Secret) -> None:
+        self.session_id = session_id
+        self.malformed_frames = 0
+        self.pongs_received = 0
+        self._transport = transport
+        self._credentials = credentials
+        self._ws: ClientProtocol | None = None  # the Sans-I/O WebSocket state
+        self._socket: asyncio.Transport | None = None
+        self._started = False
+        self._close_requested = False
+        self._closed_by: str | None = None  # "keepalive" or "local", when we closed it
+        self._result: asyncio.Future[LinkClosed] | None = None
+        self._login: asyncio.Future[None] | None = None  # the `open` frame, or why not
+        self._lost: asyncio.Future[None] | None = None  # the TCP connection has ended
+        self._attempt: asyncio.Task[Any] | None = None  # the TCP connect, cut off by close()
+        self._open_settled: asyncio.Future[None] | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._ping_seq = 0
+        self._fragments: list[bytes] | None = None  # a message still arriving in pieces
+        self._peer_close_deadline: asyncio.TimerHandle | None = None
+        self._last_pong_seq = 0
+        self._last_pong_at = 0.0  # loop time of the last pong (or of the open)
+
+    def __repr__(self) -> str:
+        return f"WireLink(session_id={self.session_id!r}, open={self.is_open})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._keepalive is not None and self._result is not None and not self._result.done()
+
+    @property
+    def url(self) -> str:
+        return self._transport.url + WS_PATH_PREFIX + urllib.parse.quote(self.session_id, safe="")
+
+    # -- open ---------------------------------------------------------------------
+
+    async def open(self, timeout_s: float) -> None:
+        if self._started or self._close_requested:
+            raise LinkFailed("already_used" if self._started else "closed")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._result, self._login, self._lost = loop.create_future(), loop.create_future(), loop.create_future()
+        self._open_settled = loop.create_future()
+        try:
+            failure = await self._attempt_open(loop, timeout_s)
+            if self._close_requested:  # close() cut the attempt off, or raced its last step
+                failure = LinkFailed("closed")
+            if failure is not None:
+                await self._abort_attempt(failure)
+                raise failure
+            self._last_pong_at = loop.time()
+            self._keepalive = loop.call_soon(self._keepalive_tick)
+        finally:
+            self._open_settled.set_result(None)
+        log.debug("wire link open: session %s", self.session_id)
+
+    async def _attempt_open(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> LinkFailed | None:
+        """Connect, upgrade, hello, wait for `open`; None once open, else why not. A cancelled
+        caller takes the attempt down (aborted) and is re-raised."""
+        transport = self._transport
+        try:
+            async with asyncio.timeout(timeout_s):
+                self._attempt = loop.create_task(loop.create_connection(
+                    lambda: _LinkProtocol(self), transport.host, transport.port, ssl=transport.ssl or None))
+                await self._attempt
+                await self._login
+        except TimeoutError:
+            return LinkFailed(FailReason.CONNECT_TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # our caller was cancelled
+                await self._abort_attempt(LinkFailed("cancelled"))
+                raise
+            return LinkFailed("closed")  # close() cut it off
+        except LinkFailed as failure:
+            return failure
+        except (InvalidHandshake, OSError, EOFError) as exc:
+            return _link_failed(exc)
+        return None
+
+    def _made(self, socket: asyncio.Transport) -> None:
+        """The TCP connection is up: send the upgrade request."""
+        self._socket = socket
+        self._ws = ClientProtocol(parse_uri(self.url), max_size=4 * MAX_FRAME_BYTES, logger=_WS_LOGGER)
+        self._ws.send_request(self._ws.connect())
+        self._flush()
+        if self._close_requested:
+            socket.abort()
+
+    def _flush(self) -> None:
+        """Write what the WebSocket protocol has to send (the empty chunk: half-close)."""
+        assert self._ws is not None and self._socket is not None
+        for data in self._ws.data_to_send():
+            if data:
+                self._socket.write(data)
+            elif self._socket.can_write_eof():
+                self._socket.write_eof()
+
+    async def _abort_attempt(self, failure: LinkFailed) -> None:
+        """Cut a failed attempt off: abort (no handshake on a stalled network), wait bounded."""
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.cancel()
+            await asyncio.wait({self._attempt}, timeout=self._transport.close_timeout_s)
+        if self._socket is not None:
+            self._socket.abort()
+            assert self._lost is not None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._transport.close_timeout_s):
+                    await asyncio.shield(self._lost)
+        assert self._result is not None
+        if not self._result.done():
+            self._result.set_result(LinkClosed(code=failure.code, wait_s=failure.wait_s,
+                                               reason=f"open failed: {failure.reason}"))
+        log.info("wire link failed to open: session %s: %s (code %s)", self.session_id, failure.reason, failure.code)
+
+    # -- socket callbacks ----------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        ws = self._ws
+        assert ws is not None and self._socket is not None
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Response):
+                self._answered(ws)
+            elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self._piece(event.opcode, bytes(event.data), event.fin)
+        self._flush()
+        if ws.close_rcvd is not None or ws.handshake_exc is not None or ws.parser_exc is not None:
+            self._settle_login()
+        if self._keepalive is not None and self._peer_close_deadline is None and ws.close_expected():
+            # the closing handshake is under way: the peer ends the TCP connection, or we do
+            self._peer_close_deadline = asyncio.get_running_loop().call_later(
+                self._transport.close_timeout_s, self._socket.abort)
+
+    def _piece(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+        """A data frame: a whole message, or a piece of one (joined, bounded like a frame)."""
+        if opcode is not Opcode.CONT:
+            self._fragments = []
+        if self._fragments is None:
+            return  # a continuation of nothing: the protocol layer already refused it
+        self._fragments.append(data)
+        if sum(map(len, self._fragments)) > 4 * MAX_FRAME_BYTES:
+            self._fragments = None
+            self._frame(b"x" * (MAX_FRAME_BYTES + 1))  # counted as the oversized frame it is
+        elif fin:
+            message, self._fragments = b"".join(self._fragments), None
+            self._frame(message)
+
+    def _answered(self, ws: ClientProtocol) -> None:
+        """The upgrade was answered: send the hello, or fail the login with why not."""
+        if ws.handshake_exc is None:
+            ws.send_text(encode("hello", session_id=self.session_id,
+                                credentials=self._credentials.reveal()).encode("utf-8"))
+
+    def _frame(self, raw: bytes | str) -> None:
+        frame = self._decode(raw)
+        if frame is None:
+            return
+        if frame["type"] == "open":
+            if self._login is not None and not self._login.done():
+                self._login.set_result(None)
+        elif frame["type"] == "pong":
+            self.pongs_received += 1
+            seq = frame.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self._last_pong_seq = max(self._last_pong_seq, seq)
+            self._last_pong_at = asyncio.get_running_loop().time()
+
+    def _settle_login(self, exc: Exception | None = None) -> None:
+        """Fail a login still waiting, with the reason the connection gives."""
+        login, ws = self._login, self._ws
+        if login is None or login.done():
+            return
+        if ws is not None and ws.close_rcvd is not None:
+            code, wait_s = from_ws_close_code(ws.close_rcvd.code), parse_close_reason(ws.close_rcvd.reason)
+            login.set_exception(LinkFailed("rejected", code, wait_s))
+        elif ws is not None and ws.handshake_exc is not None:
+            login.set_exception(_link_failed(ws.handshake_exc))
+        elif exc is None and ws is not None and ws.parser_exc is None and ws.state is not State.CLOSED:
+            return  # nothing has ended yet
+        else:
+            login.set_exception(LinkFailed("reset"))
+        if self._socket is not None:
+            self._socket.abort()
+
+    def _ended(self, exc: Exception | None) -> None:
+        """The TCP connection is gone (either side, or aborted)."""
+        if self._ws is not None:
+            with contextlib.suppress(Exception):  # settles its state; nothing is left to send
+                self._ws.receive_eof()
+        for handle in (self._keepalive, self._peer_close_deadline):
+            if handle is not None:
+                handle.cancel()
+        self._settle_login(exc or ConnectionResetError())
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        if self._keepalive is not None:  # it was open: the link has ended
+            self._finish()
+
+    # -- while open ---------------------------------------------------------------
+
+    def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
+        try:
+            return decode(raw)
+        except MalformedInput as exc:
+            self.malformed_frames += 1
+            log.warning("wire link: malformed frame ignored (session %s, #%d): %s",
+                        self.session_id, self.malformed_frames, exc.detail)
+            return None
+
+    def _keepalive_tick(self) -> None:
+        """Ping every interval; silence for interval × misses since the last pong = dead link.
+
+        Judged by time since the last pong, not by which ping it answered, so a link whose
+        round trip is longer than the interval is slow, not dead, while pongs keep coming.
+        """
+        interval_s, misses_allowed = self._transport.keepalive_interval_s, self._transport.keepalive_misses
+        loop = asyncio.get_running_loop()
+        dead_after_s = interval_s * misses_allowed
+        silent_s = loop.time() - self._last_pong_at
+        if silent_s >= dead_after_s:
+            log.info("wire link: keepalives unanswered, no pong for %.2f s (%d intervals), closing (session %s)",
+                     silent_s, misses_allowed, self.session_id)
+            # A dead link cannot finish a handshake: give it one interval, then abort.
+            self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
+            return
+        self._ping_seq += 1
+        try:
+            assert self._ws is not None
+            if self._ws.state is State.OPEN:
+                self._ws.send_text(encode("ping", seq=self._ping_seq).encode("utf-8"))
+                self._flush()
+        except Exception as err:  # noqa: BLE001 - an unwatched link would stay up for good
+            log.warning("wire link: keepalive send failed (%s), closing (session %s)",
+                        type(err).__name__, self.session_id)
+            self._begin_shutdown("keepalive", grace_s=min(interval_s, self._transport.close_timeout_s))
+            return
+        # wake at the next ping or exactly when the silence would reach the deadline
+        wait_s = max(0.01, min(interval_s, self._last_pong_at + dead_after_s - loop.time()))
+        self._keepalive = loop.call_later(wait_s, self._keepalive_tick)
+
+    def _finish(self) -> None:
+        """Resolve `wait_closed()` once the socket is gone, from whoever saw it first."""
+        assert self._ws is not None and self._result is not None
+        if self._result.done():
+            return
+        if self._closed_by == "keepalive":
+            closed = LinkClosed(code=KEEPALIVE_TIMEOUT, reason="keepalives unanswered")
+        elif self._closed_by == "local":
+            closed = LinkClosed(code=None, reason="closed by the service")
+        else:
+            rcvd = self._ws.close_rcvd
+            ws_code = ABNORMAL_CLOSURE if rcvd is None else rcvd.code
+            closed = LinkClosed(code=from_ws_close_code(ws_code), wait_s=parse_close_reason(rcvd and rcvd.reason),
+                                reason=f"peer closed (websocket code {ws_code})")
+        self._result.set_result(closed)
+        log.debug("wire link closed: session %s code %s", self.session_id, closed.code)
+
+    # -- close --------------------------------------------------------------------
+
+    async def wait_closed(self) -> LinkClosed:
+        if self._result is None:
+            raise RuntimeError("wait_closed() before open(): this link was never opened")
+        return await asyncio.shield(self._result)
+
+    async def close(self) -> None:
+        """Close the socket and wait (bounded) until it is really closed. Never raises."""
+        self._close_requested = True
+        if self._open_settled is not None and not self._open_settled.done():
+            if self._attempt is not None and not self._attempt.done():
+                self._attempt.cancel()  # still connecting: cut it off
+            elif self._socket is not None:
+                self._socket.abort()  # upgrading or logging in: cut it off
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2 * self._transport.close_timeout_s + 1.0):
+                    await asyncio.shield(self._open_settled)
+        if self._keepalive is None:
+            return  # never opened, or the open failed (its socket is already closed)
+        try:
+            await asyncio.shield(self._begin_shutdown("local", grace_s=self._transport.close_timeout_s))
+        except Exception as exc:  # noqa: BLE001 - close never raises
+            log.warning("wire link close (session %s): %s", self.session_id, type(exc).__name__)
+
+    def _begin_shutdown(self, by: str, grace_s: float) -> asyncio.Task[None]:
+        """One shutdown per link; later callers wait for the same one."""
+        if self._shutdown_task is None:
+            if self._closed_by is None and self._result is not None and not self._result.done():
+                self._closed_by = by
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown(grace_s))
+        return self._shutdown_task
+
+    async def _shutdown(self, grace_s: float) -> None:
+        """Closing handshake, then the peer's TCP close; whatever is left after `grace_s` is
+        aborted. Returns once the socket is gone (bounded)."""
+        assert self._ws is not None and self._socket is not None and self._lost is not None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        with contextlib.suppress(Exception):
+            if self._ws.state is State.OPEN:
+                self._ws.send_close(1000)
+                self._flush()
+            async with asyncio.timeout(grace_s):
+                await asyncio.shield(self._lost)
+        self._socket.abort()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._transport.close_timeout_s):
+                await asyncio.shield(self._lost)
+        self._finish()
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """asyncio's side of one link: hands its socket's callbacks to the link, after the
+    transport's `on_io` hook (the runtime hands due timers on there)."""
+
+    def __init__(self, link: WireLink) -> None:
+        self.link = link
+        self.on_io = link._transport.on_io
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.link._made(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.on_io()
+        try:
+            self.link._received(data)
+        except Exception as err:  # noqa: BLE001 - a bug here must end this link, not the loop's pass
+            log.warning("wire link: reading failed (%s), closing (session %s)", type(err).__name__,
+                        self.link.session_id)
+            if self.link._socket is not None:
+                self.link._socket.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer ended its side: close ours too (connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_io()
+        self.link._ended(exc)
+
+
+def _link_failed(exc: BaseException) -> LinkFailed:
+    """Map a connect error to a `LinkFailed` reason (never with the credentials)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return LinkFailed("refused")
+    if isinstance(exc, TimeoutError):  # the kernel's connect timeout (ETIMEDOUT)
+        return LinkFailed(FailReason.CONNECT_TIMEOUT)
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError, InvalidMessage)):
+        return LinkFailed("reset")
+    if isinstance(exc, InvalidStatus):
+        return LinkFailed("handshake_rejected", exc.response.status_code)
+    if isinstance(exc, InvalidHandshake):
+        return LinkFailed("handshake_failed")
+    if isinstance(exc, OSError):
+        return LinkFailed("network_error")
+    return LinkFailed("error")
