@@ -21,8 +21,8 @@ from simpy.events import Timeout
 
 from service.core import Policy, SessionMachine, Status
 from service.core.events import (
-    BackoffElapsed, CancelReconnect, ClearCache, ClearPending, CloseSocket, Drop, Emit, MarkStarted, Opened,
-    OpenSocket, RecordPending, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed, Validate,
+    BackoffElapsed, CancelReconnect, ClearCache, CloseSocket, Drop, Emit, Opened,
+    OpenSocket, Released, Resumed, ScheduleReconnect, SetStatus, Start, StartFailed, Validate,
     Validated,
 )
 from service.core.statuses import Priority, is_valid_status
@@ -100,9 +100,7 @@ class BlockModel:
         self._do = {SetStatus: self._set_status, ScheduleReconnect: self._schedule,
                     ClearCache: self._clear_cache, Validate: self._validate,
                     OpenSocket: self._open_socket, CloseSocket: self._close_socket,
-                    CancelReconnect: self._cancel, Drop: self._drop, Emit: self._emit,
-                    # a modelled process does not crash: hand-overs (`take_over`) carry what it knew
-                    RecordPending: _nothing, MarkStarted: _nothing, ClearPending: _nothing}
+                    CancelReconnect: self._cancel, Drop: self._drop, Emit: self._emit}
 
     def _make_units(self, first: int, n: int) -> list[Unit]:
         spi, procs = self.params.sessions_per_ip, _processes(self.scenario)
@@ -120,7 +118,8 @@ class BlockModel:
         return units
 
     def _machine(self, session_id: str, status: Status | None = None) -> SessionMachine:
-        return SessionMachine(session_id, self.policy, self.rng, status=status, trace=self.trace)
+        # a modelled process never crashes (a deploy hands its units over itself): no bookkeeping
+        return SessionMachine(session_id, self.policy, self.rng, status=status, trace=self.trace, persist=False)
 
     # ---- running ----
     def run(self) -> Tally:
@@ -321,10 +320,6 @@ class BlockModel:
             self.feed(unit, Start())
         else:
             self.feed(unit, Resumed(attempt=attempt, remaining_s=remaining_s))
-
-
-def _nothing(unit: Unit, command: object) -> None:
-    return None
 
 
 def _processes(scenario: PopulationScenario) -> int:

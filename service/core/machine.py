@@ -48,6 +48,7 @@ class State(str, Enum):
 # immediate (uncounted) reconnects allowed in a row when the policy has no attempt cap
 IMMEDIATE_STREAK = 5
 _SUM_TERMS = 1_000  # schedule terms summed when estimating a resumed disconnection's start
+_CLEAR_PENDING = ClearPending()  # a value without fields: one for every session
 
 _I, _C, _O, _B, _V, _D = State.IDLE, State.CONNECTING, State.OPEN, State.BACKOFF, State.VALIDATING, State.DROPPED
 
@@ -85,11 +86,14 @@ class SessionMachine:
     """The reconnect logic of one session. Feed it events; carry out the commands it returns."""
 
     def __init__(self, session_id: str, policy: Policy, rng: random.Random | None = None,
-                 status: Status | None = None, trace: bool = True) -> None:
-        """`trace=False` skips `Emit` commands (large simulations that keep their own tallies)."""
+                 status: Status | None = None, trace: bool = True, persist: bool = True) -> None:
+        """`trace=False` skips `Emit` commands (large simulations that keep their own tallies);
+        `persist=False` skips the crash bookkeeping (`RecordPending`, `MarkStarted`,
+        `ClearPending`) for shells that never resume from a persisted record (the simulation)."""
         self.session_id = session_id
         self.policy = policy
         self.trace = trace
+        self.persist = persist
         self._rng = rng if rng is not None else random.Random(0)
         self._vars = _Vars(status=status)
         self._now = 0.0
@@ -120,7 +124,8 @@ class SessionMachine:
     def fork(self, session_id: str | None = None) -> SessionMachine:
         """A machine in this one's exact state that shares its policy and random stream
         (a simulation cohort splitting in two keeps drawing from one stream)."""
-        twin = SessionMachine(session_id or self.session_id, self.policy, self._rng, trace=self.trace)
+        twin = SessionMachine(session_id or self.session_id, self.policy, self._rng, trace=self.trace,
+                              persist=self.persist)
         twin._vars = self._vars.copy()
         return twin
 
@@ -160,7 +165,8 @@ class SessionMachine:
     # ---- handlers (one per event type) ----
     def _on_Start(self, event: Start) -> None:
         self._set_status(Status.CONNECTING, Priority.NORMAL)
-        self._cmd(ClearPending())  # a record left by an earlier owner is not this start's
+        if self.persist:  # a record left by an earlier owner is not this start's
+            self._out.append(_CLEAR_PENDING)
         self._open(attempt=0)
 
     def _on_Opened(self, event: Opened) -> None:
@@ -171,7 +177,8 @@ class SessionMachine:
         self._vars.previous_delay_s = None
         self._vars.episode_start_s = None
         self._set_status(Status.ACTIVE, Priority.NORMAL)
-        self._cmd(ClearPending())
+        if self.persist:
+            self._out.append(_CLEAR_PENDING)
         self._emit(LogEvent.SESSION_OPEN)
 
     def _on_Closed(self, event: Closed) -> None:
@@ -188,7 +195,8 @@ class SessionMachine:
         self._vars.state = State.VALIDATING
         if self._vars.counted_timer:  # spent from now on: a restart must not run it again
             self._vars.counted_timer = False
-            self._cmd(MarkStarted(attempt=self._vars.attempts, at_s=self._now))
+            if self.persist:
+                self._out.append(MarkStarted(attempt=self._vars.attempts, at_s=self._now))
         self._cmd(Validate(for_reconnect=True))
 
     def _on_Validated(self, event: Validated) -> None:
@@ -291,7 +299,8 @@ class SessionMachine:
     def _schedule(self, delay_s: float, attempt: int, reason: ScheduleReason) -> None:
         """The one reconnect timer; its record goes with the status (one write for a shell)."""
         self._set_status(Status.CONNECTING, Priority.NORMAL)
-        self._cmd(RecordPending(attempt=attempt, due_at_s=self._now + delay_s, counted=reason.counted))
+        if self.persist:
+            self._out.append(RecordPending(attempt=attempt, due_at_s=self._now + delay_s, counted=reason.counted))
         self._vars.state = State.BACKOFF
         self._vars.counted_timer = reason.counted
         if self.trace:
@@ -327,7 +336,8 @@ class SessionMachine:
     def _end(self, status: Status) -> None:
         """The session ends here (B10): its final status, and no record left for a restart."""
         self._set_status(status, Priority.HIGH)
-        self._cmd(ClearPending())
+        if self.persist:
+            self._out.append(_CLEAR_PENDING)
 
     def _set_status(self, status: Status, priority: Priority) -> None:
         if self._vars.status is not status:

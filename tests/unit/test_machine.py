@@ -303,3 +303,16 @@ def test_a_failed_validation_counts_as_a_failed_attempt_and_ends_in_a_give_up():
     assert SetStatus(Status.INACTIVE, Priority.HIGH) in commands
     with pytest.raises(IllegalTransition):
         open_session().handle(ValidationFailed(), 1.0)  # only an asked validation can fail
+
+
+def test_a_shell_that_never_resumes_gets_no_crash_bookkeeping():
+    """`persist=False` (the simulation): the same decisions, without the B5 commands."""
+    kept = drive(open_session(), Closed(), link_up_at_s=5.0)
+    machine = SessionMachine("s1", build_policy(), persist=False)
+    machine.handle(Start(), 0.0)
+    machine.handle(Opened(), 0.0)
+    skipped = drive(machine, Closed(), link_up_at_s=5.0)
+    bookkeeping = (RecordPending, MarkStarted, ClearPending)
+    assert not [c for _, c in skipped.commands if isinstance(c, bookkeeping)]
+    assert [c for _, c in skipped.commands] == [c for _, c in kept.commands if not isinstance(c, bookkeeping)]
+    assert skipped.machine.fork().persist is False
