@@ -5,7 +5,8 @@ Owns: the checks an update must pass before it is sent (`update_problem`: the ba
 office's own rules for one update — non-empty ids, `seq` an integer >= 0, a finite
 `at_s`), finding the entry the back office refuses in a batch it rejected as a whole
 (`send_isolating`: the batch is split in halves, in order, until the refused entries stand
-alone), and the move itself (XADD to the dead stream + XDEL from the outbox in one MULTI).
+alone), and handing those to the queue's move (`move_dead`: for Redis, XADD to the dead stream
++ XDEL from the outbox in one MULTI).
 Must not: dead-letter anything for a failure that is not the entry's own (a 5xx, a
 timeout, a 401/403 for a wrong token, a 404 for a wrong URL, a 429: those are retried,
 the whole batch kept), or send an entry out of append order.
@@ -17,9 +18,6 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from service import keys
 from service.errors import BackOfficeError
 from service.logging import get_logger
 from service.ports import StatusUpdate
@@ -28,6 +26,7 @@ log = get_logger(component="outbox")
 
 Entry = tuple[str, StatusUpdate]  # (stream id, decoded update)
 Send = Callable[[list[StatusUpdate]], Awaitable[set[str]]]
+Move = Callable[[list[tuple[Any, Any]], str, list[str]], Awaitable[None]]  # (entries, reason, why each)
 REASON_CHARS = 500  # the back office's own words, kept with the entry (bounded)
 
 
@@ -49,25 +48,23 @@ def update_fields(update: StatusUpdate) -> dict[str, str]:
             "priority": str(update.priority.value), "seq": str(update.seq), "at_s": repr(update.at_s)}
 
 
+def dead_fields(fields: dict[Any, Any], entry_id: str, reason: str, why: str) -> dict[Any, Any]:
+    """A dead letter: the entry's own fields, where it was, and why (bounded)."""
+    return {**fields, "outbox_id": entry_id, "reason": reason, "detail": why[:REASON_CHARS]}
+
+
 class DeadLetters:
-    """Moves entries to the dead stream and counts them by reason (`malformed`, `refused`)."""
+    """Moves entries out of the queue (`move`) and counts them by reason (`malformed`, `refused`)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
+    def __init__(self, move: Move) -> None:
+        self._move = move
         self.counts = {"malformed": 0, "refused": 0}
-        self.round_trips = 0
 
-    async def move(self, entries: list[tuple[str, dict[Any, Any]]], reason: str, detail: list[str]) -> None:
-        """Move each (stream id, fields) to the dead stream with why, in one MULTI."""
+    async def move(self, entries: list[tuple[Any, Any]], reason: str, detail: list[str]) -> None:
+        """Move each (entry id, fields) to the dead letters with why, all or nothing."""
         if not entries:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for (entry_id, fields), why in zip(entries, detail):
-                pipe.xadd(keys.OUTBOX_DEAD_KEY, {**fields, "outbox_id": entry_id, "reason": reason,
-                                                 "detail": why[:REASON_CHARS]})
-                pipe.xdel(keys.OUTBOX_KEY, entry_id)
-            await pipe.execute()
-        self.round_trips += 1
+        await self._move(entries, reason, detail)
         self.counts[reason] = self.counts.get(reason, 0) + len(entries)
 
     async def refuse(self, entries: list[Entry], why: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Session ownership leases for several gateway processes sharing one Redis (B4).
+"""Session ownership leases for several gateway processes sharing one Redis (B4): the
+Redis implementation of `service.ports.Leases`.
 
 Owns: `keys.lease_key(session_id)`, whose value is the owner id and whose TTL is the
 lease, and the fencing token each acquisition takes (`keys.fence_key`, B9: see
@@ -9,16 +10,14 @@ a lease another process has taken over. Must not: start sessions or decide recon
 caller stops driving a session whose lease it lost, and passes `token(session_id)` with
 every write that depends on owning it (Redis refuses the write once the token has moved).
 
-Safety: two managers with different owner ids never hold one session at once in Redis.
-`held()` is the local view and errs on the side of "not held": an entry counts only
-until `ttl_s` after the request that last acquired or renewed it was *sent*, so when
-renewals fail (Redis down) the local view expires no later than the Redis key does.
+Safety: two processes with different owner ids never hold one session at once in Redis.
+How long this process may still act on a lease whose renewal failed is the caller's to judge
+(the gateway counts from when the last renewal was *sent*).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,24 +39,25 @@ def _check_session_id(session_id: str) -> str:
     return session_id
 
 
-class LeaseManager:
+def check_lease_settings(owner_id: str, ttl_s: float) -> None:
+    if not isinstance(owner_id, str) or not owner_id:
+        raise ConfigError(f"leases owner_id must be a non-empty str, got {owner_id!r}")
+    if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or not 0.01 <= ttl_s < float("inf"):
+        raise ConfigError(f"leases ttl_s must be a finite number >= 0.01, got {ttl_s!r}")
+
+
+class RedisLeases:
     """The leases one process (`owner_id`) holds."""
 
-    def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if not isinstance(owner_id, str) or not owner_id:
-            raise ConfigError(f"LeaseManager owner_id must be a non-empty str, got {owner_id!r}")
-        if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or ttl_s < 0.01:
-            raise ConfigError(f"LeaseManager ttl_s must be a number >= 0.01, got {ttl_s!r}")
+    def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float) -> None:
+        check_lease_settings(owner_id, ttl_s)
         self.redis = redis
         self.owner_id = owner_id
         self.ttl_s = float(ttl_s)
-        self.clock = clock
         self._ttl_ms = max(1, int(self.ttl_s * 1000))
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._renew = redis.register_script(RENEW_LUA)
         self._release = redis.register_script(RELEASE_LUA)
-        self._valid_until: dict[str, float] = {}  # session → local deadline (clock)
         self._tokens: dict[str, int] = {}  # session → the fencing token of our acquisition
         self.round_trips = 0
         self.lost = 0  # leases found taken or expired at renewal
@@ -73,7 +73,6 @@ class LeaseManager:
     async def acquire(self, session_id: str) -> bool:
         """Take the lease if it is free (or already ours, which extends it) with a new fencing
         token (`token()`). True if held."""
-        started = self.clock()
         reply = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
                                  [keys.lease_key(session_id), keys.fence_key(session_id)],
                                  [self.owner_id, self._ttl_ms])
@@ -81,7 +80,6 @@ class LeaseManager:
             self.malformed += 1
             log.warning("redis_value_replaced", session_id=session_id, detail=reply_text(note))
         if int(reply[0]) == 1:
-            self._valid_until[session_id] = started + self.ttl_s
             self._tokens[session_id] = int(reply[1])
             return True
         self.forget(session_id)
@@ -97,8 +95,7 @@ class LeaseManager:
 
     def forget(self, session_id: str) -> bool:
         """Drop our local record of the lease (and its token); True if we had one."""
-        self._tokens.pop(session_id, None)
-        return self._valid_until.pop(session_id, None) is not None
+        return self._tokens.pop(session_id, None) is not None
 
     async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
         """Extend those of `session_ids` we still own, with the fencing token we took
@@ -109,23 +106,16 @@ class LeaseManager:
         held: set[str] = set()
         for start in range(0, len(wanted), RENEW_CHUNK):
             chunk = wanted[start:start + RENEW_CHUNK]
-            started = self.clock()
             pairs = [key for s in chunk for key in (keys.lease_key(s), keys.fence_key(s))]
             checked = [str(tokens[s]) if s in tokens else "" for s in chunk]
             indexes = await self._call(self._renew, f"renew of {len(chunk)} sessions",
                                        pairs, [self.owner_id, self._ttl_ms, *checked])
             renewed = {chunk[int(i) - 1] for i in indexes}
             for session_id in chunk:
-                if session_id in renewed:
-                    self._valid_until[session_id] = started + self.ttl_s
-                elif self.forget(session_id):
+                if session_id not in renewed and self.forget(session_id):
                     self.lost += 1
             held |= renewed
         return held
-
-    async def renew_held(self) -> set[str]:
-        """Renew every lease we believe we hold (call every ~ttl_s/3)."""
-        return await self.renew(list(self._valid_until))
 
     async def release(self, session_id: str) -> bool:
         """Give the lease up if it is still ours; True if a key was deleted."""
@@ -133,22 +123,3 @@ class LeaseManager:
         deleted = await self._call(self._release, f"release of {session_id!r}",
                                    [keys.lease_key(session_id)], [self.owner_id])
         return int(deleted) == 1
-
-    def held(self) -> set[str]:
-        """Sessions whose lease we hold by the local view (see the module docstring)."""
-        now = self.clock()
-        expired = [s for s, until in self._valid_until.items() if until <= now]
-        for session_id in expired:
-            del self._valid_until[session_id]
-        return set(self._valid_until)
-
-    async def owner(self, session_id: str) -> str | None:
-        """Who holds the lease in Redis now (None: nobody)."""
-        self.round_trips += 1
-        try:
-            value = await self.redis.get(keys.lease_key(_check_session_id(session_id)))
-        except RedisError as err:
-            raise StoreError(f"redis failed reading the lease of {session_id!r}: {err}") from err
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-        return value

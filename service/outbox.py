@@ -1,4 +1,5 @@
-"""Durable outbox for back-office status updates (B6): kept in Redis until acknowledged.
+"""Durable outbox for back-office status updates (B6), kept in Redis until acknowledged: the
+Redis implementation of `service.ports.Outbox`.
 
 Owns: the Redis Stream `keys.OUTBOX_KEY` (one global FIFO of pending updates), the
 per-session `seq` counters (`keys.seq_key`), and the flusher task that delivers batches
@@ -15,8 +16,9 @@ duplicates (an `update_id` it has already seen) and order one session's updates 
 higher `seq` is newer). Updates are sent in append order; one session's later update is
 never removed before its earlier ones are acknowledged.
 
-How it moves. Appends ride in the caller's MULTI (`append_commands`), so a status write
-and its update commit together or not at all. `notify()` after the commit wakes the
+How it moves. Appends ride in the status write's script (`service.redis_scripts.queue_write`,
+called by `service.store.RedisStatusStore.set_status`), so a status write and its update
+commit together or not at all. `notify()` after the commit wakes the
 flusher at once: a `high` update makes it send everything waiting (the earlier updates
 go first, in order); a full batch makes it send full batches only. Anything left is sent
 when `flush_interval_s` has passed since the last send-everything, so a normal update
@@ -36,41 +38,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import keys
 from service.core import Priority, Status
-from service.dead_letters import DeadLetters
+from service.dead_letters import DeadLetters, dead_fields
 from service.errors import BackOfficeError, ConfigError, MalformedInput
 from service.logging import get_logger
 from service.ports import BackOffice, StatusUpdate
 
 log = get_logger(component="outbox")
-
-# KEYS[1] outbox stream, KEYS[2] the session's seq counter, KEYS[3] this update's
-# idempotency key, KEYS[4] (optional) the session's status key, set to ARGV[3] last.
-# ARGV: update_id, session_id, status, priority, at_s, idempotency TTL (s). Returns the
-# seq. A write whose reply was lost is retried with the same update_id: the retry finds
-# the idempotency key and returns the seq already assigned, so it neither consumes a new
-# seq nor appends a second entry (else the back office would see a seq it never gets).
-# INCR runs before any write, so a corrupt counter fails the script with nothing written.
-_APPEND_LUA = """
-local known = redis.call('GET', KEYS[3])
-if known then
-  if KEYS[4] then redis.call('SET', KEYS[4], ARGV[3]) end
-  return tonumber(known)
-end
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], '*', 'update_id', ARGV[1], 'session_id', ARGV[2],
-           'status', ARGV[3], 'priority', ARGV[4], 'seq', seq, 'at_s', ARGV[5])
-redis.call('SET', KEYS[3], seq, 'EX', ARGV[6])
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[3]) end
-return seq
-"""
-APPEND_IDEMPOTENCY_TTL_S = 86_400  # retries of one write come within seconds; a day is ample
 
 _FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
 
@@ -133,27 +113,49 @@ def backoff_s(failures: int, base_s: float, cap_s: float) -> float:
 
 def _check_positive(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"Outbox {name} must be a positive number, got {value!r}")
+        raise ConfigError(f"outbox {name} must be a positive number, got {value!r}")
 
 
-class Outbox:
-    """The durable queue and its flusher. One flusher per process; several processes may
-    flush the same Redis (duplicates are possible, losses are not)."""
+RawEntry = tuple[Any, Any]  # (entry id, fields) as the queue stores them
 
-    def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, *, batch_size: int,
+
+class OutboxQueue(Protocol):
+    """Where the outbox's entries wait (a Redis Stream, or a list in memory): oldest first."""
+
+    round_trips: int
+
+    async def read(self, count: int) -> list[RawEntry]:
+        """The oldest `count` entries, in append order."""
+
+    async def delete(self, entry_ids: list[str]) -> None: ...
+
+    async def move_dead(self, entries: list[RawEntry], reason: str, detail: list[str]) -> None:
+        """Move each entry out of the queue into the dead letters, with why (all or nothing)."""
+
+    async def depth(self) -> int: ...
+
+    async def oldest_age_s(self, now_s: float) -> float:
+        """Seconds since the oldest waiting entry was appended (0.0 when empty)."""
+
+
+class OutboxFlusher:
+    """The flusher over a durable queue. One flusher per process; several processes may
+    flush the same queue (duplicates are possible, losses are not)."""
+
+    def __init__(self, queue: OutboxQueue, backoffice: BackOffice, *, batch_size: int,
                  flush_interval_s: float, retry_base_s: float, retry_cap_s: float,
                  on_step: Callable[[], None] | None = None) -> None:
         """`on_step` is called between the stretches of a batch (reply read, entries decoded,
         back office answered), so a caller's due work (reconnect timers) runs between them;
         it must not raise."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"Outbox batch_size must be an int >= 1, got {batch_size!r}")
+            raise ConfigError(f"outbox batch_size must be an int >= 1, got {batch_size!r}")
         for name, value in (("flush_interval_s", flush_interval_s), ("retry_base_s", retry_base_s),
                             ("retry_cap_s", retry_cap_s)):
             _check_positive(name, value)
         if retry_cap_s < retry_base_s:
-            raise ConfigError(f"Outbox retry_cap_s ({retry_cap_s}) must be >= retry_base_s ({retry_base_s})")
-        self.redis = redis
+            raise ConfigError(f"outbox retry_cap_s ({retry_cap_s}) must be >= retry_base_s ({retry_base_s})")
+        self.queue = queue
         self.backoffice = backoffice
         self.batch_size = batch_size
         self.flush_interval_s = float(flush_interval_s)
@@ -168,41 +170,16 @@ class Outbox:
         self._urgent: str | None = None  # why the next wake-up must drain everything
         self._consecutive_failures = 0
         # counters, read by metrics and tests
-        self.round_trips = 0
         self.sent_batches = 0
         self.sent_updates = 0
         self.acked_updates = 0
         self.retries = 0
         self.malformed = 0
-        self.dead = DeadLetters(redis)  # entries moved out of the way: malformed or refused
+        self.dead = DeadLetters(queue.move_dead)  # entries moved out of the way: malformed or refused
         self.flushes = {"start": 0, "high": 0, "full": 0, "interval": 0}  # wake-ups by cause
         self.last_error = ""
 
     # -- appending ------------------------------------------------------------------
-
-    @staticmethod
-    def append_commands(pipeline: Any, update: StatusUpdate, *, set_status: bool = False) -> None:
-        """Queue the append of `update` on `pipeline` (use a MULTI one); with `set_status`,
-        the same script also writes the session's status to `update.status`, so the two
-        cannot be separated even by a failing command. Its EXEC result is the assigned
-        `seq`. Call `notify()` after the pipeline committed."""
-        script_keys = [keys.OUTBOX_KEY, keys.seq_key(update.session_id), keys.update_id_key(update.update_id)]
-        if set_status:
-            script_keys.append(keys.status_key(update.session_id))
-        pipeline.eval(_APPEND_LUA, len(script_keys), *script_keys,
-                      update.update_id, update.session_id, Status(update.status).value,
-                      Priority(update.priority).value, repr(float(update.at_s)), APPEND_IDEMPOTENCY_TTL_S)
-
-    async def append(self, update: StatusUpdate) -> StatusUpdate:
-        """Append one update on its own (one round trip); returns it with its `seq`."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.append_commands(pipe, update)
-            (seq,) = await pipe.execute()
-        self.round_trips += 1
-        stored = StatusUpdate(update.update_id, update.session_id, update.status, update.priority,
-                              int(seq), update.at_s)
-        self.notify(stored)
-        return stored
 
     def notify(self, update: StatusUpdate) -> None:
         """An update was committed: wake the flusher now if it is `high` or a batch is full."""
@@ -215,43 +192,32 @@ class Outbox:
 
     # -- metrics ------------------------------------------------------------------------
 
+    @property
+    def round_trips(self) -> int:
+        return self.queue.round_trips
+
     async def depth(self) -> int:
-        """Updates waiting in Redis (all processes' together)."""
-        self.round_trips += 1
-        return int(await self.redis.xlen(keys.OUTBOX_KEY))
+        """Updates waiting in the queue (all processes' together)."""
+        return await self.queue.depth()
 
     async def oldest_age_s(self, *, now_s: float | None = None) -> float:
-        """Seconds since the oldest waiting update was appended (0.0 when empty), from its
-        stream id, which is Redis's wall clock in milliseconds."""
-        self.round_trips += 1
-        head = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=1)
-        if not head:
-            return 0.0
-        appended_ms = int(redis_text(head[0][0], "outbox id").split("-")[0])
-        now = time.time() if now_s is None else now_s
-        return max(0.0, now - appended_ms / 1000.0)
+        """Seconds since the oldest waiting update was appended (0.0 when empty)."""
+        return await self.queue.oldest_age_s(time.time() if now_s is None else now_s)
 
     def stats(self) -> dict[str, float | int | str]:
         """Counters as a plain dict for logs and metrics."""
         return {"sent_batches": self.sent_batches, "sent_updates": self.sent_updates,
                 "acked_updates": self.acked_updates, "retries": self.retries,
                 "malformed": self.malformed, "refused": self.dead.counts["refused"],
-                "round_trips": self.round_trips + self.dead.round_trips,
+                "round_trips": self.round_trips,
                 **{f"flushes_{cause}": n for cause, n in self.flushes.items()},
                 "last_error": self.last_error}
 
     # -- delivering --------------------------------------------------------------------
 
-    async def deliver_batch(self, *, full_only: bool = False) -> int:
-        """Send the oldest batch once and delete what was acknowledged. Returns the number
-        of entries read (0: queue empty, or fewer than a batch when `full_only`).
-        Raises `BackOfficeError` or `RedisError`."""
-        return await self._deliver_batch(full_only=full_only, check_stop=False)
-
     async def _deliver_batch(self, *, full_only: bool, check_stop: bool) -> int:
         async with self._send_lock:
-            self.round_trips += 1
-            raw = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=self.batch_size)
+            raw = await self.queue.read(self.batch_size)
             self._on_step()
             if not raw or (full_only and len(raw) < self.batch_size):
                 return 0
@@ -277,8 +243,7 @@ class Outbox:
             return len(raw)
 
     async def _delete_acked(self, entry_ids: list[str]) -> None:
-        self.round_trips += 1
-        await self.redis.xdel(keys.OUTBOX_KEY, *entry_ids)
+        await self.queue.delete(entry_ids)
         self.acked_updates += len(entry_ids)
 
     async def _decode_or_quarantine(self, raw: list[Any]) -> list[tuple[str, StatusUpdate]]:
@@ -383,3 +348,48 @@ class Outbox:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+
+class RedisQueue:
+    """The outbox's entries in the Redis Stream `keys.OUTBOX_KEY`; dead letters in
+    `keys.OUTBOX_DEAD_KEY`. Stream ids are Redis's wall clock in milliseconds."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.round_trips = 0
+
+    async def read(self, count: int) -> list[RawEntry]:
+        self.round_trips += 1
+        return list(await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=count))
+
+    async def delete(self, entry_ids: list[str]) -> None:
+        self.round_trips += 1
+        await self.redis.xdel(keys.OUTBOX_KEY, *entry_ids)
+
+    async def move_dead(self, entries: list[RawEntry], reason: str, detail: list[str]) -> None:
+        """XADD each to the dead stream with why + XDEL it from the outbox, in one MULTI."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for (entry_id, fields), why in zip(entries, detail):
+                pipe.xadd(keys.OUTBOX_DEAD_KEY, dead_fields(fields, entry_id, reason, why))
+                pipe.xdel(keys.OUTBOX_KEY, entry_id)
+            await pipe.execute()
+        self.round_trips += 1
+
+    async def depth(self) -> int:
+        self.round_trips += 1
+        return int(await self.redis.xlen(keys.OUTBOX_KEY))
+
+    async def oldest_age_s(self, now_s: float) -> float:
+        self.round_trips += 1
+        head = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=1)
+        if not head:
+            return 0.0
+        appended_ms = int(redis_text(head[0][0], "outbox id").split("-")[0])
+        return max(0.0, now_s - appended_ms / 1000.0)
+
+
+class RedisOutbox(OutboxFlusher):
+    """The service's outbox: the flusher over the Redis Stream (`RedisQueue`)."""
+
+    def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, **options: Any) -> None:
+        super().__init__(RedisQueue(redis), backoffice, **options)

@@ -1,6 +1,8 @@
-"""The seams of the service: one small protocol per kind of I/O (WhatsApp link, status
-store, back office). Real implementations live beside them (`transports/`, `store.py`,
-`backoffice.py`); in-memory fakes are for the core's unit tests only.
+"""The seams of the service: one small protocol per kind of I/O — WhatsApp link, back office,
+and the four ports the runtime keeps its state behind (status store, validity, outbox,
+leases), one method per operation. Real implementations live beside them (`transports/`,
+`backoffice.py`, `store.py`, `validity.py`, `outbox.py`, `lease.py`); the in-memory ones
+(`service.memory`) carry the same semantics, for fast tests of the shell without servers.
 
 Owns interface shapes and the plain values crossing them; must not do I/O itself.
 """
@@ -9,9 +11,13 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 from service.core import Priority, Status
+
+if TYPE_CHECKING:
+    from service.pending import PendingReconnect
 
 
 class Secret:
@@ -133,3 +139,89 @@ class BatchBackOffice(BackOffice, Protocol):
 
     async def validities(self, session_ids: list[str]) -> dict[str, bool]:
         """{session_id: valid} for every id asked. Raises `BackOfficeError`."""
+
+
+@runtime_checkable
+class StatusStore(Protocol):
+    """Each session's status (shared with the back office) and its B5 reconnect record. Every
+    write may carry the session's fencing token (`fence`, B9): once another process has taken
+    the session, nothing is written and `FencedWrite` is raised. Failures to reach the store
+    raise `StoreError`; a stored value that does not parse raises `MalformedInput`."""
+
+    async def get_status(self, session_id: str) -> Status | None:
+        """The session's status, None if there is none."""
+
+    async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
+                         pending: PendingReconnect | None = None, clear_pending: bool = False,
+                         fence: int | None = None) -> StatusUpdate | None:
+        """Write the status and, all or nothing, append `outbox_update` to the outbox (B6) and
+        save (`pending`) or delete (`clear_pending`) the reconnect record (B5). Returns the
+        update as stored, with its per-session `seq`. Retry a failed write with the same
+        update: its `update_id` makes a repeat harmless."""
+
+    async def save_pending(self, session_id: str, pending: PendingReconnect | None, *,
+                           fence: int | None = None) -> None:
+        """Replace the session's reconnect record with `pending` (None: delete it)."""
+
+    async def pending(self, session_id: str) -> PendingReconnect | None:
+        """The session's reconnect record, None if there is none."""
+
+
+@runtime_checkable
+class Validity(Protocol):
+    """R1/R3/R4: may this session still (re)connect? (`service.validity.ValidityChain`)."""
+
+    def clear_cache(self, session_id: str) -> None:
+        """R3: forget any remembered answer for the session (every close)."""
+
+    async def is_session_active(self, session_id: str, *, for_reconnect: bool = False,
+                                mark_started: PendingReconnect | None = None, fence: int | None = None) -> bool:
+        """Valid for a strict question (`active`) or a reconnect (`connecting` too)? With
+        `mark_started`, that record is saved with the read (B5). Raises `StoreError` when it
+        cannot tell, `FencedWrite` when the mark was refused."""
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The durable queue of status updates for the back office (B6). Updates enter it with the
+    status write that made them (`StatusStore.set_status`); it delivers them in append order,
+    at least once, and forgets each only once the back office acknowledged it."""
+
+    def notify(self, update: StatusUpdate) -> None:
+        """An update was committed: wake the flusher (at once for `high`, else when a batch is full)."""
+
+    def start(self) -> None:
+        """Start the flusher task; it first delivers what an earlier process left."""
+
+    async def drain(self) -> None:
+        """Deliver batches until the queue is empty; raises on failure."""
+
+    async def stop(self, *, timeout_s: float = 10.0) -> bool:
+        """Stop the flusher; what is not delivered stays queued. False if it did not stop in time."""
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Session ownership for several processes sharing one store (B4), with a fencing token
+    per acquisition (B9). A process never extends or deletes a lease another one holds."""
+
+    owner_id: str
+    ttl_s: float
+
+    async def acquire(self, session_id: str) -> bool:
+        """Take the lease if free (or ours: extended) with a new fencing token; True if held."""
+
+    def token(self, session_id: str) -> int | None:
+        """The fencing token of our acquisition of `session_id` (None: not ours)."""
+
+    def tokens(self) -> Mapping[str, int]:
+        """Every token we hold, by session."""
+
+    def forget(self, session_id: str) -> bool:
+        """Drop our local record of the lease and its token; True if we had one."""
+
+    async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
+        """Extend those we still own with the token we took; return them, forget the rest."""
+
+    async def release(self, session_id: str) -> bool:
+        """Give the lease up if it is still ours; True if it was."""

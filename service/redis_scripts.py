@@ -34,9 +34,10 @@ from redis.exceptions import NoScriptError, ResponseError
 from service import keys
 from service.core import Priority, Status
 from service.errors import MalformedInput
-from service.outbox import APPEND_IDEMPOTENCY_TTL_S
 from service.pending import PendingReconnect, pending_mapping
 from service.ports import StatusUpdate
+
+APPEND_IDEMPOTENCY_TTL_S = 86_400  # an outbox entry's idempotency key: retries of one write come within seconds
 
 # kind(key) -> Redis type name; bump(key, notes) -> INCR, or the clock in ms when not an integer;
 # drop_odd(key, wanted, notes) deletes a key whose type is neither `wanted` nor none.

@@ -18,10 +18,10 @@ import redis.asyncio as aioredis
 from service.backoffice import HttpBackOffice
 from service.config import Settings, redact_url
 from service.errors import ConfigError, StartupError
-from service.lease import LeaseManager
+from service.lease import RedisLeases
 from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
-from service.outbox import Outbox
+from service.outbox import RedisOutbox
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.ports import BackOffice, Transport
 from service.redis_scripts import load_scripts
@@ -33,7 +33,8 @@ from service.runtime.gc_pacing import GcPacer
 from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
-from service.store import StatusStore
+from service.store import RedisStatusStore
+from service.validity import ValidityCache, ValidityChain
 from service.validity_batch import BatchedValidity
 
 REDIS_MAX_CONNECTIONS = 64
@@ -67,9 +68,10 @@ class Service:
     settings: Settings
     redis: aioredis.Redis
     backoffice: HttpBackOffice
-    store: StatusStore
-    outbox: Outbox
-    lease: LeaseManager
+    store: RedisStatusStore
+    validity: ValidityChain
+    outbox: RedisOutbox
+    lease: RedisLeases
     transport: Transport
     metrics: ServiceMetrics
     timeline: TimelineWriter
@@ -100,9 +102,9 @@ class Service:
         self.metrics.backoffice_requests.labels(call="status_batch_answered").set(self.outbox.sent_batches)
         self.metrics.backoffice_requests.labels(call="all").set(requests)
         self.metrics.backoffice_errors.set(self.backoffice.errors)
-        for outcome, count in (("vetoed", self.store.backoffice_vetoes),
-                               ("unreachable", self.store.backoffice_unreachable),
-                               ("budget_expired", self.store.backoffice_budget_expired)):
+        for outcome, count in (("vetoed", self.validity.backoffice_vetoes),
+                               ("unreachable", self.validity.backoffice_unreachable),
+                               ("budget_expired", self.validity.backoffice_budget_expired)):
             self.metrics.validity_backoffice.labels(outcome=outcome).set(count)
 
     async def health(self) -> dict[str, Any]:
@@ -131,10 +133,11 @@ class Service:
             await asyncio.wait_for(self.transport.aclose(), self.settings.shutdown_timeout_s)
         except Exception as err:  # noqa: BLE001 - shutting down: say it and go on
             self.log.warning("transport_close_failed", error=repr(err))
-        if isinstance(self.store.backoffice, BatchedValidity):
-            await self.store.backoffice.aclose()
+        if isinstance(self.validity.backoffice, BatchedValidity):
+            await self.validity.backoffice.aclose()
         await self.backoffice.aclose()
         await self.gateway.renewer.redis.aclose()
+        await self.store.aclose()
         await self.redis.aclose()
         self.timeline.close()
         self.gc_pacer.stop()
@@ -190,27 +193,28 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         log.error("due_timers_failed", error=repr(err), exc_info=True)
     # every reconnect timer; socket callbacks and long stretches of Redis/outbox work hand due ones on too
     timers = DueTimers(on_error=timer_failed)
-    outbox = Outbox(redis, backoffice, batch_size=settings.outbox_batch_size, on_step=timers.run_due_now,
+    outbox = RedisOutbox(redis, backoffice, batch_size=settings.outbox_batch_size, on_step=timers.run_due_now,
                     flush_interval_s=settings.outbox_flush_interval_s,
                     retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
     validity: BackOffice = backoffice
     if settings.backoffice_validity == "batch":
         validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
-    store = StatusStore(redis, validity, cache_ttl_s=settings.cache_ttl_s, outbox=outbox,
-                        on_step=timers.run_due_now, backoffice_budget_s=settings.backoffice_validity_budget_s)
-    lease = LeaseManager(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
-    renewer = LeaseManager(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    cache = ValidityCache(settings.cache_ttl_s)
+    store = RedisStatusStore(redis, cache=cache, outbox=outbox, on_step=timers.run_due_now)
+    chain = ValidityChain(store, validity, cache, backoffice_budget_s=settings.backoffice_validity_budget_s)
+    lease = RedisLeases(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    renewer = RedisLeases(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
                                on_io=timers.run_due_now)
     timeline = _open_timeline(settings)
-    ctx = RunnerContext(store=store, transport=transport, policy=policy, metrics=metrics, timeline=timeline,
-                        log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
+    ctx = RunnerContext(store=store, validity=chain, transport=transport, policy=policy, metrics=metrics,
+                        timeline=timeline, log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
                         rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers)
     source = make_source(settings.sessions, settings.session_credentials)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)
     server = MetricsServer(metrics, lambda: service.health(), settings.metrics_port)
-    service = Service(settings, redis, backoffice, store, outbox, lease, transport, metrics, timeline,
+    service = Service(settings, redis, backoffice, store, chain, outbox, lease, transport, metrics, timeline,
                       gateway, server=server, log=log)
     service.server.before_scrape = service.refresh_metrics
     service.health_bounds = health.derive_bounds(

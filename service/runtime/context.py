@@ -1,4 +1,4 @@
-"""`RunnerContext`: what every session runner of one gateway shares — the store, the
+"""`RunnerContext`: what every session runner of one gateway shares — the store and validity ports, the
 transport, the policy, metrics, timeline, log, the reconnect timers and the admission
 slots that pace validations and socket opens.
 
@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from service.core import Policy
 from service.metrics import ServiceMetrics
-from service.ports import Transport
+from service.ports import StatusStore, Transport, Validity
 from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
-from service.store import StatusStore
 
 if TYPE_CHECKING:
     from service.runtime.runner import SessionRunner
@@ -30,6 +29,7 @@ class RunnerContext:
     """What every runner of one gateway shares."""
 
     store: StatusStore
+    validity: Validity
     transport: Transport
     policy: Policy
     metrics: ServiceMetrics

@@ -20,9 +20,7 @@ from service.core import DropReason, ReleaseReason, Status
 from service.core.events import Event, Released
 from service.core.recovery import first_event
 from service.errors import MalformedInput, StoreError
-from service.lease import LeaseManager
-from service.outbox import Outbox
-from service.ports import Secret
+from service.ports import Leases, Outbox, Secret
 from service.runtime.context import RunnerContext
 from service.runtime.runner import SessionRunner
 
@@ -43,9 +41,9 @@ SessionSource = Callable[[], Awaitable[list[SessionSpec]]]
 class Gateway:
     """Runs the sessions of `source` that this process can lease."""
 
-    def __init__(self, ctx: RunnerContext, *, lease: LeaseManager, outbox: Outbox | None,
+    def __init__(self, ctx: RunnerContext, *, lease: Leases, outbox: Outbox | None,
                  source: SessionSource, start_concurrency: int = 500,
-                 lease_margin_s: float | None = None, renewer: LeaseManager | None = None) -> None:
+                 lease_margin_s: float | None = None, renewer: Leases | None = None) -> None:
         """`renewer`: the same owner's leases on their own Redis connections, so renewals
         never queue behind adoption or session traffic (defaults to `lease`)."""
         self.ctx = ctx

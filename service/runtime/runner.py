@@ -192,7 +192,7 @@ class SessionRunner:
                 elif kind is SetStatus:
                     self._set_status(command, paired)
                 elif kind is ClearCache:
-                    self._ctx.store.clear_cache(self.session_id)
+                    self._ctx.validity.clear_cache(self.session_id)
                 elif kind is ScheduleReconnect:
                     self._schedule(command)
                 elif kind is CancelReconnect:
@@ -253,8 +253,8 @@ class SessionRunner:
         update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
 
         def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
-            return self._ctx.store.set_status_batched(self.session_id, command.status, outbox_update=update,
-                                                      pending=pending, clear_pending=clear, fence=self.fence)
+            return self._ctx.store.set_status(self.session_id, command.status, outbox_update=update,
+                                              pending=pending, clear_pending=clear, fence=self.fence)
         self._queue_write("set_status", write)
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
@@ -267,7 +267,7 @@ class SessionRunner:
             self._validation.start(paired.for_reconnect, record_of(command))
             return
         pending = None if isinstance(command, ClearPending) else record_of(command)
-        self._queue_write("save_pending", lambda: self._ctx.store.save_pending_batched(
+        self._queue_write("save_pending", lambda: self._ctx.store.save_pending(
             self.session_id, pending, fence=self.fence))
         if isinstance(paired, Validate):
             self._validation.start(paired.for_reconnect)

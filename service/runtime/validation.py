@@ -63,7 +63,7 @@ class Validation:
             ctx.timers.run_due_now()
             try:
                 async with ctx.validation_slot():
-                    ok = await ctx.store.is_session_active_batched(
+                    ok = await ctx.validity.is_session_active(
                         self._session_id, for_reconnect=for_reconnect, mark_started=mark, fence=self._fence)
             except FencedWrite as err:  # the attempt's start could not be recorded: not ours any more
                 self._on_fenced("mark_started", err)

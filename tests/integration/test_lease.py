@@ -10,24 +10,24 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.errors import ConfigError
-from service.lease import LeaseManager
+from service.lease import RedisLeases
 
 pytestmark = pytest.mark.integration
 
 
 async def test_two_owners_never_hold_one_session(aredis: aioredis.Redis) -> None:
-    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
-    b = LeaseManager(aredis, "gw-b", ttl_s=5.0)
+    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
+    b = RedisLeases(aredis, "gw-b", ttl_s=5.0)
     results = await asyncio.gather(*[m.acquire(f"s{i}") for i in range(50) for m in (a, b)])
     assert sum(results) == 50  # each of 50 sessions: exactly one winner
-    assert a.held().isdisjoint(b.held())
-    assert a.held() | b.held() == {f"s{i}" for i in range(50)}
-    for session_id in a.held():
-        assert await a.owner(session_id) == "gw-a"
+    assert set(a.tokens()).isdisjoint(b.tokens())
+    assert set(a.tokens()) | set(b.tokens()) == {f"s{i}" for i in range(50)}
+    for session_id in a.tokens():
+        assert await aredis.get(keys.lease_key(session_id)) == b"gw-a"
 
 
 async def test_acquire_again_by_owner_is_true_and_extends(aredis: aioredis.Redis) -> None:
-    a = LeaseManager(aredis, "gw-a", ttl_s=2.0)
+    a = RedisLeases(aredis, "gw-a", ttl_s=2.0)
     assert await a.acquire("s1")
     await aredis.pexpire(keys.lease_key("s1"), 100)
     assert await a.acquire("s1")
@@ -35,41 +35,41 @@ async def test_acquire_again_by_owner_is_true_and_extends(aredis: aioredis.Redis
 
 
 async def test_renew_keeps_own_and_reports_lost(aredis: aioredis.Redis) -> None:
-    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
     assert await a.acquire("s1") and await a.acquire("s2")
     await aredis.set(keys.lease_key("s2"), "gw-b")  # another process took s2 over
     held = await a.renew(["s1", "s2", "s3"])
     assert held == {"s1"}
-    assert a.held() == {"s1"}
+    assert set(a.tokens()) == {"s1"}
     assert a.lost == 1
     assert await aredis.get(keys.lease_key("s2")) == b"gw-b"  # renew never touched it
 
 
 async def test_renew_many_in_chunks(aredis: aioredis.Redis) -> None:
-    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
+    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
     ids = [f"s{i}" for i in range(1200)]
     for start in range(0, len(ids), 50):
         assert all(await asyncio.gather(*[a.acquire(s) for s in ids[start:start + 50]]))
     before = a.round_trips
-    assert await a.renew_held() == set(ids)
+    assert await a.renew(ids) == set(ids)
     assert a.round_trips - before == 3  # 1200 keys in chunks of 500
 
 
 async def test_release_only_by_owner(aredis: aioredis.Redis) -> None:
-    a = LeaseManager(aredis, "gw-a", ttl_s=5.0)
-    b = LeaseManager(aredis, "gw-b", ttl_s=5.0)
+    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
+    b = RedisLeases(aredis, "gw-b", ttl_s=5.0)
     assert await a.acquire("s1")
     assert not await b.release("s1")
-    assert await a.owner("s1") == "gw-a"
+    assert await aredis.get(keys.lease_key("s1")) == b"gw-a"
     assert await a.release("s1")
-    assert a.held() == set()
+    assert a.token("s1") is None
     assert await b.acquire("s1")
 
 
 async def test_handover_after_owner_stops_renewing(aredis: aioredis.Redis) -> None:
     ttl_s = 0.3
-    a = LeaseManager(aredis, "gw-a", ttl_s=ttl_s)
-    b = LeaseManager(aredis, "gw-b", ttl_s=ttl_s)
+    a = RedisLeases(aredis, "gw-a", ttl_s=ttl_s)
+    b = RedisLeases(aredis, "gw-b", ttl_s=ttl_s)
     assert await a.acquire("s1")
     assert not await b.acquire("s1")
     stopped_at = time.monotonic()
@@ -78,26 +78,26 @@ async def test_handover_after_owner_stops_renewing(aredis: aioredis.Redis) -> No
         assert time.monotonic() < deadline, "b never acquired the abandoned lease"
         await asyncio.sleep(0.01)
     assert time.monotonic() - stopped_at <= ttl_s + 0.2
-    assert a.held() == set()  # a's local view expired with the ttl too
     assert await a.renew(["s1"]) == set()
+    assert a.token("s1") is None and a.lost == 1
 
 
 async def test_renewing_owner_keeps_lease_past_ttl(aredis: aioredis.Redis) -> None:
     ttl_s = 0.3
-    a = LeaseManager(aredis, "gw-a", ttl_s=ttl_s)
-    b = LeaseManager(aredis, "gw-b", ttl_s=ttl_s)
+    a = RedisLeases(aredis, "gw-a", ttl_s=ttl_s)
+    b = RedisLeases(aredis, "gw-b", ttl_s=ttl_s)
     assert await a.acquire("s1")
     end = time.monotonic() + 3 * ttl_s
     while time.monotonic() < end:
         assert await a.renew(["s1"]) == {"s1"}
         assert not await b.acquire("s1")
         await asyncio.sleep(ttl_s / 4)
-    assert a.held() == {"s1"}
+    assert set(a.tokens()) == {"s1"}
 
 
 def test_bad_parameters_are_named(redis_server) -> None:
     client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
     with pytest.raises(ConfigError, match="owner_id"):
-        LeaseManager(client, "", ttl_s=1.0)
+        RedisLeases(client, "", ttl_s=1.0)
     with pytest.raises(ConfigError, match="ttl_s"):
-        LeaseManager(client, "gw", ttl_s=0)
+        RedisLeases(client, "gw", ttl_s=0)

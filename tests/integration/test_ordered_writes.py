@@ -41,9 +41,9 @@ async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(ared
     it is written: none of it is this process's to make any more."""
     from service import keys
     from service.core import Status
-    from service.store import StatusStore
+    from service.store import RedisStatusStore
 
-    store = StatusStore(aredis, backoffice=None, cache_ttl_s=0)  # type: ignore[arg-type]
+    store = RedisStatusStore(aredis)
     await aredis.set(keys.fence_key("s1"), "8")  # another process acquired s1 after our token 7
     reported: list[tuple[str, str]] = []
     writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),

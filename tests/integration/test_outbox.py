@@ -19,9 +19,9 @@ from chaos.toxiproxy import Toxiproxy
 from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
-from service.outbox import Outbox, new_update
+from service.outbox import RedisOutbox, new_update
 from service.ports import StatusUpdate
-from service.store import StatusStore
+from service.store import RedisStatusStore
 from tests.fixtures.standins import Standins, eventually
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ async def http_backoffice(url: str, standins: Standins, timeout_s: float = 1.0) 
 
 
 @contextlib.asynccontextmanager
-async def running(outbox: Outbox) -> AsyncIterator[Outbox]:
+async def running(outbox: RedisOutbox) -> AsyncIterator[RedisOutbox]:
     outbox.start()
     try:
         yield outbox
@@ -47,12 +47,19 @@ async def running(outbox: Outbox) -> AsyncIterator[Outbox]:
         await outbox.stop()
 
 
-def make_outbox(aredis: aioredis.Redis, backoffice: HttpBackOffice, **overrides: float) -> Outbox:
+def make_outbox(aredis: aioredis.Redis, backoffice: HttpBackOffice, **overrides: float) -> RedisOutbox:
     options = {"batch_size": 100, "flush_interval_s": 0.2, "retry_base_s": 0.05, "retry_cap_s": 0.4, **overrides}
-    return Outbox(aredis, backoffice, **options)  # type: ignore[arg-type]
+    return RedisOutbox(aredis, backoffice, **options)  # type: ignore[arg-type]
 
 
-async def append_many(store: StatusStore, n_updates: int, n_sessions: int) -> list[StatusUpdate]:
+async def append(aredis: aioredis.Redis, update: StatusUpdate) -> StatusUpdate:
+    """Append `update` the way the service does: with its session's status write."""
+    stored = await RedisStatusStore(aredis).set_status(update.session_id, update.status, outbox_update=update)
+    assert stored is not None
+    return stored
+
+
+async def append_many(store: RedisStatusStore, n_updates: int, n_sessions: int) -> list[StatusUpdate]:
     """`n_updates` status writes round-robin over `n_sessions`, each with its outbox update."""
     stored = []
     for i in range(n_updates):
@@ -108,7 +115,7 @@ async def test_outage_loses_nothing_and_keeps_order(aredis: aioredis.Redis, stan
     url = f"http://{proxy.listen}"
     async with http_backoffice(url, standins_clean, timeout_s=0.5) as backoffice:
         outbox = make_outbox(aredis, backoffice)
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        store = RedisStatusStore(aredis, outbox=outbox)
         async with running(outbox):
             with outage(kind, standins_clean, proxy):
                 appended = await append_many(store, 1000, 50)
@@ -143,7 +150,7 @@ async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis,
                              retry=Retry(NoBackoff(), 1))  # fail fast; the outbox does the retrying
     try:
         async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
-            writer = StatusStore(aredis, backoffice, cache_ttl_s=1.0)
+            writer = RedisStatusStore(aredis)
             appended = await append_many(writer, 200, 10)
             outbox = make_outbox(proxied, backoffice)
             redis_proxy.disable()
@@ -165,7 +172,7 @@ async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis,
 async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis, standins_clean: Standins) -> None:
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice, flush_interval_s=1.0)
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        store = RedisStatusStore(aredis, outbox=outbox)
         async with running(outbox):
             appended = await append_many(store, 1000, 50)
             await eventually_async(lambda: outbox.depth(), 0, 20.0, "outbox drained")
@@ -180,7 +187,7 @@ async def test_high_priority_flushes_at_once(aredis: aioredis.Redis, standins_cl
     The normal update queued before it goes first, in the same batch."""
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice, flush_interval_s=60.0)
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        store = RedisStatusStore(aredis, outbox=outbox)
         async with running(outbox):
             await eventually(lambda: outbox.flushes["start"] == 1, 5.0, "start-up flush")
             normal = await store.set_status("s1", Status.CONNECTING,
@@ -200,9 +207,9 @@ async def test_each_batch_yields_between_its_stretches(aredis: aioredis.Redis, s
     office answered: three times a batch, so a caller's due work runs inside a long flush."""
     steps: list[int] = []
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
-        outbox = Outbox(aredis, backoffice, batch_size=100, flush_interval_s=60.0, retry_base_s=0.05,
+        outbox = RedisOutbox(aredis, backoffice, batch_size=100, flush_interval_s=60.0, retry_base_s=0.05,
                         retry_cap_s=0.4, on_step=lambda: steps.append(outbox.sent_batches))
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        store = RedisStatusStore(aredis, outbox=outbox)
         await append_many(store, 250, 10)
         await outbox.drain()
     assert standins_clean.backoffice.updates()["batches"] == 3
@@ -213,11 +220,11 @@ async def test_each_batch_yields_between_its_stretches(aredis: aioredis.Redis, s
 async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Redis,
                                                             standins_clean: Standins) -> None:
     """A batch is in flight (the stand-in recorded it, its reply is delayed) when the
-    flusher is cancelled; a new Outbox on the same Redis delivers all, duplicates dropped."""
+    flusher is cancelled; a new outbox on the same Redis delivers all, duplicates dropped."""
     admin = standins_clean.backoffice
     async with http_backoffice(standins_clean.backoffice_url, standins_clean, timeout_s=5.0) as backoffice:
         first = make_outbox(aredis, backoffice)
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=first)
+        store = RedisStatusStore(aredis, outbox=first)
         appended = await append_many(store, 300, 20)
         admin.set_mode("slow", delay_s=3.0)
         first.start()
@@ -235,10 +242,10 @@ async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Red
 
 async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, standins_clean: Standins) -> None:
     """Cancel the flusher at many different points of its Redis and HTTP calls; every stop
-    must end it (redis-py can swallow a cancellation inside a command, see Outbox.stop)."""
+    must end it (redis-py can swallow a cancellation inside a command, see RedisOutbox.stop)."""
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice, batch_size=5, flush_interval_s=0.01)
-        store = StatusStore(aredis, backoffice, cache_ttl_s=1.0, outbox=outbox)
+        store = RedisStatusStore(aredis, outbox=outbox)
         appended = []
         for round_no in range(60):
             outbox.start()
@@ -256,14 +263,12 @@ async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, standins_cle
 async def test_undecodable_entry_is_quarantined_not_sent(aredis: aioredis.Redis, standins_clean: Standins) -> None:
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice)
-        first = await outbox.append(new_update("s1", Status.CONNECTING))
+        first = await append(aredis, new_update("s1", Status.CONNECTING))
         await aredis.xadd(keys.OUTBOX_KEY, {"update_id": "x", "session_id": "s1", "status": "banana"})
-        second = await outbox.append(new_update("s1", Status.ACTIVE))
+        second = await append(aredis, new_update("s1", Status.ACTIVE))
         await outbox.drain()
     assert [r["update_id"] for r in standins_clean.backoffice.updates()["updates"]] == [
         first.update_id, second.update_id]
     assert outbox.malformed == 1
     assert await aredis.xlen(keys.OUTBOX_DEAD_KEY) == 1
     assert await outbox.depth() == 0
-
-

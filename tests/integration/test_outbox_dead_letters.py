@@ -22,7 +22,7 @@ from service.errors import BackOfficeError
 from service.outbox import new_update
 from service.ports import Secret
 from tests.fixtures.standins import Standins
-from tests.integration.test_outbox import http_backoffice, make_outbox
+from tests.integration.test_outbox import append, http_backoffice, make_outbox
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,9 @@ async def test_an_entry_the_back_office_would_refuse_is_dead_lettered_and_the_re
         aredis: aioredis.Redis, standins_clean: Standins, bad: dict[str, str]) -> None:
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice)
-        first = await outbox.append(new_update("s1", Status.CONNECTING))
+        first = await append(aredis, new_update("s1", Status.CONNECTING))
         await aredis.xadd(keys.OUTBOX_KEY, planted(1, **bad))
-        later = [await outbox.append(new_update(f"s{i % 3}", Status.ACTIVE)) for i in range(5)]
+        later = [await append(aredis, new_update(f"s{i % 3}", Status.ACTIVE)) for i in range(5)]
         await outbox.drain()
     received = [r["update_id"] for r in standins_clean.backoffice.updates()["updates"]]
     assert received == [first.update_id] + [u.update_id for u in later]
@@ -76,7 +76,7 @@ async def test_an_entry_refused_by_the_back_office_is_found_by_splitting(
         appended = []
         for i in range(20):
             sid = "s-refused" if i == position else f"s{i % 4}"
-            appended.append(await outbox.append(new_update(sid, Status.ACTIVE)))
+            appended.append(await append(aredis, new_update(sid, Status.ACTIVE)))
         requests_before = backoffice.requests
         await outbox.drain()
         requests = backoffice.requests - requests_before
@@ -95,7 +95,7 @@ async def test_several_refused_entries_of_one_session_do_not_block_its_others(
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice, batch_size=8)
         for i in range(12):
-            await outbox.append(new_update("a" if i % 3 == 0 else "b", Status.ACTIVE))
+            await append(aredis, new_update("a" if i % 3 == 0 else "b", Status.ACTIVE))
         await outbox.drain()
     assert len(standins_clean.backoffice.updates()["updates"]) == 8
     assert [d["session_id"] for d in await dead_entries(aredis)] == ["a"] * 4
@@ -106,7 +106,7 @@ async def test_a_wrong_token_dead_letters_nothing(aredis: aioredis.Redis, standi
     async with HttpBackOffice(standins_clean.backoffice_url, Secret("wrong-token"), timeout_s=1.0) as backoffice:
         outbox = make_outbox(aredis, backoffice)
         for i in range(3):
-            await outbox.append(new_update(f"s{i}", Status.ACTIVE))
+            await append(aredis, new_update(f"s{i}", Status.ACTIVE))
         with pytest.raises(BackOfficeError, match="HTTP 401"):
             await outbox.drain()
     assert await outbox.depth() == 3, "a 401 is not the entries' fault: all kept"
@@ -119,7 +119,7 @@ async def test_the_flusher_delivers_past_a_refused_entry_without_retrying(
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice)
         await aredis.xadd(keys.OUTBOX_KEY, planted(-1))
-        ok = await outbox.append(new_update("s1", Status.ACTIVE))
+        ok = await append(aredis, new_update("s1", Status.ACTIVE))
         outbox.start()
         try:
             from tests.fixtures.standins import eventually

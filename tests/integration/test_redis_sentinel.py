@@ -16,11 +16,10 @@ import pytest
 
 from service.core import Status
 from service.errors import StoreError
-from service.lease import LeaseManager
+from service.lease import RedisLeases
 from service.outbox import new_update
-from service.ports import BackOffice
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
-from service.store import StatusStore
+from service.store import RedisStatusStore
 from tests.fixtures.redis_ha import SentinelGroup
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,20 +27,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RETRY_S = 0.1  # the test's own retry pace, standing in for the callers'
 
 
-class _NoBackOffice(BackOffice):
-    async def is_valid(self, session_id: str) -> bool:
-        return True
-
-    async def send_statuses(self, updates: list) -> set[str]:  # type: ignore[override]
-        return set()
-
-
 def _client(group: SentinelGroup, **options: int) -> object:
     return open_client(parse_redis_url(group.url()), RedisOptions(max_connections=8, pool_wait_s=5.0,
                                                                   timeout_s=2.0, **options))
 
 
-async def _write_until_accepted(store: StatusStore, session_id: str, deadline_s: float) -> tuple[float, int]:
+async def _write_until_accepted(store: RedisStatusStore, session_id: str, deadline_s: float) -> tuple[float, int]:
     """Retry one status write every RETRY_S until it is accepted: (when, failures before)."""
     failures = 0
     loop = asyncio.get_running_loop()
@@ -58,8 +49,8 @@ async def _write_until_accepted(store: StatusStore, session_id: str, deadline_s:
 
 async def test_writes_follow_the_primary_the_sentinels_promote(sentinel_group: SentinelGroup) -> None:
     client = _client(sentinel_group)
-    store = StatusStore(client, _NoBackOffice(), cache_ttl_s=0)
-    lease = LeaseManager(client, "owner-a", ttl_s=30)
+    store = RedisStatusStore(client)
+    lease = RedisLeases(client, "owner-a", ttl_s=30)
     try:
         assert await lease.acquire("s1")
         await store.set_status("s1", Status.CONNECTING, fence=lease.token("s1"))
@@ -89,8 +80,8 @@ async def test_writes_follow_the_primary_the_sentinels_promote(sentinel_group: S
 
 async def test_replica_waits_make_a_write_wait_for_its_replica(sentinel_group: SentinelGroup) -> None:
     client = _client(sentinel_group, replica_waits=1, wait_timeout_ms=2000)
-    store = StatusStore(client, _NoBackOffice(), cache_ttl_s=0)
-    lease = LeaseManager(client, "owner-a", ttl_s=30)
+    store = RedisStatusStore(client)
+    lease = RedisLeases(client, "owner-a", ttl_s=30)
     try:
         assert await lease.acquire("s1")
         with sentinel_group.replica.client() as direct:
@@ -105,8 +96,8 @@ async def test_replica_waits_make_a_write_wait_for_its_replica(sentinel_group: S
 
 async def test_a_write_fails_when_fewer_replicas_acknowledge_than_asked(sentinel_group: SentinelGroup) -> None:
     client = _client(sentinel_group, replica_waits=2, wait_timeout_ms=200)  # the group has one replica
-    store = StatusStore(client, _NoBackOffice(), cache_ttl_s=0)
-    lease = LeaseManager(client, "owner-a", ttl_s=30)
+    store = RedisStatusStore(client)
+    lease = RedisLeases(client, "owner-a", ttl_s=30)
     try:
         started = time.monotonic()
         with pytest.raises(StoreError, match="redis_replica_waits"):

@@ -15,7 +15,7 @@ import redis
 from service import keys
 from service.core import Status
 from service.outbox import new_update
-from service.store import StatusStore
+from service.store import RedisStatusStore
 from tests.fixtures.service import ascrape, log_records, metric_value, run_service, statuses
 from tests.fixtures.standins import eventually
 
@@ -92,7 +92,7 @@ async def test_a_status_of_any_type_planted_mid_backoff_ends_the_session(
 async def test_outbox_stream_and_idempotency_key_of_the_wrong_type(aredis, redis_client) -> None:
     """Global keys: an outbox that is not a stream is renamed aside (kept for a person to read)
     and a fresh stream started; an idempotency key of another type is replaced. Counted."""
-    store = StatusStore(aredis, backoffice=None, cache_ttl_s=0)  # type: ignore[arg-type]
+    store = RedisStatusStore(aredis)
     redis_client.set(keys.OUTBOX_KEY, "not a stream")
     update = new_update("s1", Status.ACTIVE)
     redis_client.hset(keys.update_id_key(update.update_id), mapping={"seq": "1"})

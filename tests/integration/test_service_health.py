@@ -55,15 +55,15 @@ async def test_a_session_stuck_validating_makes_healthz_unhealthy_until_it_moves
         await eventually(lambda: all_active(redis_client), 10, "all active")
         port = service.server.port
         assert (await healthz(port))[0] == 200
-        store = service.store
-        real = store.is_session_active_batched
+        validity = service.validity
+        real = validity.is_session_active
         release = asyncio.Event()
 
         async def hangs(session_id: str, **kwargs) -> bool:  # a validation with no deadline: a hang
             if session_id == "s0":
                 await release.wait()
             return await real(session_id, **kwargs)
-        store.is_session_active_batched = hangs
+        validity.is_session_active = hangs  # type: ignore[method-assign]
         s.whatsapp.close("s0", 503)
         report = await eventually_health(port, 503, 10, "stuck session reported")
         assert report["stuck"] == 1 and report["stuck_sample"] == ["s0"]

@@ -60,7 +60,7 @@ async def test_hostile_back_office_is_counted_logged_and_recovered_from(
         assert redis_client.xlen("rl:outbox") >= len(IDS)
         text = await ascrape(service.server.port)
         assert metric_value(text, "reconnect_lab_backoffice_errors") >= 2, "validity and status failures counted"
-        assert service.store.backoffice_unreachable >= len(IDS), "each validation saw the back office fail"
+        assert service.validity.backoffice_unreachable >= len(IDS), "each validation saw the back office fail"
         assert s.backoffice.updates()["hostile_replies"] >= 2
 
         s.backoffice.set_mode("ok")
@@ -85,7 +85,7 @@ async def test_an_exception_while_validating_is_a_counted_failed_attempt(
     s.backoffice.add_accounts(IDS)
     async with run_service(service_settings(sessions=",".join(IDS))) as service:
         await eventually(lambda: statuses_are(redis_client, "active"), 10, "all active")
-        backoffice = service.store.backoffice
+        backoffice = service.validity.backoffice
         real_is_valid = backoffice.is_valid
         failures = {"left": 2}
 
@@ -119,7 +119,7 @@ async def test_validation_that_always_fails_ends_in_a_give_up_not_a_stuck_sessio
 
         async def broken(session_id: str) -> bool:
             raise ZeroDivisionError("a bug in the validity check")
-        service.store.backoffice.is_valid = broken
+        service.validity.backoffice.is_valid = broken
         s.whatsapp.close("s0", 503)
         await eventually(lambda: "s0" not in service.gateway.runners, 15, "s0 gave up")
         await eventually(lambda: statuses_are(redis_client, Status.INACTIVE.value, ["s0"]), 5, "s0 inactive")
@@ -132,8 +132,8 @@ async def test_an_exception_while_adopting_one_session_is_contained_and_retried(
         service_settings, standins_clean, redis_client, service_log, monkeypatch) -> None:
     """A session whose start-up read raises something unforeseen neither stops the service
     from starting nor stays unowned: counted, logged, its lease let go and taken again."""
-    from service.store import StatusStore
-    real_get_status = StatusStore.get_status
+    from service.store import RedisStatusStore
+    real_get_status = RedisStatusStore.get_status
     failures = {"left": 1}
 
     async def get_status_failing_once(self, session_id: str):
@@ -141,7 +141,7 @@ async def test_an_exception_while_adopting_one_session_is_contained_and_retried(
             failures["left"] -= 1
             raise ValueError("an unforeseen value")
         return await real_get_status(self, session_id)
-    monkeypatch.setattr(StatusStore, "get_status", get_status_failing_once)
+    monkeypatch.setattr(RedisStatusStore, "get_status", get_status_failing_once)
     standins_clean.backoffice.add_accounts(IDS)
     async with run_service(service_settings(sessions=",".join(IDS))) as service:
         await eventually(lambda: statuses_are(redis_client, "active"), 10, "all active, s1 on a later sweep")

@@ -108,7 +108,7 @@ async def test_redis_inactive_decides_without_asking_the_back_office(
         redis_client.set("rl:status:s0", "inactive")  # as the back office does when it deletes an account
         await eventually(lambda: "s0" not in service.gateway.runners, 5, "s0 dropped")
         assert s.backoffice.updates()["validity_batches"] == 0
-        assert service.store.backoffice_budget_expired == 0 and service.store.backoffice_unreachable == 0
+        assert service.validity.backoffice_budget_expired == 0 and service.validity.backoffice_unreachable == 0
     timeline = [r for r in read_timeline(settings.timeline_path) if r.session_id == "s0"]
     fired = next(r.t for r in timeline if r.event == "reconnect_running")
     cancelled = next(r.t for r in timeline if r.event == "reconnect_cancelled")

@@ -14,7 +14,8 @@ from service.core import Priority, Status
 from service.errors import StoreError
 from service.outbox import new_update
 from service.ports import Secret
-from service.store import StatusStore
+from service.store import RedisStatusStore
+from service.validity import ValidityCache, ValidityChain
 from tests.fixtures.process import free_port
 from tests.fixtures.standins import Standins
 
@@ -22,16 +23,12 @@ pytestmark = pytest.mark.integration
 
 
 async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis) -> None:
-    backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("unused"), timeout_s=1.0)
-    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    store = RedisStatusStore(aredis)
     first = new_update("s1", Status.CONNECTING, Priority.NORMAL)
     second = new_update("s1", Status.ACTIVE, Priority.NORMAL)
-    try:
-        stored = await store.set_status("s1", Status.CONNECTING, outbox_update=first)
-        again = await store.set_status("s1", Status.CONNECTING, outbox_update=first)  # the "lost reply" retry
-        later = await store.set_status("s1", Status.ACTIVE, outbox_update=second)
-    finally:
-        await backoffice.aclose()
+    stored = await store.set_status("s1", Status.CONNECTING, outbox_update=first)
+    again = await store.set_status("s1", Status.CONNECTING, outbox_update=first)  # the "lost reply" retry
+    later = await store.set_status("s1", Status.ACTIVE, outbox_update=second)
     assert (stored.seq, again.seq, later.seq) == (1, 1, 2)
     entries = await aredis.xrange(keys.OUTBOX_KEY)
     assert [fields[b"update_id"].decode() for _, fields in entries] == [first.update_id, second.update_id]
@@ -40,22 +37,22 @@ async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Red
 async def test_missing_status_during_a_reconnect_asks_the_back_office(
         aredis: aioredis.Redis, standins_clean: Standins) -> None:
     backoffice = HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token, timeout_s=2.0)
-    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    chain = ValidityChain(RedisStatusStore(aredis), backoffice, ValidityCache(0))
     standins_clean.backoffice.add_account("known")
     try:
-        assert await store.is_session_active("known", for_reconnect=True) is True
-        assert await store.is_session_active("unknown", for_reconnect=True) is False
-        assert await store.is_session_active("known", for_reconnect=False) is False  # R1: not `active`
+        assert await chain.is_session_active("known", for_reconnect=True) is True
+        assert await chain.is_session_active("unknown", for_reconnect=True) is False
+        assert await chain.is_session_active("known", for_reconnect=False) is False  # R1: not `active`
     finally:
         await backoffice.aclose()
-    assert store.missing_status == 2
+    assert chain.missing_status == 2
 
 
 async def test_missing_status_and_no_back_office_is_not_a_verdict(aredis: aioredis.Redis) -> None:
     backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("unused"), timeout_s=1.0)
-    store = StatusStore(aredis, backoffice, cache_ttl_s=0)
+    chain = ValidityChain(RedisStatusStore(aredis), backoffice, ValidityCache(0))
     try:
         with pytest.raises(StoreError, match="back office cannot tell"):
-            await store.is_session_active("s1", for_reconnect=True)
+            await chain.is_session_active("s1", for_reconnect=True)
     finally:
         await backoffice.aclose()

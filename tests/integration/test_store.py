@@ -1,11 +1,11 @@
 """The status store against a real redis-server and a real back-office stand-in over HTTP:
 R1 truth table, validity cache (R3, TTL), invalid-wins and outage rules (R4), garbage in
-Redis, atomic status + outbox write, reconnect bookkeeping and SCAN (B5)."""
+Redis, atomic status + outbox write, reconnect bookkeeping (B5). The validity rules are
+`service.validity.ValidityChain` over the Redis store."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +16,10 @@ from service.core import Priority, Status
 from service.errors import MalformedInput, StoreError
 from service.outbox import new_update
 from service.ports import Secret
-from service.store import PendingReconnect, StatusStore
+from service.pending import PendingReconnect
+from service.ports import BackOffice
+from service.store import RedisStatusStore
+from service.validity import ValidityCache, ValidityChain
 from service.validity_batch import BatchedValidity
 from tests.fixtures.process import free_port
 
@@ -31,6 +34,14 @@ class ManualClock:
         return self.now_s
 
 
+def validated(aredis: aioredis.Redis, backoffice: BackOffice, cache_ttl_s: float = 5.0,
+              clock: Callable[[], float] | None = None) -> tuple[RedisStatusStore, ValidityChain]:
+    """The Redis store and the validity chain over it, sharing one cache, as the service builds them."""
+    cache = ValidityCache(cache_ttl_s) if clock is None else ValidityCache(cache_ttl_s, clock)
+    store = RedisStatusStore(aredis, cache=cache)
+    return store, ValidityChain(store, backoffice, cache)
+
+
 @pytest.fixture
 async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
     """A real client aimed at a loopback port nobody listens on: every call is refused."""
@@ -42,7 +53,7 @@ async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
 
 
 async def test_get_status_round_trip_and_absent(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     assert await store.get_status("s1") is None
     for status in Status:
         assert await store.set_status("s1", status) is None
@@ -53,14 +64,14 @@ async def test_get_status_round_trip_and_absent(aredis: aioredis.Redis, dead_bac
 @pytest.mark.parametrize("raw", [b"banana", b"\xff\xfe", b"", b"ACTIVE"])
 async def test_garbage_status_is_counted_not_guessed(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice,
                                                      raw: bytes) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store, chain = validated(aredis, dead_backoffice)
     await aredis.set(keys.status_key("bad"), raw)
     await aredis.set(keys.status_key("good"), "active")
     with pytest.raises(MalformedInput, match="from redis") as caught:
         await store.get_status("bad")
     assert caught.value.source == "redis"
     assert store.malformed == 1
-    assert await store.is_session_active("bad", for_reconnect=True) is False
+    assert await chain.is_session_active("bad", for_reconnect=True) is False
     assert store.malformed == 2
     assert dead_backoffice.requests == 0  # failed closed before asking the back office
     assert await store.get_status("good") is Status.ACTIVE  # other sessions unaffected
@@ -68,7 +79,7 @@ async def test_garbage_status_is_counted_not_guessed(aredis: aioredis.Redis, dea
 
 async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redis,
                                                            dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     update = new_update("s1", Status.CONNECTING, Priority.NORMAL)
     before = store.round_trips
     stored = await store.set_status("s1", Status.CONNECTING, outbox_update=update,
@@ -93,7 +104,7 @@ async def test_a_non_numeric_seq_counter_is_replaced_and_counted(aredis: aioredi
     """The seq counter holds a non-integer: the write still goes through (before, the append
     failed inside the script and the session's status was never written again), its seq
     restarts at Redis's clock in ms, above any count, and the replacement is counted."""
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     await aredis.set(keys.status_key("s1"), "active")
     await aredis.set(keys.seq_key("s1"), "not-a-number")
     stored = await store.set_status("s1", Status.INACTIVE, outbox_update=new_update("s1", Status.INACTIVE))
@@ -106,7 +117,7 @@ async def test_a_non_numeric_seq_counter_is_replaced_and_counted(aredis: aioredi
 
 
 async def test_mismatched_update_is_refused(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     with pytest.raises(ValueError, match="outbox_update"):
         await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s2", Status.ACTIVE))
     assert await aredis.get(keys.status_key("s1")) is None
@@ -114,53 +125,27 @@ async def test_mismatched_update_is_refused(aredis: aioredis.Redis, dead_backoff
 
 async def test_backoffice_outage_uses_redis_answer_and_counts(aredis: aioredis.Redis,
                                                                dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store, chain = validated(aredis, dead_backoffice)
     await store.set_status("s1", Status.CONNECTING)
-    assert await store.is_session_active("s1", for_reconnect=True) is True
-    assert await store.is_session_active("s1") is False  # R1 still applies
-    assert store.backoffice_unreachable == 1
-    assert await store.is_session_active("s1", for_reconnect=True) is True
-    assert store.backoffice_unreachable == 2  # not cached: asked again
+    assert await chain.is_session_active("s1", for_reconnect=True) is True
+    assert await chain.is_session_active("s1") is False  # R1 still applies
+    assert chain.backoffice_unreachable == 1
+    assert await chain.is_session_active("s1", for_reconnect=True) is True
+    assert chain.backoffice_unreachable == 2  # not cached: asked again
     assert dead_backoffice.requests == 2
 
 
 async def test_pending_bookkeeping_and_garbage(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     assert await store.pending("s1") is None
-    await store.save_pending("s1", 3, 1700000000.25)
+    await store.save_pending("s1", PendingReconnect(3, 1700000000.25))
     assert await store.pending("s1") == PendingReconnect(3, 1700000000.25)
-    await store.clear_pending("s1")
+    await store.set_status("s1", Status.ACTIVE, clear_pending=True)
     assert await store.pending("s1") is None
     await aredis.hset(keys.session_key("s2"), mapping={"attempt": "three", "due_at_s": "1"})
     with pytest.raises(MalformedInput, match="s2"):
         await store.pending("s2")
     assert store.malformed == 1
-
-
-async def test_sessions_with_status_scans_in_batches(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
-    async with aredis.pipeline(transaction=False) as pipe:
-        for i in range(1000):
-            pipe.set(keys.status_key(f"s{i:04d}"), ["active", "connecting", "inactive"][i % 3])
-        pipe.set(keys.status_key("weird:id with spaces"), "connecting")
-        pipe.set(keys.status_key("junk"), b"\xff")
-        pipe.set(keys.status_key("").encode() + b"\xfe\xff", "connecting")
-        pipe.set("unrelated", "connecting")
-        await pipe.execute()
-    before = store.round_trips
-    connecting = await store.sessions_with_status(Status.CONNECTING, scan_count=100)
-    expected = sorted([f"s{i:04d}" for i in range(1000) if i % 3 == 1] + ["weird:id with spaces"])
-    assert connecting == expected
-    assert store.round_trips - before >= 10  # bounded batches, not one giant call
-    assert store.malformed == 2  # the junk value and the non-UTF-8 key
-
-
-async def test_unknown_status_value_on_scan_does_not_stop_it(aredis: aioredis.Redis,
-                                                             dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
-    await aredis.set(keys.status_key("a"), json.dumps({"status": "active"}))
-    await aredis.set(keys.status_key("b"), "active")
-    assert await store.sessions_with_status(Status.ACTIVE) == ["b"]
 
 
 # -- against the back-office stand-in ------------------------------------------------------
@@ -200,53 +185,53 @@ async def test_r1_truth_table(aredis: aioredis.Redis, standins_clean, backoffice
     if redis_value is not None:
         await aredis.set(keys.status_key("s1"), redis_value)
     asked = backoffice if validity == "single" else BatchedValidity(backoffice)
-    store = StatusStore(aredis, asked, cache_ttl_s=5.0)
-    assert await store.is_session_active("s1", for_reconnect=for_reconnect) is expected
+    store, chain = validated(aredis, asked)
+    assert await chain.is_session_active("s1", for_reconnect=for_reconnect) is expected
     redis_valid = redis_value in ("active", "connecting") and (redis_value == "active" or for_reconnect)
     assert backoffice.requests == int(redis_valid or (redis_value is None and for_reconnect))
-    assert store.backoffice_vetoes == int(redis_valid and account != "active")
+    assert chain.backoffice_vetoes == int(redis_valid and account != "active")
 
 
 async def test_cache_answers_until_cleared_or_expired(aredis: aioredis.Redis, standins_clean,
                                                       backoffice: HttpBackOffice) -> None:
     standins_clean.backoffice.add_account("s1")
     clock = ManualClock()
-    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0, clock=clock)
+    store, chain = validated(aredis, backoffice, clock=clock)
     await aredis.set(keys.status_key("s1"), "active")
-    assert await store.is_session_active("s1")
+    assert await chain.is_session_active("s1")
     await aredis.set(keys.status_key("s1"), "inactive")  # changed behind the cache's back
     clock.now_s += 4.9
-    assert await store.is_session_active("s1")  # still cached
-    assert store.cache_hits == 1 and backoffice.requests == 1
+    assert await chain.is_session_active("s1")  # still cached
+    assert chain.cache_hits == 1 and backoffice.requests == 1
     clock.now_s += 0.2
-    assert not await store.is_session_active("s1")  # TTL over: fresh sources
+    assert not await chain.is_session_active("s1")  # TTL over: fresh sources
     await aredis.set(keys.status_key("s1"), "active")
-    assert await store.is_session_active("s1")  # the negative answer was not cached
+    assert await chain.is_session_active("s1")  # the negative answer was not cached
     await aredis.set(keys.status_key("s1"), "inactive")
-    store.clear_cache("s1")  # R3
-    assert not await store.is_session_active("s1")
+    chain.clear_cache("s1")  # R3
+    assert not await chain.is_session_active("s1")
     assert backoffice.requests == 2
 
 
 async def test_reconnect_answer_never_serves_a_strict_question(aredis: aioredis.Redis, standins_clean,
                                                                backoffice: HttpBackOffice) -> None:
     standins_clean.backoffice.add_account("s1")
-    store = StatusStore(aredis, backoffice, cache_ttl_s=5.0)
+    store, chain = validated(aredis, backoffice)
     await store.set_status("s1", Status.CONNECTING)
-    assert await store.is_session_active("s1", for_reconnect=True)
-    assert await store.is_session_active("s1", for_reconnect=True)
-    assert store.cache_hits == 1
-    assert not await store.is_session_active("s1")
+    assert await chain.is_session_active("s1", for_reconnect=True)
+    assert await chain.is_session_active("s1", for_reconnect=True)
+    assert chain.cache_hits == 1
+    assert not await chain.is_session_active("s1")
 
 
 async def test_set_status_drops_the_cached_answer(aredis: aioredis.Redis, standins_clean,
                                                   backoffice: HttpBackOffice) -> None:
     standins_clean.backoffice.add_account("s1")
-    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+    store, chain = validated(aredis, backoffice, 60.0)
     await store.set_status("s1", Status.ACTIVE)
-    assert await store.is_session_active("s1")
+    assert await chain.is_session_active("s1")
     await store.set_status("s1", Status.INACTIVE)
-    assert not await store.is_session_active("s1", for_reconnect=True)
+    assert not await chain.is_session_active("s1", for_reconnect=True)
 
 
 async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis, standins_clean,
@@ -256,13 +241,13 @@ async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis,
     R4 validation sees fresh sources and fails."""
     admin = standins_clean.backoffice
     admin.add_account("s1")
-    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+    store, chain = validated(aredis, backoffice, 60.0)
     await store.set_status("s1", Status.ACTIVE)
-    assert await store.is_session_active("s1")
-    store.clear_cache("s1")  # the close
+    assert await chain.is_session_active("s1")
+    chain.clear_cache("s1")  # the close
     await store.set_status("s1", Status.CONNECTING)
     assert admin.delete_account("s1")["redis"] == "inactive"
-    assert not await store.is_session_active("s1", for_reconnect=True)
+    assert not await chain.is_session_active("s1", for_reconnect=True)
     assert await store.get_status("s1") is Status.INACTIVE
 
 
@@ -274,9 +259,9 @@ async def test_backoffice_says_gone_while_redis_says_active(aredis: aioredis.Red
     admin.add_account("s1")
     admin.delete_account("s1")
     await aredis.set(keys.status_key("s1"), "active")
-    store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
-    assert not await store.is_session_active("s1", for_reconnect=True)
-    assert store.backoffice_vetoes == 1
+    store, chain = validated(aredis, backoffice, 60.0)
+    assert not await chain.is_session_active("s1", for_reconnect=True)
+    assert chain.backoffice_vetoes == 1
 
 
 @pytest.mark.parametrize("mode", ["error500", "garbage", "slow"])
@@ -286,10 +271,10 @@ async def test_backoffice_failing_modes_use_redis_answer(aredis: aioredis.Redis,
     admin.set_mode(mode, delay_s=1.0 if mode == "slow" else None)
     async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
                               timeout_s=0.3) as backoffice:
-        store = StatusStore(aredis, backoffice, cache_ttl_s=60.0)
+        store, chain = validated(aredis, backoffice, 60.0)
         await store.set_status("s1", Status.CONNECTING)
-        assert await store.is_session_active("s1", for_reconnect=True)
-        assert store.backoffice_unreachable == 1
+        assert await chain.is_session_active("s1", for_reconnect=True)
+        assert chain.backoffice_unreachable == 1
         admin.set_mode("ok")
         admin.deactivate("s1")  # also writes inactive to Redis
-        assert not await store.is_session_active("s1", for_reconnect=True)  # nothing stale was cached
+        assert not await chain.is_session_active("s1", for_reconnect=True)  # nothing stale was cached

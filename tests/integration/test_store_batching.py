@@ -18,7 +18,9 @@ from service.errors import FencedWrite, StoreError
 from service.outbox import new_update
 from service.redis_batch import TickBatcher
 from service.ports import Secret
-from service.store import PendingReconnect, StatusStore
+from service.pending import PendingReconnect
+from service.store import RedisStatusStore
+from service.validity import ValidityCache, ValidityChain
 from tests.fixtures.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,9 +41,9 @@ async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
 
 async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
                                                        dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     stored = await asyncio.gather(*(
-        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING),
+        store.set_status(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING),
                                  pending=PendingReconnect(1, 1700000000.0 + i))
         for i, sid in enumerate(IDS)))
     assert store.round_trips == 1
@@ -53,12 +55,12 @@ async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
 
 async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
     """b3's write carries a fencing token that has moved on: it is refused alone, the others commit."""
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     await aredis.set(keys.status_key("b3"), "active")
     await aredis.mset({keys.fence_key(sid): "7" for sid in IDS[:6]})
     await aredis.set(keys.fence_key("b3"), "8")  # another process took b3 over
     results = await asyncio.gather(*(
-        store.set_status_batched(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING), fence=7)
+        store.set_status(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING), fence=7)
         for sid in IDS[:6]), return_exceptions=True)
     assert store.round_trips == 1
     assert isinstance(results[3], FencedWrite) and "refused" in str(results[3])
@@ -70,44 +72,48 @@ async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, dead_backoffi
 
 async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
                                                             dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS[:40]})
     await aredis.mset({keys.status_key(sid): "inactive" for sid in IDS[40:45]})
     await aredis.hset(keys.status_key("b45"), mapping={"not": "a string"})  # a hash: malformed, not a failed read
-    answers = await store.is_session_active_many(IDS[:46], for_reconnect=True)
+    chain = ValidityChain(store, dead_backoffice, ValidityCache(5.0))
+    answers = await asyncio.gather(*(chain.is_session_active(sid, for_reconnect=True) for sid in IDS[:46]))
     assert store.round_trips == 1
     assert answers == [True] * 40 + [False] * 6  # R1: connecting is valid for a reconnect only
     assert store.malformed == 1
-    assert await store.is_session_active_many(IDS[:3]) == [False] * 3  # strict: connecting is not active
+    strict = await asyncio.gather(*(chain.is_session_active(sid) for sid in IDS[:3]))
+    assert strict == [False] * 3  # strict: connecting is not active
 
 
 async def test_mark_started_rides_on_the_validation_and_replaces_the_record(
         aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
-    store = StatusStore(aredis, dead_backoffice, cache_ttl_s=5.0)
+    store = RedisStatusStore(aredis)
     await store.set_status("b0", Status.CONNECTING, pending=PendingReconnect(1, 1700000002.0))
     before = store.round_trips
     mark = PendingReconnect(1, 1700000002.0, started_at_s=1700000002.5)
-    assert await store.is_session_active_batched("b0", for_reconnect=True, mark_started=mark) is True
+    chain = ValidityChain(store, dead_backoffice, ValidityCache(5.0))
+    assert await chain.is_session_active("b0", for_reconnect=True, mark_started=mark) is True
     assert store.round_trips == before + 1
     assert await store.pending("b0") == mark
     # a later record of the next attempt must not inherit the start mark
-    await store.save_pending_batched("b0", PendingReconnect(2, 1700000007.0))
+    await store.save_pending("b0", PendingReconnect(2, 1700000007.0))
     assert await store.pending("b0") == PendingReconnect(2, 1700000007.0)
     await store.set_status("b0", Status.CONNECTING, pending=PendingReconnect(3, 1700000015.0))
     assert await store.pending("b0") == PendingReconnect(3, 1700000015.0)
-    await store.save_pending("b0", 4, 1700000031.0)
+    await store.save_pending("b0", PendingReconnect(4, 1700000031.0))
     assert await store.pending("b0") == PendingReconnect(4, 1700000031.0)
     with pytest.raises(ValueError, match="attempt"):
-        await store.save_pending_batched("b0", PendingReconnect(-1, 1.0))
+        await store.save_pending("b0", PendingReconnect(-1, 1.0))
 
 
 async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_backoffice: HttpBackOffice) -> None:
     """Redis unreachable: each waiter gets a `StoreError` naming its own operation."""
     client = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
-        store = StatusStore(client, dead_backoffice, cache_ttl_s=5.0)
-        results = await asyncio.gather(store.set_status_batched("b0", Status.ACTIVE),
-                                       store.is_session_active_batched("b1"), return_exceptions=True)
+        store = RedisStatusStore(client)
+        chain = ValidityChain(store, dead_backoffice, ValidityCache(5.0))
+        results = await asyncio.gather(store.set_status("b0", Status.ACTIVE),
+                                       chain.is_session_active("b1"), return_exceptions=True)
         assert isinstance(results[0], StoreError) and "'b0'" in str(results[0])
         assert isinstance(results[1], StoreError) and "'b1'" in str(results[1])
     finally:

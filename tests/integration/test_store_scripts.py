@@ -1,6 +1,6 @@
 """The fenced write is sent by its SHA (EVALSHA), not its 2 KB text, against a real
 redis-server: no status write sends the script, and a script cache Redis lost (a restart,
-`SCRIPT FLUSH`) is loaded again and the write goes through, batched or not.
+`SCRIPT FLUSH`) is loaded again and the write goes through, alone or with a tick's others.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from service import keys
-from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.outbox import new_update
-from service.ports import Secret
+from service.pending import PendingReconnect
 from service.redis_scripts import WRITE_LUA, WRITE_SHA
-from service.store import PendingReconnect, StatusStore
-from tests.fixtures.process import free_port
+from service.store import RedisStatusStore
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +24,10 @@ IDS = [f"w{i}" for i in range(40)]
 
 
 @pytest.fixture
-async def store(aredis: aioredis.Redis) -> AsyncIterator[StatusStore]:
-    """A store whose back office is never asked (nothing here validates)."""
-    backoffice = HttpBackOffice(f"http://127.0.0.1:{free_port()}", Secret("tok-unused"), timeout_s=2.0)
-    try:
-        yield StatusStore(aredis, backoffice, cache_ttl_s=5.0)
-    finally:
-        await backoffice.aclose()
+async def store(aredis: aioredis.Redis) -> AsyncIterator[RedisStatusStore]:
+    store = RedisStatusStore(aredis)
+    yield store
+    await store.aclose()
 
 
 async def calls(redis: aioredis.Redis) -> dict[str, int]:
@@ -40,20 +35,20 @@ async def calls(redis: aioredis.Redis) -> dict[str, int]:
     return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha", "script|load")}
 
 
-async def write_all(store: StatusStore, status: Status) -> None:
+async def write_all(store: RedisStatusStore, status: Status) -> None:
     await asyncio.gather(*(
-        store.set_status_batched(sid, status, outbox_update=new_update(sid, status),
-                                 pending=PendingReconnect(1, 1700000000.0 + i) if status is Status.CONNECTING else None,
-                                 clear_pending=status is not Status.CONNECTING)
+        store.set_status(sid, status, outbox_update=new_update(sid, status),
+                         pending=PendingReconnect(1, 1700000000.0 + i) if status is Status.CONNECTING else None,
+                         clear_pending=status is not Status.CONNECTING)
         for i, sid in enumerate(IDS)))
 
 
-async def test_status_writes_name_the_script_by_sha(store: StatusStore, aredis: aioredis.Redis) -> None:
+async def test_status_writes_name_the_script_by_sha(store: RedisStatusStore, aredis: aioredis.Redis) -> None:
     assert await aredis.script_exists(WRITE_SHA) == [True]  # loaded at start
     await aredis.config_resetstat()
     await write_all(store, Status.CONNECTING)
     await store.set_status("w0", Status.ACTIVE, clear_pending=True)
-    await store.save_pending("w1", 2, 1700000100.0)
+    await store.save_pending("w1", PendingReconnect(2, 1700000100.0))
     used = await calls(aredis)
     assert used["eval"] == 0, f"a status write sent the {len(WRITE_LUA)}-character script: {used}"
     assert used["evalsha"] == len(IDS) + 2, used
@@ -61,7 +56,7 @@ async def test_status_writes_name_the_script_by_sha(store: StatusStore, aredis: 
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "direct"])
-async def test_a_lost_script_cache_is_loaded_again(store: StatusStore, aredis: aioredis.Redis,
+async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, aredis: aioredis.Redis,
                                                    batched: bool) -> None:
     await aredis.script_flush()
     if batched:
@@ -79,11 +74,11 @@ async def test_a_lost_script_cache_is_loaded_again(store: StatusStore, aredis: a
     assert store.round_trips == before + 1
 
 
-async def test_a_script_lost_between_ticks_costs_one_reload(store: StatusStore, aredis: aioredis.Redis) -> None:
+async def test_a_script_lost_between_ticks_costs_one_reload(store: RedisStatusStore, aredis: aioredis.Redis) -> None:
     await write_all(store, Status.CONNECTING)
     await aredis.script_flush()
     before = store.round_trips
     await write_all(store, Status.ACTIVE)
     assert await aredis.mget([keys.status_key(sid) for sid in IDS]) == [b"active"] * len(IDS)
     assert store.round_trips == before + 3  # the pipeline, the load, the pipeline again
-    assert store._tick().script_reloads == 1
+    assert store._tick.script_reloads == 1

@@ -8,7 +8,7 @@ import pytest
 
 from service.core import Status
 from service.errors import ConfigError
-from service.outbox import Outbox, backoff_s, new_update, removable_ids
+from service.outbox import RedisOutbox, backoff_s, new_update, removable_ids
 
 
 def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:
@@ -29,4 +29,4 @@ def test_retry_backoff_is_capped_exponential() -> None:
 def test_bad_parameters_are_named(overrides: dict, name: str) -> None:
     options = {"batch_size": 10, "flush_interval_s": 1.0, "retry_base_s": 0.1, "retry_cap_s": 1.0, **overrides}
     with pytest.raises(ConfigError, match=name):
-        Outbox(None, None, **options)  # type: ignore[arg-type]
+        RedisOutbox(None, None, **options)  # type: ignore[arg-type]

@@ -1,0 +1,186 @@
+"""The validation chain (R1, R3, R4): "may this session still (re)connect?", answered from the
+in-process cache, then the status store, then the back office — one implementation of the
+rules, over any `service.ports.StatusStore` (Redis or in memory).
+
+Owns: the positive-answer cache (`ValidityCache`, shared with the store, whose every status
+write drops the session's entry) and every branch of the chain:
+- Cache: only positive answers are cached, for `ttl_s`; `clear_cache` (R3) and every status
+  write drop the session's entry. An entry made while `connecting` (valid only for a
+  reconnect) never answers a strict question.
+- Store: R1 — `active` is valid, and `connecting` too when `for_reconnect`. Other statuses,
+  or a value that does not parse (`MalformedInput`, counted by the store, logged here) are
+  not valid: we cannot confirm the session, so we fail closed. A *missing* status during a
+  reconnect (Redis lost its data: a restart without persistence, a failover to an empty
+  replica) is not a verdict: the back office, which owns the accounts, decides (counted in
+  `missing_status`); if it cannot answer either, `StoreError` is raised so the caller
+  retries rather than dropping every session that reconnects after a Redis wipe.
+- Back office, asked only when the store says valid: it owns the accounts, so if it says the
+  account is gone or disabled, *invalid wins* (counted in `backoffice_vetoes`). If it is
+  unreachable (`BackOfficeError`), the store's answer stands — a back-office outage must not
+  drop every session that reconnects during it — counted in `backoffice_unreachable`; that
+  answer is not cached, so the next validation asks again.
+- Budget (R4 within a bound): every back-office question waits at most `backoffice_budget_s`
+  (None: as long as the client's own timeout). A later answer is not waited for: it counts
+  as unreachable (also in `backoffice_budget_expired`).
+Must not: decide what to do with the answer (the core does), talk to Redis itself (the store
+does), or remember negative answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from service.core import Status
+from service.core.statuses import is_valid_status
+from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
+from service.logging import get_logger
+from service.pending import PendingReconnect, pending_mapping
+from service.ports import BackOffice, StatusStore
+
+log = get_logger(component="validity")
+
+
+def _check_number(name: str, value: object, *, low: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < float("inf"):
+        raise ConfigError(f"validity {name} must be a finite number >= {low:g}, got {value!r}")
+
+
+class ValidityCache:
+    """Positive validity answers by session, each for `ttl_s` on `clock` (0: nothing cached)."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        _check_number("cache_ttl_s", ttl_s, low=0.0)
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        self._entries: dict[str, tuple[float, bool]] = {}  # session → (expires_at, valid when strict)
+        self.hits = 0
+
+    def forget(self, session_id: str) -> None:
+        """R3: drop the session's entry (every close, every status write)."""
+        self._entries.pop(session_id, None)
+
+    def remember(self, session_id: str, *, strict_ok: bool) -> None:
+        if self.ttl_s > 0:
+            self._entries[session_id] = (self.clock() + self.ttl_s, strict_ok)
+
+    def answers(self, session_id: str, for_reconnect: bool) -> bool:
+        """True if a live entry says valid for this kind of question (counted in `hits`)."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return False
+        expires_at, strict_ok = entry
+        if self.clock() >= expires_at:
+            del self._entries[session_id]
+            return False
+        if strict_ok or for_reconnect:
+            self.hits += 1
+            return True
+        return False
+
+
+class ValidityChain:
+    """`is_session_active` and `clear_cache` (the `service.ports.Validity` port) over a store."""
+
+    def __init__(self, store: StatusStore, backoffice: BackOffice, cache: ValidityCache, *,
+                 backoffice_budget_s: float | None = None) -> None:
+        _check_number("backoffice_budget_s", backoffice_budget_s, low=0.0, allow_none=True)
+        if backoffice_budget_s == 0:
+            raise ConfigError("validity backoffice_budget_s must be > 0 or None, got 0")
+        self.store = store
+        self.backoffice = backoffice
+        self.cache = cache
+        self.backoffice_budget_s = None if backoffice_budget_s is None else float(backoffice_budget_s)
+        self.backoffice_vetoes = 0
+        self.backoffice_unreachable = 0
+        self.backoffice_budget_expired = 0
+        self.missing_status = 0  # reconnect validations that found no status in the store
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache.hits
+
+    def clear_cache(self, session_id: str) -> None:
+        """R3: forget the session's cached validity (first thing on every close)."""
+        self.cache.forget(session_id)
+
+    async def is_session_active(self, session_id: str, *, for_reconnect: bool = False,
+                                mark_started: PendingReconnect | None = None, fence: int | None = None) -> bool:
+        """R1/R4: cache → store → back office (module docstring). `mark_started` (a pending
+        record with `started_at_s`) is saved with the store read, fenced: the validation
+        of an attempt is where it starts, so a restart knows it was spent (B5). Raises
+        `StoreError` only when the store cannot be read, `FencedWrite` when the mark was refused."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+        if mark_started is not None:
+            pending_mapping(mark_started)  # a bad record raises before anything is asked
+        if self.cache.answers(session_id, for_reconnect):
+            if mark_started is not None:
+                await self.store.save_pending(session_id, mark_started, fence=fence)
+            return True
+        try:
+            status = await self._read(session_id, mark_started, fence)
+        except MalformedInput as err:
+            log.warning("status_malformed", session_id=session_id, detail=err.detail)
+            return False
+        return await self._judge(session_id, status, for_reconnect)
+
+    async def _read(self, session_id: str, mark: PendingReconnect | None, fence: int | None) -> Status | None:
+        """The store's status; with `mark`, its save is asked in the same loop tick (so a store
+        that batches per tick makes both one round trip), and a refusal wins over the read."""
+        if mark is None:
+            return await self.store.get_status(session_id)
+        marking = asyncio.ensure_future(self.store.save_pending(session_id, mark, fence=fence))
+        try:
+            status = await self.store.get_status(session_id)
+        except BaseException:
+            await asyncio.gather(marking, return_exceptions=True)
+            raise
+        await marking  # FencedWrite / StoreError propagate
+        return status
+
+    async def _judge(self, session_id: str, status: Status | None, for_reconnect: bool) -> bool:
+        """The rest of the chain once the store answered `status` (R1, then the back office)."""
+        if status is None and for_reconnect:
+            return await self._ask_backoffice_without_status(session_id)
+        if status is None or not is_valid_status(status, for_reconnect=for_reconnect):
+            return False
+        try:
+            backoffice_ok = await self._ask_backoffice(session_id)
+        except BackOfficeError as err:
+            self.backoffice_unreachable += 1
+            log.warning("validation_backoffice_unreachable",
+                        session_id=session_id, redis_status=status.value, error=str(err))
+            return True
+        if not backoffice_ok:
+            self.backoffice_vetoes += 1
+            return False
+        self.cache.remember(session_id, strict_ok=status is Status.ACTIVE)
+        return True
+
+    async def _ask_backoffice(self, session_id: str) -> bool:
+        """The back office's answer within the budget; past it, a `BackOfficeError`."""
+        if self.backoffice_budget_s is None:
+            return await self.backoffice.is_valid(session_id)
+        try:
+            async with asyncio.timeout(self.backoffice_budget_s):
+                return await self.backoffice.is_valid(session_id)
+        except TimeoutError:
+            self.backoffice_budget_expired += 1
+            raise BackOfficeError(f"back office gave no validity answer for {session_id!r} within the "
+                                  f"R4 budget of {self.backoffice_budget_s:g} s") from None
+
+    async def _ask_backoffice_without_status(self, session_id: str) -> bool:
+        self.missing_status += 1
+        try:
+            valid = await self._ask_backoffice(session_id)
+        except BackOfficeError as err:
+            self.backoffice_unreachable += 1
+            raise StoreError(f"no status in Redis for {session_id!r} and the back office cannot tell "
+                             f"({err}); retry once either answers") from err
+        log.warning("validation_without_redis_status", session_id=session_id, backoffice_valid=valid)
+        return valid
+
