@@ -37,6 +37,7 @@ def _default_owner_id() -> str:
 
 _NUMBERS = ("redis_replica_waits", "redis_wait_timeout_ms", "backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
             "outbox_batch_size", "outbox_flush_interval_s", "outbox_retry_base_s", "outbox_retry_cap_s",
+            "redis_retry_base_s", "redis_retry_cap_s", "status_write_retry_cap_s",
             "metrics_port", "time_scale", "seed", "start_concurrency", "max_inflight", "shutdown_timeout_s",
             "health_stuck_after_s", "health_outbox_stall_s", "neonize_clients_per_worker", "neonize_spare_workers",
             "neonize_worker_max_connects")
@@ -97,6 +98,12 @@ class Settings(BaseModel):
                                            description="how often normal-priority updates are flushed")
     outbox_retry_base_s: float = Field(0.5, gt=0, le=3600, description="first retry delay when the back office fails")
     outbox_retry_cap_s: float = Field(30.0, gt=0, le=DAY_S, description="largest retry delay for the back office")
+    redis_retry_base_s: float = Field(0.1, gt=0, le=1.0, description=(
+        "first wait before a failed status write or validation read is tried again (Redis unreachable)"))
+    redis_retry_cap_s: float = Field(5.0, gt=0, le=DAY_S, description=(
+        "largest wait between tries of a validation read while Redis is unreachable"))
+    status_write_retry_cap_s: float = Field(1.0, gt=0, le=DAY_S, description=(
+        "largest wait between tries of a status write: a session's status catches up within it once Redis is back"))
     metrics_port: int = Field(9464, ge=0, le=65535, description="loopback port of /metrics and /healthz (0: pick a free one)")
     timeline_path: Path | None = Field(None, description="JSON-lines timeline file of this process (none: no timeline)")
     owner_id: str = Field(default_factory=_default_owner_id, min_length=1, max_length=256,
@@ -191,9 +198,10 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _retry_cap_not_below_base(self) -> "Settings":
-        if self.outbox_retry_cap_s < self.outbox_retry_base_s:
-            raise ValueError(f"outbox_retry_cap_s ({self.outbox_retry_cap_s}) must be >= outbox_retry_base_s "
-                             f"({self.outbox_retry_base_s})")
+        for base, cap in (("outbox_retry_base_s", "outbox_retry_cap_s"), ("redis_retry_base_s", "redis_retry_cap_s"),
+                          ("redis_retry_base_s", "status_write_retry_cap_s")):
+            if getattr(self, cap) < getattr(self, base):
+                raise ValueError(f"{cap} ({getattr(self, cap)}) must be >= {base} ({getattr(self, base)})")
         return self
 
     def build_policy(self) -> Policy:

@@ -24,7 +24,7 @@ go first, in order); a full batch makes it send full batches only. Anything left
 when `flush_interval_s` has passed since the last send-everything, so a normal update
 waits at most about one interval and batches stay large when traffic allows. A failed
 batch (back office down, slow, 5xx, garbage, or Redis down) is retried after a capped
-exponential backoff (`retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the
+exponential backoff (`service.retry`: `retry_base_s * 2**(n-1)`, at most `retry_cap_s`). An update the
 back office never acknowledges is retried forever and holds the queue behind it:
 `oldest_age_s()` shows it. Entries that cannot be decoded, or that the back office
 refuses (its rules checked before sending; a batch it rejects with 400/422 split until the
@@ -49,6 +49,7 @@ from service.dead_letters import DeadLetters, dead_fields
 from service.errors import BackOfficeError, ConfigError, MalformedInput
 from service.logging import get_logger
 from service.ports import BackOffice, StatusUpdate
+from service.retry import RetryPolicy, Retrying
 
 log = get_logger(component="outbox")
 
@@ -106,11 +107,6 @@ def removable_ids(entries: list[tuple[str, StatusUpdate]], acked: set[str]) -> l
     return removable
 
 
-def backoff_s(failures: int, base_s: float, cap_s: float) -> float:
-    """Wait after the `failures`-th consecutive failed batch: capped exponential."""
-    return min(base_s * 2 ** (failures - 1), cap_s)
-
-
 def _check_positive(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"outbox {name} must be a positive number, got {value!r}")
@@ -161,6 +157,7 @@ class OutboxFlusher:
         self.flush_interval_s = float(flush_interval_s)
         self.retry_base_s = float(retry_base_s)
         self.retry_cap_s = float(retry_cap_s)
+        self._retry = Retrying(RetryPolicy(self.retry_base_s, self.retry_cap_s, what="outbox retry"))
         self._on_step = on_step or (lambda: None)
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -168,7 +165,6 @@ class OutboxFlusher:
         self._stopping = False  # checked after every await: see stop()
         self._appended_since_flush = 0
         self._urgent: str | None = None  # why the next wake-up must drain everything
-        self._consecutive_failures = 0
         # counters, read by metrics and tests
         self.sent_batches = 0
         self.sent_updates = 0
@@ -270,7 +266,7 @@ class OutboxFlusher:
             if check_stop:
                 self._exit_if_stopping()
             read = await self._deliver_batch(full_only=full_only, check_stop=check_stop)
-            self._consecutive_failures = 0
+            self._retry.succeeded()
             if read < self.batch_size:
                 return
 
@@ -286,14 +282,13 @@ class OutboxFlusher:
                 return
             except Exception as err:  # noqa: BLE001 - the flusher must outlive any one failure
                 expected = isinstance(err, (BackOfficeError, RedisError, MalformedInput, OSError))
-                self._consecutive_failures += 1
                 self.retries += 1
                 self.last_error = str(err)
-                wait_s = backoff_s(self._consecutive_failures, self.retry_base_s, self.retry_cap_s)
+                wait_s = self._retry.failed()
                 log.warning("outbox_batch_failed", exc_info=not expected,
-                            error=str(err), retry_in_s=wait_s, failures=self._consecutive_failures)
+                            error=str(err), retry_in_s=wait_s, failures=self._retry.failures)
                 self._exit_if_stopping()
-                await asyncio.sleep(wait_s)
+                await self._retry.wait()
 
     async def _run(self) -> None:
         """Wake on `high`/start (drain all), a full batch (full batches only) or the interval

@@ -1,10 +1,9 @@
 """Per-tick Redis pipelines: what many sessions ask of Redis in one event-loop tick goes in
 one MULTI/EXEC, so a storm of N sessions costs about one round trip per tick, not N.
 
-Owns: collecting requests, one flush per tick (scheduled with `call_soon` on the first
-request, so it runs as soon as the callbacks of this tick are done), splitting a large
-tick into pipelines of at most `max_requests` requests, handing each request the results
-of its own commands, and the fallback when Redis rejects a whole transaction (each of its
+Owns (collecting requests, the one flush per tick and the split into pipelines of at most
+`max_requests` requests are `service.tick_batch.TickBatch`'s): handing each request the
+results of its own commands, and the fallback when Redis rejects a whole transaction (each of its
 requests is then sent alone, so one bad request cannot fail the others), and the one when
 Redis does not hold a script a request named by SHA (`on_noscript` loads them, then those
 requests are sent again, once: a restart or `SCRIPT FLUSH` costs a round trip, not a write).
@@ -30,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.redis_scripts import is_noscript
+from service.tick_batch import TickBatch, is_fatal, settle
 
 Build = Callable[[Any], None]  # queues one request's commands on a pipeline; must not raise
 
@@ -50,18 +50,17 @@ class TickBatcher:
                  max_requests: int = 500, max_pipelines: int = 4,
                  on_step: Callable[[], None] | None = None,
                  on_noscript: Callable[[], Awaitable[None]] | None = None) -> None:
-        for name, value in (("max_requests", max_requests), ("max_pipelines", max_pipelines)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TickBatcher {name} must be an int >= 1, got {value!r}")
+        if not isinstance(max_pipelines, int) or isinstance(max_pipelines, bool) or max_pipelines < 1:
+            raise ValueError(f"TickBatcher max_pipelines must be an int >= 1, got {max_pipelines!r}")
         self.redis = redis
+        self._batch: TickBatch[_Request, _Request] = TickBatch(
+            self._execute, max_chunk=max_requests, what="TickBatcher max_requests",
+            prepare=lambda queue: [r for r in queue if not r.future.done()])  # callers cancelled meanwhile drop out
         self.max_requests = max_requests
         self._slots = asyncio.Semaphore(max_pipelines)
         self._on_round_trip = on_round_trip
         self._on_step = on_step or _nothing
         self._on_noscript = on_noscript
-        self._queue: list[_Request] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self.pipelines = 0  # pipelines sent (each one round trip)
         self.requests = 0  # requests carried by them
         self.split_batches = 0  # whole transactions Redis rejected, resent request by request
@@ -71,25 +70,9 @@ class TickBatcher:
         """Queue `build` for this tick's pipeline and wait for its results. A command of this
         request that Redis rejected is raised (`ResponseError`); a failed round trip raises
         the `RedisError`/`OSError` that ended it, for every request it carried."""
-        loop = asyncio.get_running_loop()
-        request = _Request(build, loop.create_future())
-        self._queue.append(request)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        request = _Request(build, asyncio.get_running_loop().create_future())
+        self._batch.add(request)
         return await request.future
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        queue, self._queue = self._queue, []
-        queue = [r for r in queue if not r.future.done()]  # the caller was cancelled meanwhile
-        for start in range(0, len(queue), self.max_requests):
-            self._start(queue[start:start + self.max_requests])
-
-    def _start(self, requests: list[_Request]) -> None:
-        task = asyncio.get_running_loop().create_task(self._execute(requests))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, requests: list[_Request], reload: bool = True) -> None:
         try:
@@ -101,11 +84,11 @@ class TickBatcher:
                 self.split_batches += 1
                 await asyncio.gather(*(self._execute([r], reload) for r in requests))
             else:
-                _fail(requests, err)
+                settle([requests[0].future], err)
             return
         except BaseException as err:  # noqa: BLE001 - every waiter learns why, then it propagates
-            _fail(requests, err)
-            if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            settle([r.future for r in requests], err)
+            if is_fatal(err):
                 raise
             return
         unscripted: list[_Request] = []
@@ -130,8 +113,8 @@ class TickBatcher:
         try:
             await self._on_noscript()
         except BaseException as err:  # noqa: BLE001 - every waiter learns why, then it propagates
-            _fail(requests, err)
-            if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            settle([r.future for r in requests], err)
+            if is_fatal(err):
                 raise
             return
         await self._execute(requests, reload=False)
@@ -155,18 +138,9 @@ class TickBatcher:
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (nothing new is flushed after the loop stops)."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._batch.aclose()
 
 
 def _nothing() -> None:
     pass
 
-
-def _fail(requests: list[_Request], err: BaseException) -> None:
-    for request in requests:
-        if not request.future.done():
-            if isinstance(err, asyncio.CancelledError):
-                request.future.cancel()
-            else:
-                request.future.set_exception(err)

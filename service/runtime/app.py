@@ -25,6 +25,7 @@ from service.outbox import RedisOutbox
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.ports import BackOffice, Transport
 from service.redis_scripts import load_scripts
+from service.retry import RetryPolicy
 from service.runtime import health
 from service.runtime.context import RunnerContext
 from service.runtime.due import DueTimers
@@ -209,7 +210,9 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     timeline = _open_timeline(settings)
     ctx = RunnerContext(store=store, validity=chain, transport=transport, policy=policy, metrics=metrics,
                         timeline=timeline, log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
-                        rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers)
+                        rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers,
+                        validate_retry=RetryPolicy(settings.redis_retry_base_s, settings.redis_retry_cap_s),
+                        write_retry=RetryPolicy(settings.redis_retry_base_s, settings.status_write_retry_cap_s))
     source = make_source(settings.sessions, settings.session_credentials)
     gateway = Gateway(ctx, lease=lease, outbox=outbox, source=source,
                       start_concurrency=settings.start_concurrency, renewer=renewer)
@@ -219,7 +222,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     service.server.before_scrape = service.refresh_metrics
     service.health_bounds = health.derive_bounds(
         policy, redis_timeout_s=REDIS_TIMEOUT_S, backoffice_budget_s=settings.backoffice_validity_budget_s,
-        validate_retry_cap_s=ctx.validate_retry_cap_s, close_timeout_s=ctx.close_timeout_s,
+        validate_retry_cap_s=ctx.validate_retry.cap_s, close_timeout_s=ctx.close_timeout_s,
         backoffice_timeout_s=settings.backoffice_timeout_s, outbox_retry_cap_s=settings.outbox_retry_cap_s,
         outbox_flush_interval_s=settings.outbox_flush_interval_s, stuck_after_s=settings.health_stuck_after_s,
         outbox_stall_s=settings.health_outbox_stall_s)

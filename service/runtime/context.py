@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from service.core import Policy
 from service.metrics import ServiceMetrics
 from service.ports import StatusStore, Transport, Validity
+from service.retry import RetryPolicy
 from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
 
@@ -39,9 +40,10 @@ class RunnerContext:
     on_drop: Callable[[SessionRunner, str], None] | None = None
     on_fenced: Callable[[SessionRunner], None] | None = None  # a write was refused: the lease moved (B9)
     lateness_s: list[float] | None = None  # raw samples, kept only when a benchmark asks
-    io_retries: int = 3  # tries of one status write before it is logged as failed
-    io_retry_s: float = 0.1
-    validate_retry_cap_s: float = 5.0
+    io_retries: int = 3  # tries of one status write before it is logged as deferred
+    # waits between tries while Redis is unreachable (settings redis_retry_base_s, redis_retry_cap_s, ...)
+    validate_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(0.1, 5.0, what="validation retry"))
+    write_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(0.1, 1.0, what="status write retry"))
     close_timeout_s: float = 5.0
     rng_seed: int | None = None
     # admission control: at most this many validations / socket opens in flight at once. It paces

@@ -72,7 +72,7 @@ class SessionRunner:
         self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
-                                     retry_s=ctx.io_retry_s, before_each=self._run_due_timers,
+                                     retry=ctx.write_retry, before_each=self._run_due_timers,
                                      on_fenced=self._fenced)
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)

@@ -17,6 +17,7 @@ from typing import Any
 from service.core.events import Event, Validated, ValidationFailed
 from service.errors import FencedWrite, StoreError
 from service.pending import PendingReconnect
+from service.retry import Retrying
 from service.runtime.context import RunnerContext
 
 Deliver = Callable[[Event, Callable[[], bool]], Awaitable[None]]  # deliver(event, guard)
@@ -55,7 +56,7 @@ class Validation:
         """Ask the store until it can answer; an unreachable Redis is not an answer. Any
         other exception is a failed validation the core is told of (`ValidationFailed`),
         counted and logged: this task never ends with the session left validating."""
-        ctx, wait_s = self._ctx, self._ctx.io_retry_s
+        ctx, retry = self._ctx, Retrying(self._ctx.validate_retry)
 
         def current() -> bool:
             return self._generation == generation
@@ -70,9 +71,8 @@ class Validation:
                 return
             except StoreError as err:
                 ctx.metrics.command_errors.labels(command="Validate").inc()
-                self._log.warning("validation_unavailable", error=str(err), retry_in_s=wait_s)
-                await asyncio.sleep(wait_s)
-                wait_s = min(wait_s * 2, ctx.validate_retry_cap_s)
+                self._log.warning("validation_unavailable", error=str(err), retry_in_s=retry.failed())
+                await retry.wait()
                 continue
             except Exception as err:  # noqa: BLE001 - a bug or an input no check foresaw
                 ctx.metrics.command_errors.labels(command="Validate").inc()

@@ -2,9 +2,9 @@
 reconnect record (B5) — kept in order and retried, so a slow or absent Redis never delays
 the session's next command (the backoff timer above all) and no update is lost or reordered.
 
-Owns: the queue and its one writer task. A write that keeps failing is retried by the
-writer itself with capped backoff (`retry_cap_s`) until Redis takes it, so a session's
-status catches up within about that cap once Redis is back; if the writer task is
+Owns: the queue and its one writer task. A write that fails is retried by the writer itself
+(`service.retry`: capped exponential, `retry.cap_s` at most) until Redis takes it, so a
+session's status catches up within about that cap once Redis is back; if the writer task is
 cancelled (the session released), what is left stays queued for `repair()` (the gateway's
 lease loop runs it). Must not: decide what to write (the runner turns the core's commands into
 writes), or drop a write.
@@ -19,6 +19,7 @@ from typing import Any
 
 from service.errors import FencedWrite, StoreError
 from service.metrics import ServiceMetrics
+from service.retry import RetryPolicy, Retrying
 
 Write = Callable[[], Any]  # returns an awaitable; the same write each time (repeats are harmless)
 
@@ -27,21 +28,21 @@ class OrderedWrites:
     """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
-                 metrics: ServiceMetrics, *, retries: int, retry_s: float, retry_cap_s: float = 1.0,
+                 metrics: ServiceMetrics, *, retries: int, retry: RetryPolicy,
                  before_each: Callable[[], None] = lambda: None,
                  on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None) -> None:
         """`before_each` runs before every write and as the writer resumes after one (the
         runner hands due timers on there: a storm resumes thousands of writers in one pass).
         `on_fenced` is told of a write Redis refused because the session's lease moved (B9):
-        every write still queued is dropped with it — none of them is this process's to make."""
+        every write still queued is dropped with it — none of them is this process's to make.
+        A write that failed `retries` times in a row is logged as deferred (once) and counted."""
         self._on_fenced = on_fenced
         self._spawn = spawn
         self._before_each = before_each
         self._log = log
         self._metrics = metrics
         self._retries = retries
-        self._retry_s = retry_s
-        self._retry_cap_s = retry_cap_s
+        self._retry = retry
         self._writes: deque[tuple[str, Write]] = deque()  # the head is being written (or failed)
         self._writer: asyncio.Task[bool] | None = None
 
@@ -75,41 +76,36 @@ class OrderedWrites:
         return not self._writes
 
     async def _drain(self) -> bool:
-        """Write queued writes in order; a write that keeps failing is logged once, then
-        retried every `retry_cap_s` at most until it goes through. True once the queue is empty."""
-        deferred = False
+        """Write queued writes in order, each retried until it goes through; a write that
+        failed `retries` times in a row (or failed with anything but `StoreError`) is logged
+        once as deferred. True once the queue is empty."""
+        retry, deferred = Retrying(self._retry), False
         while self._writes:
             what, write = self._writes[0]
             self._before_each()
             try:
-                await self._with_retries(what, write)
+                await write()
             except FencedWrite as err:
                 self._writes.clear()
                 self._on_fenced(what, err)
                 return True
             except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
                 self._before_each()
-                if not deferred:
+                wait_s = retry.failed()
+                if isinstance(err, StoreError) and retry.failures < self._retries:
+                    self._log.warning("store_retry", operation=what, try_number=retry.failures, error=str(err),
+                                      retry_in_s=wait_s)
+                elif not deferred:
+                    deferred = True
                     self._metrics.command_errors.labels(command="SetStatus").inc()
                     self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
                                     error=str(err)[:300], error_type=type(err).__name__)
-                deferred = True
-                await asyncio.sleep(self._retry_cap_s)
+                await retry.wait()
                 continue
             self._before_each()  # resumed: thousands of writers can resume in one loop pass
             if deferred:
                 self._log.info("status_write_repaired", operation=what)
                 deferred = False
+            retry.succeeded()
             self._writes.popleft()
         return True
-
-    async def _with_retries(self, what: str, write: Write) -> Any:
-        for attempt in range(1, self._retries + 1):
-            try:
-                return await write()
-            except StoreError as err:
-                if attempt == self._retries:
-                    raise
-                self._log.warning("store_retry", operation=what, try_number=attempt, error=str(err))
-                await asyncio.sleep(self._retry_s * attempt)
-        return None

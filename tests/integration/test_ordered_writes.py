@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from service.logging import get_logger
 from service.metrics import ServiceMetrics
+from service.retry import RetryPolicy
 from service.runtime.writes import OrderedWrites
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ async def test_writes_land_in_order_with_the_hook_around_each(aredis: aioredis.R
         return go
 
     writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),
-                           retries=2, retry_s=0.01, before_each=lambda: trail.append("hook"))
+                           retries=2, retry=RetryPolicy(0.01, 0.01), before_each=lambda: trail.append("hook"))
     for n in range(3):
         writes.queue(f"write {n}", write(n))
     assert await writes.flush(5.0) is True
@@ -47,7 +48,7 @@ async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(ared
     await aredis.set(keys.fence_key("s1"), "8")  # another process acquired s1 after our token 7
     reported: list[tuple[str, str]] = []
     writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),
-                           retries=3, retry_s=0.01, on_fenced=lambda what, err: reported.append((what, err.token_now)))
+                           retries=3, retry=RetryPolicy(0.01, 0.01), on_fenced=lambda what, err: reported.append((what, err.token_now)))
     writes.queue("set_status", lambda: store.set_status("s1", Status.INACTIVE, fence=7))
     writes.queue("later", lambda: aredis.set("later", "written"))
     assert await writes.flush(5.0) is True

@@ -1,5 +1,5 @@
-"""The outbox's pure parts, no Redis: which entries an acknowledgement removes, the retry
-backoff, and parameters checked at construction (B6). The outbox against real Redis and the
+"""The outbox's pure parts, no Redis: which entries an acknowledgement removes and parameters
+checked at construction (B6; the retry waits: test_retry.py). The outbox against real Redis and the
 back-office stand-in is tests/integration/test_outbox.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from service.core import Status
 from service.errors import ConfigError
-from service.outbox import RedisOutbox, backoff_s, new_update, removable_ids
+from service.outbox import RedisOutbox, new_update, removable_ids
 
 
 def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:
@@ -16,10 +16,6 @@ def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:
     entries = [("1-0", a1), ("2-0", a2), ("3-0", b1), ("4-0", a3), ("5-0", b2)]
     acked = {a1.update_id, a3.update_id, b1.update_id, b2.update_id}  # a2 not acknowledged
     assert removable_ids(entries, acked) == ["1-0", "3-0", "5-0"]  # a3 waits behind a2
-
-
-def test_retry_backoff_is_capped_exponential() -> None:
-    assert [backoff_s(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
 @pytest.mark.parametrize("overrides, name", [
