@@ -46,7 +46,25 @@ def check_lease_settings(owner_id: str, ttl_s: float) -> None:
         raise ConfigError(f"leases ttl_s must be a finite number >= 0.01, got {ttl_s!r}")
 
 
-class RedisLeases:
+class HeldTokens:
+    """The fencing token of each lease this process took (what every `Leases` keeps locally)."""
+
+    _tokens: dict[str, int]
+
+    def token(self, session_id: str) -> int | None:
+        """The fencing token of our acquisition of `session_id` (None: not ours)."""
+        return self._tokens.get(session_id)
+
+    def tokens(self) -> Mapping[str, int]:
+        """Every token we hold, by session (a live view: do not change it)."""
+        return self._tokens
+
+    def forget(self, session_id: str) -> bool:
+        """Drop our local record of the lease (and its token); True if we had one."""
+        return self._tokens.pop(session_id, None) is not None
+
+
+class RedisLeases(HeldTokens):
     """The leases one process (`owner_id`) holds."""
 
     def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float) -> None:
@@ -84,18 +102,6 @@ class RedisLeases:
             return True
         self.forget(session_id)
         return False
-
-    def token(self, session_id: str) -> int | None:
-        """The fencing token of our acquisition of `session_id` (None: not ours)."""
-        return self._tokens.get(session_id)
-
-    def tokens(self) -> Mapping[str, int]:
-        """Every token we hold, by session (a live view: do not change it)."""
-        return self._tokens
-
-    def forget(self, session_id: str) -> bool:
-        """Drop our local record of the lease (and its token); True if we had one."""
-        return self._tokens.pop(session_id, None) is not None
 
     async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
         """Extend those of `session_ids` we still own, with the fencing token we took

@@ -24,7 +24,7 @@ from typing import Any
 from service.core import Status
 from service.dead_letters import dead_fields, update_fields
 from service.errors import FencedWrite
-from service.lease import check_lease_settings
+from service.lease import HeldTokens, check_lease_settings
 from service.pending import PendingReconnect, pending_mapping
 from service.outbox import OutboxFlusher, RawEntry
 from service.ports import BackOffice, Outbox, StatusUpdate
@@ -123,7 +123,7 @@ class MemoryStatusStore:
         return self.state.pendings.get(check_session_id(session_id))
 
 
-class MemoryLeases:
+class MemoryLeases(HeldTokens):
     """`service.ports.Leases` in memory: leases expire `ttl_s` after they were taken or renewed,
     on the state's clock; every acquisition takes a new fencing token."""
 
@@ -145,15 +145,6 @@ class MemoryLeases:
         self.state.leases[session_id] = (self.owner_id, self.state.clock() + self.ttl_s)
         self._tokens[session_id] = token
         return True
-
-    def token(self, session_id: str) -> int | None:
-        return self._tokens.get(session_id)
-
-    def tokens(self) -> Mapping[str, int]:
-        return self._tokens
-
-    def forget(self, session_id: str) -> bool:
-        return self._tokens.pop(session_id, None) is not None
 
     async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
         tokens = self._tokens if tokens is None else tokens
