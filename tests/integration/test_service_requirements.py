@@ -65,7 +65,9 @@ async def test_s1_flaky_link_reconnects_on_attempt_2_and_r6_resets_attempts(
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)
         s.whatsapp.close("s0")
         await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "connecting", 2, "connecting")
-        await eventually(lambda: connects(s, "s0") == 2, 3, "attempt 1 reached the stand-in (and failed)")
+        # refused, not only accepted: a socket is counted at accept, before its hello is judged
+        await eventually(lambda: connects(s, "s0") == 2 and s.whatsapp.session("s0")["connected"] == 0, 3,
+                         "attempt 1 reached the stand-in and was refused")
         s.whatsapp.unreject("s0")
         await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active" and connects(s, "s0") == 3,
                          3, "attempt 2 succeeded")
