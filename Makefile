@@ -37,7 +37,7 @@ help:
 	@echo "make tools       install redis-server, libmagic1 (apt) and Toxiproxy $(TOXIPROXY_VERSION) into tools/bin"
 	@echo "make sim         run the simulation (python -m sim)"
 	@echo "make test        run the whole suite (PYTEST_ARGS=... to pass options/paths)"
-	@echo "make test-quick  unit-level tests only: no servers, no benchmarks"
+	@echo "make test-quick  unit-level tests only (no servers, no benchmarks), the shell's first, stopping at the first failure"
 	@echo "make test-chaos-busy  the chaos tests (marker chaos) with every core kept busy by other processes"
 	@echo "make node-gateway     npm ci of the Node.js example gateway ($(NODE_GATEWAY))"
 	@echo "make bench       run tests/bench with timing enabled"
@@ -94,7 +94,7 @@ test: venv tools
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: venv
-	$(PY) -m pytest -m "$(QUICK_MARKERS)" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(QUICK_MARKERS)" --exitfirst $(PYTEST_ARGS)
 
 # The chaos tests while every core is kept busy by another process: busy loops started
 # here, stopped by their PIDs whatever the tests' outcome.

@@ -5,3 +5,17 @@ plugin (`chaos/pytest_plugin.py`, entry point `pytest11`), as in any project tha
 """
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.service", "tests.fixtures.socks5", "tests.fixtures.redis_ha"]
+
+# The shell's and the core's own tests run first, in this order: a planted defect in the runner,
+# a store port or the machine turns `make test-quick` (which stops at the first failure) red in
+# seconds, not after the whole quick suite. Everything else keeps its collection order.
+RUN_FIRST = ("tests/unit/test_runner_memory.py", "tests/unit/test_store_ports.py",
+             "tests/unit/test_crash_recovery.py", "tests/unit/test_machine.py",
+             "tests/unit/test_machine_properties.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest's hook signature
+    def rank(item) -> int:  # noqa: ANN001
+        path = item.nodeid.split("::", 1)[0]
+        return RUN_FIRST.index(path) if path in RUN_FIRST else len(RUN_FIRST)
+    items.sort(key=rank)  # stable: the rest stays in collection order
