@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -46,6 +45,7 @@ from redis.exceptions import RedisError
 from service import keys
 from service.core import Priority, Status
 from service.dead_letters import DeadLetters, dead_fields
+from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import BackOfficeError, ConfigError, MalformedInput
 from service.logging import get_logger
 from service.ports import BackOffice, StatusUpdate
@@ -140,10 +140,9 @@ class OutboxFlusher:
 
     def __init__(self, queue: OutboxQueue, backoffice: BackOffice, *, batch_size: int,
                  flush_interval_s: float, retry_base_s: float, retry_cap_s: float,
-                 on_step: Callable[[], None] | None = None) -> None:
-        """`on_step` is called between the stretches of a batch (reply read, entries decoded,
-        back office answered), so a caller's due work (reconnect timers) runs between them;
-        it must not raise."""
+                 due_work: DueWork = NO_DUE_WORK) -> None:
+        """`due_work` (due reconnect timers) is handed on between the stretches of a batch
+        (reply read, entries decoded, back office answered)."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"outbox batch_size must be an int >= 1, got {batch_size!r}")
         for name, value in (("flush_interval_s", flush_interval_s), ("retry_base_s", retry_base_s),
@@ -158,7 +157,7 @@ class OutboxFlusher:
         self.retry_base_s = float(retry_base_s)
         self.retry_cap_s = float(retry_cap_s)
         self._retry = Retrying(RetryPolicy(self.retry_base_s, self.retry_cap_s, what="outbox retry"))
-        self._on_step = on_step or (lambda: None)
+        self._due_work = due_work
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -214,18 +213,18 @@ class OutboxFlusher:
     async def _deliver_batch(self, *, full_only: bool, check_stop: bool) -> int:
         async with self._send_lock:
             raw = await self.queue.read(self.batch_size)
-            self._on_step()
+            self._due_work.run_due_now()
             if not raw or (full_only and len(raw) < self.batch_size):
                 return 0
             entries = await self.dead.checked(await self._decode_or_quarantine(raw))
-            self._on_step()
+            self._due_work.run_due_now()
             if not entries:
                 return len(raw)
             if check_stop:
                 self._exit_if_stopping()
             self._appended_since_flush = 0
             acked, dead = await self.dead.send_isolating(self.backoffice.send_statuses, entries)
-            self._on_step()
+            self._due_work.run_due_now()
             if check_stop:  # a stopped flusher acts like a killed one: it processes no reply
                 self._exit_if_stopping()
             self.sent_batches += 1

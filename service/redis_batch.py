@@ -7,8 +7,8 @@ results of its own commands, and the fallback when Redis rejects a whole transac
 requests is then sent alone, so one bad request cannot fail the others), and the one when
 Redis does not hold a script a request named by SHA (`on_noscript` loads them, then those
 requests are sent again, once: a restart or `SCRIPT FLUSH` costs a round trip, not a write).
-Yields the loop's attention: at most `max_pipelines` pipelines are in flight, and `on_step`
-is called as each one starts (it then builds, packs and sends in one stretch) and as its
+Yields the loop's attention: at most `max_pipelines` pipelines are in flight, and `due_work`
+(`service.due_work`) is handed on as each one starts (it then builds, packs and sends in one stretch) and as its
 reply has been read, so whatever the caller must not keep waiting (due reconnect timers) runs
 between pipelines. Measured in a 10^4-session storm: without the limit, dozens of pipelines
 queued for a pooled connection and each resumed in the same loop pass to pack 200 requests
@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from service.due_work import NO_DUE_WORK, DueWork
 from service.redis_scripts import is_noscript
 from service.tick_batch import TickBatch, is_fatal, settle
 
@@ -43,12 +44,12 @@ class _Request:
 class TickBatcher:
     """`await run(build)` → the results of the commands `build` queued, sent with every other
     request of the same tick in one transaction. `on_round_trip` is called once per pipeline;
-    `on_step` as each pipeline starts and as its reply has been read (it must not raise);
+    `due_work.run_due_now()` as each pipeline starts and as its reply has been read;
     `on_noscript` when a reply says Redis does not hold a script (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, on_round_trip: Callable[[], None],
                  max_requests: int = 500, max_pipelines: int = 4,
-                 on_step: Callable[[], None] | None = None,
+                 due_work: DueWork = NO_DUE_WORK,
                  on_noscript: Callable[[], Awaitable[None]] | None = None) -> None:
         if not isinstance(max_pipelines, int) or isinstance(max_pipelines, bool) or max_pipelines < 1:
             raise ValueError(f"TickBatcher max_pipelines must be an int >= 1, got {max_pipelines!r}")
@@ -59,7 +60,7 @@ class TickBatcher:
         self.max_requests = max_requests
         self._slots = asyncio.Semaphore(max_pipelines)
         self._on_round_trip = on_round_trip
-        self._on_step = on_step or _nothing
+        self._due_work = due_work
         self._on_noscript = on_noscript
         self.pipelines = 0  # pipelines sent (each one round trip)
         self.requests = 0  # requests carried by them
@@ -123,7 +124,7 @@ class TickBatcher:
         """One pipeline for `requests` once a slot is free: its results, and each request's span."""
         spans: list[tuple[int, int]] = []
         async with self._slots:
-            self._on_step()
+            self._due_work.run_due_now()
             async with self.redis.pipeline(transaction=True) as pipe:
                 for request in requests:
                     start = len(pipe)
@@ -133,14 +134,11 @@ class TickBatcher:
                 self.requests += len(requests)
                 self._on_round_trip()
                 results = await pipe.execute(raise_on_error=False)
-                self._on_step()  # before the connection's release, which may suspend
+                self._due_work.run_due_now()  # before the connection's release, which may suspend
         return results, spans
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (nothing new is flushed after the loop stops)."""
         await self._batch.aclose()
 
-
-def _nothing() -> None:
-    pass
 

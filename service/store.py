@@ -32,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service import keys
 from service.core import Status
+from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
 from service.pending import PendingReconnect, parse_pending, pending_mapping
@@ -71,10 +72,10 @@ class RedisStatusStore:
     """Status and reconnect record per session in Redis; one per process."""
 
     def __init__(self, redis: aioredis.Redis, *, cache: ValidityCache | None = None,
-                 outbox: Outbox | None = None, on_step: Callable[[], None] | None = None) -> None:
+                 outbox: Outbox | None = None, due_work: DueWork = NO_DUE_WORK) -> None:
         """`cache`: the validity cache a status write makes stale (its entry is dropped).
         `outbox`: told of each committed update, so its flusher wakes (high = at once).
-        `on_step`: called between per-tick pipelines (`TickBatcher`); must not raise."""
+        `due_work`: due reconnect timers, handed on between per-tick pipelines (`TickBatcher`)."""
         self.redis = redis
         self.cache = cache
         self.outbox = outbox
@@ -82,7 +83,7 @@ class RedisStatusStore:
         self.malformed = 0
         self.fenced = 0  # writes Redis refused: the session's lease had moved (B9)
         self._tick = TickBatcher(redis, on_round_trip=self._count_round_trip,
-                                 max_requests=MAX_REQUESTS_PER_PIPELINE, on_step=on_step,
+                                 max_requests=MAX_REQUESTS_PER_PIPELINE, due_work=due_work,
                                  on_noscript=lambda: load_scripts(redis))
 
     def _count_round_trip(self) -> None:

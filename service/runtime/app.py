@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ import redis.asyncio as aioredis
 
 from service.backoffice import HttpBackOffice
 from service.config import Settings, redact_url
+from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import ConfigError, StartupError
 from service.lease import RedisLeases
 from service.logging import get_logger
@@ -28,12 +28,12 @@ from service.redis_scripts import load_scripts
 from service.retry import RetryPolicy
 from service.runtime import health
 from service.runtime.context import RunnerContext
-from service.runtime.due import DueTimers
 from service.runtime.gateway import Gateway
 from service.runtime.gc_pacing import GcPacer
 from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
+from service.runtime.timers import ReconnectTimers
 from service.store import RedisStatusStore
 from service.validity import ValidityCache, ValidityChain
 from service.validity_batch import BatchedValidity
@@ -45,12 +45,13 @@ POOL_WAIT_S = 60.0  # waiting for a free connection is queueing behind our own w
 
 
 def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int,
-                   on_io: Callable[[], None] | None = None) -> Transport:
-    """The WhatsApp transport the settings name; `on_io`: see `WireTransport`, `NeonizeTransport`."""
+                   due_work: DueWork = NO_DUE_WORK) -> Transport:
+    """The WhatsApp transport the settings name, handed `due_work` (`service.due_work`): its
+    socket callbacks hand due reconnect timers on."""
     if settings.transport == "wire":
         from service.transports.wire import WireTransport
         return WireTransport(settings.whatsapp_url, keepalive_interval_s=keepalive_interval_s,
-                             keepalive_misses=keepalive_misses, on_io=on_io)
+                             keepalive_misses=keepalive_misses, due_work=due_work)
     try:
         from service.transports import neonize_transport  # type: ignore[attr-defined]
     except ImportError as err:
@@ -58,8 +59,8 @@ def make_transport(settings: Settings, keepalive_interval_s: float, keepalive_mi
     build = getattr(neonize_transport, "build_transport", None)
     if build is None:
         raise ConfigError("setting 'transport' = 'neonize': service.transports.neonize_transport has no "
-                          "build_transport(settings, keepalive_interval_s, keepalive_misses, on_io)")
-    return build(settings, keepalive_interval_s, keepalive_misses, on_io)
+                          "build_transport(settings, keepalive_interval_s, keepalive_misses, *, due_work)")
+    return build(settings, keepalive_interval_s, keepalive_misses, due_work=due_work)
 
 
 @dataclass
@@ -190,23 +191,23 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     metrics = ServiceMetrics()
 
     def timer_failed(err: Exception) -> None:  # a timer's bug: counted and logged, contained
-        metrics.command_errors.labels(command="DueTimers").inc()
-        log.error("due_timers_failed", error=repr(err), exc_info=True)
+        metrics.command_errors.labels(command="ReconnectTimers").inc()
+        log.error("reconnect_timer_failed", error=repr(err), exc_info=True)
     # every reconnect timer; socket callbacks and long stretches of Redis/outbox work hand due ones on too
-    timers = DueTimers(on_error=timer_failed)
-    outbox = RedisOutbox(redis, backoffice, batch_size=settings.outbox_batch_size, on_step=timers.run_due_now,
+    timers = ReconnectTimers(on_error=timer_failed)
+    outbox = RedisOutbox(redis, backoffice, batch_size=settings.outbox_batch_size, due_work=timers,
                     flush_interval_s=settings.outbox_flush_interval_s,
                     retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
     validity: BackOffice = backoffice
     if settings.backoffice_validity == "batch":
         validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
     cache = ValidityCache(settings.cache_ttl_s)
-    store = RedisStatusStore(redis, cache=cache, outbox=outbox, on_step=timers.run_due_now)
+    store = RedisStatusStore(redis, cache=cache, outbox=outbox, due_work=timers)
     chain = ValidityChain(store, validity, cache, backoffice_budget_s=settings.backoffice_validity_budget_s)
     lease = RedisLeases(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     renewer = RedisLeases(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
-                               on_io=timers.run_due_now)
+                               due_work=timers)
     timeline = _open_timeline(settings)
     ctx = RunnerContext(store=store, validity=chain, transport=transport, policy=policy, metrics=metrics,
                         timeline=timeline, log=log, clock=time.time, lateness_s=[] if keep_lateness else None,

@@ -18,8 +18,8 @@ from service.core import Policy
 from service.metrics import ServiceMetrics
 from service.ports import StatusStore, Transport, Validity
 from service.retry import RetryPolicy
-from service.runtime.due import DueTimers
 from service.runtime.timeline import TimelineWriter
+from service.runtime.timers import ReconnectTimers
 
 if TYPE_CHECKING:
     from service.runtime.runner import SessionRunner
@@ -49,7 +49,7 @@ class RunnerContext:
     # admission control: at most this many validations / socket opens in flight at once. It paces
     # I/O (like a connection pool); when and whether to reconnect is still the core's decision.
     max_inflight: int = 256
-    timers: DueTimers = field(default_factory=DueTimers)  # every runner's reconnect timer, by due time
+    timers: ReconnectTimers = field(default_factory=ReconnectTimers)  # every runner's reconnect timer
     _validations: asyncio.Semaphore | None = None
     _opens: asyncio.Semaphore | None = None
 

@@ -32,6 +32,7 @@ from service.pending import record_of
 from service.ports import Secret
 from service.runtime.context import RunnerContext
 from service.runtime.link import LinkDriver
+from service.runtime.timers import TimerHandle
 from service.runtime.turn import Turn
 from service.runtime.validation import Validation
 from service.runtime.writes import OrderedWrites
@@ -66,13 +67,13 @@ class SessionRunner:
         self.drop_reason: str | None = None
         self._lock = Turn()  # one event at a time; a due timer may take it inside its callback
         self._gen = _Gen()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TimerHandle | None = None
         self._timer_due: float | None = None  # loop time
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
-                                     retry=ctx.write_retry, before_each=self._run_due_timers,
+                                     retry=ctx.write_retry, due_work=ctx.timers,
                                      on_fenced=self._fenced)
         self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
@@ -92,8 +93,8 @@ class SessionRunner:
 
     async def deliver(self, event: Event, guard: Callable[[], bool] | None = None) -> None:
         """Hand `event` to the machine and carry out its commands, in order. Never raises.
-        Timers of any session that have fallen due go first (see `service.runtime.due`)."""
-        self._run_due_timers()
+        Timers of any session that have fallen due go first (`ReconnectTimers.run_due_now`)."""
+        self._ctx.timers.run_due_now()
         try:
             async with self._lock:
                 if self.dropped:
@@ -109,11 +110,6 @@ class SessionRunner:
             raise
         except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
             self._session_error(event, err)
-
-    def _run_due_timers(self) -> None:
-        """Any session's work starts by handing due timers on (`service.runtime.due`); another
-        session's bug there is contained by `DueTimers.run_due_now`."""
-        self._ctx.timers.run_due_now()
 
     def deliver_now(self, event: Event, guard: Callable[[], bool]) -> None:
         """`deliver` from a plain callback (a due timer): when nothing else of this session is
@@ -306,29 +302,21 @@ class SessionRunner:
 
     def _schedule(self, command: ScheduleReconnect) -> None:
         self._cancel_timer()  # the core never stacks timers; this makes it impossible here too
-        loop = asyncio.get_running_loop()
-        self._gen.timer += 1
         generation = self._gen.timer
         self._timer_due = self._loop_now + command.delay_s
-        self._timer = loop.call_at(self._timer_due, self._fire_timer, generation)
-        self._ctx.timers.add(self._timer_due, functools.partial(self._fire_timer, generation))
+        self._timer = self._ctx.timers.schedule(self._timer_due, functools.partial(self._fire_timer, generation))
         self._ctx.metrics.backoff.observe(command.delay_s)
 
     def _fire_timer(self, generation: int) -> None:
-        """From the loop's timer or from `DueTimers.run_due`, whichever comes first; the loop's
-        timer first fires every other timer due before or with this one, earliest first."""
-        self._ctx.timers.run_due(asyncio.get_running_loop().time())
-        if generation != self._gen.timer or self._timer is None:
-            return  # cancelled, or the other path fired it already
-        self._timer.cancel()
+        """Called once by `ReconnectTimers` when the timer is due (a cancelled one never is)."""
         self._timer = None
         self.deliver_now(BackoffElapsed(), guard=lambda: self._gen.timer == generation)
 
     def _cancel_timer(self) -> None:
-        self._gen.timer += 1  # a timer already fired and waiting for the lock is now stale
+        self._gen.timer += 1  # a timer already fired and waiting for the turn is now stale
         self._timer_due = None
         if self._timer is not None:
-            self._timer.cancel()
+            self._ctx.timers.cancel(self._timer)
             self._timer = None
 
     def sync_link_counters(self) -> None:

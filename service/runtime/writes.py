@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import FencedWrite, StoreError
 from service.metrics import ServiceMetrics
 from service.retry import RetryPolicy, Retrying
@@ -29,16 +30,16 @@ class OrderedWrites:
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
                  metrics: ServiceMetrics, *, retries: int, retry: RetryPolicy,
-                 before_each: Callable[[], None] = lambda: None,
+                 due_work: DueWork = NO_DUE_WORK,
                  on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None) -> None:
-        """`before_each` runs before every write and as the writer resumes after one (the
-        runner hands due timers on there: a storm resumes thousands of writers in one pass).
+        """`due_work` (due reconnect timers) is handed on before every write and as the writer
+        resumes after one: a storm resumes thousands of writers in one pass.
         `on_fenced` is told of a write Redis refused because the session's lease moved (B9):
         every write still queued is dropped with it — none of them is this process's to make.
         A write that failed `retries` times in a row is logged as deferred (once) and counted."""
         self._on_fenced = on_fenced
         self._spawn = spawn
-        self._before_each = before_each
+        self._due_work = due_work
         self._log = log
         self._metrics = metrics
         self._retries = retries
@@ -82,7 +83,7 @@ class OrderedWrites:
         retry, deferred = Retrying(self._retry), False
         while self._writes:
             what, write = self._writes[0]
-            self._before_each()
+            self._due_work.run_due_now()
             try:
                 await write()
             except FencedWrite as err:
@@ -90,7 +91,7 @@ class OrderedWrites:
                 self._on_fenced(what, err)
                 return True
             except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
-                self._before_each()
+                self._due_work.run_due_now()
                 wait_s = retry.failed()
                 if isinstance(err, StoreError) and retry.failures < self._retries:
                     self._log.warning("store_retry", operation=what, try_number=retry.failures, error=str(err),
@@ -102,7 +103,7 @@ class OrderedWrites:
                                     error=str(err)[:300], error_type=type(err).__name__)
                 await retry.wait()
                 continue
-            self._before_each()  # resumed: thousands of writers can resume in one loop pass
+            self._due_work.run_due_now()  # resumed: thousands of writers can resume in one loop pass
             if deferred:
                 self._log.info("status_write_repaired", operation=what)
                 deferred = False

@@ -22,11 +22,11 @@ import logging
 import sys
 import uuid
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from service.config_checks import check_proxy_url
 from service.core import CloseReason, FailReason
+from service.due_work import DueWork
 from service.errors import ConfigError, LinkFailed
 from service.ports import LinkClosed, Secret
 from service.transports.neonize_fleet import Fleet
@@ -52,15 +52,15 @@ class NeonizeTransport:
     `dead_link_after_s`: a link reporting `KeepAliveTimeout` for this long is closed with
     code "keepalive_timeout" (pass the policy's `timeouts.dead_link_after_s`); None leaves
     it to whatsmeow, which forces a reconnect (a `Disconnected`) after about 3 minutes.
-    `on_io`: called first whenever a worker's message arrives (the runtime hands due
-    reconnect timers on there, as `WireTransport` does in its socket callbacks); must not raise.
+    `due_work` (`service.due_work`): handed on first whenever a worker's message arrives (the
+    runtime's due reconnect timers, as `WireTransport` does in its socket callbacks).
     `allow_event_injection`: tests only, see `NeonizeLink.inject_event`.
     """
 
     def __init__(self, proxy_url: str | None = None, *, pairing: bool = False, spare_workers: int = 1,
                  clients_per_worker: int = 100, worker_max_connects: int = 500, stop_grace_s: float = 2.0,
                  dead_link_after_s: float | None = None, python: str = sys.executable,
-                 worker_log_level: str = "WARNING", on_io: Callable[[], None] | None = None,
+                 worker_log_level: str = "WARNING", due_work: DueWork | None = None,
                  allow_event_injection: bool = False) -> None:
         self.proxy_url = None if proxy_url is None else Secret(_check_proxy(proxy_url))
         _check_count("spare_workers", spare_workers, minimum=0)
@@ -79,7 +79,8 @@ class NeonizeTransport:
         secrets = () if self.proxy_url is None else tuple(secret_parts(self.proxy_url.reveal()))
         self.fleet = Fleet(python=python, worker_args=args, secrets=secrets, clients_per_worker=clients_per_worker,
                            spare_workers=spare_workers, max_connects=worker_max_connects,
-                           stop_grace_s=self.stop_grace_s, on_message=on_io)
+                           stop_grace_s=self.stop_grace_s,
+                           on_message=None if due_work is None else due_work.run_due_now)
         self._links: weakref.WeakSet[NeonizeLink] = weakref.WeakSet()
 
     def __repr__(self) -> str:
@@ -269,15 +270,15 @@ class NeonizeLink:
             log.info("session %s: worker said %s %s %s", self.session_id, message["kind"], when, detail)
 
 
-def build_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int,
-                    on_io: Callable[[], None] | None = None) -> NeonizeTransport:
+def build_transport(settings: Settings, keepalive_interval_s: float, keepalive_misses: int, *,
+                    due_work: DueWork | None = None) -> NeonizeTransport:
     """The transport for `service.runtime.app.make_transport` (setting transport = "neonize"):
-    the `neonize_*` settings; the dead-link deadline is the policy's keepalive one; `on_io`
+    the `neonize_*` settings; the dead-link deadline is the policy's keepalive one; `due_work`
     as `NeonizeTransport` says."""
     return NeonizeTransport(settings.neonize_proxy_url.reveal() or None, spare_workers=settings.neonize_spare_workers,
                             clients_per_worker=settings.neonize_clients_per_worker,
                             worker_max_connects=settings.neonize_worker_max_connects, pairing=settings.neonize_pairing,
-                            dead_link_after_s=keepalive_interval_s * keepalive_misses, on_io=on_io)
+                            dead_link_after_s=keepalive_interval_s * keepalive_misses, due_work=due_work)
 
 
 def store_for(credentials: Secret | str, session_id: str) -> Secret:

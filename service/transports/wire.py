@@ -25,8 +25,8 @@ import asyncio
 import json
 import urllib.parse
 import weakref
-from collections.abc import Callable
 
+from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import ConfigError
 from service.ports import Secret
 from service.transports.wire_link import KEEPALIVE_TIMEOUT, WireLink, parse_close_reason
@@ -48,10 +48,10 @@ class WireTransport:
 
     def __init__(self, url: str, *, keepalive_interval_s: float, keepalive_misses: int,
                  close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
-                 on_io: Callable[[], None] | None = None) -> None:
-        """`on_io` is called first in every socket read and close callback of every link (the
-        runtime hands due reconnect timers on there: in a storm the loop runs thousands of
-        such callbacks back to back, and none of them is a session event). It must not raise."""
+                 due_work: DueWork = NO_DUE_WORK) -> None:
+        """`due_work` (`service.due_work`) is handed on first in every socket read and close
+        callback of every link: in a storm the loop runs thousands of such callbacks back to
+        back, and none of them is a session event."""
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("ws", "wss") or not parsed.hostname or parsed.path not in ("", "/"):
             raise ConfigError(f"wire url must be a base URL like ws://127.0.0.1:PORT (links add "
@@ -67,7 +67,7 @@ class WireTransport:
         self.keepalive_misses = keepalive_misses
         self.close_timeout_s = float(close_timeout_s)
         self._links: weakref.WeakSet[WireLink] = weakref.WeakSet()
-        self.on_io = on_io or _nothing
+        self.due_work = due_work
         self.host = parsed.hostname
         self.port = parsed.port or (443 if parsed.scheme == "wss" else 80)
         self.ssl = parsed.scheme == "wss"
@@ -88,6 +88,3 @@ class WireTransport:
         if links:
             await asyncio.gather(*(link.close() for link in links))
 
-
-def _nothing() -> None:
-    pass

@@ -379,17 +379,17 @@ class WireLink:
 
 class _LinkProtocol(asyncio.Protocol):
     """asyncio's side of one link: hands its socket's callbacks to the link, after the
-    transport's `on_io` hook (the runtime hands due timers on there)."""
+    transport's `due_work` is handed on (the runtime's due reconnect timers)."""
 
     def __init__(self, link: WireLink) -> None:
         self.link = link
-        self.on_io = link._transport.on_io
+        self.run_due_now = link._transport.due_work.run_due_now
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.link._made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        self.on_io()
+        self.run_due_now()
         try:
             self.link._received(data)
         except Exception as err:  # noqa: BLE001 - a bug here must end this link, not the loop's pass
@@ -402,7 +402,7 @@ class _LinkProtocol(asyncio.Protocol):
         return None  # the peer ended its side: close ours too (connection_lost follows)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.on_io()
+        self.run_due_now()
         self.link._ended(exc)
 
 

@@ -1,7 +1,7 @@
 """One session's ordered Redis writes (`OrderedWrites`) against a real redis-server: the
-writes land in the order queued, and the `before_each` hook runs before every write and
-again as the writer resumes after one (in a storm thousands of writers resume in one loop
-pass; the runner hands due reconnect timers on in that hook).
+writes land in the order queued, and `due_work` (due reconnect timers) is handed on before
+every write and again as the writer resumes after one (in a storm thousands of writers resume
+in one loop pass).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.retry import RetryPolicy
 from service.runtime.writes import OrderedWrites
+from tests.fixtures.due_work import DueWorkProbe
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ async def test_writes_land_in_order_with_the_hook_around_each(aredis: aioredis.R
         return go
 
     writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),
-                           retries=2, retry=RetryPolicy(0.01, 0.01), before_each=lambda: trail.append("hook"))
+                           retries=2, retry=RetryPolicy(0.01, 0.01), due_work=DueWorkProbe(lambda: trail.append("hook")))
     for n in range(3):
         writes.queue(f"write {n}", write(n))
     assert await writes.flush(5.0) is True

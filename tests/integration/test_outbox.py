@@ -22,6 +22,7 @@ from service.core import Priority, Status
 from service.outbox import RedisOutbox, new_update
 from service.ports import StatusUpdate
 from service.store import RedisStatusStore
+from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.standins import Standins, eventually
 
 pytestmark = pytest.mark.integration
@@ -203,12 +204,12 @@ async def test_high_priority_flushes_at_once(aredis: aioredis.Redis, standins_cl
 
 
 async def test_each_batch_yields_between_its_stretches(aredis: aioredis.Redis, standins_clean: Standins) -> None:
-    """`on_step` runs after the stream is read, after the entries are decoded and after the back
+    """`due_work` is handed on after the stream is read, after the entries are decoded and after the back
     office answered: three times a batch, so a caller's due work runs inside a long flush."""
     steps: list[int] = []
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = RedisOutbox(aredis, backoffice, batch_size=100, flush_interval_s=60.0, retry_base_s=0.05,
-                        retry_cap_s=0.4, on_step=lambda: steps.append(outbox.sent_batches))
+                        retry_cap_s=0.4, due_work=DueWorkProbe(lambda: steps.append(outbox.sent_batches)))
         store = RedisStatusStore(aredis, outbox=outbox)
         await append_many(store, 250, 10)
         await outbox.drain()

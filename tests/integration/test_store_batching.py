@@ -21,6 +21,7 @@ from service.ports import Secret
 from service.pending import PendingReconnect
 from service.store import RedisStatusStore
 from service.validity import ValidityCache, ValidityChain
+from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -121,11 +122,11 @@ async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_
 
 
 async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: aioredis.Redis) -> None:
-    """`on_step` runs as each pipeline starts and once its reply is read; with one pipeline in
+    """`due_work` is handed on as each pipeline starts and once its reply is read; with one pipeline in
     flight they alternate, so the caller's due work runs between every two pipelines."""
     def batcher(max_pipelines: int, trail: list[str]) -> TickBatcher:
         return TickBatcher(aredis, on_round_trip=lambda: None, max_requests=1, max_pipelines=max_pipelines,
-                           on_step=lambda: trail.append("step"))
+                           due_work=DueWorkProbe(lambda: trail.append("step")))
 
     def build(trail: list[str], sid: str):
         def queue(pipe) -> None:

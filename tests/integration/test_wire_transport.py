@@ -21,6 +21,7 @@ from chaos.toxiproxy import Toxiproxy
 from service.errors import LinkFailed
 from service.ports import Link, LinkClosed, Secret, Transport
 from service.transports.wire import KEEPALIVE_TIMEOUT, WireLink, WireTransport
+from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.process import free_port, wait_until
 from tests.fixtures.standins import Standins, eventually
 
@@ -199,12 +200,12 @@ async def test_peer_close_is_reported_with_decoded_code(wire: WireTransport, sta
     assert not link.is_open
 
 
-async def test_on_io_runs_before_each_read_and_close_callback(standins_clean: Standins) -> None:
-    """The runtime's hook (due timers handed on) runs in the socket's own callbacks: before
+async def test_due_work_runs_before_each_read_and_close_callback(standins_clean: Standins) -> None:
+    """`due_work` (due timers handed on) runs in the socket's own callbacks: before
     the frames that open the link, and before a close is taken in."""
     calls: list[float] = []
     transport = WireTransport(standins_clean.whatsapp_ws_url, keepalive_interval_s=INTERVAL_S,
-                              keepalive_misses=MISSES, on_io=lambda: calls.append(time.monotonic()))
+                              keepalive_misses=MISSES, due_work=DueWorkProbe(lambda: calls.append(time.monotonic())))
     try:
         link = await opened(transport)
         after_open = len(calls)

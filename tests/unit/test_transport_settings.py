@@ -12,6 +12,7 @@ from service.errors import ConfigError
 from service.ports import Secret
 from service.transports.neonize_transport import NeonizeTransport
 from service.transports.wire import WireTransport
+from tests.fixtures.due_work import DueWorkProbe
 
 
 @pytest.mark.parametrize(("url", "interval_s", "misses", "named"), [
@@ -49,7 +50,11 @@ def test_the_service_builds_this_transport_from_its_settings(tmp_path: Path) -> 
     from service.runtime.app import make_transport
 
     settings = Settings(transport="neonize", sessions="s0", neonize_clients_per_worker=7, neonize_spare_workers=2)
-    transport = make_transport(settings, keepalive_interval_s=1.0, keepalive_misses=3)
+    handed_on: list[str] = []
+    transport = make_transport(settings, keepalive_interval_s=1.0, keepalive_misses=3,
+                               due_work=DueWorkProbe(lambda: handed_on.append("due")))
+    transport.fleet._on_message()  # what a worker's message runs first: the due timers' hand-on
+    assert handed_on == ["due"]
     assert isinstance(transport, NeonizeTransport) and transport.dead_link_after_s == 3.0
     assert (transport.fleet.clients_per_worker, transport.fleet.spare_workers) == (7, 2)
     template = Secret(str(tmp_path / "{session_id}.db"))

@@ -1,0 +1,125 @@
+"""`ReconnectTimers`: the one owner of every session's reconnect timer.
+
+One sorted index of (due time, order) handles, ONE loop `TimerHandle` armed for the earliest
+entry only, real cancellation (a cancelled timer leaves nothing behind), and the hand-on of
+due timers (`run_due_now`, the `service.due_work.DueWork` interface): any session event or
+socket callback that runs first fires what has fallen due, so in a storm a due timer waits
+for one step of work, not for a whole pass of the loop (see `service.due_work`).
+Owns: the timers, their firing order (earliest due first; equal due times in the order they
+were scheduled) and the containment of a timer's exception (counted by `on_error`, the next
+timer still fires). Must not: decide anything, or fire a timer before it is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+from sortedcontainers import SortedList
+
+log = logging.getLogger(__name__)
+
+
+class TimerHandle(NamedTuple):
+    """What `schedule` returns and `cancel` takes; sorts by due time, then by order."""
+
+    due_s: float  # loop time
+    order: int
+
+
+class ReconnectTimers:
+    """`schedule(due_s, fire) -> handle`, `cancel(handle)`, `run_due_now()`; loop times."""
+
+    def __init__(self, on_error: Callable[[Exception], None] | None = None) -> None:
+        """`on_error` hears what a fired timer raised (default: logged here)."""
+        self._on_error = on_error
+        self._index: SortedList = SortedList()  # of TimerHandle, earliest first
+        self._fires: dict[TimerHandle, Callable[[], None]] = {}
+        self._order = itertools.count()
+        self._running = False
+        self._armed: asyncio.TimerHandle | None = None
+        self._armed_due_s: float | None = None
+        self.fired_early = 0  # timers fired by a hand-on before the loop's timer came
+
+    def __len__(self) -> int:
+        return len(self._fires)
+
+    def schedule(self, due_s: float, fire: Callable[[], None]) -> TimerHandle:
+        """Call `fire()` once at loop time `due_s` (or as soon after as anything runs)."""
+        handle = TimerHandle(due_s, next(self._order))
+        self._index.add(handle)
+        self._fires[handle] = fire
+        if not self._running and (self._armed_due_s is None or due_s < self._armed_due_s):
+            self._arm()
+        return handle
+
+    def cancel(self, handle: TimerHandle) -> None:
+        """Forget `handle`; nothing if it fired or was cancelled already. The loop timer is
+        re-armed (or disarmed) when the earliest entry goes."""
+        if self._fires.pop(handle, None) is None:
+            return
+        self._index.remove(handle)
+        if not self._running and handle.due_s == self._armed_due_s:
+            self._arm()
+
+    def next_due_s(self) -> float | None:
+        """The earliest timer's due time (loop time), None if none."""
+        return self._index[0].due_s if self._index else None
+
+    def run_due_now(self) -> None:
+        """Fire every timer due at the running loop's time (`DueWork`). Never raises. One
+        comparison when nothing is due: the armed time is the earliest entry's."""
+        due_s = self._armed_due_s
+        if due_s is not None and not self._running:
+            now_s = asyncio.get_running_loop().time()
+            if due_s <= now_s:
+                self.run_due(now_s, by_hand_on=True)
+
+    def run_due(self, now_s: float, *, by_hand_on: bool = False) -> None:
+        """Fire every timer due at `now_s`, earliest first. Not re-entrant: a `fire` that
+        leads back here (its event delivered at once) returns at once; the outer call goes on
+        and takes any timer that fire scheduled, if due."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            self._fire_due(now_s, by_hand_on)
+        finally:
+            self._running = False
+            self._arm()
+
+    def _fire_due(self, now_s: float, by_hand_on: bool) -> None:
+        index, fires = self._index, self._fires
+        while index and index[0].due_s <= now_s:
+            fire = fires.pop(index.pop(0))
+            self.fired_early += by_hand_on
+            try:
+                fire()
+            except Exception as err:  # noqa: BLE001 - one timer's bug must not stop the others
+                self._failed(err)
+
+    def _failed(self, err: Exception) -> None:
+        if self._on_error is None:
+            log.error("reconnect timer failed", exc_info=err)
+        else:
+            self._on_error(err)
+
+    def _arm(self) -> None:
+        """One loop timer, for the earliest entry only (none when there is none)."""
+        due_s = self._index[0].due_s if self._index else None
+        if due_s == self._armed_due_s:
+            return
+        if self._armed is not None:
+            self._armed.cancel()
+            self._armed = None
+        self._armed_due_s = due_s
+        if due_s is not None:
+            self._armed = asyncio.get_running_loop().call_at(due_s, self._on_loop_timer, due_s)
+
+    def _on_loop_timer(self, due_s: float) -> None:
+        """The loop reached the armed time (asyncio may call up to its clock resolution early)."""
+        self._armed, self._armed_due_s = None, None
+        self.run_due(max(asyncio.get_running_loop().time(), due_s))
