@@ -5,8 +5,9 @@ Carries out `service.core`'s commands with real I/O; makes no reconnect decision
 """
 
 from service.runtime.context import RunnerContext
-from service.runtime.gateway import Gateway, SessionSpec
+from service.runtime.gateway import Gateway
 from service.runtime.runner import SessionRunner
+from service.runtime.sources import SessionSpec
 from service.runtime.timeline import TimelineWriter
 
 __all__ = ["Gateway", "RunnerContext", "SessionRunner", "SessionSpec", "TimelineWriter"]

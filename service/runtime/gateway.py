@@ -2,9 +2,9 @@
 
 Owns: which sessions this process runs (a session runs here only while this process
 holds its lease, B4), the lease loop (renew what we hold, give up locally what we lost or
-cannot renew in time, adopt free sessions — e.g. those of a dead process), reading what an
-adopted session's last owner left (status and pending record, B5) for the core's
-`first_event`, and graceful stop. Must not decide attempts, delays, validity or how to
+cannot renew in time, adopt free sessions — e.g. those of a dead process), the first event
+of each adopted session (B5: read by `runtime/resume.py` for the core's `first_event`), and
+graceful stop; failed status writes are repaired by `runtime/repairs.py`. Must not decide attempts, delays, validity or how to
 resume: the core does, from what the gateway found.
 """
 
@@ -13,29 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from service.core import DropReason, ReleaseReason, Status
-from service.core.events import Event, Released
-from service.core.recovery import first_event
-from service.errors import MalformedInput, StoreError
-from service.ports import Leases, Outbox, Secret
+from service.core.events import Released
+from service.errors import StoreError
+from service.ports import Leases, Outbox
 from service.runtime.context import RunnerContext
+from service.runtime.repairs import StatusRepairs
+from service.runtime.resume import found_event
 from service.runtime.runner import SessionRunner
+from service.runtime.sources import SessionSource, SessionSpec
 
 SETTLED_REASONS = frozenset(DropReason)  # drops that keep the lease
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """One session to run: its id and its WhatsApp credentials (never logged)."""
-
-    session_id: str
-    credentials: Secret
-
-
-SessionSource = Callable[[], Awaitable[list[SessionSpec]]]
 
 
 class Gateway:
@@ -62,7 +52,7 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None  # the one adoption sweep in progress
-        self._dropped_unwritten: dict[str, SessionRunner] = {}  # dropped, last status not yet in Redis
+        self._repairs = StatusRepairs(ctx.log)
         self._log = ctx.log
         ctx.on_drop = self._on_drop
         ctx.on_fenced = self._on_fenced
@@ -145,7 +135,7 @@ class Gateway:
             return
         self._lease_deadline[sid] = started + self.lease.ttl_s
         try:
-            event, status = await self._first_event(sid)
+            event, status = await found_event(self.ctx, sid)
         except Exception as err:  # noqa: BLE001 - cannot tell how to resume: let the lease go, retry later
             if not isinstance(err, StoreError):  # a bug or an input no check foresaw: counted, and contained
                 self.ctx.metrics.command_errors.labels(command="adopt").inc()
@@ -165,30 +155,9 @@ class Gateway:
         self.ctx.metrics.status_changed(None, status)
         await runner.deliver(event)
 
-    async def _first_event(self, sid: str) -> tuple[Event | None, Status | None]:
-        """What the core is told about a session we just leased (B5): `first_event` of what
-        its last owner left. The pending record matters only beside `connecting`: read then."""
-        try:
-            status = await self.ctx.store.get_status(sid)
-        except MalformedInput as err:
-            self._malformed(sid, err)
-            status = None  # unusable: start afresh, which overwrites it with a real status
-        pending = None
-        if status is Status.CONNECTING:
-            try:
-                pending = await self.ctx.store.pending(sid)
-            except MalformedInput as err:
-                self._malformed(sid, err)
-        return first_event(status, pending, self.ctx.clock()), status
-
-    def _malformed(self, sid: str, err: MalformedInput) -> None:
-        self.ctx.metrics.count_malformed(err.source)
-        self._log.error("malformed_input", session_id=sid, source=err.source, detail=err.detail)
-
     def _on_drop(self, runner: SessionRunner, reason: str) -> None:
         sid = runner.session_id
-        if runner.has_unwritten:  # its last writes may still be queued: the sweep sees them through
-            self._dropped_unwritten[sid] = runner
+        self._repairs.dropped(runner)
         if self.runners.get(sid) is runner:
             del self.runners[sid]
         if reason in SETTLED_REASONS and not self._stopping.is_set():
@@ -245,20 +214,7 @@ class Gateway:
 
     async def repair_statuses(self) -> None:
         """Retry status writes that failed, so Redis and the back office converge (B6)."""
-        dirty = [r for r in self.runners.values() if r.needs_repair]
-        for sid, runner in list(self._dropped_unwritten.items()):
-            if not runner.has_unwritten:  # its last writes went through by themselves: nothing to repair
-                del self._dropped_unwritten[sid]
-            elif sid in self.settled and runner.needs_repair:
-                dirty.append(runner)
-        if not dirty:
-            return
-        self._log.warning("status_repairs", count=len(dirty))
-        await self._bounded(dirty, self._repair_one)
-
-    async def _repair_one(self, runner: SessionRunner) -> None:
-        if await runner.repair_status():
-            self._dropped_unwritten.pop(runner.session_id, None)
+        await self._repairs.sweep(list(self.runners.values()), list(self.settled), self._bounded)
 
     def _on_fenced(self, runner: SessionRunner) -> None:
         """A runner's write was refused (B9): if its token is still the one this process holds

@@ -1,11 +1,12 @@
 """One session's asyncio driver: owns its `SessionMachine`, carries out its commands with
 real I/O, and turns link outcomes, timers and validation answers back into events.
 
-Owns: the session's machine, its one reconnect timer (a stale timer never fires into a new
-state: each timer, link and validation carries a generation checked under the session's
-lock), the per-session lock that serialises events and the dispatch of each command. The
-link I/O is a `LinkDriver` (`runtime/link.py`), the validity question a `Validation`
-(`runtime/validation.py`): each is handed `deliver` and sends its outcomes back as events.
+Owns: the machine, the session's turn that serialises events (a stale outcome never reaches
+a new state: each timer, link and validation outcome carries a generation checked under the
+turn) and the dispatch of each command to its part: `LinkDriver` (link.py) and `Validation`
+(validation.py) answer through `deliver`, `SessionTimer` (timers.py) through `deliver_now`;
+writes queue in `OrderedWrites` (writes.py), `Emit` goes to `SessionReport` (report.py),
+tasks to `SessionTasks` (tasks.py).
 Must not: make any reconnect decision (attempts, delays, codes, validity rules are the
 core's), or let one session's failure escape into another session or the gateway —
 every I/O error is logged, counted and contained here.
@@ -14,41 +15,29 @@ every I/O error is logged, counted and contained here.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from service.core import IllegalTransition, LogEvent, SessionMachine, State, Status
+from service.core import IllegalTransition, SessionMachine, State, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, ClearPending, CloseSocket, Command, Drop, Emit, Event,
     MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate, written_with,
 )
 from service.errors import FencedWrite, MalformedInput
-from service.logging import EventLog
 from service.outbox import new_update
 from service.pending import record_of
 from service.ports import Secret
 from service.runtime.context import RunnerContext
 from service.runtime.link import LinkDriver
-from service.runtime.timers import TimerHandle
+from service.runtime.report import SessionReport
+from service.runtime.tasks import SessionTasks
+from service.runtime.timers import SessionTimer
 from service.runtime.turn import Turn
 from service.runtime.validation import Validation
 from service.runtime.writes import OrderedWrites
 
 _BOOKKEEPING = (RecordPending, MarkStarted, ClearPending)  # crash bookkeeping (B5): see `_save_pending`
-_WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.SESSION_TERMINAL, LogEvent.RECONNECT_CANCELLED,
-                          LogEvent.RECONNECT_FAILED})
-
-
-@dataclass
-class _Gen:
-    """The timer's generation (a fired timer is delivered only if it is current) and the
-    session's live tasks."""
-
-    timer: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class SessionRunner:
@@ -66,16 +55,16 @@ class SessionRunner:
         self.status = status  # last status this runner wrote (or found)
         self.drop_reason: str | None = None
         self._lock = Turn()  # one event at a time; a due timer may take it inside its callback
-        self._gen = _Gen()
-        self._timer: TimerHandle | None = None
-        self._timer_due: float | None = None  # loop time
+        self._timer = SessionTimer(ctx.timers, lambda guard: self.deliver_now(BackoffElapsed(), guard))
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
         self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
+        self._tasks = SessionTasks(ctx.metrics, self._log)
+        self._spawn = self._tasks.spawn
         self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
                                      retry=ctx.write_retry, due_work=ctx.timers,
                                      on_fenced=self._fenced)
-        self._events = EventLog(self._log)  # R8 step lines, rendered without the processor chain
+        self._report = SessionReport(ctx.timeline, ctx.metrics, self._log)
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
         self._validation = Validation(session_id, ctx, fence=fence, log=self._log, deliver=self.deliver,
                                       spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.dropped)
@@ -83,7 +72,7 @@ class SessionRunner:
     @property
     def timer_due(self) -> float | None:
         """Loop time the pending reconnect timer is due at, None if none is pending."""
-        return self._timer_due
+        return self._timer.due_s
 
     @property
     def dropped(self) -> bool:
@@ -150,8 +139,9 @@ class SessionRunner:
     def _step(self, event: Event) -> list[Command]:
         """The machine's commands for `event` (none if the core calls it illegal)."""
         self._loop_now = asyncio.get_running_loop().time()
-        if isinstance(event, BackoffElapsed) and self._timer_due is not None:
-            self._record_lateness(self._loop_now - self._timer_due)
+        lateness_s = self._timer.lateness_s(self._loop_now) if isinstance(event, BackoffElapsed) else None
+        if lateness_s is not None:
+            self._record_lateness(lateness_s)
         state = self.machine.state
         try:
             commands = self.machine.handle(event, self._ctx.clock())
@@ -164,7 +154,6 @@ class SessionRunner:
             return []
 
     def _record_lateness(self, lateness_s: float) -> None:
-        self._timer_due = None
         self._ctx.metrics.lateness.observe(max(0.0, lateness_s))
         if self._ctx.lateness_s is not None:
             self._ctx.lateness_s.append(lateness_s)
@@ -184,7 +173,7 @@ class SessionRunner:
             paired = written_with(commands, index)
             try:
                 if kind is Emit:
-                    self._emit(command)
+                    self._report.emit(command.record)
                 elif kind is SetStatus:
                     self._set_status(command, paired)
                 elif kind is ClearCache:
@@ -192,7 +181,7 @@ class SessionRunner:
                 elif kind is ScheduleReconnect:
                     self._schedule(command)
                 elif kind is CancelReconnect:
-                    self._cancel_timer()
+                    self._timer.cancel()
                 elif kind is Validate:
                     self._validation.start(command.for_reconnect)
                 elif kind in _BOOKKEEPING:
@@ -222,22 +211,6 @@ class SessionRunner:
         if isinstance(err, MalformedInput):
             self._ctx.metrics.count_malformed(err.source)
         self._log.error("command_failed", command=name, error=str(err), error_type=type(err).__name__)
-
-    def _emit(self, command: Emit) -> None:
-        record = command.record
-        self._ctx.timeline.write(record)
-        metrics, detail = self._ctx.metrics, record.detail
-        if record.event == LogEvent.MAX_ATTEMPTS_REACHED:
-            metrics.give_ups.inc()
-        elif record.event == LogEvent.RECONNECT_CANCELLED:
-            metrics.cancelled.inc()
-        elif record.event == LogEvent.SESSION_CLOSED:
-            metrics.count_close(detail.get("code"))
-        elif record.event == LogEvent.SESSION_TERMINAL:
-            metrics.terminal.labels(code=str(detail.get("code"))).inc()
-        level = "warning" if record.event in _WARN_EVENTS else "info"
-        self._events.log(level, record.event, attempt=record.attempt, status=record.status,
-                         **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
     def _set_status(self, command: SetStatus, record: Command | None) -> None:
         """Queue the status write (with its outbox record, and the pending record the core wrote
@@ -301,23 +274,8 @@ class SessionRunner:
         return await self._writes.flush(timeout_s)
 
     def _schedule(self, command: ScheduleReconnect) -> None:
-        self._cancel_timer()  # the core never stacks timers; this makes it impossible here too
-        generation = self._gen.timer
-        self._timer_due = self._loop_now + command.delay_s
-        self._timer = self._ctx.timers.schedule(self._timer_due, functools.partial(self._fire_timer, generation))
+        self._timer.start(self._loop_now + command.delay_s)
         self._ctx.metrics.backoff.observe(command.delay_s)
-
-    def _fire_timer(self, generation: int) -> None:
-        """Called once by `ReconnectTimers` when the timer is due (a cancelled one never is)."""
-        self._timer = None
-        self.deliver_now(BackoffElapsed(), guard=lambda: self._gen.timer == generation)
-
-    def _cancel_timer(self) -> None:
-        self._gen.timer += 1  # a timer already fired and waiting for the turn is now stale
-        self._timer_due = None
-        if self._timer is not None:
-            self._ctx.timers.cancel(self._timer)
-            self._timer = None
 
     def sync_link_counters(self) -> None:
         """Count malformed frames the current link ignored since the last look."""
@@ -325,40 +283,15 @@ class SessionRunner:
 
     def _drop(self, reason: str) -> None:
         self.drop_reason = reason
-        self._cancel_timer()
+        self._timer.cancel()
         self._validation.cancel()
         if self._ctx.on_drop is not None:
             self._ctx.on_drop(self, reason)
 
-    # ---- helpers ----------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._gen.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """Every task of this session ends here: one that failed (a bug: each task handles
-        its own I/O errors) is counted and logged, never left as "exception never retrieved"."""
-        self._gen.tasks.discard(task)
-        if task.cancelled():
-            return
-        err = task.exception()
-        if err is not None:
-            self._ctx.metrics.command_errors.labels(command="task").inc()
-            self._log.error("session_task_failed", error=repr(err)[:300], error_type=type(err).__name__,
-                            exc_info=err)
-
     async def aclose(self) -> None:
         """Cancel every task of this runner and close its link (after `Released`)."""
         await self.flush_writes(self._ctx.close_timeout_s)
-        self._cancel_timer()
+        self._timer.cancel()
         self._validation.cancel()
         await self._link.close()
-        current = asyncio.current_task()
-        tasks = [t for t in self._gen.tasks if t is not current and not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()

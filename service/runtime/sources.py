@@ -1,17 +1,29 @@
 """Where the list of sessions to run comes from: a file, a range like `s{0..99}` or a comma
 list (the forms are parsed in `service.session_ids`).
 
-Owns turning the `sessions` setting into an async callable returning `SessionSpec`s. Must
-not start sessions or talk to Redis.
+Owns `SessionSpec` (one session to run) and turning the `sessions` setting into an async
+callable returning them. Must not start sessions or talk to Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.ports import Secret
-from service.runtime.gateway import SessionSource, SessionSpec
 from service.session_ids import expand_ids, read_id_file
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One session to run: its id and its WhatsApp credentials (never logged)."""
+
+    session_id: str
+    credentials: Secret
+
+
+SessionSource = Callable[[], Awaitable[list[SessionSpec]]]
 
 
 def make_source(spec: str, credentials: Secret) -> SessionSource:

@@ -5,6 +5,8 @@ entry only, real cancellation (a cancelled timer leaves nothing behind), and the
 due timers (`run_due_now`, the `service.due_work.DueWork` interface): any session event or
 socket callback that runs first fires what has fallen due, so in a storm a due timer waits
 for one step of work, not for a whole pass of the loop (see `service.due_work`).
+`SessionTimer` is one session's timer on it (its generation guards an event that waits for
+the session's turn).
 Owns: the timers, their firing order (earliest due first; equal due times in the order they
 were scheduled) and the containment of a timer's exception (counted by `on_error`, the next
 timer still fires). Must not: decide anything, or fire a timer before it is due.
@@ -13,6 +15,7 @@ timer still fires). Must not: decide anything, or fire a timer before it is due.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -123,3 +126,40 @@ class ReconnectTimers:
         """The loop reached the armed time (asyncio may call up to its clock resolution early)."""
         self._armed, self._armed_due_s = None, None
         self.run_due(max(asyncio.get_running_loop().time(), due_s))
+
+
+class SessionTimer:
+    """One session's reconnect timer on the shared `ReconnectTimers`: `start(due_s)` (replacing
+    any pending one), `cancel()`, `due_s`. When it fires, `fire(guard)` is called; `guard()`
+    stays true only until the timer is cancelled or started again, so an event that waits for
+    the session's turn is dropped if its timer has since been cancelled."""
+
+    def __init__(self, timers: ReconnectTimers, fire: Callable[[Callable[[], bool]], None]) -> None:
+        self._timers = timers
+        self._fire = fire
+        self._generation = 0
+        self._handle: TimerHandle | None = None
+        self.due_s: float | None = None  # loop time; None when none is pending (or it was handled)
+
+    def start(self, due_s: float) -> None:
+        self.cancel()  # the core never stacks timers; this makes it impossible here too
+        self.due_s = due_s
+        self._handle = self._timers.schedule(due_s, functools.partial(self._fired, self._generation))
+
+    def _fired(self, generation: int) -> None:
+        self._handle = None
+        self._fire(lambda: self._generation == generation)
+
+    def cancel(self) -> None:
+        self._generation += 1  # a timer already fired and waiting for the turn is now stale
+        self.due_s = None
+        if self._handle is not None:
+            self._timers.cancel(self._handle)
+            self._handle = None
+
+    def lateness_s(self, now_s: float) -> float | None:
+        """How late the timer's event is handled at `now_s` (once: then None)."""
+        if self.due_s is None:
+            return None
+        lateness_s, self.due_s = now_s - self.due_s, None
+        return lateness_s
