@@ -20,7 +20,8 @@ the fenced writes, the outbox appends and the lease scripts) is followed on the 
 connection by `WAIT replica_waits timeout_ms` (WAIT cannot run inside MULTI or a script).
 Fewer replicas acknowledging in time raises `ReplicaWaitError`: the write is on the primary
 but may not survive its failover, so the caller treats it as failed and retries it (every
-such write is idempotent or fenced). With 0 (the default) nothing waits: a failover can lose
+such write is idempotent or fenced). The connection is closed too: a primary cut off from
+its replicas may have been replaced, and a new connection asks the sentinels again. With 0 (the default) nothing waits: a failover can lose
 the writes of the last replication delay (see service/README.md, "Redis Sentinel").
 """
 
@@ -168,6 +169,8 @@ async def wait_for_replicas(connection: Any, replica_waits: int, timeout_ms: int
     await connection.send_command("WAIT", replica_waits, timeout_ms)
     acked = await connection.read_response()
     if not isinstance(acked, int) or acked < replica_waits:
+        # a primary cut off from its replicas may have been replaced: the next connection asks again
+        await connection.disconnect()
         raise ReplicaWaitError(f"{acked!r} of the {replica_waits} replicas asked acknowledged a write within "
                                f"{timeout_ms} ms (setting redis_replica_waits): it may not survive a failover")
 

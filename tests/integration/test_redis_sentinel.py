@@ -1,6 +1,7 @@
 """The service's Redis clients against a real primary, replica and three sentinels
 (`sentinel_group`): writes follow the primary across a failover (SIGKILL of the primary),
-and `redis_replica_waits` makes a write wait for its replica (WAIT) or fail when it cannot.
+and `redis_replica_waits` makes a write wait for its replica (WAIT) or fail when it cannot;
+its cost per write is measured (`reports/service/redis-wait-cost.json`).
 
 Timings are judged per step from what was measured in the same run: the sentinels'
 failover time (kill → the sentinels name the new primary) is measured, and the store must
@@ -10,7 +11,9 @@ write on the new primary within one retry of that.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,7 @@ from tests.fixtures.redis_ha import SentinelGroup
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RETRY_S = 0.1  # the test's own retry pace, standing in for the callers'
+REPORT = Path(__file__).resolve().parents[2] / "reports" / "service" / "redis-wait-cost.json"
 
 
 def _client(group: SentinelGroup, **options: int) -> object:
@@ -107,3 +111,37 @@ async def test_a_write_fails_when_fewer_replicas_acknowledge_than_asked(sentinel
             await lease.acquire("s1")
     finally:
         await client.aclose()
+
+
+def _waits_sent(group: SentinelGroup) -> int:
+    with group.primary.client() as direct:
+        return int(direct.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def test_replica_waits_cost_one_wait_per_write_measured(sentinel_group: SentinelGroup) -> None:
+    """Each fenced write with waits on is one WAIT more on the same connection; the latency
+    per write with and without is measured in this run and written to the report."""
+    writes = 300
+    latency_ms: dict[int, float] = {}
+    for waits in (0, 1):
+        client = _client(sentinel_group, replica_waits=waits, wait_timeout_ms=2000)
+        store = StatusStore(client, _NoBackOffice(), cache_ttl_s=0)
+        try:
+            await store.set_status("warm", Status.ACTIVE)
+            sent_before = _waits_sent(sentinel_group)
+            times = []
+            for n in range(writes):
+                started = time.perf_counter()
+                await store.set_status(f"s{n}", Status.ACTIVE, outbox_update=new_update(f"s{n}", Status.ACTIVE))
+                times.append(time.perf_counter() - started)
+            assert _waits_sent(sentinel_group) - sent_before == (writes if waits else 0)
+            latency_ms[waits] = sorted(times)[len(times) // 2] * 1000
+        finally:
+            await client.aclose()
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps({
+        "writes": writes, "what": "one fenced status write with its outbox append (set_status), one at a time, "
+                                  "primary and one replica on loopback",
+        "median_ms_waits_0": round(latency_ms[0], 3), "median_ms_waits_1": round(latency_ms[1], 3),
+        "ratio": round(latency_ms[1] / latency_ms[0], 2), "round_trips_per_write": {"waits_0": 1, "waits_1": 2},
+    }, indent=2) + "\n")
