@@ -180,6 +180,12 @@ def _redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
         replica_waits=settings.redis_replica_waits, wait_timeout_ms=settings.redis_wait_timeout_ms))
 
 
+def _redis_bound_s(settings: Settings) -> float:
+    """The longest one Redis request may take: its socket timeout, then its wait for replicas."""
+    waits_s = settings.redis_wait_timeout_ms / 1000 if settings.redis_replica_waits else 0.0
+    return REDIS_TIMEOUT_S + waits_s
+
+
 async def build_service(settings: Settings, *, keep_lateness: bool = False) -> Service:
     """Build and start every part; `keep_lateness` keeps raw timer lateness samples (benchmarks)."""
     log, policy = get_logger(owner_id=settings.owner_id), settings.build_policy()
@@ -222,7 +228,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
                       gateway, server=server, log=log)
     service.server.before_scrape = service.refresh_metrics
     service.health_bounds = health.derive_bounds(
-        policy, redis_timeout_s=REDIS_TIMEOUT_S, backoffice_budget_s=settings.backoffice_validity_budget_s,
+        policy, redis_timeout_s=_redis_bound_s(settings), backoffice_budget_s=settings.backoffice_validity_budget_s,
         validate_retry_cap_s=ctx.validate_retry.cap_s, close_timeout_s=ctx.close_timeout_s,
         backoffice_timeout_s=settings.backoffice_timeout_s, outbox_retry_cap_s=settings.outbox_retry_cap_s,
         outbox_flush_interval_s=settings.outbox_flush_interval_s, stuck_after_s=settings.health_stuck_after_s,

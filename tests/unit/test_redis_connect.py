@@ -61,3 +61,13 @@ def test_no_error_shows_the_password(password: str, tail: str) -> None:
 def test_the_log_form_masks_the_password(password: str) -> None:
     """A password as a URL carries it (`/` and `@` percent-encoded) is masked in what is logged."""
     assert redact_url(f"redis+sentinel://:{password}@h:1,h:2/m/0") == "redis+sentinel://:***@h:1,h:2/m/0"
+
+
+def test_health_gives_a_redis_request_its_wait_for_replicas() -> None:
+    """/healthz calls a validation stuck past the bound of its Redis request: with replica
+    waits that request may also wait `redis_wait_timeout_ms` for its replicas."""
+    from service.config import Settings
+    from service.runtime.app import REDIS_TIMEOUT_S, _redis_bound_s
+    base = {"sessions": "s0", "backoffice_token": "t"}
+    assert _redis_bound_s(Settings(**base, redis_wait_timeout_ms=30_000)) == REDIS_TIMEOUT_S
+    assert _redis_bound_s(Settings(**base, redis_replica_waits=1, redis_wait_timeout_ms=30_000)) == REDIS_TIMEOUT_S + 30
