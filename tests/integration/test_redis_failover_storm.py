@@ -77,9 +77,10 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
                                   probe_steps_s)
         online_at = await until(group.replica_online, 60, "the new primary has a replica in sync")
 
+        await standins_end_outage(standins)
+        await until(lambda: standins.whatsapp.stats()["connected"] == SESSIONS, 60, "every session connected")
         await until(lambda: all_active(group, IDS), 60, "every session active again")
         await until(lambda: outbox_empty(group), 30, "the storm's updates delivered")
-        await standins_end_outage(standins)
         health = await service.health()
         stats = await asyncio.to_thread(standins.whatsapp.stats)
         received = {u["update_id"] for u in (await asyncio.to_thread(standins.backoffice.updates))["updates"]}
