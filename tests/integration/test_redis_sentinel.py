@@ -125,7 +125,7 @@ async def test_replica_waits_cost_one_wait_per_write_measured(sentinel_group: Se
     latency_ms: dict[int, float] = {}
     for waits in (0, 1):
         client = _client(sentinel_group, replica_waits=waits, wait_timeout_ms=2000)
-        store = StatusStore(client, _NoBackOffice(), cache_ttl_s=0)
+        store = RedisStatusStore(client)
         try:
             await store.set_status("warm", Status.ACTIVE)
             sent_before = _waits_sent(sentinel_group)
