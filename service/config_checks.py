@@ -16,7 +16,9 @@ from typing import Any
 
 from service.redis_connect import SENTINEL_EXAMPLE, is_sentinel_url, parse_sentinel_url
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@", re.I)
+# The password runs to the last `@` before the path, as redis-py and urllib read it: a raw `@`
+# in a password must not leave its tail in a log line.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^/]*)@", re.I)
 MAX_URL_CHARS = 2048
 SHOWN_CHARS = 80
 

@@ -27,7 +27,9 @@ _SECRET_KEY = re.compile(r"token|credential|passw(or)?d|passwd|secret|authori[sz
 _TEXT_PATTERNS = (
     # The look-behind lets a scheme start only where a run of scheme characters starts: without
     # it a long run of letters is re-scanned from every position (64 KB took 33 s).
-    (re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:@/\s]*):([^@/\s]+)@", re.I), r"\1:***@"),
+    # The password runs to the authority's last `@` (a raw `@` in it is how clients parse it);
+    # every scan stops at the next `/`, so no text is scanned twice.
+    (re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:@/\s]*):([^/\s]+)@", re.I), r"\1:***@"),
     (re.compile(r"(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I), r"\1 ***"),
     (re.compile(r"((?:authorization|token|password|credentials?)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+", re.I), r"\1***"),
 )
