@@ -60,7 +60,9 @@ class LinkDriver:
         try:
             async with self._ctx.open_slot():  # the connect timeout starts once a slot is ours
                 # the transport enforces timeout_s; the outer deadline only guards a transport bug
-                await asyncio.wait_for(link.open(timeout_s), timeout_s + 1.0)
+                # (a deadline, not wait_for: no second task per attempt)
+                async with asyncio.timeout(timeout_s + 1.0):
+                    await link.open(timeout_s)
         except Exception as err:  # noqa: BLE001 - every failure to open is a StartFailed
             if current():
                 self._count_attempt(attempt, "failed")
@@ -113,6 +115,7 @@ class LinkDriver:
             task.cancel()
         if link is not None:
             try:
-                await asyncio.wait_for(link.close(), self._ctx.close_timeout_s)
+                async with asyncio.timeout(self._ctx.close_timeout_s):
+                    await link.close()
             except Exception as err:  # noqa: BLE001 - R7: errors while closing are ignored
                 self._log.info("close_socket_error", error=repr(err))

@@ -176,11 +176,18 @@ class WireLink:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._transport.close_timeout_s):
                     await asyncio.shield(self._lost)
-        assert self._result is not None
+        assert self._result is not None and self._login is not None
         if not self._result.done():
             self._result.set_result(LinkClosed(code=failure.code, wait_s=failure.wait_s,
                                                reason=f"open failed: {failure.reason}"))
-        log.info("wire link failed to open: session %s: %s (code %s)", self.session_id, failure.reason, failure.code)
+        # `open()` raising is the one report of this failure (the session logs and counts it):
+        # a login the connection failed after the attempt stopped waiting is read here, so
+        # asyncio does not log it again as an exception never retrieved
+        if not self._login.done():
+            self._login.cancel()
+        elif not self._login.cancelled():
+            self._login.exception()
+        log.debug("wire link failed to open: session %s: %s (code %s)", self.session_id, failure.reason, failure.code)
 
     # -- socket callbacks ----------------------------------------------------------
 

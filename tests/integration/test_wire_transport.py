@@ -6,6 +6,7 @@ and credentials never logged."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import socket
@@ -254,6 +255,40 @@ async def test_silent_server_times_out_and_the_attempt_is_cut_off() -> None:
         assert 0.5 <= elapsed_s < 3.0
         async with asyncio.timeout(5):
             await server.peer_gone.wait()  # our side really closed the TCP connection
+
+
+@pytest.mark.parametrize("stage", ["connected-late", "silent", "reset"])
+async def test_a_failed_open_leaves_no_unretrieved_exception(stage: str) -> None:
+    """A failed attempt is reported once, by `open()` raising: no future of the link is left
+    holding an exception nobody reads (asyncio logs those when they are collected). In a
+    storm the loop can be so busy that the connect's task finishes only after the timeout:
+    `connected-late` holds the connect back past it, the socket already made."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    real_connect = loop.create_connection
+
+    async def connected_late(*args: object, **kwargs: object) -> object:
+        made = await real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(5)
+        return made
+    if stage == "connected-late":
+        loop.create_connection = connected_late  # type: ignore[method-assign]
+    try:
+        async with raw_server(reset_after_request=stage == "reset") as server:
+            link = transport_for(f"ws://127.0.0.1:{server.port}").new_link("s1", CREDS)
+            with pytest.raises(LinkFailed):
+                await link.open(0.3)
+            await closed_within(link)
+        del link
+        for _ in range(3):  # a future's exception is reported when the future is collected
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        if stage == "connected-late":
+            del loop.create_connection  # the loop's own method again
+    assert [context.get("message") for context in unhandled] == []
 
 
 async def test_close_during_open_cuts_the_attempt_off() -> None:
