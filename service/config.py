@@ -23,7 +23,9 @@ from service.config_checks import (check_http_url, check_path_text, check_policy
                                    check_redis_url, check_ws_url, redact_url, reject_bool, shown)
 from service.core import Policy, PolicyError, build_policy
 from service.errors import ConfigError
+from service.keys import SINGLE, KeyLayout
 from service.ports import Secret
+from service.redis_connect import is_cluster_url
 from service.session_ids import check_spec, read_id_file
 
 ENV_PREFIX = "RECONNECT_LAB_"
@@ -35,7 +37,7 @@ def _default_owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-_NUMBERS = ("redis_replica_waits", "redis_wait_timeout_ms", "backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
+_NUMBERS = ("redis_replica_waits", "redis_cluster_shards", "redis_wait_timeout_ms", "backoffice_timeout_s", "backoffice_validity_batch_size", "backoffice_validity_budget_s", "lease_ttl_s", "cache_ttl_s",
             "outbox_batch_size", "outbox_flush_interval_s", "outbox_retry_base_s", "outbox_retry_cap_s",
             "redis_retry_base_s", "redis_retry_cap_s", "status_write_retry_cap_s",
             "metrics_port", "time_scale", "seed", "start_concurrency", "max_inflight", "shutdown_timeout_s",
@@ -53,7 +55,11 @@ class Settings(BaseModel):
 
     redis_url: Secret = Field(Secret("redis://127.0.0.1:6379/0"), description=(
         "Redis URL redis[s]://[:password@]host:port/db, or through Sentinel "
-        "redis+sentinel://[:password@]host:port[,host:port...]/service-name/db; the password is never logged"))
+        "redis+sentinel://[:password@]host:port[,host:port...]/service-name/db, or a Redis Cluster "
+        "redis+cluster://[:password@]host:port[,host:port...]/; the password is never logged"))
+    redis_cluster_shards: int = Field(16, ge=1, le=1024, description=(
+        "with a Redis Cluster: hash-tagged shards the keys are spread over (rl:{s07}:...), one outbox "
+        "stream each; every process of a fleet must use the same number (ignored otherwise)"))
     redis_replica_waits: int = Field(0, ge=0, le=16, description=(
         "replicas that must acknowledge every outbox append and lease/fencing write (WAIT) before it "
         "counts as done; 0: none (a failover may lose the last writes)"))
@@ -195,6 +201,17 @@ class Settings(BaseModel):
         if not isinstance(value, Mapping):
             raise ValueError(f"must be a table of policy keys, got {type(value).__name__}")
         return dict(value)
+
+    @model_validator(mode="after")
+    def _no_replica_waits_on_cluster(self) -> "Settings":
+        if self.redis_replica_waits and is_cluster_url(self.redis_url.reveal()):
+            raise ValueError("redis_replica_waits must be 0 with a Redis Cluster (redis+cluster://): "
+                             "replica waits are offered with a single server or Sentinel only")
+        return self
+
+    def key_layout(self) -> KeyLayout:
+        """Where the keys live: the single-Redis names, or `redis_cluster_shards` tagged shards."""
+        return KeyLayout(self.redis_cluster_shards) if is_cluster_url(self.redis_url.reveal()) else SINGLE
 
     @model_validator(mode="after")
     def _retry_cap_not_below_base(self) -> "Settings":

@@ -14,7 +14,8 @@ import re
 import urllib.parse
 from typing import Any
 
-from service.redis_connect import SENTINEL_EXAMPLE, is_sentinel_url, parse_sentinel_url
+from service.redis_connect import (CLUSTER_EXAMPLE, SENTINEL_EXAMPLE, is_cluster_url, is_sentinel_url,
+                                   parse_cluster_url, parse_sentinel_url)
 
 # The password runs to the last `@` before the path, as redis-py and urllib read it: a raw `@`
 # in a password must not leave its tail in a log line.
@@ -48,7 +49,7 @@ def _split(url: str, schemes: tuple[str, ...], example: str, *, secret: bool = F
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in schemes:
         if "redis" in schemes:
-            example += f" or {SENTINEL_EXAMPLE}"
+            example += f" or {SENTINEL_EXAMPLE} or {CLUSTER_EXAMPLE}"
         raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)} (like {example}){got}")
     if not parts.hostname:
         raise ValueError(f"has no host (like {example}){got}")
@@ -65,14 +66,15 @@ def _split(url: str, schemes: tuple[str, ...], example: str, *, secret: bool = F
 
 def check_redis_url(url: str) -> str:
     """`redis[s]://[user:password@]host[:port][/db]`, `unix:///path/to/socket[?db=N]` or
-    `redis+sentinel://[[user]:password@]host:port[,host:port...]/service-name[/db]`."""
+    `redis+sentinel://[[user]:password@]host:port[,host:port...]/service-name[/db]` or
+    `redis+cluster://[[user]:password@]host:port[,host:port...][/]`."""
     example = "redis://127.0.0.1:6379/0"
-    if is_sentinel_url(url):
+    if is_sentinel_url(url) or is_cluster_url(url):
         if len(url) > MAX_URL_CHARS:
             raise ValueError(f"is {len(url)} characters long, at most {MAX_URL_CHARS}")
         if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
             raise ValueError("must not contain spaces or control characters")
-        parse_sentinel_url(url)
+        (parse_sentinel_url if is_sentinel_url(url) else parse_cluster_url)(url)
         return url
     if url.lower().startswith("unix://"):
         parts = urllib.parse.urlsplit(url)

@@ -10,6 +10,9 @@ a lease another process has taken over. Must not: start sessions or decide recon
 caller stops driving a session whose lease it lost, and passes `token(session_id)` with
 every write that depends on owning it (Redis refuses the write once the token has moved).
 
+Key layout (`service.keys.KeyLayout`): with Redis Cluster each session's lease and fence
+share its shard's hash tag, and a renewal runs one script per shard (per chunk of a shard).
+
 Safety: two processes with different owner ids never hold one session at once in Redis.
 How long this process may still act on a lease whose renewal failed is the caller's to judge
 (the gateway counts from when the last renewal was *sent*).
@@ -67,9 +70,11 @@ class HeldTokens:
 class RedisLeases(HeldTokens):
     """The leases one process (`owner_id`) holds."""
 
-    def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float) -> None:
+    def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float,
+                 layout: keys.KeyLayout = keys.SINGLE) -> None:
         check_lease_settings(owner_id, ttl_s)
         self.redis = redis
+        self.layout = layout
         self.owner_id = owner_id
         self.ttl_s = float(ttl_s)
         self._ttl_ms = max(1, int(self.ttl_s * 1000))
@@ -92,7 +97,7 @@ class RedisLeases(HeldTokens):
         """Take the lease if it is free (or already ours, which extends it) with a new fencing
         token (`token()`). True if held."""
         reply = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
-                                 [keys.lease_key(session_id), keys.fence_key(session_id)],
+                                 [self.layout.lease_key(session_id), self.layout.fence_key(session_id)],
                                  [self.owner_id, self._ttl_ms])
         for note in reply[2:]:
             self.malformed += 1
@@ -106,13 +111,22 @@ class RedisLeases(HeldTokens):
     async def renew(self, session_ids: Iterable[str], tokens: Mapping[str, int] | None = None) -> set[str]:
         """Extend those of `session_ids` we still own, with the fencing token we took
         (`tokens`, default our own acquisitions'); return them. The rest are forgotten
-        locally (counted in `lost` if we thought we held them)."""
+        locally (counted in `lost` if we thought we held them). One script call per chunk of
+        RENEW_CHUNK sessions of one shard."""
         tokens = self._tokens if tokens is None else tokens
-        wanted = [_check_session_id(s) for s in dict.fromkeys(session_ids)]
+        by_shard: dict[int, list[str]] = {}
+        for session_id in dict.fromkeys(session_ids):
+            by_shard.setdefault(self.layout.shard_of(_check_session_id(session_id)), []).append(session_id)
+        held: set[str] = set()
+        for wanted in by_shard.values():
+            held |= await self._renew_shard(wanted, tokens)
+        return held
+
+    async def _renew_shard(self, wanted: list[str], tokens: Mapping[str, int]) -> set[str]:
         held: set[str] = set()
         for start in range(0, len(wanted), RENEW_CHUNK):
             chunk = wanted[start:start + RENEW_CHUNK]
-            pairs = [key for s in chunk for key in (keys.lease_key(s), keys.fence_key(s))]
+            pairs = [key for s in chunk for key in (self.layout.lease_key(s), self.layout.fence_key(s))]
             checked = [str(tokens[s]) if s in tokens else "" for s in chunk]
             indexes = await self._call(self._renew, f"renew of {len(chunk)} sessions",
                                        pairs, [self.owner_id, self._ttl_ms, *checked])
@@ -127,5 +141,5 @@ class RedisLeases(HeldTokens):
         """Give the lease up if it is still ours; True if a key was deleted."""
         self.forget(_check_session_id(session_id))
         deleted = await self._call(self._release, f"release of {session_id!r}",
-                                   [keys.lease_key(session_id)], [self.owner_id])
+                                   [self.layout.lease_key(session_id)], [self.owner_id])
         return int(deleted) == 1

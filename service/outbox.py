@@ -1,9 +1,10 @@
 """Durable outbox for back-office status updates (B6), kept in Redis until acknowledged: the
 Redis implementation of `service.ports.Outbox`.
 
-Owns: the Redis Stream `keys.OUTBOX_KEY` (one global FIFO of pending updates), the
-per-session `seq` counters (`keys.seq_key`), and the flusher task that delivers batches
-to a `service.ports.BackOffice` and deletes what it acknowledged. Must not: decide
+Owns: the flusher task that delivers batches from a durable queue (`OutboxQueue`: for Redis,
+`service.redis_outbox.RedisQueue` over the outbox stream or, with Redis Cluster, a stream
+per shard) to a `service.ports.BackOffice` and deletes what it acknowledged, and how an
+entry is decoded. The per-session `seq` counters are assigned in Redis (`KeyLayout.seq_key`). Must not: decide
 statuses (the core does), talk HTTP itself (the `BackOffice` does), or drop an update
 that the back office has not acknowledged.
 
@@ -28,7 +29,7 @@ exponential backoff (`service.retry`: `retry_base_s * 2**(n-1)`, at most `retry_
 back office never acknowledges is retried forever and holds the queue behind it:
 `oldest_age_s()` shows it. Entries that cannot be decoded, or that the back office
 refuses (its rules checked before sending; a batch it rejects with 400/422 split until the
-refused entry stands alone), are moved to `keys.OUTBOX_DEAD_KEY` with the reason and
+refused entry stands alone), are moved to the dead letters (`KeyLayout.dead_key`) with the reason and
 counted (`service.dead_letters`), never sent as a guess and never left to stall the rest.
 """
 
@@ -39,12 +40,10 @@ import time
 import uuid
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service import keys
 from service.core import Priority, Status
-from service.dead_letters import DeadLetters, dead_fields
+from service.dead_letters import DeadLetters
 from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import BackOfficeError, ConfigError, MalformedInput
 from service.logging import get_logger
@@ -342,48 +341,3 @@ class OutboxFlusher:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
-
-
-class RedisQueue:
-    """The outbox's entries in the Redis Stream `keys.OUTBOX_KEY`; dead letters in
-    `keys.OUTBOX_DEAD_KEY`. Stream ids are Redis's wall clock in milliseconds."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
-        self.round_trips = 0
-
-    async def read(self, count: int) -> list[RawEntry]:
-        self.round_trips += 1
-        return list(await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=count))
-
-    async def delete(self, entry_ids: list[str]) -> None:
-        self.round_trips += 1
-        await self.redis.xdel(keys.OUTBOX_KEY, *entry_ids)
-
-    async def move_dead(self, entries: list[RawEntry], reason: str, detail: list[str]) -> None:
-        """XADD each to the dead stream with why + XDEL it from the outbox, in one MULTI."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for (entry_id, fields), why in zip(entries, detail):
-                pipe.xadd(keys.OUTBOX_DEAD_KEY, dead_fields(fields, entry_id, reason, why))
-                pipe.xdel(keys.OUTBOX_KEY, entry_id)
-            await pipe.execute()
-        self.round_trips += 1
-
-    async def depth(self) -> int:
-        self.round_trips += 1
-        return int(await self.redis.xlen(keys.OUTBOX_KEY))
-
-    async def oldest_age_s(self, now_s: float) -> float:
-        self.round_trips += 1
-        head = await self.redis.xrange(keys.OUTBOX_KEY, "-", "+", count=1)
-        if not head:
-            return 0.0
-        appended_ms = int(redis_text(head[0][0], "outbox id").split("-")[0])
-        return max(0.0, now_s - appended_ms / 1000.0)
-
-
-class RedisOutbox(OutboxFlusher):
-    """The service's outbox: the flusher over the Redis Stream (`RedisQueue`)."""
-
-    def __init__(self, redis: aioredis.Redis, backoffice: BackOffice, **options: Any) -> None:
-        super().__init__(RedisQueue(redis), backoffice, **options)

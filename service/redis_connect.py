@@ -1,8 +1,9 @@
 """Which Redis the service talks to and how: a `redis_url` read into a `RedisTarget`, and the
-asyncio clients built for it — a single server, or a primary found through Sentinel that
-every connection follows across a failover — with writes that wait for replicas (`WAIT`).
+asyncio clients built for it — a single server, a primary found through Sentinel that
+every connection follows across a failover, or a Redis Cluster (redis-py's `RedisCluster`,
+which follows slots as they move) — with writes that wait for replicas (`WAIT`).
 
-Owns: the URL forms (`redis[s]://`, `unix://`, `redis+sentinel://`), their validation (one
+Owns: the URL forms (`redis[s]://`, `unix://`, `redis+sentinel://`, `redis+cluster://`), their validation (one
 `ValueError` naming what is wrong, never showing a password), the connection pools (a
 blocking pool: waiting for a free connection queues behind our own work, it is no fault),
 and the replica wait after each write. Must not: know key names or scripts (the store,
@@ -14,6 +15,11 @@ without one. Each pool asks the sentinels for the primary's address whenever it 
 connection, drops idle connections when the address changed, and a connection that finds
 its server demoted (`READONLY`) is closed and raised as a `ConnectionError`: the caller's
 retry lands on the new primary (redis-py's `SentinelConnectionPool`).
+
+Cluster: `redis+cluster://[[user]:password@]host:port[,host:port...][/]`: any nodes of the
+cluster (the client asks them for the slot map); database 0 only. Keys are laid out by
+`service.keys.KeyLayout(shards=...)` so no script or transaction crosses a slot. Replica
+waits are not offered with Cluster (`replica_waits` must be 0: see service/README.md).
 
 Replica waits (`replica_waits` > 0): every MULTI/EXEC and every script call (EVAL/EVALSHA:
 the fenced writes, the outbox appends and the lease scripts) is followed on the same
@@ -33,12 +39,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_EXAMPLE = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0"
 MAX_SENTINELS = 16
+CLUSTER_SCHEME = "redis+cluster"
+CLUSTER_EXAMPLE = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/"
+MAX_CLUSTER_NODES = 64
 MAX_DB = 1_000_000
 _SERVICE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _WAITED_COMMANDS = frozenset({"EVAL", "EVALSHA"})  # the writes that carry ownership and the outbox
@@ -51,12 +61,14 @@ class ReplicaWaitError(RedisError):
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """A parsed `redis_url`: `url` for a single server (kind "single"), or the sentinels'
-    addresses, the primary's service name and the database (kind "sentinel")."""
+    """A parsed `redis_url`: `url` for a single server (kind "single"), the sentinels'
+    addresses, the primary's service name and the database (kind "sentinel"), or the
+    cluster's startup `nodes` (kind "cluster")."""
 
     kind: str
     url: str = ""
     sentinels: tuple[tuple[str, int], ...] = ()
+    nodes: tuple[tuple[str, int], ...] = ()
     service_name: str = ""
     db: int = 0
     username: str | None = None
@@ -67,17 +79,38 @@ def is_sentinel_url(url: str) -> bool:
     return url[:len(SENTINEL_SCHEME) + 3].lower() == SENTINEL_SCHEME + "://"
 
 
+def is_cluster_url(url: str) -> bool:
+    return url[:len(CLUSTER_SCHEME) + 3].lower() == CLUSTER_SCHEME + "://"
+
+
+def parse_cluster_url(url: str) -> RedisTarget:
+    """`redis+cluster://[[user]:password@]h:p[,h:p...][/]` → `RedisTarget`; raises `ValueError`
+    naming what is wrong (never the password)."""
+    userinfo, at, rest = url[len(CLUSTER_SCHEME) + 3:].rpartition("@")
+    username, password = _credentials(userinfo, CLUSTER_SCHEME) if at else (None, None)
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"must not have a ?query or #fragment (like {CLUSTER_EXAMPLE})")
+    hosts, _, path = rest.partition("/")
+    nodes = tuple(_address(item, "cluster node", CLUSTER_EXAMPLE) for item in hosts.split(","))
+    if len(nodes) > MAX_CLUSTER_NODES:
+        raise ValueError(f"names {len(nodes)} cluster nodes, at most {MAX_CLUSTER_NODES}")
+    if path.rstrip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has one database (0): nothing may follow the nodes but '/' "
+                         f"(like {CLUSTER_EXAMPLE})")
+    return RedisTarget("cluster", nodes=nodes, username=username, password=password)
+
+
 def parse_sentinel_url(url: str) -> RedisTarget:
     """`redis+sentinel://[[user]:password@]h:p[,h:p...]/service-name[/db]` → `RedisTarget`;
     raises `ValueError` naming what is wrong (never the password)."""
     # credentials end at the last '@' (host lists and service names hold none), so a password
     # never reaches a message below, whatever it holds
     userinfo, at, rest = url[len(SENTINEL_SCHEME) + 3:].rpartition("@")
-    username, password = _credentials(userinfo) if at else (None, None)
+    username, password = _credentials(userinfo, SENTINEL_SCHEME) if at else (None, None)
     if "?" in rest or "#" in rest:
         raise ValueError(f"must not have a ?query or #fragment (like {SENTINEL_EXAMPLE})")
     hosts, _, path = rest.partition("/")
-    sentinels = tuple(_address(item) for item in hosts.split(","))
+    sentinels = tuple(_address(item, "sentinel", SENTINEL_EXAMPLE) for item in hosts.split(","))
     if len(sentinels) > MAX_SENTINELS:
         raise ValueError(f"names {len(sentinels)} sentinels, at most {MAX_SENTINELS}")
     service_name, _, db_text = path.partition("/")
@@ -91,24 +124,24 @@ def parse_sentinel_url(url: str) -> RedisTarget:
                        username=username, password=password)
 
 
-def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+def _credentials(userinfo: str, scheme: str) -> tuple[str | None, str | None]:
     user, colon, password = userinfo.partition(":")
     if not colon:
-        raise ValueError("has credentials without a ':' before the password (like redis+sentinel://:PASSWORD@...)")
+        raise ValueError(f"has credentials without a ':' before the password (like {scheme}://:PASSWORD@...)")
     return (urllib.parse.unquote(user) or None), urllib.parse.unquote(password)
 
 
-def _address(item: str) -> tuple[str, int]:
-    """One `host:port` of the sentinel list (IPv6 in brackets)."""
+def _address(item: str, what: str, example: str) -> tuple[str, int]:
+    """One `host:port` of a sentinel or cluster node list (IPv6 in brackets)."""
     host, colon, port = item.rpartition(":")
     if not colon or not host or host in ("[]",):
-        raise ValueError(f"each sentinel must be host:port (like {SENTINEL_EXAMPLE}), got {item[:60]!r}")
+        raise ValueError(f"each {what} must be host:port (like {example}), got {item[:60]!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not all(ch.isalnum() or ch in ".-_:" for ch in host) or len(host) > 253:
-        raise ValueError(f"sentinel host {host[:60]!r} is not a host name or address")
+        raise ValueError(f"{what} host {host[:60]!r} is not a host name or address")
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"sentinel {item[:60]!r} has a port that is not a number in 1..65535")
+        raise ValueError(f"{what} {item[:60]!r} has a port that is not a number in 1..65535")
     return host, int(port)
 
 
@@ -116,6 +149,8 @@ def parse_redis_url(url: str) -> RedisTarget:
     """The target a (validated) `redis_url` names."""
     if is_sentinel_url(url):
         return parse_sentinel_url(url)
+    if is_cluster_url(url):
+        return parse_cluster_url(url)
     return RedisTarget("single", url=url)
 
 
@@ -190,9 +225,11 @@ class RedisOptions:
     wait_timeout_ms: int = 1000
 
 
-def open_client(target: RedisTarget, options: RedisOptions) -> WaitingRedis:
+def open_client(target: RedisTarget, options: RedisOptions) -> WaitingRedis | RedisCluster:
     """A client with its own pool for `target` (close it with `aclose()`)."""
     socket = {"socket_timeout": options.timeout_s, "socket_connect_timeout": options.timeout_s}
+    if target.kind == "cluster":
+        return open_cluster_client(target, options)
     if target.kind == "sentinel":
         sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(socket))
         client = sentinel.master_for(
@@ -207,3 +244,19 @@ def open_client(target: RedisTarget, options: RedisOptions) -> WaitingRedis:
     client.replica_waits, client.wait_timeout_ms = options.replica_waits, options.wait_timeout_ms
     return client
 
+
+
+def open_cluster_client(target: RedisTarget, options: RedisOptions) -> RedisCluster:
+    """redis-py's asyncio `RedisCluster` on `target.nodes` (at most `max_connections` per node)."""
+    if options.replica_waits:
+        raise ValueError("redis_replica_waits must be 0 with a Redis Cluster (redis+cluster://): "
+                         "replica waits are offered with a single server or Sentinel only")
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+                        username=target.username, password=target.password,
+                        max_connections=options.max_connections, socket_timeout=options.timeout_s,
+                        socket_connect_timeout=options.timeout_s)
+
+
+def is_cluster_client(redis: Any) -> bool:
+    """Is `redis` a cluster client (no transaction may span slots; scripts load on every primary)?"""
+    return isinstance(redis, RedisCluster)

@@ -21,7 +21,7 @@ from service.errors import ConfigError, StartupError
 from service.lease import RedisLeases
 from service.logging import get_logger
 from service.metrics import MetricsServer, ServiceMetrics
-from service.outbox import RedisOutbox
+from service.redis_outbox import RedisOutbox
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.ports import BackOffice, Transport
 from service.redis_scripts import load_scripts
@@ -201,7 +201,8 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         log.error("reconnect_timer_failed", error=repr(err), exc_info=True)
     # every reconnect timer; socket callbacks and long stretches of Redis/outbox work hand due ones on too
     timers = ReconnectTimers(on_error=timer_failed)
-    outbox = RedisOutbox(redis, backoffice, batch_size=settings.outbox_batch_size, due_work=timers,
+    layout = settings.key_layout()  # the single-Redis names, or hash-tagged shards on a Redis Cluster
+    outbox = RedisOutbox(redis, backoffice, layout=layout, batch_size=settings.outbox_batch_size, due_work=timers,
                     flush_interval_s=settings.outbox_flush_interval_s,
                     retry_base_s=settings.outbox_retry_base_s, retry_cap_s=settings.outbox_retry_cap_s)
     validity: BackOffice = backoffice
@@ -210,8 +211,8 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     cache = ValidityCache(settings.cache_ttl_s)
     store = RedisStatusStore(redis, cache=cache, outbox=outbox, due_work=timers)
     chain = ValidityChain(store, validity, cache, backoffice_budget_s=settings.backoffice_validity_budget_s)
-    lease = RedisLeases(redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
-    renewer = RedisLeases(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s)
+    lease = RedisLeases(redis, settings.owner_id, ttl_s=settings.lease_ttl_s, layout=layout)
+    renewer = RedisLeases(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s, layout=layout)
     transport = make_transport(settings, policy.timeouts.keepalive_interval_s, policy.timeouts.keepalive_misses,
                                due_work=timers)
     timeline = _open_timeline(settings)

@@ -1,75 +1,91 @@
-"""Ownership leases (B4) against a real redis-server: exclusivity, renewal, release, handover."""
+"""Ownership leases (B4) against a real redis-server and a real Redis Cluster (`any_redis`):
+exclusivity, renewal, release, handover."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import math
+from collections import Counter
+
 import pytest
 import redis.asyncio as aioredis
 
-from service import keys
 from service.errors import ConfigError
-from service.lease import RedisLeases
+from service.lease import RENEW_CHUNK, RedisLeases
+from tests.fixtures.redis_cluster import RedisUnderTest
 
 pytestmark = pytest.mark.integration
 
 
-async def test_two_owners_never_hold_one_session(aredis: aioredis.Redis) -> None:
-    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
-    b = RedisLeases(aredis, "gw-b", ttl_s=5.0)
+def leases(r: RedisUnderTest, owner_id: str, ttl_s: float) -> RedisLeases:
+    return RedisLeases(r.client, owner_id, ttl_s=ttl_s, layout=r.layout)
+
+
+async def test_two_owners_never_hold_one_session(any_redis: RedisUnderTest) -> None:
+    r = any_redis
+    a = leases(r, "gw-a", 5.0)
+    b = leases(r, "gw-b", 5.0)
     results = await asyncio.gather(*[m.acquire(f"s{i}") for i in range(50) for m in (a, b)])
     assert sum(results) == 50  # each of 50 sessions: exactly one winner
     assert set(a.tokens()).isdisjoint(b.tokens())
     assert set(a.tokens()) | set(b.tokens()) == {f"s{i}" for i in range(50)}
     for session_id in a.tokens():
-        assert await aredis.get(keys.lease_key(session_id)) == b"gw-a"
+        assert await r.client.get(r.layout.lease_key(session_id)) == b"gw-a"
 
 
-async def test_acquire_again_by_owner_is_true_and_extends(aredis: aioredis.Redis) -> None:
-    a = RedisLeases(aredis, "gw-a", ttl_s=2.0)
+async def test_acquire_again_by_owner_is_true_and_extends(any_redis: RedisUnderTest) -> None:
+    r = any_redis
+    a = leases(r, "gw-a", 2.0)
     assert await a.acquire("s1")
-    await aredis.pexpire(keys.lease_key("s1"), 100)
+    await r.client.pexpire(r.layout.lease_key("s1"), 100)
     assert await a.acquire("s1")
-    assert await aredis.pttl(keys.lease_key("s1")) > 1000
+    assert await r.client.pttl(r.layout.lease_key("s1")) > 1000
 
 
-async def test_renew_keeps_own_and_reports_lost(aredis: aioredis.Redis) -> None:
-    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
+async def test_renew_keeps_own_and_reports_lost(any_redis: RedisUnderTest) -> None:
+    r = any_redis
+    a = leases(r, "gw-a", 5.0)
     assert await a.acquire("s1") and await a.acquire("s2")
-    await aredis.set(keys.lease_key("s2"), "gw-b")  # another process took s2 over
+    await r.client.set(r.layout.lease_key("s2"), "gw-b")  # another process took s2 over
     held = await a.renew(["s1", "s2", "s3"])
     assert held == {"s1"}
     assert set(a.tokens()) == {"s1"}
     assert a.lost == 1
-    assert await aredis.get(keys.lease_key("s2")) == b"gw-b"  # renew never touched it
+    assert await r.client.get(r.layout.lease_key("s2")) == b"gw-b"  # renew never touched it
 
 
-async def test_renew_many_in_chunks(aredis: aioredis.Redis) -> None:
-    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
+async def test_renew_many_in_chunks(any_redis: RedisUnderTest) -> None:
+    r = any_redis
+    a = leases(r, "gw-a", 5.0)
     ids = [f"s{i}" for i in range(1200)]
     for start in range(0, len(ids), 50):
         assert all(await asyncio.gather(*[a.acquire(s) for s in ids[start:start + 50]]))
     before = a.round_trips
     assert await a.renew(ids) == set(ids)
-    assert a.round_trips - before == 3  # 1200 keys in chunks of 500
+    per_shard = Counter(r.layout.shard_of(s) for s in ids)
+    assert a.round_trips - before == sum(math.ceil(n / RENEW_CHUNK) for n in per_shard.values())
+    assert a.round_trips - before == (3 if r.mode == "single" else r.layout.shards)  # chunks of 500 per shard
 
 
-async def test_release_only_by_owner(aredis: aioredis.Redis) -> None:
-    a = RedisLeases(aredis, "gw-a", ttl_s=5.0)
-    b = RedisLeases(aredis, "gw-b", ttl_s=5.0)
+async def test_release_only_by_owner(any_redis: RedisUnderTest) -> None:
+    r = any_redis
+    a = leases(r, "gw-a", 5.0)
+    b = leases(r, "gw-b", 5.0)
     assert await a.acquire("s1")
     assert not await b.release("s1")
-    assert await aredis.get(keys.lease_key("s1")) == b"gw-a"
+    assert await r.client.get(r.layout.lease_key("s1")) == b"gw-a"
     assert await a.release("s1")
     assert a.token("s1") is None
     assert await b.acquire("s1")
 
 
-async def test_handover_after_owner_stops_renewing(aredis: aioredis.Redis) -> None:
+async def test_handover_after_owner_stops_renewing(any_redis: RedisUnderTest) -> None:
+    r = any_redis
     ttl_s = 0.3
-    a = RedisLeases(aredis, "gw-a", ttl_s=ttl_s)
-    b = RedisLeases(aredis, "gw-b", ttl_s=ttl_s)
+    a = leases(r, "gw-a", ttl_s)
+    b = leases(r, "gw-b", ttl_s)
     assert await a.acquire("s1")
     assert not await b.acquire("s1")
     stopped_at = time.monotonic()
@@ -82,10 +98,11 @@ async def test_handover_after_owner_stops_renewing(aredis: aioredis.Redis) -> No
     assert a.token("s1") is None and a.lost == 1
 
 
-async def test_renewing_owner_keeps_lease_past_ttl(aredis: aioredis.Redis) -> None:
+async def test_renewing_owner_keeps_lease_past_ttl(any_redis: RedisUnderTest) -> None:
+    r = any_redis
     ttl_s = 0.3
-    a = RedisLeases(aredis, "gw-a", ttl_s=ttl_s)
-    b = RedisLeases(aredis, "gw-b", ttl_s=ttl_s)
+    a = leases(r, "gw-a", ttl_s)
+    b = leases(r, "gw-b", ttl_s)
     assert await a.acquire("s1")
     end = time.monotonic() + 3 * ttl_s
     while time.monotonic() < end:

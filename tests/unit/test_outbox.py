@@ -8,7 +8,8 @@ import pytest
 
 from service.core import Status
 from service.errors import ConfigError
-from service.outbox import RedisOutbox, new_update, removable_ids
+from service.outbox import new_update, removable_ids
+from service.redis_outbox import RedisOutbox
 
 
 def test_partial_ack_removes_only_each_sessions_acked_prefix() -> None:

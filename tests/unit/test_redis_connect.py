@@ -77,3 +77,52 @@ def test_health_gives_a_redis_request_its_wait_for_replicas() -> None:
     base = {"sessions": "s0", "backoffice_token": "t"}
     assert _redis_bound_s(Settings(**base, redis_wait_timeout_ms=30_000)) == REDIS_TIMEOUT_S
     assert _redis_bound_s(Settings(**base, redis_replica_waits=1, redis_wait_timeout_ms=30_000)) == REDIS_TIMEOUT_S + 30
+
+
+def test_cluster_url_lists_every_node_and_its_credentials() -> None:
+    target = parse_redis_url("redis+cluster://app:p%40ss@127.0.0.1:7000,[::1]:7001,node-3.lan:7002/")
+    assert target == RedisTarget("cluster", nodes=(("127.0.0.1", 7000), ("::1", 7001), ("node-3.lan", 7002)),
+                                 username="app", password="p@ss")
+    assert parse_redis_url("REDIS+CLUSTER://h:1").nodes == (("h", 1),)
+    assert parse_redis_url("redis+cluster://h:1/0").nodes == (("h", 1),)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis+cluster://h/", "host:port"),
+    ("redis+cluster://h:70000/", "1..65535"),
+    ("redis+cluster://h:1,/", "host:port"),
+    ("redis+cluster://h:1/3", "one database"),
+    ("redis+cluster://h:1/m/0", "one database"),
+    ("redis+cluster://h:1/?x=1", "?query"),
+    ("redis+cluster://" + ",".join(["h:1"] * 65) + "/", "at most 64"),
+    ("redis+cluster://u@h:1/", "':'"),
+    ("redis+cluster://h!:1/", "not a host"),
+    ("redis+cluster://h:1/ ", "spaces"),
+])
+def test_bad_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ValueError) as err:
+        check_redis_url(url)
+    assert says in str(err.value)
+
+
+@given(password=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs")), min_size=6, max_size=30),
+       tail=st.sampled_from(["h:1/", "h/", "h:0/", "h:1,/", "h:1/3", "h:1?x=1", ""]))
+def test_no_cluster_url_error_shows_the_password(password: str, tail: str) -> None:
+    try:
+        check_redis_url(f"redis+cluster://:{password}@{tail}")
+    except ValueError as err:
+        assert password not in str(err)
+
+
+def test_cluster_settings_take_the_tagged_layout_and_refuse_replica_waits() -> None:
+    from service.config import Settings
+    from service.errors import ConfigError
+    from service.keys import SINGLE, KeyLayout
+    base = {"sessions": "s0", "backoffice_token": "t"}
+    assert Settings(**base).key_layout() == SINGLE
+    assert Settings(**base, redis_url="redis+sentinel://h:1/m").key_layout() == SINGLE
+    cluster = Settings(**base, redis_url="redis+cluster://:secret-pw@h:1,h:2/", redis_cluster_shards=8)
+    assert cluster.key_layout() == KeyLayout(8)
+    assert "secret-pw" not in str(cluster.safe_dict())
+    with pytest.raises((ValueError, ConfigError), match="redis_replica_waits must be 0"):
+        Settings(**base, redis_url="redis+cluster://h:1/", redis_replica_waits=1)

@@ -17,7 +17,8 @@ from service.core import Priority, Status
 from service.errors import FencedWrite
 from service.lease import RedisLeases
 from service.memory import MemoryLeases, MemoryOutbox, MemoryState, MemoryStatusStore
-from service.outbox import OutboxFlusher, RedisOutbox, new_update
+from service.outbox import OutboxFlusher, new_update
+from service.redis_outbox import RedisOutbox
 from service.pending import PendingReconnect
 from service.ports import BackOffice, Leases, Outbox, StatusStore, StatusUpdate, Validity
 from service.store import RedisStatusStore
