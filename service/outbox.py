@@ -17,7 +17,7 @@ duplicates (an `update_id` it has already seen) and order one session's updates 
 higher `seq` is newer). Updates are sent in append order; one session's later update is
 never removed before its earlier ones are acknowledged.
 
-How it moves. Appends ride in the status write's script (`service.redis_scripts.queue_write`,
+How it moves. Appends ride in the status write's script (`service.store.queue_write`,
 called by `service.store.RedisStatusStore.set_status`), so a status write and its update
 commit together or not at all. `notify()` after the commit wakes the
 flusher at once: a `high` update makes it send everything waiting (the earlier updates

@@ -1,15 +1,15 @@
-"""The Lua scripts of ownership: fenced session writes (B9) and the leases that hand out the
-fencing tokens, with one rule for a key that holds a value of the wrong kind.
+"""The Lua scripts of ownership — the fenced session write (B9) and the leases that hand out the
+fencing tokens — with one rule for a key that holds a value of the wrong kind: the scripts'
+text, the SHA1 pipelines name a script by (`EVALSHA`), and reading their replies' items.
 
 Owns: the fence key (`keys.fence_key`, a counter incremented on every lease acquisition),
 the script that writes a session's status, its outbox entry and its pending record only
-while the writer's token is still the session's token (else nothing is written), the lease
-scripts, and how their replies are read. The fenced write is queued by its SHA1
-(`EVALSHA`), not its 2 KB text: `load_scripts` puts it in Redis's script cache at start, and
-whoever sends a pipeline calls it again when a reply says Redis no longer holds it
-(`is_noscript`: a restart, `SCRIPT FLUSH`, a failover), then sends the request again.
-Must not: talk to Redis beyond loading the scripts (callers queue these on their pipelines
-or run them), or decide what to write.
+while the writer's token is still the session's token (else nothing is written; queued and
+answered by the status store, `service.store`), and the lease scripts (run by
+`service.lease`). `load_scripts` puts the scripts pipelines name by SHA in Redis's script
+cache (at start, and when `is_noscript` recognises Redis's answer for one it does not hold:
+a restart, `SCRIPT FLUSH`, a failover). Must not: talk to Redis beyond loading the scripts,
+or decide what to write.
 
 Malformed values (a hash where a string belongs, a non-numeric counter, garbage in a lease):
 - a counter (per-session `seq`, the fence) that is not an integer is replaced by Redis's
@@ -26,18 +26,9 @@ owner's acquisition replaces it).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
-
-from service import keys
-from service.core import Priority, Status
-from service.errors import MalformedInput
-from service.pending import PendingReconnect, pending_mapping
-from service.ports import StatusUpdate
-
-APPEND_IDEMPOTENCY_TTL_S = 86_400  # an outbox entry's idempotency key: retries of one write come within seconds
 
 # kind(key) -> Redis type name; bump(key, notes) -> INCR, or the clock in ms when not an integer;
 # drop_odd(key, wanted, notes) deletes a key whose type is neither `wanted` nor none.
@@ -153,7 +144,6 @@ return 0
 """
 
 
-
 def script_sha(text: str) -> str:
     """The SHA1 Redis names a script by (`EVALSHA`, `SCRIPT LOAD`'s answer)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
@@ -177,56 +167,8 @@ def is_noscript(value: Any) -> bool:
     return isinstance(value, NoScriptError) or (isinstance(value, ResponseError) and "NOSCRIPT" in str(value))
 
 
-@dataclass(frozen=True)
-class WriteReply:
-    """What a fenced write did: `accepted` (else nothing was written and `token_now` is the
-    session's token), the `seq` of its outbox entry (0: none) and malformed values it replaced."""
-
-    accepted: bool
-    seq: int = 0
-    token_now: str = ""
-    notes: tuple[str, ...] = ()
-
-
 def reply_text(value: Any) -> str:
     """A script reply item as text (notes, tokens): bytes decoded, undecodable bytes replaced."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def parse_write_reply(reply: Any) -> WriteReply:
-    """The reply of `WRITE_LUA`; anything else raises `MalformedInput("redis", ...)`."""
-    if not isinstance(reply, list) or not reply or reply[0] not in (0, 1) or isinstance(reply[0], bool):
-        raise MalformedInput("redis", f"a fenced write answered {reply!r:.80}")
-    if reply[0] == 0:
-        return WriteReply(False, token_now=reply_text(reply[1]) if len(reply) > 1 else "")
-    if len(reply) < 2 or not isinstance(reply[1], int) or isinstance(reply[1], bool):
-        raise MalformedInput("redis", f"a fenced write answered no seq: {reply!r:.80}")
-    return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
-
-
-def write_keys(session_id: str, update_id: str) -> list[str]:
-    return [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
-            keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(update_id) if update_id else
-            keys.update_id_key("-"), keys.OUTBOX_KEY + ":malformed"]
-
-
-def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
-                update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
-                clear_pending: bool = False) -> None:
-    """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, whose status
-    must be `status`), and the pending record set (`pending`), cleared or kept. `token` None
-    writes unfenced (tools and tests that own no lease)."""
-    if pending is not None:
-        mapping = pending_mapping(pending)
-        op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
-        counted = mapping.get("counted", "")
-    else:
-        op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
-    if update is None:
-        entry: list[Any] = ["", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S]
-    else:
-        entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
-                 APPEND_IDEMPOTENCY_TTL_S]
-    script_keys = write_keys(session_id, update.update_id if update is not None else "")
-    pipe.evalsha(WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
-                 "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)

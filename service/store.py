@@ -1,50 +1,243 @@
-"""The Redis status store (the `service.ports.StatusStore` port): each session's status and its
-B5 reconnect record, every operation joined to the per-tick pipeline.
+"""The status store (the `service.ports.StatusStore` port) and the way a session's writes reach
+it: each session's status (`keys.status_key`, shared with the back office) and B5 reconnect
+record (`keys.session_key`) in Redis, written by one fenced script in the per-tick pipeline.
 
-Owns: reading and writing `keys.status_key` (shared with the back office, which may write
-it too) and the reconnect bookkeeping hash `keys.session_key` (B5). Must not: judge validity
-(`service.validity` does, over this store), keep anything in memory, or send to the back
-office outside the outbox (status updates go through the outbox, in the same script as the
-write; the outbox is told of each committed one so its flusher wakes).
-
-Round trips: every call joins the one MULTI/EXEC of everything asked of this store in the
-same event-loop tick (`service.redis_batch.TickBatcher`): in a storm, thousands of sessions
-share a round trip; alone, each call is one. `round_trips` counts them. A recovered session
-(drop, attempt 1 fails, attempt 2 opens) costs at most 5: `set_status(connecting)` with
-pending attempt 1; validation read 1 with "attempt 1 started" saved in the same tick;
-pending attempt 2 with its due time (B5: a restart resumes it then); validation read 2; and
-`set_status(active)` with the pending record cleared.
-
-Writes that depend on owning the session carry the lease's fencing token (`fence=`) and go
-through `service.redis_scripts.WRITE_LUA`: refused as a whole (`FencedWrite`, counted in
-`fenced`) once another process has taken the session. A status key of another type than a
-string reads as malformed (counted, `MalformedInput`), never as a failed read.
+Owns:
+- `OrderedWrites`: one session's writes — its status (with the outbox record, B6) and its
+  pending record (B5) — over any `StatusStore`, kept in order and retried, so a slow or absent
+  store never delays the session's next command (the backoff timer above all) and no update
+  is lost or reordered. One writer task; a write that fails is retried (`service.retry`:
+  capped exponential) until the store takes it; if the task is cancelled (the session
+  released), what is left stays queued for `repair()` (the gateway's lease loop runs it).
+- `ValidityCache`: the short positive validity answers (R3), dropped for a session by every
+  close (`ClearCache`) and every status write, asked first by `service.validity`.
+- `RedisStatusStore`: every call joins the one MULTI/EXEC of everything asked in the same
+  event-loop tick (`service.tick_batch.TickBatcher`): in a storm thousands of sessions share a
+  round trip; alone, each call is one (`round_trips`). Writes that depend on owning the
+  session carry the lease's fencing token (`fence=`) and go through
+  `service.redis_scripts.WRITE_LUA`, queued by its SHA1 (`queue_write`): refused as a whole
+  (`FencedWrite`, counted in `fenced`) once another process has taken the session. A status
+  key of another type than a string reads as malformed (counted, `MalformedInput`), never as
+  a failed read. A recovered session costs at most 5 round trips (service README, "Round trips").
+Must not: decide what to write (the runner turns the core's commands into writes), drop a
+write, judge validity (`service.validity` does, over any store), or send to the back office
+outside the outbox (an update rides in its status write's script; the outbox is told of each
+committed one so its flusher wakes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from service import keys
-from service.core import Status
+from service.core import Priority, Status
 from service.due_work import NO_DUE_WORK, DueWork
-from service.errors import FencedWrite, MalformedInput, StoreError
+from service.errors import ConfigError, FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
+from service.metrics import ServiceMetrics
 from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import Outbox, StatusUpdate
-from service.redis_batch import TickBatcher
-from service.redis_scripts import load_scripts, parse_write_reply, queue_write
+from service.redis_scripts import WRITE_SHA, load_scripts, reply_text
+from service.retry import RetryPolicy, Retrying
 from service.status_values import READ_STATUS_LUA, parse_status
-from service.validity import ValidityCache
+from service.tick_batch import TickBatcher
 
 log = get_logger(component="store")
 
 MAX_REQUESTS_PER_PIPELINE = 200  # building and parsing one is a stretch the loop cannot interrupt
+APPEND_IDEMPOTENCY_TTL_S = 86_400  # an outbox entry's idempotency key: retries of one write come within seconds
+
+
+# -- one session's writes, in order -----------------------------------------------------
+
+Write = Callable[[], Any]  # returns an awaitable; the same write each time (repeats are harmless)
+
+
+class OrderedWrites:
+    """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
+
+    def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
+                 metrics: ServiceMetrics, *, retries: int, retry: RetryPolicy,
+                 due_work: DueWork = NO_DUE_WORK,
+                 on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None) -> None:
+        """`due_work` (due reconnect timers) is handed on before every write and as the writer
+        resumes after one: a storm resumes thousands of writers in one pass.
+        `on_fenced` is told of a write Redis refused because the session's lease moved (B9):
+        every write still queued is dropped with it — none of them is this process's to make.
+        A write that failed `retries` times in a row is logged as deferred (once) and counted."""
+        self._on_fenced = on_fenced
+        self._spawn = spawn
+        self._due_work = due_work
+        self._log = log
+        self._metrics = metrics
+        self._retries = retries
+        self._retry = retry
+        self._writes: deque[tuple[str, Write]] = deque()  # the head is being written (or failed)
+        self._writer: asyncio.Task[bool] | None = None
+
+    def queue(self, what: str, write: Write) -> None:
+        self._writes.append((what, write))
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._drain())
+
+    @property
+    def has_unwritten(self) -> bool:
+        return bool(self._writes)
+
+    @property
+    def needs_repair(self) -> bool:
+        return bool(self._writes) and (self._writer is None or self._writer.done())
+
+    async def repair(self) -> bool:
+        """Run the writer again over what failed; True once every queued write is done."""
+        if not self.needs_repair:
+            return not self._writes
+        self._writer = self._spawn(self._drain())
+        return await self._writer
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait (bounded) for the writer; True if nothing is left."""
+        if self._writer is not None and not self._writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+        return not self._writes
+
+    async def _drain(self) -> bool:
+        """Write queued writes in order, each retried until it goes through; a write that
+        failed `retries` times in a row (or failed with anything but `StoreError`) is logged
+        once as deferred. True once the queue is empty."""
+        retry, deferred = Retrying(self._retry), False
+        while self._writes:
+            what, write = self._writes[0]
+            self._due_work.run_due_now()
+            try:
+                await write()
+            except FencedWrite as err:
+                self._writes.clear()
+                self._on_fenced(what, err)
+                return True
+            except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
+                self._due_work.run_due_now()
+                wait_s = retry.failed()
+                if isinstance(err, StoreError) and retry.failures < self._retries:
+                    self._log.warning("store_retry", operation=what, try_number=retry.failures, error=str(err),
+                                      retry_in_s=wait_s)
+                elif not deferred:
+                    deferred = True
+                    self._metrics.command_errors.labels(command="SetStatus").inc()
+                    self._log.error("status_write_deferred", operation=what, queued=len(self._writes),
+                                    error=str(err)[:300], error_type=type(err).__name__)
+                await retry.wait()
+                continue
+            self._due_work.run_due_now()  # resumed: thousands of writers can resume in one loop pass
+            if deferred:
+                self._log.info("status_write_repaired", operation=what)
+                deferred = False
+            retry.succeeded()
+            self._writes.popleft()
+        return True
+
+
+# -- the validity cache (R3) ---------------------------------------------------------------
+
+class ValidityCache:
+    """Positive validity answers by session, each for `ttl_s` on `clock` (0: nothing cached)."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or not 0.0 <= ttl_s < float("inf"):
+            raise ConfigError(f"validity cache_ttl_s must be a finite number >= 0, got {ttl_s!r}")
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        self._entries: dict[str, tuple[float, bool]] = {}  # session → (expires_at, valid when strict)
+        self.hits = 0
+
+    def forget(self, session_id: str) -> None:
+        """R3: drop the session's entry (every close, every status write)."""
+        self._entries.pop(session_id, None)
+
+    def remember(self, session_id: str, *, strict_ok: bool) -> None:
+        if self.ttl_s > 0:
+            self._entries[session_id] = (self.clock() + self.ttl_s, strict_ok)
+
+    def answers(self, session_id: str, for_reconnect: bool) -> bool:
+        """True if a live entry says valid for this kind of question (counted in `hits`)."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return False
+        expires_at, strict_ok = entry
+        if self.clock() >= expires_at:
+            del self._entries[session_id]
+            return False
+        if strict_ok or for_reconnect:
+            self.hits += 1
+            return True
+        return False
+
+
+# -- the fenced write (B9) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WriteReply:
+    """What a fenced write did: `accepted` (else nothing was written and `token_now` is the
+    session's token), the `seq` of its outbox entry (0: none) and malformed values it replaced."""
+
+    accepted: bool
+    seq: int = 0
+    token_now: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def parse_write_reply(reply: Any) -> WriteReply:
+    """The reply of `WRITE_LUA`; anything else raises `MalformedInput("redis", ...)`."""
+    if not isinstance(reply, list) or not reply or reply[0] not in (0, 1) or isinstance(reply[0], bool):
+        raise MalformedInput("redis", f"a fenced write answered {reply!r:.80}")
+    if reply[0] == 0:
+        return WriteReply(False, token_now=reply_text(reply[1]) if len(reply) > 1 else "")
+    if len(reply) < 2 or not isinstance(reply[1], int) or isinstance(reply[1], bool):
+        raise MalformedInput("redis", f"a fenced write answered no seq: {reply!r:.80}")
+    return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
+
+
+def write_keys(session_id: str, update_id: str) -> list[str]:
+    return [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
+            keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(update_id) if update_id else
+            keys.update_id_key("-"), keys.OUTBOX_KEY + ":malformed"]
+
+
+def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
+                update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
+                clear_pending: bool = False) -> None:
+    """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, whose status
+    must be `status`), and the pending record set (`pending`), cleared or kept. `token` None
+    writes unfenced (tools and tests that own no lease)."""
+    if pending is not None:
+        mapping = pending_mapping(pending)
+        op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
+        counted = mapping.get("counted", "")
+    else:
+        op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
+    if update is None:
+        entry: list[Any] = ["", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S]
+    else:
+        entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
+                 APPEND_IDEMPOTENCY_TTL_S]
+    script_keys = write_keys(session_id, update.update_id if update is not None else "")
+    pipe.evalsha(WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
+                 "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
+
+
+# -- the Redis store -----------------------------------------------------------------------
 
 
 def check_session_id(session_id: str) -> str:

@@ -2,8 +2,8 @@
 in-process cache, then the status store, then the back office — one implementation of the
 rules, over any `service.ports.StatusStore` (Redis or in memory).
 
-Owns: the positive-answer cache (`ValidityCache`, shared with the store, whose every status
-write drops the session's entry) and every branch of the chain:
+Owns every branch of the chain, over the store's positive-answer cache (`service.store.ValidityCache`,
+whose entry for a session every close and every status write drops):
 - Cache: only positive answers are cached, for `ttl_s`; `clear_cache` (R3) and every status
   write drop the session's entry. An entry made while `connecting` (valid only for a
   reconnect) never answers a strict question.
@@ -29,8 +29,6 @@ does), or remember negative answers.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 from service.core import Status
 from service.core.statuses import is_valid_status
@@ -38,6 +36,7 @@ from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreEr
 from service.logging import get_logger
 from service.pending import PendingReconnect, pending_mapping
 from service.ports import BackOffice, StatusStore
+from service.store import ValidityCache
 
 log = get_logger(component="validity")
 
@@ -47,39 +46,6 @@ def _check_number(name: str, value: object, *, low: float, allow_none: bool = Fa
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < float("inf"):
         raise ConfigError(f"validity {name} must be a finite number >= {low:g}, got {value!r}")
-
-
-class ValidityCache:
-    """Positive validity answers by session, each for `ttl_s` on `clock` (0: nothing cached)."""
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        _check_number("cache_ttl_s", ttl_s, low=0.0)
-        self.ttl_s = float(ttl_s)
-        self.clock = clock
-        self._entries: dict[str, tuple[float, bool]] = {}  # session → (expires_at, valid when strict)
-        self.hits = 0
-
-    def forget(self, session_id: str) -> None:
-        """R3: drop the session's entry (every close, every status write)."""
-        self._entries.pop(session_id, None)
-
-    def remember(self, session_id: str, *, strict_ok: bool) -> None:
-        if self.ttl_s > 0:
-            self._entries[session_id] = (self.clock() + self.ttl_s, strict_ok)
-
-    def answers(self, session_id: str, for_reconnect: bool) -> bool:
-        """True if a live entry says valid for this kind of question (counted in `hits`)."""
-        entry = self._entries.get(session_id)
-        if entry is None:
-            return False
-        expires_at, strict_ok = entry
-        if self.clock() >= expires_at:
-            del self._entries[session_id]
-            return False
-        if strict_ok or for_reconnect:
-            self.hits += 1
-            return True
-        return False
 
 
 class ValidityChain:

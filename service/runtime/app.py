@@ -34,8 +34,8 @@ from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
 from service.runtime.timers import ReconnectTimers
-from service.store import RedisStatusStore
-from service.validity import ValidityCache, ValidityChain
+from service.store import RedisStatusStore, ValidityCache
+from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity
 
 REDIS_MAX_CONNECTIONS = 64

@@ -5,7 +5,7 @@ Owns: the machine, the session's turn that serialises events (a stale outcome ne
 a new state: each timer, link and validation outcome carries a generation checked under the
 turn) and the dispatch of each command to its part: `LinkDriver` (link.py) and `Validation`
 (validation.py) answer through `deliver`, `SessionTimer` (timers.py) through `deliver_now`;
-writes queue in `OrderedWrites` (writes.py), `Emit` goes to `SessionReport` (report.py),
+writes queue in `OrderedWrites` (`service.store`), `Emit` goes to `SessionReport` (report.py),
 tasks to `SessionTasks` (tasks.py).
 Must not: make any reconnect decision (attempts, delays, codes, validity rules are the
 core's), or let one session's failure escape into another session or the gateway —
@@ -35,7 +35,7 @@ from service.runtime.tasks import SessionTasks
 from service.runtime.timers import SessionTimer
 from service.runtime.turn import Turn
 from service.runtime.validation import Validation
-from service.runtime.writes import OrderedWrites
+from service.store import OrderedWrites
 
 _BOOKKEEPING = (RecordPending, MarkStarted, ClearPending)  # crash bookkeeping (B5): see `_save_pending`
 

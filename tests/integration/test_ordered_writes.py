@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.retry import RetryPolicy
-from service.runtime.writes import OrderedWrites
+from service.store import OrderedWrites
 from tests.fixtures.due_work import DueWorkProbe
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from service.core import Priority, Status
 from service.errors import StoreError
 from service.outbox import new_update
 from service.ports import Secret
-from service.store import RedisStatusStore
-from service.validity import ValidityCache, ValidityChain
+from service.store import RedisStatusStore, ValidityCache
+from service.validity import ValidityChain
 from tests.fixtures.process import free_port
 from tests.fixtures.standins import Standins
 

@@ -18,8 +18,8 @@ from service.outbox import new_update
 from service.ports import Secret
 from service.pending import PendingReconnect
 from service.ports import BackOffice
-from service.store import RedisStatusStore
-from service.validity import ValidityCache, ValidityChain
+from service.store import RedisStatusStore, ValidityCache
+from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity
 from tests.fixtures.process import free_port
 

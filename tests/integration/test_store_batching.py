@@ -16,11 +16,11 @@ from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import FencedWrite, StoreError
 from service.outbox import new_update
-from service.redis_batch import TickBatcher
+from service.tick_batch import TickBatcher
 from service.ports import Secret
 from service.pending import PendingReconnect
-from service.store import RedisStatusStore
-from service.validity import ValidityCache, ValidityChain
+from service.store import RedisStatusStore, ValidityCache
+from service.validity import ValidityChain
 from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.process import free_port
 

@@ -4,7 +4,7 @@ shape is a `MalformedInput("redis", ...)`, never an unhandled TypeError or a gue
 import pytest
 
 from service.errors import MalformedInput
-from service.redis_scripts import WriteReply, parse_write_reply
+from service.store import WriteReply, parse_write_reply
 
 
 @pytest.mark.parametrize("reply", [

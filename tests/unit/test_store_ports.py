@@ -21,8 +21,8 @@ from service.outbox import OutboxFlusher, new_update
 from service.redis_outbox import RedisOutbox
 from service.pending import PendingReconnect
 from service.ports import BackOffice, Leases, Outbox, StatusStore, StatusUpdate, Validity
-from service.store import RedisStatusStore
-from service.validity import ValidityCache, ValidityChain
+from service.store import RedisStatusStore, ValidityCache
+from service.validity import ValidityChain
 from tests.fixtures.memory import MemoryBackOffice, until
 
 
