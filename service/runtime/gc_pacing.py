@@ -23,7 +23,9 @@ and each pause lands on whichever reconnect timers are due then. So:
   or promoted since the last one. It walks every object in the process (over a second at
   10^4 sessions), so it runs once `sweep_after` allocations have piled up and no timer is
   due for twice what the last one took; regardless only after `sweep_force_after`, so
-  memory stays bounded under endless churn.
+  memory stays bounded under endless churn. A young collection the clock ran adds what gc's
+  count held then, not a full `young_threshold`: counted as full, an idle process's clock
+  (50 a second) made a sweep every ~8 s, and a storm paid one (1–3 s of CPU) mid-way.
 Must not: know about sessions (it is given `next_due_s`), or run anything but `gc` calls.
 """
 
@@ -78,6 +80,10 @@ class GcPacer:
         self._young_handle: asyncio.TimerHandle | None = None
         self._young_seen = -1
         self.clock_young = 0  # young collections run by the clock
+        # since the last middle collection: the clock's young collections and what gc's count
+        # said each found (an idle clock finds a handful, not `young_threshold`)
+        self._clock_since_middle = 0
+        self._clock_found = 0
 
     def start(self) -> None:
         if self._handle is not None:
@@ -115,7 +121,7 @@ class GcPacer:
     def _check(self) -> None:
         self._schedule()
         young_collections = gc.get_count()[1]  # since the last middle collection
-        piled = self._piled + young_collections * self.young_threshold
+        piled = self._piled + self._let_through(young_collections)
         if piled >= self.sweep_force_after:
             self._sweep("forced_sweep")
         elif piled >= self.sweep_after and self._quiet_for(max(self.min_quiet_s, 2 * self._last_sweep_s)):
@@ -132,10 +138,23 @@ class GcPacer:
         self._young_handle = asyncio.get_running_loop().call_later(self.young_every_s, self._young_tick)
         done = gc.get_stats()[0]["collections"]
         if done == self._young_seen:
+            self._clock_found += gc.get_count()[0]
+            self._clock_since_middle += 1
             gc.collect(0)
             self.clock_young += 1
             done += 1
         self._young_seen = done
+
+    def _let_through(self, young_collections: int) -> int:
+        """Allocations the young collections since the last middle one let through: a full
+        `young_threshold` for each the count triggered, what the count held for each the clock
+        ran. Called by whoever moves them on (the clock's tallies start again)."""
+        triggered = max(0, young_collections - self._clock_since_middle)
+        return triggered * self.young_threshold + self._clock_found
+
+    def _moved_on(self, young_collections: int) -> None:
+        self._piled += self._let_through(young_collections)
+        self._clock_since_middle = self._clock_found = 0
 
     def _quiet_for(self, window_s: float) -> bool:
         due = self.next_due_s()
@@ -147,12 +166,12 @@ class GcPacer:
         gc.collect(1)
         self.last_pause_s = time.perf_counter() - started
         self._pause_per_young_s = max(self._pause_per_young_s * 0.5, self.last_pause_s / young_collections)
-        self._piled += young_collections * self.young_threshold
+        self._moved_on(young_collections)
         self.collections["quiet"] += 1
 
     def _defer(self, young_collections: int) -> None:
         gc.freeze()  # constant time: the pile leaves the collector's reach until the next sweep
-        self._piled += young_collections * self.young_threshold
+        self._moved_on(young_collections)
         self.collections["deferred"] += 1
 
     def _sweep(self, why: str) -> None:
@@ -161,5 +180,5 @@ class GcPacer:
         gc.collect()
         gc.freeze()
         self.last_pause_s = self._last_sweep_s = time.perf_counter() - started
-        self._piled = 0
+        self._piled = self._clock_since_middle = self._clock_found = 0
         self.collections[why] += 1

@@ -142,3 +142,26 @@ async def test_the_clock_stays_out_while_young_collections_run_anyway() -> None:
 def test_a_bad_clock_is_refused() -> None:
     with pytest.raises(ValueError, match="young_every_s must be > 0 or None, got 0"):
         GcPacer(lambda: None, young_every_s=0)
+
+
+async def test_the_clock_piles_up_only_what_it_collected() -> None:
+    """A young collection the clock ran is counted by what gc's count says it found, not as a
+    full `young_threshold` of allocations: an idle service, its clock collecting a few objects
+    every tick, must not walk every object in the process (a sweep) every few seconds."""
+    loop = asyncio.get_running_loop()
+    pacer = GcPacer(lambda: None, young_threshold=5_000, check_every_s=0.01, quiet_after=5,
+                    sweep_after=200_000, young_every_s=0.005)  # 40 ticks x 5,000 would be a sweep
+    pacer.start()
+    try:
+        deadline = loop.time() + 10.0
+        while pacer.clock_young < 80 and loop.time() < deadline:  # twice what a sweep would take
+            await asyncio.sleep(0.01)
+        assert pacer.clock_young >= 80, "the clock must have ticked"
+        assert pacer.collections["quiet"] >= 1, "the middle generation is still collected"
+        assert pacer.collections["sweep"] == 0 and pacer.collections["forced_sweep"] == 0
+        kept = [{"n": i} for i in range(250_000)]  # allocations really piling up: swept
+        while pacer.collections["sweep"] == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert pacer.collections["sweep"] >= 1 and len(kept) == 250_000
+    finally:
+        pacer.stop()
