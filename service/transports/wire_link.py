@@ -80,7 +80,8 @@ class WireLink:
         self._result: asyncio.Future[LinkClosed] | None = None
         self._login: asyncio.Future[None] | None = None  # the `open` frame, or why not
         self._lost: asyncio.Future[None] | None = None  # the TCP connection has ended
-        self._attempt: asyncio.Task[Any] | None = None  # the TCP connect, cut off by close()
+        self._opener: asyncio.Task[Any] | None = None  # the task in the TCP connect, cut off by close()
+        self._cut_off = False  # close() cancelled the opener's connect
         self._open_settled: asyncio.Future[None] | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -125,18 +126,25 @@ class WireLink:
 
     async def _attempt_open(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> LinkFailed | None:
         """Connect, upgrade, hello, wait for `open`; None once open, else why not. A cancelled
-        caller takes the attempt down (aborted) and is re-raised."""
+        caller takes the attempt down (aborted) and is re-raised. The connect runs in the
+        caller's task (no task of its own): `close()` cuts it off by cancelling that task
+        while it connects, and the cancel is taken back here."""
         transport = self._transport
+        self._opener = asyncio.current_task()
         try:
             async with asyncio.timeout(timeout_s):
-                self._attempt = loop.create_task(loop.create_connection(
-                    lambda: _LinkProtocol(self), transport.host, transport.port, ssl=transport.ssl or None))
-                await self._attempt
+                try:
+                    await loop.create_connection(lambda: _LinkProtocol(self), transport.host, transport.port,
+                                                 ssl=transport.ssl or None)
+                finally:
+                    self._opener = None
                 await self._login
         except TimeoutError:
             return LinkFailed(FailReason.CONNECT_TIMEOUT)
         except asyncio.CancelledError:
             task = asyncio.current_task()
+            if self._cut_off and task is not None:
+                task.uncancel()  # close()'s own cancel
             if task is not None and task.cancelling():  # our caller was cancelled
                 await self._abort_attempt(LinkFailed("cancelled"))
                 raise
@@ -167,9 +175,6 @@ class WireLink:
 
     async def _abort_attempt(self, failure: LinkFailed) -> None:
         """Cut a failed attempt off: abort (no handshake on a stalled network), wait bounded."""
-        if self._attempt is not None and not self._attempt.done():
-            self._attempt.cancel()
-            await asyncio.wait({self._attempt}, timeout=self._transport.close_timeout_s)
         if self._socket is not None:
             self._socket.abort()
             assert self._lost is not None
@@ -343,8 +348,9 @@ class WireLink:
         """Close the socket and wait (bounded) until it is really closed. Never raises."""
         self._close_requested = True
         if self._open_settled is not None and not self._open_settled.done():
-            if self._attempt is not None and not self._attempt.done():
-                self._attempt.cancel()  # still connecting: cut it off
+            if self._opener is not None and not self._cut_off and self._opener is not asyncio.current_task():
+                self._cut_off = True
+                self._opener.cancel()  # still connecting: cut it off
             elif self._socket is not None:
                 self._socket.abort()  # upgrading or logging in: cut it off
             with contextlib.suppress(Exception):
