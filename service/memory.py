@@ -83,8 +83,12 @@ class MemoryStatusStore:
         self.cache = cache
         self.outbox = outbox
 
-    async def get_status(self, session_id: str) -> Status | None:
-        return self.state.statuses.get(check_session_id(session_id))
+    async def get_status(self, session_id: str, *, mark_started: PendingReconnect | None = None,
+                         fence: int | None = None) -> Status | None:
+        check_session_id(session_id)
+        if mark_started is not None:
+            await self.save_pending(session_id, mark_started, fence=fence)
+        return self.state.statuses.get(session_id)
 
     async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
                          pending: PendingReconnect | None = None, clear_pending: bool = False,

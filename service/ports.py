@@ -148,8 +148,11 @@ class StatusStore(Protocol):
     the session, nothing is written and `FencedWrite` is raised. Failures to reach the store
     raise `StoreError`; a stored value that does not parse raises `MalformedInput`."""
 
-    async def get_status(self, session_id: str) -> Status | None:
-        """The session's status, None if there is none."""
+    async def get_status(self, session_id: str, *, mark_started: PendingReconnect | None = None,
+                         fence: int | None = None) -> Status | None:
+        """The session's status, None if there is none. With `mark_started`, that reconnect
+        record is saved with the read, as one request (B5: an attempt starts in its validation);
+        `FencedWrite` when the save was refused."""
 
     async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
                          pending: PendingReconnect | None = None, clear_pending: bool = False,

@@ -300,11 +300,25 @@ class RedisStatusStore:
 
     # -- status ---------------------------------------------------------------------------
 
-    async def get_status(self, session_id: str) -> Status | None:
+    async def get_status(self, session_id: str, *, mark_started: PendingReconnect | None = None,
+                         fence: int | None = None) -> Status | None:
         """The session's status, or None if Redis has none. A value that does not parse is
-        counted in `malformed` and raised as `MalformedInput("redis", ...)`."""
+        counted in `malformed` and raised as `MalformedInput("redis", ...)`. `mark_started` is
+        saved as the reconnect record (fenced, like `save_pending`) in the same request as the
+        read: one entry of the tick's pipeline, so an attempt's start costs no round trip of its
+        own; its refusal (`FencedWrite`) wins over the read."""
         key = keys.status_key(check_session_id(session_id))
-        (raw,) = await self._run(f"GET status of {session_id!r}", lambda pipe: pipe.eval(READ_STATUS_LUA, 1, key))
+        if mark_started is not None:
+            pending_mapping(mark_started)  # a bad record raises before anything is queued
+
+        def build(pipe: Any) -> None:
+            pipe.eval(READ_STATUS_LUA, 1, key)
+            if mark_started is not None:
+                queue_write(pipe, session_id, token=fence, pending=mark_started)
+        results = await self._run(f"GET status of {session_id!r}", build)
+        if mark_started is not None:
+            self._checked(session_id, results[1], fence)
+        raw = results[0]
         try:
             return parse_status(raw, session_id)
         except MalformedInput:

@@ -88,25 +88,12 @@ class ValidityChain:
                 await self.store.save_pending(session_id, mark_started, fence=fence)
             return True
         try:
-            status = await self._read(session_id, mark_started, fence)
+            # the mark goes in the read's request: one entry of a store's per-tick batch
+            status = await self.store.get_status(session_id, mark_started=mark_started, fence=fence)
         except MalformedInput as err:
             log.warning("status_malformed", session_id=session_id, detail=err.detail)
             return False
         return await self._judge(session_id, status, for_reconnect)
-
-    async def _read(self, session_id: str, mark: PendingReconnect | None, fence: int | None) -> Status | None:
-        """The store's status; with `mark`, its save is asked in the same loop tick (so a store
-        that batches per tick makes both one round trip), and a refusal wins over the read."""
-        if mark is None:
-            return await self.store.get_status(session_id)
-        marking = asyncio.ensure_future(self.store.save_pending(session_id, mark, fence=fence))
-        try:
-            status = await self.store.get_status(session_id)
-        except BaseException:
-            await asyncio.gather(marking, return_exceptions=True)
-            raise
-        await marking  # FencedWrite / StoreError propagate
-        return status
 
     async def _judge(self, session_id: str, status: Status | None, for_reconnect: bool) -> bool:
         """The rest of the chain once the store answered `status` (R1, then the back office)."""

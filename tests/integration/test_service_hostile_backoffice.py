@@ -136,11 +136,11 @@ async def test_an_exception_while_adopting_one_session_is_contained_and_retried(
     real_get_status = RedisStatusStore.get_status
     failures = {"left": 1}
 
-    async def get_status_failing_once(self, session_id: str):
+    async def get_status_failing_once(self, session_id: str, **options):
         if session_id == "s1" and failures["left"] > 0:
             failures["left"] -= 1
             raise ValueError("an unforeseen value")
-        return await real_get_status(self, session_id)
+        return await real_get_status(self, session_id, **options)
     monkeypatch.setattr(RedisStatusStore, "get_status", get_status_failing_once)
     standins_clean.backoffice.add_accounts(IDS)
     async with run_service(service_settings(sessions=",".join(IDS))) as service:

@@ -21,12 +21,15 @@ from service.ports import Secret
 from service.pending import PendingReconnect
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
+from service.validity_batch import BatchedValidity
 from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.process import free_port
+from tests.fixtures.standins import Standins
 
 pytestmark = pytest.mark.integration
 
 IDS = [f"b{i}" for i in range(50)]
+ANSWER_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
@@ -105,6 +108,27 @@ async def test_mark_started_rides_on_the_validation_and_replaces_the_record(
     assert await store.pending("b0") == PendingReconnect(4, 1700000031.0)
     with pytest.raises(ValueError, match="attempt"):
         await store.save_pending("b0", PendingReconnect(-1, 1.0))
+
+
+async def test_attempts_started_in_one_tick_share_one_round_trip_and_one_validity_request(
+        aredis: aioredis.Redis, standins_clean: Standins) -> None:
+    """The storm's shape: N sessions' attempts start in one tick, each saving its start (B5)
+    with its validation's read. Every read and mark goes in one pipeline, then every question
+    in one back-office request (a mark sent as a request of its own fell into the next tick's
+    pipeline: two round trips, and the questions split over two requests)."""
+    standins_clean.backoffice.add_accounts(IDS)
+    await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS})
+    marks = {sid: PendingReconnect(2, 1700000006.0 + i, started_at_s=1700000006.5 + i) for i, sid in enumerate(IDS)}
+    async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
+                              timeout_s=2.0) as http:
+        store, batched = RedisStatusStore(aredis), BatchedValidity(http)
+        chain = ValidityChain(store, batched, ValidityCache(5.0))
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            answers = await asyncio.gather(*(chain.is_session_active(sid, for_reconnect=True, mark_started=mark)
+                                             for sid, mark in marks.items()))
+    assert answers == [True] * len(IDS)
+    assert (store.round_trips, batched.requests, batched.questions) == (1, 1, len(IDS))
+    assert [await store.pending(sid) for sid in IDS] == list(marks.values())
 
 
 async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_backoffice: HttpBackOffice) -> None:

@@ -98,6 +98,9 @@ async def test_status_outbox_entry_and_pending_record_in_one_write(ports: Ports)
     assert await store.pending("s1") is None
     await store.save_pending("s1", PendingReconnect(1, 12.5, counted=False))
     assert await store.pending("s1") == PendingReconnect(1, 12.5, counted=False)
+    started = PendingReconnect(2, 14.0, started_at_s=14.5)  # an attempt's start, saved with its read
+    assert await store.get_status("s1", mark_started=started) is Status.CONNECTING
+    assert await store.pending("s1") == started
     later = await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s1", Status.ACTIVE),
                                    clear_pending=True)
     assert later is not None and later.seq == 2
@@ -122,6 +125,8 @@ async def test_a_write_with_a_token_that_moved_is_refused_whole(ports: Ports) ->
                                      clear_pending=True, fence=token_a)
     with pytest.raises(FencedWrite):
         await ports.store.save_pending("s1", PendingReconnect(2, 5.0), fence=token_a)
+    with pytest.raises(FencedWrite):  # a refused start mark wins over the read it went with
+        await ports.store.get_status("s1", mark_started=PendingReconnect(2, 5.0, started_at_s=5.0), fence=token_a)
     assert await ports.store.get_status("s1") is Status.ACTIVE and await ports.store.pending("s1") is None
     await ports.store.set_status("s1", Status.INACTIVE, fence=b.token("s1"))
     assert await ports.store.get_status("s1") is Status.INACTIVE
