@@ -37,10 +37,10 @@ class Targets:
     sessions: list[str]
     kill_service: Callable[[], None] = lambda: None
     start_service: Callable[[], None] = lambda: None
-    stop_redis: Callable[[], None] = lambda: None
+    stop_redis: Callable[[], None] = lambda: None  # the data is lost (a Redis without persistence)
+    stop_redis_saving: Callable[[], None] = lambda: None  # kept: a Redis with persistence, nothing lost
     start_redis: Callable[[], None] = lambda: None
     redis_running: Callable[[], bool] = lambda: True
-    save_redis: Callable[[], object] = lambda: None  # SAVE: what a persistent Redis does on shutdown
     # after a deletion/deactivation: mark the session inactive in the gateway's own Redis layout
     account_ended: Callable[[str], None] = lambda session_id: None
     standin_faults: bool = False  # the scenario has the stand-in refuse or go silent: undo it in rollback
@@ -105,10 +105,7 @@ def _bind(item: Fault | ChaosAction, targets: Targets, key: int) -> list[Step]:
                      lambda: _each(targets, targets.backoffice.deactivate, targets.account_ended),
                      ("account_deactivated", "backoffice"), "instant", key)]
     if isinstance(item, RestartRedis):
-        def stop() -> None:
-            if item.keep_data:
-                targets.save_redis()
-            targets.stop_redis()
+        stop = targets.stop_redis_saving if item.keep_data else targets.stop_redis
         return _window(item.at_s, item.at_s + item.down_s, text, ("redis_restart", "redis"), key,
                        stop, targets.start_redis, order=_ORDER_PROCESSES)
     if isinstance(item, KillService):

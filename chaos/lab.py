@@ -41,7 +41,8 @@ class Lab:
     whatsapp: WhatsAppAdmin
     backoffice: BackOfficeAdmin
     backoffice_token: Secret
-    stop_redis: Callable[[], None]
+    stop_redis: Callable[[], None]  # the data is lost
+    stop_redis_saving: Callable[[], None]  # the data is kept for the next start
     start_redis: Callable[[], None]
     redis_running: Callable[[], bool]
 
@@ -53,7 +54,8 @@ class Lab:
             whatsapp_address=(HOST, standins.ports["whatsapp_port"]),
             backoffice_address=(HOST, standins.ports["backoffice_port"]),
             whatsapp=standins.whatsapp, backoffice=standins.backoffice, backoffice_token=standins.backoffice_token,
-            stop_redis=redis_server.stop, start_redis=redis_server.start, redis_running=lambda: redis_server.running,
+            stop_redis=redis_server.stop, stop_redis_saving=redis_server.stop_saving, start_redis=redis_server.start,
+            redis_running=lambda: redis_server.running,
         )
 
     def reset(self) -> None:

@@ -215,8 +215,8 @@ class ScenarioRunner:
             kill_service=gateway.kill if gateway else (lambda: None),
             start_service=gateway.start if gateway else (lambda: None), account_ended=account_ended,
             standin_faults=any(isinstance(a, StandinRefusing | KeepaliveSilence) for a in self.scenario.actions),
-            stop_redis=self.lab.stop_redis, start_redis=self.lab.start_redis, redis_running=self.lab.redis_running,
-            save_redis=self.redis.save)
+            stop_redis=self.lab.stop_redis, stop_redis_saving=self.lab.stop_redis_saving,
+            start_redis=self.lab.start_redis, redis_running=self.lab.redis_running)
 
     def _record_window(self, step: bindings.Step, now_s: float) -> None:
         kind, target = step.window

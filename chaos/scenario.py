@@ -113,8 +113,9 @@ class ToxicWindow:
 class RestartRedis:
     """Stop Redis at `at_s` and start it again `down_s` later on the same port.
 
-    `keep_data` (the default) saves first, as a Redis with persistence does on shutdown;
-    without it the data is lost (a Redis without persistence, a wipe)."""
+    `keep_data` (the default) stops it with SHUTDOWN SAVE, as a Redis with persistence keeps
+    every acknowledged write across a restart; without it the data is lost (a Redis without
+    persistence, a wipe)."""
 
     at_s: float
     down_s: float = 1.0

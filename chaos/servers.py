@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chaos.process import ManagedProcess, free_port
 from chaos.standins.admin import BackOfficeAdmin, WhatsAppAdmin
@@ -34,6 +36,7 @@ LOCAL_TOOLS = PACKAGE_ROOT / "tools" / "bin"
 TOKEN_ENV = BACKOFFICE_TOKEN_ENV
 HELLO_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 30.0
+SNAPSHOT_FILE = "dump.rdb"  # where SHUTDOWN SAVE writes and a start loads (`--dbfilename`)
 
 
 class MissingToolError(RuntimeError):
@@ -74,11 +77,15 @@ def redis_answers_ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 @dataclass
 class RedisServer:
-    """A redis-server on loopback. Stop/start/restart keep the same port; the PID changes."""
+    """A redis-server on loopback. Stop/start/restart keep the same port; the PID changes.
+
+    No persistence of its own (`--save ""`, no AOF): `stop()` loses the data, `stop_saving()`
+    keeps it for the next `start()`, as a Redis with persistence does across a restart."""
 
     host: str
     port: int
     process: ManagedProcess
+    data_dir: Path | None = None  # where a snapshot is kept between `stop_saving()` and `start()`
 
     @property
     def url(self) -> str:
@@ -96,13 +103,31 @@ class RedisServer:
         self.process.start()
 
     def stop(self) -> None:
+        """SIGTERM: the data is lost, and so is the snapshot an earlier `stop_saving()` left."""
         self.process.stop()
+        if self.data_dir is not None:
+            (self.data_dir / SNAPSHOT_FILE).unlink(missing_ok=True)
+
+    def stop_saving(self) -> None:
+        """SHUTDOWN SAVE: the snapshot and the exit are one command, so no write lands between
+        them and the next `start()` has every write acknowledged before the stop."""
+        if not self.running:
+            return
+        # redis-py's default retry would reconnect to the stopped server for seconds (1, 2, 4 s
+        # backoffs), stretching the restart's downtime: one try, the connection's end is the answer.
+        client = self.client(retry=Retry(NoBackoff(), 0))
+        try:
+            client.shutdown(save=True)
+        finally:
+            client.close()
+        self.process.stop()  # waits for the exit (a SIGTERM then finds the snapshot written)
 
     def kill(self) -> None:
         self.process.kill()
 
     def restart(self) -> None:
-        self.process.restart()
+        self.stop()
+        self.start()
 
     def client(self, **kwargs: object) -> redis.Redis:
         options: dict[str, object] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **kwargs}
@@ -110,16 +135,16 @@ class RedisServer:
 
 
 def start_redis(log_dir: Path, data_dir: Path) -> RedisServer:
-    """A redis-server without persistence on a free port (the caller stops it)."""
+    """A redis-server without persistence of its own on a free port (the caller stops it)."""
     binary = find_binary("redis-server", "REDIS_SERVER")
     port = free_port(HOST)
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--dir", str(data_dir)]
+            "--protected-mode", "no", "--dir", str(data_dir), "--dbfilename", SNAPSHOT_FILE]
     process = ManagedProcess(f"redis-server-{port}", argv, ready=lambda: redis_answers_ping(HOST, port),
                              log_dir=log_dir, start_timeout_s=START_TIMEOUT_S, stop_timeout_s=10.0)
     process.start()
-    return RedisServer(HOST, port, process)
+    return RedisServer(HOST, port, process, data_dir)
 
 
 # ---- Toxiproxy -----------------------------------------------------------------------

@@ -178,7 +178,8 @@ def _targets(log: list[str]):
     proxies = {u: _Recorder(log, u) for u in UPSTREAMS}
     return Targets(proxies, _Recorder(log, "whatsapp_admin"), _Recorder(log, "backoffice_admin"), ["a", "b"],
                    kill_service=lambda: log.append("kill"), start_service=lambda: log.append("start"),
-                   stop_redis=lambda: log.append("redis stop"), start_redis=lambda: log.append("redis start"))
+                   stop_redis=lambda: log.append("redis stop"), start_redis=lambda: log.append("redis start"),
+                   stop_redis_saving=lambda: log.append("redis stop saving"))
 
 
 def test_each_fault_binds_to_its_real_action_in_time_order():
@@ -206,7 +207,8 @@ def test_processes_accounts_and_proxies_bind_to_the_runners_controls():
                  "matrix_backoffice_disable"):
         for step in steps_for(catalog.get(name), _targets(log)):
             step.run()
-    assert "kill" in log and "start" in log and log.index("redis stop") < log.index("redis start")
+    assert "kill" in log and "start" in log and log.index("redis stop saving") < log.index("redis start")
+    assert "redis stop" not in log  # the catalog's restart keeps the data
     assert "backoffice_admin.delete_account('a',)[]" in log and "backoffice_admin.deactivate('b',)[]" in log
     assert "backoffice.disable()[]" in log and "whatsapp.enable()[]" in log
 
