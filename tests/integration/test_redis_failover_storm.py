@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from service.ports import StatusUpdate
-from tests.fixtures.redis_ha import POLL_S, SentinelGroup, all_active, outbox_empty, record_commits, until
+from tests.fixtures.redis_ha import (POLL_S, SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
+                                     recover_and_collect, until)
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
 
@@ -77,17 +78,11 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
                                   probe_steps_s)
         online_at = await until(group.replica_online, 60, "the new primary has a replica in sync")
 
-        await standins_end_outage(standins)
-        await until(lambda: standins.whatsapp.stats()["connected"] == SESSIONS, 60, "every session connected")
-        await until(lambda: all_active(group, IDS), 60, "every session active again")
-        await until(lambda: outbox_empty(group), 30, "the storm's updates delivered")
-        health = await service.health()
-        stats = await asyncio.to_thread(standins.whatsapp.stats)
-        received = {u["update_id"] for u in (await asyncio.to_thread(standins.backoffice.updates))["updates"]}
+        recovered = await recover_and_collect(service, standins, group, IDS)
 
     writable_at = online_at if replica_waits else promoted_at
     first_write_at = min(t for t, _ in committed.values() if t > promoted_at)
-    lost = sorted(uid for uid in committed if uid not in received)
+    lost = recovered.lost(committed)
     result = {
         "sessions": SESSIONS, "redis_replica_waits": replica_waits,
         "storm_commits_before_kill": storm_commits_at_kill, "kill_after_drop_s": round(killed_at - drop_at, 3),
@@ -96,11 +91,12 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
         "longest_probe_step_s": round(max(probe_steps_s, default=POLL_S), 3),
         "first_update_after_writable_s": round(first_write_at - writable_at, 3),
         "updates_committed": len(committed), "updates_lost": len(lost),
-        "lost_examples": [committed[uid][1].session_id + ":" + committed[uid][1].status.value for uid in lost[:10]],
+        "lost_examples": lost_examples(committed, lost),
     }
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / f"redis-failover-waits-{replica_waits}.json").write_text(json.dumps(result, indent=2) + "\n")
 
+    health, stats = recovered.health, recovered.stats
     assert health["ok"], health
     assert stats["connected"] == SESSIONS and stats["max_live_per_session"] == 1 and not stats["r7_violations"], stats
     # the service follows within one retry of a deferred write; seen up to one probe step late,
@@ -108,7 +104,3 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
     assert followed_at - promoted_at <= WRITE_RETRY_S + 2 * max(probe_steps_s, default=POLL_S), result
     if replica_waits:
         assert not lost, result
-
-
-async def standins_end_outage(standins: Standins) -> None:
-    await asyncio.to_thread(standins.whatsapp.end_outage)

@@ -27,8 +27,8 @@ import pytest
 
 from chaos.toxiproxy import Toxiproxy
 from service.ports import StatusUpdate
-from tests.fixtures.redis_ha import (SentinelGroup, all_active, outbox_empty, record_commits,
-                                     start_partitionable_group, until)
+from tests.fixtures.redis_ha import (SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
+                                     recover_and_collect, start_partitionable_group, until)
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
 
@@ -101,30 +101,25 @@ async def test_partitioned_primary_loses_no_committed_update_with_replica_waits(
         healed_at = await until(lambda: demoted(group), 60, "the old primary demoted and in sync")
         await asyncio.to_thread(standins.backoffice.set_mode, "ok")
 
-        await asyncio.to_thread(standins.whatsapp.end_outage)
         # with waits on, leases could not be renewed while no replica acknowledged (up to the heal):
         # sessions released then are adopted again by the lease loop, and open again
-        await until(lambda: standins.whatsapp.stats()["connected"] == SESSIONS, 60, "every session connected")
-        await until(lambda: all_active(group, IDS), 60, "every session active again")
-        await until(lambda: outbox_empty(group), 30, "the updates delivered")
-        health = await service.health()
-        stats = await asyncio.to_thread(standins.whatsapp.stats)
-        received = {u["update_id"] for u in (await asyncio.to_thread(standins.backoffice.updates))["updates"]}
+        recovered = await recover_and_collect(service, standins, group, IDS)
         with group.primary_client() as now_primary, group.primary.client() as old_primary:
             same_data = statuses_of(now_primary) == statuses_of(old_primary)
 
-    lost = sorted(uid for uid in committed if uid not in received)
+    lost = recovered.lost(committed)
     result = {
         "sessions": SESSIONS, "redis_replica_waits": replica_waits, "replica": "stalled from before the drop until the failover",
         "failover_s": round(failover_s, 3), "old_primary_demoted_after_partition_s": round(healed_at - partitioned_at, 3),
         "updates_committed": len(committed), "committed_on_the_primary_alone": committed_before_cut,
         "updates_lost": len(lost),
-        "lost_examples": [committed[uid][1].session_id + ":" + committed[uid][1].status.value for uid in lost[:10]],
+        "lost_examples": lost_examples(committed, lost),
     }
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / f"redis-split-brain-waits-{replica_waits}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     assert new == group.proxies["replica"].address, result
+    health, stats = recovered.health, recovered.stats
     assert health["ok"], health
     assert stats["connected"] == SESSIONS and stats["max_live_per_session"] == 1 and not stats["r7_violations"], stats
     assert same_data, "the old primary kept data the new one does not have"
