@@ -25,7 +25,7 @@ from chaos.process import ProcessStartError
 from chaos.junit import write_junit
 from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
-from chaos.runs import new_run_dir, point_latest
+from chaos.runs import DEFAULT_KEEP_RUNS, new_run_dir, point_latest, prune_runs
 from chaos.scenario import ChaosScenarioError
 from service.config import parse_scalar
 
@@ -72,6 +72,9 @@ def register(subparsers: Any) -> None:
     runner.add_argument("--report", type=Path, default=DEFAULT_REPORT_DIR, metavar="DIR",
                         help=f"each run gets its own folder in DIR (UTC time + random), with journals, histories, "
                              f"charts and summary.md; DIR/latest links the newest (default {DEFAULT_REPORT_DIR})")
+    runner.add_argument("--keep-runs", type=_keep_runs, default=DEFAULT_KEEP_RUNS, metavar="N",
+                        help=f"keep only the newest N run folders in DIR, this one included; older ones are "
+                             f"deleted when a run starts (default {DEFAULT_KEEP_RUNS})")
     runner.add_argument("--service-policy", action="append", default=[], metavar="KEY=VALUE",
                         help="run the service with this policy instead of the scenario's (checks still use "
                              "the scenario's): shows the checkers catching a broken service")
@@ -100,6 +103,12 @@ def _scale(text: str) -> float:
     if not value >= 0.01:
         raise argparse.ArgumentTypeError(f"--scale must be a number >= 0.01, got {text!r}")
     return value
+
+
+def _keep_runs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--keep-runs must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -164,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(report_dir=run_dir, service_policy=_policy(args.service_policy), gateway=gateway,
                          intended_failures=intended, black_box=True if args.black_box else None)
     point_latest(args.report, run_dir)
+    prune_runs(args.report, args.keep_runs, current=run_dir)
     started = time.monotonic()
     note = [s for s in scenarios if catalog.group_of(s.name) == "note"]
     rest = [s for s in scenarios if s not in note]

@@ -8,7 +8,8 @@ test (`chaos_gateway`: `--chaos-gateway FILE` or the `chaos_gateway` ini value, 
 reference service), `chaos_run` (one scenario — a name, a TOML file or a value — in, its
 `ScenarioRun` with verdict and violations out) and `run_chaos` (several at once); one run
 folder per session under `--chaos-report` (default `reports/chaos`, with `latest`), its
-summary written at the end; server logs kept in `reports/test-logs/` when a session fails.
+summary written at the end, the newest `--chaos-keep-runs` folders kept (default 20); server
+logs kept in `reports/test-logs/` when a session fails.
 Must not skip when a server binary is missing (that hides a broken CI) or install anything.
 """
 
@@ -29,7 +30,7 @@ from chaos.lab import Lab
 from chaos.process import ALL_PROCESSES, ManagedProcess
 from chaos.report import ScenarioRun, write_summary
 from chaos.runner import RunOptions, run_scenarios
-from chaos.runs import new_run_dir, point_latest
+from chaos.runs import DEFAULT_KEEP_RUNS, new_run_dir, point_latest, prune_runs
 from chaos.scenario import ChaosScenario
 from chaos.scenario_file import load_scenario
 from chaos.servers import (MissingToolError, RedisServer, Standins, ToxiproxyHandle, start_redis, start_standins,
@@ -46,9 +47,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the gateway's TOML file for chaos_run/run_chaos (default: the reference service)")
     group.addoption("--chaos-report", metavar="DIR", default=None,
                     help=f"each session's chaos reports go to a new folder in DIR (default {DEFAULT_REPORT})")
+    group.addoption("--chaos-keep-runs", metavar="N", type=int, default=None,
+                    help=f"keep only the newest N run folders there (default {DEFAULT_KEEP_RUNS})")
     parser.addini("chaos_gateway", "the gateway's TOML file, relative to the rootdir", default="")
+    parser.addini("chaos_keep_runs", f"run folders kept under the report folder ({DEFAULT_KEEP_RUNS})", default="")
     parser.addini("chaos_report", f"parent of the chaos run folders, relative to the rootdir ({DEFAULT_REPORT})",
                   default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _keep_runs(config)  # a bad value stops the session before any test runs
 
 
 def _setting(config: pytest.Config, name: str) -> Path | None:
@@ -188,7 +196,20 @@ def chaos_report_dir(pytestconfig: pytest.Config) -> Path:
     base = _setting(pytestconfig, "chaos_report") or pytestconfig.rootpath / DEFAULT_REPORT
     run_dir = new_run_dir(base)
     point_latest(base, run_dir)
+    prune_runs(base, _keep_runs(pytestconfig), current=run_dir)
     return run_dir
+
+
+def _keep_runs(config: pytest.Config) -> int:
+    value = config.getoption("--chaos-keep-runs")
+    value = config.getini("chaos_keep_runs") if value is None else value
+    try:
+        keep = DEFAULT_KEEP_RUNS if value in (None, "") else int(value)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise pytest.UsageError(f"chaos_keep_runs / --chaos-keep-runs must be a whole number >= 1, got {value!r}")
+    return keep
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,24 @@
 Owns `new_run_dir(base)` (`<base>/<UTC time>-<random>`, created atomically, so two runs
 started in the same second, or at once, never share a folder), `unique_dir(parent, name)`
 (a scenario's own folder inside a run, `name`, `name-2`, … when a run repeats a scenario)
-and `point_latest(base, run_dir)` (`<base>/latest` → the run folder, replaced atomically).
-Must not write reports itself.
+`point_latest(base, run_dir)` (`<base>/latest` → the run folder, replaced atomically) and
+`prune_runs(base, keep)` (only the newest `keep` run folders stay). Must not write reports
+itself, or delete anything but run folders.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import secrets
+import shutil
 from pathlib import Path
 
 LATEST = "latest"
 MAX_SAME_NAME = 1000  # scenario folders of one name within one run
+DEFAULT_KEEP_RUNS = 20  # run folders kept under a report folder; older ones are deleted
+RUN_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")  # what `new_run_dir` names a folder
 
 
 def new_run_dir(base: Path | str, *, now: dt.datetime | None = None) -> Path:
@@ -53,3 +58,19 @@ def point_latest(base: Path | str, run_dir: Path) -> Path:
     os.symlink(os.path.relpath(run_dir.resolve(), base), temporary, target_is_directory=True)
     os.replace(temporary, link)
     return link
+
+
+def prune_runs(base: Path | str, keep: int, *, current: Path | None = None) -> list[Path]:
+    """Delete all but the newest `keep` (>= 1) run folders under `base`, oldest first by their
+    UTC-time names; never `current`, the folder `latest` points at, or anything not named as
+    `new_run_dir` names a run. Returns the deleted folders."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    base = Path(base).resolve()
+    spared = {p.resolve() for p in (current, base / LATEST) if p is not None and p.exists()}
+    runs = sorted(p for p in base.iterdir()
+                  if RUN_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    doomed = [p for p in runs[:max(len(runs) - keep, 0)] if p.resolve() not in spared]
+    for run_dir in doomed:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run pruned at once by another process is gone too
+    return doomed

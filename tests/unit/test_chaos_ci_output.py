@@ -15,7 +15,7 @@ from chaos.journal import JOURNAL_FORMAT, Journal
 from chaos.junit import CAUGHT_CASE, PREDICTION_CASE, RUN_CASE, write_junit
 from chaos.prediction import PredictionReport, predict_and_compare
 from chaos.report import ScenarioRun, check_key, summary_markdown
-from chaos.runs import LATEST, new_run_dir, point_latest, unique_dir
+from chaos.runs import DEFAULT_KEEP_RUNS, LATEST, new_run_dir, point_latest, prune_runs, unique_dir
 from tests.unit.test_chaos_report import replayed
 
 
@@ -122,6 +122,52 @@ def test_each_run_gets_its_own_folder_and_latest_follows_the_newest(tmp_path):
         assert link.name == LATEST and link.is_symlink() and link.resolve() == run_dir
         assert not link.readlink().is_absolute()  # the folder can move with its link
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _runs_at(base, minutes: range) -> list:
+    return [new_run_dir(base, now=dt.datetime(2026, 11, 29, 5, m, tzinfo=dt.timezone.utc)) for m in minutes]
+
+
+def test_only_the_newest_runs_are_kept_and_nothing_but_run_folders_is_deleted(tmp_path):
+    runs = _runs_at(tmp_path, range(6))
+    (runs[0] / "summary.md").write_text("old")
+    others = [tmp_path / "notes", tmp_path / "20261129T050000Z-zzzzzz", tmp_path / "20261129T050000Z-abc123.md"]
+    others[0].mkdir(), others[1].mkdir(), others[2].write_text("not a run")
+    point_latest(tmp_path, runs[1])  # an old run that `latest` still names is kept
+
+    deleted = prune_runs(tmp_path, 2, current=runs[2])
+
+    assert deleted == [runs[0], runs[3]]
+    assert sorted(p for p in tmp_path.iterdir() if p.name != LATEST) == sorted([runs[1], runs[2], runs[4], runs[5],
+                                                                               *others])
+    assert prune_runs(tmp_path, 2, current=runs[2]) == []  # again: nothing more to do
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        prune_runs(tmp_path, 0)
+
+
+def test_the_cli_and_the_plugin_keep_twenty_runs_unless_told_and_refuse_a_bad_count(capsys):
+    from chaos.cli import main
+    from chaos.pytest_plugin import _keep_runs
+
+    assert DEFAULT_KEEP_RUNS == 20
+    for bad in ("0", "-1", "2.5", "x"):
+        assert main(["run", "S1", "--keep-runs", bad]) == 2
+        assert "--keep-runs must be a whole number >= 1" in capsys.readouterr().err
+
+    class Config:
+        def __init__(self, option, ini) -> None:
+            self.option, self.ini = option, ini
+
+        def getoption(self, name):
+            return self.option
+
+        def getini(self, name):
+            return self.ini
+
+    assert [_keep_runs(Config(None, "")), _keep_runs(Config(3, "7")), _keep_runs(Config(None, "7"))] == [20, 3, 7]
+    for option, ini in ((0, ""), (None, "zero"), (None, "0")):
+        with pytest.raises(pytest.UsageError, match="must be a whole number >= 1"):
+            _keep_runs(Config(option, ini))
 
 
 def test_a_scenario_repeated_in_one_run_gets_its_own_folder(tmp_path):
