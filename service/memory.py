@@ -94,8 +94,7 @@ class MemoryStatusStore:
                          pending: PendingReconnect | None = None, clear_pending: bool = False,
                          fence: int | None = None) -> StatusUpdate | None:
         status = check_status_write(session_id, status, outbox_update, pending, clear_pending)
-        if self.cache is not None:
-            self.cache.forget(session_id)
+        self.clear_cache(session_id)
         self.state.fence_allows(session_id, fence)
         seq = 0 if outbox_update is None else self.state.append(outbox_update)
         self.state.statuses[session_id] = status
@@ -124,6 +123,10 @@ class MemoryStatusStore:
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
         return self.state.pendings.get(check_session_id(session_id))
+
+    def clear_cache(self, session_id: str) -> None:
+        if self.cache is not None:
+            self.cache.forget(session_id)
 
 
 class MemoryLeases(HeldTokens):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -53,15 +52,6 @@ from service.retry import RetryPolicy, Retrying
 log = get_logger(component="outbox")
 
 _FIELDS = ("update_id", "session_id", "status", "priority", "seq", "at_s")
-
-
-def new_update(session_id: str, status: Status, priority: Priority = Priority.NORMAL,
-               *, at_s: float | None = None) -> StatusUpdate:
-    """A fresh update with a unique `update_id`; its `seq` (0 here) is assigned by Redis on append."""
-    if not isinstance(session_id, str) or not session_id:
-        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
-    return StatusUpdate(update_id=uuid.uuid4().hex, session_id=session_id, status=Status(status),
-                        priority=Priority(priority), seq=0, at_s=time.time() if at_s is None else at_s)
 
 
 def redis_text(value: Any, what: str) -> str:

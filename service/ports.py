@@ -10,6 +10,8 @@ Owns interface shapes and the plain values crossing them; must not do I/O itself
 from __future__ import annotations
 
 import hmac
+import time
+import uuid
 from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
@@ -121,6 +123,15 @@ class StatusUpdate:
     at_s: float  # wall-clock epoch seconds when the service decided it
 
 
+def new_update(session_id: str, status: Status, priority: Priority = Priority.NORMAL,
+               *, at_s: float | None = None) -> StatusUpdate:
+    """A fresh update with a unique `update_id`; its `seq` (0 here) is assigned by Redis on append."""
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return StatusUpdate(update_id=uuid.uuid4().hex, session_id=session_id, status=Status(status),
+                        priority=Priority(priority), seq=0, at_s=time.time() if at_s is None else at_s)
+
+
 @runtime_checkable
 class BackOffice(Protocol):
     """The back office that owns accounts (Laravel in the original)."""
@@ -169,13 +180,14 @@ class StatusStore(Protocol):
     async def pending(self, session_id: str) -> PendingReconnect | None:
         """The session's reconnect record, None if there is none."""
 
+    def clear_cache(self, session_id: str) -> None:
+        """R3: forget any validity answer remembered for the session (every close; every status
+        write does it too)."""
+
 
 @runtime_checkable
 class Validity(Protocol):
     """R1/R3/R4: may this session still (re)connect? (`service.validity.ValidityChain`)."""
-
-    def clear_cache(self, session_id: str) -> None:
-        """R3: forget any remembered answer for the session (every close)."""
 
     async def is_session_active(self, session_id: str, *, for_reconnect: bool = False,
                                 mark_started: PendingReconnect | None = None, fence: int | None = None) -> bool:

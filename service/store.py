@@ -1,28 +1,23 @@
-"""The status store (the `service.ports.StatusStore` port) and the way a session's writes reach
-it: each session's status (`keys.status_key`, shared with the back office) and B5 reconnect
-record (`keys.session_key`) in Redis, written by one fenced script in the per-tick pipeline.
+"""The status store (the `service.ports.StatusStore` port) and a session's way to it: each
+session's status (`keys.status_key`, shared with the back office) and B5 reconnect record
+(`keys.session_key`) in Redis, written by one fenced script in the per-tick pipeline.
 
 Owns:
-- `OrderedWrites`: one session's writes — its status (with the outbox record, B6) and its
-  pending record (B5) — over any `StatusStore`, kept in order and retried, so a slow or absent
-  store never delays the session's next command (the backoff timer above all) and no update
-  is lost or reordered. One writer task; a write that fails is retried (`service.retry`:
-  capped exponential) until the store takes it; if the task is cancelled (the session
-  released), what is left stays queued for `repair()` (the gateway's lease loop runs it).
-- `ValidityCache`: the short positive validity answers (R3), dropped for a session by every
-  close (`ClearCache`) and every status write, asked first by `service.validity`.
-- `RedisStatusStore`: every call joins the one MULTI/EXEC of everything asked in the same
-  event-loop tick (`service.tick_batch.TickBatcher`): in a storm thousands of sessions share a
-  round trip; alone, each call is one (`round_trips`). Writes that depend on owning the
-  session carry the lease's fencing token (`fence=`) and go through
-  `service.redis_scripts.WRITE_LUA`, queued by its SHA1 (`queue_write`): refused as a whole
-  (`FencedWrite`, counted in `fenced`) once another process has taken the session. A status
-  key of another type than a string reads as malformed (counted, `MalformedInput`), never as
-  a failed read. A recovered session costs at most 5 round trips (service README, "Round trips").
-Must not: decide what to write (the runner turns the core's commands into writes), drop a
-write, judge validity (`service.validity` does, over any store), or send to the back office
-outside the outbox (an update rides in its status write's script; the outbox is told of each
-committed one so its flusher wakes).
+- `OrderedWrites`: one session's writes — its status (with a new outbox update, B6) and its
+  pending record (B5) — kept in order by one writer task and retried (`service.retry`: capped
+  exponential) until the store takes them, so a slow or absent store never delays the
+  session's next command (the backoff timer above all) and nothing is lost or reordered; what
+  a cancelled writer (a released session) leaves stays queued for `repair()` (the gateway's).
+- `ValidityCache`: short positive validity answers (R3, asked first by `service.validity`),
+  dropped for a session by every close (`clear_cache`) and every status write.
+- `RedisStatusStore`: every call joins the one MULTI/EXEC of its event-loop tick
+  (`service.tick_batch.TickBatcher`: a storm's sessions share round trips; `round_trips`).
+  Writes carry the lease's fencing token (`fence=`) in `service.redis_scripts.WRITE_LUA`, sent
+  by SHA1 (`queue_write`): refused whole (`FencedWrite`, counted in `fenced`) once another
+  process took the session. A status key that is not a string reads as malformed (counted).
+Must not: decide what to write (the core does), drop a write, judge validity (the chain
+does, over any store), or send to the back office but through the outbox (an update rides
+in its status write's script; the outbox is told of each committed one so its flusher wakes).
 """
 
 from __future__ import annotations
@@ -30,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +39,7 @@ from service.errors import ConfigError, FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.pending import PendingReconnect, parse_pending, pending_mapping
-from service.ports import Outbox, StatusUpdate
+from service.ports import Outbox, StatusStore, StatusUpdate, new_update
 from service.redis_scripts import WRITE_SHA, load_scripts, reply_text
 from service.retry import RetryPolicy, Retrying
 from service.status_values import READ_STATUS_LUA, parse_status
@@ -63,17 +57,18 @@ Write = Callable[[], Any]  # returns an awaitable; the same write each time (rep
 
 
 class OrderedWrites:
-    """`queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
+    """`set_status(...)`, `save_pending(...)` (to `store`, for `session_id`, with `fence`) or any
+    `queue(what, write)`; `has_unwritten`, `needs_repair`, `repair()`, `flush(timeout_s)`."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], log: Any,
-                 metrics: ServiceMetrics, *, retries: int, retry: RetryPolicy,
-                 due_work: DueWork = NO_DUE_WORK,
-                 on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None) -> None:
-        """`due_work` (due reconnect timers) is handed on before every write and as the writer
-        resumes after one: a storm resumes thousands of writers in one pass.
-        `on_fenced` is told of a write Redis refused because the session's lease moved (B9):
-        every write still queued is dropped with it — none of them is this process's to make.
-        A write that failed `retries` times in a row is logged as deferred (once) and counted."""
+                 metrics: ServiceMetrics, *, retries: int, retry: RetryPolicy, due_work: DueWork = NO_DUE_WORK,
+                 on_fenced: Callable[[str, FencedWrite], None] = lambda what, err: None,
+                 store: StatusStore | None = None, session_id: str = "", fence: int | None = None) -> None:
+        """`due_work` (due timers) is handed on before every write and as the writer resumes (a storm
+        resumes thousands in one pass). `on_fenced` hears of a write refused because the lease
+        moved (B9): every queued write is dropped with it. `retries` failures in a row: deferred."""
+        self._store: Any = store
+        self._session_id, self._fence = session_id, fence
         self._on_fenced = on_fenced
         self._spawn = spawn
         self._due_work = due_work
@@ -83,6 +78,18 @@ class OrderedWrites:
         self._retry = retry
         self._writes: deque[tuple[str, Write]] = deque()  # the head is being written (or failed)
         self._writer: asyncio.Task[bool] | None = None
+
+    def set_status(self, status: Status, priority: Priority, *, at_s: float,
+                   pending: PendingReconnect | None = None, clear_pending: bool = False) -> None:
+        """Queue the status write, with a new outbox update and the pending record written with it."""
+        update = new_update(self._session_id, status, priority, at_s=at_s)
+        self.queue("set_status", lambda: self._store.set_status(  # the same update each time: repeats are harmless
+            self._session_id, status, outbox_update=update, pending=pending, clear_pending=clear_pending,
+            fence=self._fence))
+
+    def save_pending(self, pending: PendingReconnect | None) -> None:
+        """Queue the session's B5 record (None: delete it)."""
+        self.queue("save_pending", lambda: self._store.save_pending(self._session_id, pending, fence=self._fence))
 
     def queue(self, what: str, write: Write) -> None:
         self._writes.append((what, write))
@@ -114,10 +121,10 @@ class OrderedWrites:
         return not self._writes
 
     async def _drain(self) -> bool:
-        """Write queued writes in order, each retried until it goes through; a write that
-        failed `retries` times in a row (or failed with anything but `StoreError`) is logged
-        once as deferred. True once the queue is empty."""
-        retry, deferred = Retrying(self._retry), False
+        """Write the queue in order, each write retried until it lands (one that failed `retries`
+        times, or with anything but `StoreError`, is logged once as deferred); True once empty."""
+        retry: Retrying | None = None  # made at a first failure: a write that lands needs none
+        deferred = False
         while self._writes:
             what, write = self._writes[0]
             self._due_work.run_due_now()
@@ -129,6 +136,7 @@ class OrderedWrites:
                 return True
             except Exception as err:  # noqa: BLE001 - Redis down, or a bug: the write waits either way
                 self._due_work.run_due_now()
+                retry = retry or Retrying(self._retry)
                 wait_s = retry.failed()
                 if isinstance(err, StoreError) and retry.failures < self._retries:
                     self._log.warning("store_retry", operation=what, try_number=retry.failures, error=str(err),
@@ -144,7 +152,7 @@ class OrderedWrites:
             if deferred:
                 self._log.info("status_write_repaired", operation=what)
                 deferred = False
-            retry.succeeded()
+            retry = None
             self._writes.popleft()
         return True
 
@@ -189,8 +197,8 @@ class ValidityCache:
 
 @dataclass(frozen=True)
 class WriteReply:
-    """What a fenced write did: `accepted` (else nothing was written and `token_now` is the
-    session's token), the `seq` of its outbox entry (0: none) and malformed values it replaced."""
+    """A fenced write's outcome: `accepted` (else nothing written; `token_now` is the session's),
+    its outbox entry's `seq` (0: none), the malformed values it replaced."""
 
     accepted: bool
     seq: int = 0
@@ -209,18 +217,11 @@ def parse_write_reply(reply: Any) -> WriteReply:
     return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
 
 
-def write_keys(session_id: str, update_id: str) -> list[str]:
-    return [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
-            keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(update_id) if update_id else
-            keys.update_id_key("-"), keys.OUTBOX_KEY + ":malformed"]
-
-
 def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
                 update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
                 clear_pending: bool = False) -> None:
-    """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, whose status
-    must be `status`), and the pending record set (`pending`), cleared or kept. `token` None
-    writes unfenced (tools and tests that own no lease)."""
+    """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, of `status`) and
+    the pending record set, cleared or kept. `token` None writes unfenced (tools, tests)."""
     if pending is not None:
         mapping = pending_mapping(pending)
         op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
@@ -232,7 +233,9 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
     else:
         entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
                  APPEND_IDEMPOTENCY_TTL_S]
-    script_keys = write_keys(session_id, update.update_id if update is not None else "")
+    script_keys = [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
+                   keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(entry[0] or "-"),
+                   keys.OUTBOX_KEY + ":malformed"]
     pipe.evalsha(WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
                  "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
 
@@ -282,11 +285,10 @@ class RedisStatusStore:
     def _count_round_trip(self) -> None:
         self.round_trips += 1
 
-    @contextmanager
-    def _store_errors(self, what: str) -> Iterator[None]:
-        """Turn Redis failures into `StoreError` naming the operation."""
+    async def _run(self, what: str, build: Callable[[Any], None]) -> list[Any]:
+        """`build`'s results from the tick's pipeline; Redis failures as `StoreError` naming `what`."""
         try:
-            yield
+            return await self._tick.run(build)
         except ResponseError as err:
             raise StoreError(f"redis rejected {what}: {err}; a key holds a value of the wrong "
                              "kind (written by hand?): inspect it") from err
@@ -294,19 +296,18 @@ class RedisStatusStore:
             raise StoreError(f"redis failed during {what}: {type(err).__name__}: {err}; "
                              "check that Redis is up, then retry") from err
 
-    async def _run(self, what: str, build: Callable[[Any], None]) -> list[Any]:
-        with self._store_errors(what):
-            return await self._tick.run(build)
+    def clear_cache(self, session_id: str) -> None:
+        """R3: drop the session's cached validity answer (every close; every status write too)."""
+        if self.cache is not None:
+            self.cache.forget(session_id)
 
     # -- status ---------------------------------------------------------------------------
 
     async def get_status(self, session_id: str, *, mark_started: PendingReconnect | None = None,
                          fence: int | None = None) -> Status | None:
-        """The session's status, or None if Redis has none. A value that does not parse is
-        counted in `malformed` and raised as `MalformedInput("redis", ...)`. `mark_started` is
-        saved as the reconnect record (fenced, like `save_pending`) in the same request as the
-        read: one entry of the tick's pipeline, so an attempt's start costs no round trip of its
-        own; its refusal (`FencedWrite`) wins over the read."""
+        """The session's status (None: none; unparsable: counted, `MalformedInput`). `mark_started`
+        is saved as the B5 record, fenced, in the read's request (no round trip of its own); its
+        refusal (`FencedWrite`) wins over the read."""
         key = keys.status_key(check_session_id(session_id))
         if mark_started is not None:
             pending_mapping(mark_started)  # a bad record raises before anything is queued
@@ -328,15 +329,10 @@ class RedisStatusStore:
     async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
                          pending: PendingReconnect | None = None, clear_pending: bool = False,
                          fence: int | None = None) -> StatusUpdate | None:
-        """Write the status and, in the same script (all or nothing), append `outbox_update`
-        and save or clear the reconnect bookkeeping. Returns the update as stored, with the
-        `seq` Redis assigned (the `seq` passed in is ignored). On `StoreError` the write may or
-        may not have committed: retry with the same update (same `update_id`). With `fence`
-        (the lease's token, B9) nothing is written once the session's lease has moved:
-        `FencedWrite` is raised."""
+        """The port's write (`service.ports.StatusStore.set_status`) in one fenced script; Redis
+        assigns the `seq`. After a `StoreError` it may have committed: retry with the same update."""
         status = check_status_write(session_id, status, outbox_update, pending, clear_pending)
-        if self.cache is not None:
-            self.cache.forget(session_id)
+        self.clear_cache(session_id)
 
         def build(pipe: Any) -> None:
             queue_write(pipe, session_id, token=fence, status=status, update=outbox_update,
@@ -352,8 +348,7 @@ class RedisStatusStore:
         return stored
 
     def _checked(self, session_id: str, reply: Any, fence: int | None) -> int:
-        """A fenced write's reply → its seq; counts and logs what it replaced; raises
-        `FencedWrite` (counted) when it was refused."""
+        """A fenced write's reply → its seq (replacements counted, logged); `FencedWrite` if refused."""
         result = parse_write_reply(reply)
         for note in result.notes:
             self.malformed += 1
@@ -367,9 +362,8 @@ class RedisStatusStore:
 
     async def save_pending(self, session_id: str, pending: PendingReconnect | None, *,
                            fence: int | None = None) -> None:
-        """Replace the session's reconnect bookkeeping with `pending` (None: delete it), fenced
-        like `set_status`. To save it in the same script as a status write, pass `pending=` (or
-        `clear_pending=True`) to `set_status`."""
+        """Replace the session's reconnect record with `pending` (None: delete it), fenced like
+        `set_status` (which saves it in the status write's script when given `pending=`)."""
         check_session_id(session_id)
         if pending is not None:
             pending_mapping(pending)
@@ -378,8 +372,7 @@ class RedisStatusStore:
         self._checked(session_id, results[0], fence)
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
-        """The saved reconnect bookkeeping, or None. Garbage, or a key of another type than a
-        hash, raises `MalformedInput` (counted)."""
+        """The B5 record, or None; garbage or a key that is not a hash: `MalformedInput` (counted)."""
         key = keys.session_key(check_session_id(session_id))
         try:
             (raw,) = await self._run(f"HGETALL pending of {session_id!r}", lambda pipe: pipe.hgetall(key))

@@ -4,8 +4,8 @@ rules, over any `service.ports.StatusStore` (Redis or in memory).
 
 Owns every branch of the chain, over the store's positive-answer cache (`service.store.ValidityCache`,
 whose entry for a session every close and every status write drops):
-- Cache: only positive answers are cached, for `ttl_s`; `clear_cache` (R3) and every status
-  write drop the session's entry. An entry made while `connecting` (valid only for a
+- Cache: only positive answers are cached, for `ttl_s`; the store's `clear_cache` (R3, every
+  close) and every status write drop the session's entry. An entry made while `connecting` (valid only for a
   reconnect) never answers a strict question.
 - Store: R1 — `active` is valid, and `connecting` too when `for_reconnect`. Other statuses,
   or a value that does not parse (`MalformedInput`, counted by the store, logged here) are
@@ -49,7 +49,7 @@ def _check_number(name: str, value: object, *, low: float, allow_none: bool = Fa
 
 
 class ValidityChain:
-    """`is_session_active` and `clear_cache` (the `service.ports.Validity` port) over a store."""
+    """`is_session_active` (the `service.ports.Validity` port) over a store."""
 
     def __init__(self, store: StatusStore, backoffice: BackOffice, cache: ValidityCache, *,
                  backoffice_budget_s: float | None = None) -> None:
@@ -68,10 +68,6 @@ class ValidityChain:
     @property
     def cache_hits(self) -> int:
         return self.cache.hits
-
-    def clear_cache(self, session_id: str) -> None:
-        """R3: forget the session's cached validity (first thing on every close)."""
-        self.cache.forget(session_id)
 
     async def is_session_active(self, session_id: str, *, for_reconnect: bool = False,
                                 mark_started: PendingReconnect | None = None, fence: int | None = None) -> bool:

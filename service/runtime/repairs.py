@@ -30,12 +30,12 @@ class StatusRepairs:
                                       Awaitable[None]]) -> None:
         """Repair every running session whose writes failed, and every settled one dropped with
         writes still failing; `bounded(items, work)` runs the repairs with bounded concurrency."""
-        dirty = [r for r in running if r.needs_repair]
+        dirty = [r for r in running if r.writes.needs_repair]
         settled_ids = set(settled)
         for sid, runner in list(self._dropped_unwritten.items()):
             if not runner.has_unwritten:  # its last writes went through by themselves: nothing to repair
                 del self._dropped_unwritten[sid]
-            elif sid in settled_ids and runner.needs_repair:
+            elif sid in settled_ids and runner.writes.needs_repair:
                 dirty.append(runner)
         if not dirty:
             return
@@ -43,5 +43,9 @@ class StatusRepairs:
         await bounded(dirty, self._repair_one)
 
     async def _repair_one(self, runner: SessionRunner) -> None:
-        if await runner.repair_status():
+        needed = runner.writes.needs_repair
+        if await runner.writes.repair():
+            if needed:
+                self._log.info("status_write_repaired", session_id=runner.session_id,
+                               status=runner.status.value if runner.status else None)
             self._dropped_unwritten.pop(runner.session_id, None)

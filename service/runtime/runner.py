@@ -1,23 +1,22 @@
 """One session's asyncio driver: owns its `SessionMachine`, carries out its commands with
 real I/O, and turns link outcomes, timers and validation answers back into events.
 
-Owns: the machine, the session's turn that serialises events (a stale outcome never reaches
+Owns: the machine, the session's `Turn` that serialises events (a stale outcome never reaches
 a new state: each timer, link and validation outcome carries a generation checked under the
 turn) and the dispatch of each command to its part: `LinkDriver` (link.py) and `Validation`
 (validation.py) answer through `deliver`, `SessionTimer` (timers.py) through `deliver_now`;
-writes queue in `OrderedWrites` (`service.store`), `Emit` goes to `SessionReport` (report.py),
-tasks to `SessionTasks` (tasks.py).
-Must not: make any reconnect decision (attempts, delays, codes, validity rules are the
-core's), or let one session's failure escape into another session or the gateway —
-every I/O error is logged, counted and contained here.
+writes and the cache drop go to the store (`OrderedWrites`, `clear_cache`: `service.store`), `Emit`
+to `SessionReport` (report.py), tasks to `SessionTasks` (tasks.py).
+Must not: make any reconnect decision (attempts, delays, codes, validity rules are the core's),
+or let one session's failure escape into another session or the gateway (contained here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from service.core import IllegalTransition, SessionMachine, State, Status
 from service.core.events import (
@@ -25,7 +24,6 @@ from service.core.events import (
     MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate, written_with,
 )
 from service.errors import FencedWrite, MalformedInput
-from service.outbox import new_update
 from service.pending import record_of
 from service.ports import Secret
 from service.runtime.context import RunnerContext
@@ -33,11 +31,59 @@ from service.runtime.link import LinkDriver
 from service.runtime.report import SessionReport
 from service.runtime.tasks import SessionTasks
 from service.runtime.timers import SessionTimer
-from service.runtime.turn import Turn
 from service.runtime.validation import Validation
 from service.store import OrderedWrites
 
 _BOOKKEEPING = (RecordPending, MarkStarted, ClearPending)  # crash bookkeeping (B5): see `_save_pending`
+
+
+class Turn:
+    """A session's one-event-at-a-time lock with a non-blocking `try_acquire` (a due timer's event
+    runs in its callback when the session is idle); released, it passes to the first waiter (no
+    barging) and belongs to no task (a callback may take it, a task release it)."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def try_acquire(self) -> bool:
+        if self._held or self._waiters:
+            return False
+        self._held = True
+        return True
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # it was handed to us as we were cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("Turn.release() while the turn is free")
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # still held: ownership passes to that waiter
+                return
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class SessionRunner:
@@ -45,8 +91,7 @@ class SessionRunner:
 
     def __init__(self, session_id: str, credentials: Secret, ctx: RunnerContext,
                  status: Status | None = None, fence: int | None = None) -> None:
-        """`fence`: the fencing token of this process's lease on the session (B9), carried by
-        every write; None writes unfenced (a runner with no lease, in tests)."""
+        """`fence`: this process's lease token for the session (B9), on every write; None: unfenced."""
         self.session_id = session_id
         self.fence = fence
         self._ctx = ctx
@@ -61,9 +106,9 @@ class SessionRunner:
         self._log = ctx.log.bind(session_id=session_id)
         self._tasks = SessionTasks(ctx.metrics, self._log)
         self._spawn = self._tasks.spawn
-        self._writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries,
-                                     retry=ctx.write_retry, due_work=ctx.timers,
-                                     on_fenced=self._fenced)
+        self.writes = OrderedWrites(self._spawn, self._log, ctx.metrics, retries=ctx.io_retries, retry=ctx.write_retry,
+                                    due_work=ctx.timers, on_fenced=self._fenced, store=ctx.store,
+                                    session_id=session_id, fence=fence)  # the session's writes, in order
         self._report = SessionReport(ctx.timeline, ctx.metrics, self._log)
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
         self._validation = Validation(session_id, ctx, fence=fence, log=self._log, deliver=self.deliver,
@@ -81,8 +126,8 @@ class SessionRunner:
     # ---- events in -------------------------------------------------------------------
 
     async def deliver(self, event: Event, guard: Callable[[], bool] | None = None) -> None:
-        """Hand `event` to the machine and carry out its commands, in order. Never raises.
-        Timers of any session that have fallen due go first (`ReconnectTimers.run_due_now`)."""
+        """Hand `event` to the machine and carry out its commands, in order (due timers of any
+        session first: `ReconnectTimers.run_due_now`). Never raises."""
         self._ctx.timers.run_due_now()
         try:
             async with self._lock:
@@ -95,15 +140,11 @@ class SessionRunner:
                 while index < len(commands):  # a command that must be awaited (closing a socket)
                     await self._run_awaited(commands[index])
                     index = self._run_now(commands, index + 1)
-        except asyncio.CancelledError:
-            raise
         except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
             self._session_error(event, err)
 
     def deliver_now(self, event: Event, guard: Callable[[], bool]) -> None:
-        """`deliver` from a plain callback (a due timer): when nothing else of this session is
-        running, the machine gets the event at once, in this callback; otherwise it waits its
-        turn in a task. Commands that must be awaited finish in a task that keeps the turn."""
+        """`deliver` from a plain callback (a due timer): in it when the session is idle, else in a task."""
         if not self._lock.try_acquire():
             self._spawn(self.deliver(event, guard))
             return
@@ -141,7 +182,9 @@ class SessionRunner:
         self._loop_now = asyncio.get_running_loop().time()
         lateness_s = self._timer.lateness_s(self._loop_now) if isinstance(event, BackoffElapsed) else None
         if lateness_s is not None:
-            self._record_lateness(lateness_s)
+            self._ctx.metrics.lateness.observe(max(0.0, lateness_s))
+            if self._ctx.lateness_s is not None:
+                self._ctx.lateness_s.append(lateness_s)
         state = self.machine.state
         try:
             commands = self.machine.handle(event, self._ctx.clock())
@@ -153,18 +196,11 @@ class SessionRunner:
             self._log.warning("illegal_transition", state=err.state, event_type=err.event)
             return []
 
-    def _record_lateness(self, lateness_s: float) -> None:
-        self._ctx.metrics.lateness.observe(max(0.0, lateness_s))
-        if self._ctx.lateness_s is not None:
-            self._ctx.lateness_s.append(lateness_s)
-
     # ---- commands out ----------------------------------------------------------------
 
     def _run_now(self, commands: list[Command], index: int) -> int:
-        """Carry out commands from `index` on while none needs awaiting; returns the index of
-        the first that does (only `CloseSocket`), or len(commands). The crash bookkeeping pairs
-        (`events.written_with`: a status and its record, an attempt's start and its validation)
-        are carried out as one write each."""
+        """Carry out commands from `index` on up to the first to await (`CloseSocket`, its index
+        returned; else len(commands)); each crash bookkeeping pair (`written_with`) as one write."""
         while index < len(commands):
             command = commands[index]
             kind = type(command)
@@ -177,7 +213,7 @@ class SessionRunner:
                 elif kind is SetStatus:
                     self._set_status(command, paired)
                 elif kind is ClearCache:
-                    self._ctx.validity.clear_cache(self.session_id)
+                    self._ctx.store.clear_cache(self.session_id)
                 elif kind is ScheduleReconnect:
                     self._schedule(command)
                 elif kind is CancelReconnect:
@@ -200,8 +236,6 @@ class SessionRunner:
     async def _run_awaited(self, command: Command) -> None:
         try:
             await self._link.close()
-        except asyncio.CancelledError:
-            raise
         except Exception as err:  # noqa: BLE001 - log, count, carry on with the next command
             self._command_failed(command, err)
 
@@ -213,40 +247,26 @@ class SessionRunner:
         self._log.error("command_failed", command=name, error=str(err), error_type=type(err).__name__)
 
     def _set_status(self, command: SetStatus, record: Command | None) -> None:
-        """Queue the status write (with its outbox record, and the pending record the core wrote
-        with it) and go on at once: a slow or absent Redis must not delay the commands after it
-        (the backoff timer above all). Writes are kept in order and retried until Redis has
-        them, so no update is lost (B6)."""
-        pending = record_of(record) if isinstance(record, RecordPending) else None
-        clear = isinstance(record, ClearPending)
-        update = new_update(self.session_id, command.status, command.priority, at_s=self._ctx.clock())
-
-        def write() -> Any:  # the same update each time: its update_id makes a repeat harmless
-            return self._ctx.store.set_status(self.session_id, command.status, outbox_update=update,
-                                              pending=pending, clear_pending=clear, fence=self.fence)
-        self._queue_write("set_status", write)
+        """Queue the status write with the record the core wrote with it, and go on at once: a slow
+        Redis must not delay the commands after it (the backoff timer above all)."""
+        self.writes.set_status(command.status, command.priority, at_s=self._ctx.clock(),
+                               pending=record_of(record) if isinstance(record, RecordPending) else None,
+                               clear_pending=isinstance(record, ClearPending))
         self._ctx.metrics.status_changed(self.status, command.status)
         self.status = command.status
 
     def _save_pending(self, command: RecordPending | MarkStarted | ClearPending, paired: Command | None) -> None:
-        """The pending record as the core says (B5), in order with the session's other writes.
-        An attempt's start goes in its validation's read (`paired`), one round trip, unless
-        writes are still queued: then after them, so an older record never lands over it."""
-        if isinstance(paired, Validate) and not self._writes.has_unwritten:
+        """The B5 record as the core says, in order with the other writes; an attempt's start rides
+        in its validation's read (`paired`) unless writes are queued (then after them)."""
+        if isinstance(paired, Validate) and not self.writes.has_unwritten:
             self._validation.start(paired.for_reconnect, record_of(command))
             return
-        pending = None if isinstance(command, ClearPending) else record_of(command)
-        self._queue_write("save_pending", lambda: self._ctx.store.save_pending(
-            self.session_id, pending, fence=self.fence))
+        self.writes.save_pending(None if isinstance(command, ClearPending) else record_of(command))
         if isinstance(paired, Validate):
             self._validation.start(paired.for_reconnect)
 
-    def _queue_write(self, what: str, write: Callable[[], Any]) -> None:
-        self._writes.queue(what, write)
-
     def _fenced(self, what: str, err: FencedWrite) -> None:
-        """Redis refused a write: another process owns the session now (B9). Counted, logged;
-        the gateway lets the session go without writing anything more."""
+        """A write was refused: another process owns the session now (B9); the gateway lets it go."""
         self._ctx.metrics.fenced.labels(write=what).inc()
         self._log.warning("write_fenced", operation=what, fence=err.token, fence_now=err.token_now)
         if self._ctx.on_fenced is not None:
@@ -254,24 +274,7 @@ class SessionRunner:
 
     @property
     def has_unwritten(self) -> bool:
-        return self._writes.has_unwritten
-
-    @property
-    def needs_repair(self) -> bool:
-        return self._writes.needs_repair
-
-    async def repair_status(self) -> bool:
-        """Write the queued writes that failed (Redis down or saturated); True once all are written."""
-        if not self._writes.needs_repair:
-            return not self._writes.has_unwritten
-        written = await self._writes.repair()
-        if written:
-            self._log.info("status_write_repaired", status=self.status.value if self.status else None)
-        return written
-
-    async def flush_writes(self, timeout_s: float) -> bool:
-        """Wait (bounded) for queued status writes; True if none is left."""
-        return await self._writes.flush(timeout_s)
+        return self.writes.has_unwritten
 
     def _schedule(self, command: ScheduleReconnect) -> None:
         self._timer.start(self._loop_now + command.delay_s)
@@ -290,7 +293,7 @@ class SessionRunner:
 
     async def aclose(self) -> None:
         """Cancel every task of this runner and close its link (after `Released`)."""
-        await self.flush_writes(self._ctx.close_timeout_s)
+        await self.writes.flush(self._ctx.close_timeout_s)
         self._timer.cancel()
         self._validation.cancel()
         await self._link.close()

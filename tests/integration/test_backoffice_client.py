@@ -18,8 +18,7 @@ from aiohttp import web
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
 from service.errors import BackOfficeError
-from service.outbox import new_update
-from service.ports import Secret
+from service.ports import Secret, new_update
 from tests.fixtures.process import free_port
 
 pytestmark = pytest.mark.integration

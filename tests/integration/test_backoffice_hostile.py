@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.ports import new_update
 from service.backoffice import MAX_REPLY_BYTES, HttpBackOffice
 from service.core import Status
 from service.errors import BackOfficeError
-from service.outbox import new_update
 from tests.fixtures.standins import Standins
 
 pytestmark = pytest.mark.integration

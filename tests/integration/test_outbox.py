@@ -19,9 +19,8 @@ from chaos.toxiproxy import Toxiproxy
 from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
-from service.outbox import new_update
 from service.redis_outbox import RedisOutbox
-from service.ports import StatusUpdate
+from service.ports import StatusUpdate, new_update
 from service.store import RedisStatusStore
 from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.standins import Standins, eventually

@@ -19,8 +19,7 @@ from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import BackOfficeError
-from service.outbox import new_update
-from service.ports import Secret
+from service.ports import Secret, new_update
 from tests.fixtures.standins import Standins
 from tests.integration.test_outbox import append, http_backoffice, make_outbox
 

@@ -11,8 +11,7 @@ import pytest
 
 from service.core import Status
 from service.dead_letters import update_fields
-from service.outbox import new_update
-from service.ports import StatusUpdate
+from service.ports import StatusUpdate, new_update
 from service.redis_outbox import RedisOutbox, RedisQueue
 from tests.fixtures.redis_cluster import RedisUnderTest
 

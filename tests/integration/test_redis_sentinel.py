@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from service.ports import new_update
 from service.core import Status
 from service.errors import StoreError
 from service.lease import RedisLeases
-from service.outbox import new_update
 from service.redis_connect import RedisOptions, open_client, parse_redis_url
 from service.store import RedisStatusStore
 from tests.fixtures.redis_ha import SentinelGroup

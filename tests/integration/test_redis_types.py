@@ -12,9 +12,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from service.ports import new_update
 from service import keys
 from service.core import Status
-from service.outbox import new_update
 from service.store import RedisStatusStore
 from tests.fixtures.service import ascrape, log_records, metric_value, run_service, statuses
 from tests.fixtures.standins import eventually

@@ -12,8 +12,7 @@ from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
 from service.errors import StoreError
-from service.outbox import new_update
-from service.ports import Secret
+from service.ports import Secret, new_update
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from tests.fixtures.process import free_port

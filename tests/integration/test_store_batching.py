@@ -15,9 +15,8 @@ from service import keys
 from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import FencedWrite, StoreError
-from service.outbox import new_update
 from service.tick_batch import TickBatcher
-from service.ports import Secret
+from service.ports import Secret, new_update
 from service.pending import PendingReconnect
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from service.ports import new_update
 from service import keys
 from service.core import Status
-from service.outbox import new_update
 from service.pending import PendingReconnect
 from service.redis_scripts import WRITE_LUA, WRITE_SHA
 from service.store import RedisStatusStore

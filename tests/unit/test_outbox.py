@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from service.ports import new_update
 from service.core import Status
 from service.errors import ConfigError
-from service.outbox import new_update, removable_ids
+from service.outbox import removable_ids
 from service.redis_outbox import RedisOutbox
 
 

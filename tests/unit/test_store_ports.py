@@ -17,10 +17,10 @@ from service.core import Priority, Status
 from service.errors import FencedWrite
 from service.lease import RedisLeases
 from service.memory import MemoryLeases, MemoryOutbox, MemoryState, MemoryStatusStore
-from service.outbox import OutboxFlusher, new_update
+from service.outbox import OutboxFlusher
 from service.redis_outbox import RedisOutbox
 from service.pending import PendingReconnect
-from service.ports import BackOffice, Leases, Outbox, StatusStore, StatusUpdate, Validity
+from service.ports import BackOffice, Leases, Outbox, StatusStore, StatusUpdate, Validity, new_update
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from tests.fixtures.memory import MemoryBackOffice, until
@@ -276,7 +276,7 @@ async def test_the_cache_answers_until_cleared_written_or_expired(ports: Ports) 
     assert await chain.is_session_active("s1", for_reconnect=True) and chain.cache_hits == 1
     clock.now_s += 5.0
     assert await chain.is_session_active("s1", for_reconnect=True) and chain.cache_hits == 1  # expired: asked
-    chain.clear_cache("s1")  # R3
+    ports.store.clear_cache("s1")  # R3
     backoffice.accounts["s1"] = False
     assert not await chain.is_session_active("s1", for_reconnect=True)
     backoffice.accounts["s1"] = True

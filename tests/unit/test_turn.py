@@ -1,4 +1,4 @@
-"""`service.runtime.turn.Turn`: a session's one-event-at-a-time lock with a non-blocking take."""
+"""`service.runtime.runner.Turn`: a session's one-event-at-a-time lock with a non-blocking take."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.runtime.turn import Turn
+from service.runtime.runner import Turn
 
 
 async def test_try_acquire_only_when_free_and_nobody_waits() -> None:
