@@ -18,6 +18,7 @@ from service.transports.neonize_worker.host import Client, Gate, Host, Item
 
 WINDOW_S = 0.002  # how long a stand-in's Go entry takes (a real start, dial and refusal took 2-4 ms here)
 DEADLINE_S = 10.0
+POLL_S = 0.02  # how often `run_until` looks again while the inbox is empty
 SESSION_S = 60.0  # a stand-in live session lasts until stopped (bounded, so no thread outlives the run for long)
 
 
@@ -104,8 +105,8 @@ class Harness:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{what}: not true after {DEADLINE_S}s")
-            try:
-                self.host.handle(self.inbox.get(timeout=remaining))
+            try:  # a short wait: `check` may turn true on another thread, with nothing in the inbox
+                self.host.handle(self.inbox.get(timeout=min(remaining, POLL_S)))
             except queue.Empty:
                 pass
 
@@ -168,3 +169,20 @@ def test_stop_before_start_never_enters_go_and_bad_requests_are_answered() -> No
     assert h.kinds("c2") == ["failed", "stopped"] and h.sent[-2][1]["reason"] == "worker_refused"
     h.host.handle(("bad_op", None, "not JSON"))
     assert h.sent[-1][0] == "error"
+
+
+def test_a_stop_goes_before_starts_queued_at_the_gate() -> None:
+    """In a storm a worker's gate holds up to a worker's worth of starts, each up to the settle
+    time; a stop queued behind them all outran the service's stop grace, which kills the worker."""
+    h = Harness(fail=False)  # connect() blocks like a live session: every start waits the full settle
+    h.host._gate = Gate(h.inbox.put, lambda client: None, settle_s=0.3)
+    h.connect("c1")
+    h.run_until(lambda: h.go.calls.count("start") == 1, "c1 started")
+    h.host.handle(("event", "c1", Connected()))  # open: its stop goes through the gate
+    for n in range(2, 6):
+        h.connect(f"c{n}")
+    h.op("stop", client="c1")  # within one settle time of the first queued start
+    h.run_until(lambda: "stopped" in h.kinds("c1"), "c1 stopped")
+    assert h.go.calls.index("stop") <= 2, f"the stop waited behind the queued starts: {h.go.calls}"
+    h.op("shutdown")
+    h.run_until(lambda: h.host.done, "shut down")

@@ -24,6 +24,7 @@ pass `jid=`, or send a store path or proxy credential to the service unredacted.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import queue
 import threading
@@ -58,25 +59,30 @@ class Client:
 
 
 class Gate:
-    """The one thread that starts and stops clients, one call at a time (see the module doc)."""
+    """The one thread that starts and stops clients, one call at a time (see the module doc).
+
+    Stops go before starts: a start may hold the gate for `START_SETTLE_S`, so in a storm a
+    worker's queue holds up to a worker's worth of starts, and a stop behind them all (seconds on
+    a busy machine) ran past the service's `stop_grace_s`, which then killed the whole worker."""
 
     def __init__(self, put: Callable[[Item], None], proxy_for: Callable[[Client], Any],
                  settle_s: float = START_SETTLE_S) -> None:
-        self._jobs: queue.SimpleQueue[tuple[str, Client]] = queue.SimpleQueue()
+        self._jobs: queue.PriorityQueue[tuple[int, int, str, Client]] = queue.PriorityQueue()
+        self._order = itertools.count()  # FIFO within a kind; never compares two clients
         self._put = put
         self._proxy_for = proxy_for
         self._settle_s = settle_s
         threading.Thread(target=self._run, name="neonize-gate", daemon=True).start()
 
     def start(self, client: Client) -> None:
-        self._jobs.put(("start", client))
+        self._jobs.put((1, next(self._order), "start", client))
 
     def stop(self, client: Client) -> None:
-        self._jobs.put(("stop", client))
+        self._jobs.put((0, next(self._order), "stop", client))
 
     def _run(self) -> None:
         while True:
-            job, client = self._jobs.get()
+            _, _, job, client = self._jobs.get()
             try:
                 if job == "start":
                     self._start(client)

@@ -64,7 +64,8 @@ class WorkerProcess:
     def __init__(self, proc: asyncio.subprocess.Process, secrets: Iterable[str] = (),
                  on_message: Callable[[], None] | None = None) -> None:
         self._proc = proc
-        self._secrets: list[str] = []
+        self._secrets: list[str] = []  # longest first
+        self._secret_set: set[str] = set()
         for secret in secrets:
             self.add_secret(secret)
         self._routes: dict[str, Route] = {}
@@ -83,17 +84,23 @@ class WorkerProcess:
                     on_message: Callable[[], None] | None = None) -> WorkerProcess:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
+        # Its own process group (a terminal's Ctrl-C does not reach it: the service stops it),
+        # but the service's session: Linux schedules each session as one group (autogroup), so a
+        # worker in a session of its own would take the CPU on par with the service whatever its
+        # nice value (`worker.WORKER_NICE`); in the service's, its nice puts it behind the loop.
         proc = await asyncio.create_subprocess_exec(
             python, "-m", WORKER_MODULE, *worker_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, process_group=0)
         return cls(proc, secrets, on_message)
 
     def add_secret(self, secret: str) -> None:
-        """Redact `secret` (and a URL's password in it) from everything logged about this worker."""
-        for part in secret_parts(secret):
-            if part and part not in self._secrets:
-                self._secrets.append(part)
-        self._secrets.sort(key=len, reverse=True)  # a URL before its password
+        """Redact `secret` (and a URL's password in it) from everything logged about this worker.
+        Called for every dial: sorts only when a part is new."""
+        new = [part for part in secret_parts(secret) if part and part not in self._secret_set]
+        if new:
+            self._secret_set.update(new)
+            self._secrets.extend(new)
+            self._secrets.sort(key=len, reverse=True)  # a URL before its password
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -31,7 +31,10 @@ EXIT_OK, EXIT_NO_NEONIZE = 0, 3
 ORPHAN_EXIT_S = 2.0
 # Workers yield the CPU to the service process, whose event loop fires every reconnect timer
 # and enforces every deadline: on a saturated machine a storm's dials wait, not the timers.
-WORKER_NICE = 5
+# A nice value counts only within one scheduling group (a session under Linux's autogroup, or
+# a cgroup), so the supervisor keeps workers in the service's session; there at 19 a worker
+# weighs 15 against the service's 1024 in the scheduler (service/README.md, neonize storm).
+WORKER_NICE = 19
 
 
 class Redactor:
