@@ -30,6 +30,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from service.redis_connect import is_cluster_client
+
 # kind(key) -> Redis type name; bump(key, notes) -> INCR, or the clock in ms when not an integer;
 # drop_odd(key, wanted, notes) deletes a key whose type is neither `wanted` nor none.
 _LIB = """
@@ -155,7 +157,12 @@ PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA}
 
 
 async def load_scripts(redis: Any) -> None:
-    """Put every script queued by SHA into Redis's script cache (one round trip)."""
+    """Put every script queued by SHA into Redis's script cache (one round trip; on a cluster
+    one SCRIPT LOAD per script, which the client sends to every primary)."""
+    if is_cluster_client(redis):
+        for text in PIPELINED_SCRIPTS.values():
+            await redis.script_load(text)
+        return
     async with redis.pipeline(transaction=False) as pipe:
         for text in PIPELINED_SCRIPTS.values():
             pipe.script_load(text)

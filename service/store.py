@@ -219,9 +219,10 @@ def parse_write_reply(reply: Any) -> WriteReply:
 
 def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
                 update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
-                clear_pending: bool = False) -> None:
+                clear_pending: bool = False, layout: keys.KeyLayout = keys.SINGLE) -> None:
     """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, of `status`) and
-    the pending record set, cleared or kept. `token` None writes unfenced (tools, tests)."""
+    the pending record set, cleared or kept, at `layout`'s keys (one slot on a cluster). `token`
+    None writes unfenced (tools, tests)."""
     if pending is not None:
         mapping = pending_mapping(pending)
         op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
@@ -233,11 +234,13 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
     else:
         entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
                  APPEND_IDEMPOTENCY_TTL_S]
-    script_keys = [keys.fence_key(session_id), keys.status_key(session_id), keys.session_key(session_id),
-                   keys.OUTBOX_KEY, keys.seq_key(session_id), keys.update_id_key(entry[0] or "-"),
-                   keys.OUTBOX_KEY + ":malformed"]
-    pipe.evalsha(WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
-                 "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
+    outbox = layout.outbox_of(session_id)
+    script_keys = [layout.fence_key(session_id), layout.status_key(session_id), layout.session_key(session_id),
+                   outbox, layout.seq_key(session_id), layout.update_id_key(session_id, entry[0] or "-"),
+                   outbox + ":malformed"]
+    # a command, not pipe.evalsha: redis-py's cluster pipeline blocks that method (the command routes by its keys)
+    pipe.execute_command("EVALSHA", WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
+                         "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
 
 
 # -- the Redis store -----------------------------------------------------------------------
@@ -268,11 +271,13 @@ class RedisStatusStore:
     """Status and reconnect record per session in Redis; one per process."""
 
     def __init__(self, redis: aioredis.Redis, *, cache: ValidityCache | None = None,
-                 outbox: Outbox | None = None, due_work: DueWork = NO_DUE_WORK) -> None:
+                 outbox: Outbox | None = None, due_work: DueWork = NO_DUE_WORK,
+                 layout: keys.KeyLayout = keys.SINGLE) -> None:
         """`cache`: the validity cache a status write makes stale (its entry is dropped).
         `outbox`: told of each committed update, so its flusher wakes (high = at once).
         `due_work`: due reconnect timers, handed on between per-tick pipelines (`TickBatcher`)."""
         self.redis = redis
+        self.layout = layout  # where the keys live (hash-tagged shards on a Redis Cluster)
         self.cache = cache
         self.outbox = outbox
         self.round_trips = 0
@@ -308,14 +313,14 @@ class RedisStatusStore:
         """The session's status (None: none; unparsable: counted, `MalformedInput`). `mark_started`
         is saved as the B5 record, fenced, in the read's request (no round trip of its own); its
         refusal (`FencedWrite`) wins over the read."""
-        key = keys.status_key(check_session_id(session_id))
+        key = self.layout.status_key(check_session_id(session_id))
         if mark_started is not None:
             pending_mapping(mark_started)  # a bad record raises before anything is queued
 
         def build(pipe: Any) -> None:
             pipe.eval(READ_STATUS_LUA, 1, key)
             if mark_started is not None:
-                queue_write(pipe, session_id, token=fence, pending=mark_started)
+                queue_write(pipe, session_id, token=fence, pending=mark_started, layout=self.layout)
         results = await self._run(f"GET status of {session_id!r}", build)
         if mark_started is not None:
             self._checked(session_id, results[1], fence)
@@ -336,7 +341,7 @@ class RedisStatusStore:
 
         def build(pipe: Any) -> None:
             queue_write(pipe, session_id, token=fence, status=status, update=outbox_update,
-                        pending=pending, clear_pending=clear_pending)
+                        pending=pending, clear_pending=clear_pending, layout=self.layout)
         results = await self._run(f"SET status of {session_id!r}", build)
         seq = self._checked(session_id, results[0], fence)
         if outbox_update is None:
@@ -368,12 +373,12 @@ class RedisStatusStore:
         if pending is not None:
             pending_mapping(pending)
         results = await self._run(f"HSET pending of {session_id!r}", lambda pipe: queue_write(
-            pipe, session_id, token=fence, pending=pending, clear_pending=pending is None))
+            pipe, session_id, token=fence, pending=pending, clear_pending=pending is None, layout=self.layout))
         self._checked(session_id, results[0], fence)
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
         """The B5 record, or None; garbage or a key that is not a hash: `MalformedInput` (counted)."""
-        key = keys.session_key(check_session_id(session_id))
+        key = self.layout.session_key(check_session_id(session_id))
         try:
             (raw,) = await self._run(f"HGETALL pending of {session_id!r}", lambda pipe: pipe.hgetall(key))
         except StoreError as err:

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.due_work import NO_DUE_WORK, DueWork
+from service.redis_connect import is_cluster_client
 from service.redis_scripts import is_noscript
 
 Q = TypeVar("Q")  # what a caller adds
@@ -199,7 +200,9 @@ class TickBatcher:
         spans: list[tuple[int, int]] = []
         async with self._slots:
             self._due_work.run_due_now()
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # a cluster runs no MULTI across slots: each request is one script or read, atomic alone,
+            # and a node keeps the order of what it is sent (a session's requests all go to one node)
+            async with self.redis.pipeline(transaction=not is_cluster_client(self.redis)) as pipe:
                 for request in requests:
                     start = len(pipe)
                     request.build(pipe)

@@ -209,7 +209,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     if settings.backoffice_validity == "batch":
         validity = BatchedValidity(backoffice, max_batch=settings.backoffice_validity_batch_size)
     cache = ValidityCache(settings.cache_ttl_s)
-    store = RedisStatusStore(redis, cache=cache, outbox=outbox, due_work=timers)
+    store = RedisStatusStore(redis, cache=cache, outbox=outbox, due_work=timers, layout=layout)
     chain = ValidityChain(store, validity, cache, backoffice_budget_s=settings.backoffice_validity_budget_s)
     lease = RedisLeases(redis, settings.owner_id, ttl_s=settings.lease_ttl_s, layout=layout)
     renewer = RedisLeases(lease_redis, settings.owner_id, ttl_s=settings.lease_ttl_s, layout=layout)
