@@ -23,7 +23,7 @@ from service.config_checks import (check_http_url, check_path_text, check_policy
                                    check_redis_url, check_ws_url, redact_url, reject_bool, shown)
 from service.core import Policy, PolicyError, build_policy
 from service.errors import ConfigError
-from service.keys import SINGLE, KeyLayout
+from service.keys import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, SINGLE, KeyLayout
 from service.ports import Secret
 from service.redis_connect import is_cluster_url
 from service.session_ids import check_spec, read_id_file
@@ -57,7 +57,7 @@ class Settings(BaseModel):
         "Redis URL redis[s]://[:password@]host:port/db, or through Sentinel "
         "redis+sentinel://[:password@]host:port[,host:port...]/service-name/db, or a Redis Cluster "
         "redis+cluster://[:password@]host:port[,host:port...]/; the password is never logged"))
-    redis_cluster_shards: int = Field(16, ge=1, le=1024, description=(
+    redis_cluster_shards: int = Field(DEFAULT_CLUSTER_SHARDS, ge=1, le=MAX_SHARDS, description=(
         "with a Redis Cluster: hash-tagged shards the keys are spread over (rl:{s07}:...), one outbox "
         "stream each; every process of a fleet must use the same number (ignored otherwise)"))
     redis_replica_waits: int = Field(0, ge=0, le=16, description=(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 PREFIX = "rl"
 MAX_SHARDS = 1024
+DEFAULT_CLUSTER_SHARDS = 16  # the `redis_cluster_shards` setting's default
 
 
 def status_key(session_id: str) -> str:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from service import keys
 from service.errors import ConfigError, StoreError
 from service.logging import get_logger
+from service.redis_connect import layout_for
 from service.redis_scripts import ACQUIRE_LUA, RELEASE_LUA, RENEW_LUA, reply_text
 
 log = get_logger(component="lease")
@@ -71,10 +72,10 @@ class RedisLeases(HeldTokens):
     """The leases one process (`owner_id`) holds."""
 
     def __init__(self, redis: aioredis.Redis, owner_id: str, *, ttl_s: float,
-                 layout: keys.KeyLayout = keys.SINGLE) -> None:
+                 layout: keys.KeyLayout | None = None) -> None:
         check_lease_settings(owner_id, ttl_s)
         self.redis = redis
-        self.layout = layout
+        self.layout = layout_for(redis, layout)  # the default for the client when not given
         self.owner_id = owner_id
         self.ttl_s = float(ttl_s)
         self._ttl_ms = max(1, int(self.ttl_s * 1000))

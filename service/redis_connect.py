@@ -43,6 +43,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
+from service.keys import DEFAULT_CLUSTER_SHARDS, SINGLE, KeyLayout
+
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_EXAMPLE = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0"
 MAX_SENTINELS = 16
@@ -260,3 +262,11 @@ def open_cluster_client(target: RedisTarget, options: RedisOptions) -> RedisClus
 def is_cluster_client(redis: Any) -> bool:
     """Is `redis` a cluster client (no transaction may span slots; scripts load on every primary)?"""
     return isinstance(redis, RedisCluster)
+
+
+def layout_for(redis: Any, layout: KeyLayout | None = None) -> KeyLayout:
+    """`layout` if given, else the default for `redis`: the single-Redis names, or the default
+    number of shards on a cluster (the service always passes its settings' layout)."""
+    if layout is not None:
+        return layout
+    return KeyLayout(DEFAULT_CLUSTER_SHARDS) if is_cluster_client(redis) else SINGLE

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from service.dead_letters import dead_fields
-from service.keys import SINGLE, KeyLayout
+from service.keys import KeyLayout
 from service.outbox import OutboxFlusher, RawEntry, redis_text
 from service.ports import BackOffice
+from service.redis_connect import layout_for
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:
@@ -29,9 +30,9 @@ def _stream_order(entry_id: str) -> tuple[int, int]:
 class RedisQueue:
     """The outbox's entries in the layout's stream(s), oldest first; dead letters beside them."""
 
-    def __init__(self, redis: Any, layout: KeyLayout = SINGLE) -> None:
+    def __init__(self, redis: Any, layout: KeyLayout | None = None) -> None:
         self.redis = redis
-        self.layout = layout
+        self.layout = layout = layout_for(redis, layout)
         self.streams = [layout.outbox_key(shard) for shard in layout.outbox_shards()]
         self.round_trips = 0
 
@@ -105,5 +106,5 @@ class RedisQueue:
 class RedisOutbox(OutboxFlusher):
     """The service's outbox: the flusher over the Redis stream(s) (`RedisQueue`)."""
 
-    def __init__(self, redis: Any, backoffice: BackOffice, *, layout: KeyLayout = SINGLE, **options: Any) -> None:
+    def __init__(self, redis: Any, backoffice: BackOffice, *, layout: KeyLayout | None = None, **options: Any) -> None:
         super().__init__(RedisQueue(redis, layout), backoffice, **options)

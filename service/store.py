@@ -40,6 +40,7 @@ from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import Outbox, StatusStore, StatusUpdate, new_update
+from service.redis_connect import layout_for
 from service.redis_scripts import WRITE_SHA, load_scripts, reply_text
 from service.retry import RetryPolicy, Retrying
 from service.status_values import READ_STATUS_LUA, parse_status
@@ -272,12 +273,12 @@ class RedisStatusStore:
 
     def __init__(self, redis: aioredis.Redis, *, cache: ValidityCache | None = None,
                  outbox: Outbox | None = None, due_work: DueWork = NO_DUE_WORK,
-                 layout: keys.KeyLayout = keys.SINGLE) -> None:
+                 layout: keys.KeyLayout | None = None) -> None:
         """`cache`: the validity cache a status write makes stale (its entry is dropped).
         `outbox`: told of each committed update, so its flusher wakes (high = at once).
         `due_work`: due reconnect timers, handed on between per-tick pipelines (`TickBatcher`)."""
         self.redis = redis
-        self.layout = layout  # where the keys live (hash-tagged shards on a Redis Cluster)
+        self.layout = layout_for(redis, layout)  # where the keys live (hash-tagged shards on a cluster)
         self.cache = cache
         self.outbox = outbox
         self.round_trips = 0

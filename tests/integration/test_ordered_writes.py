@@ -11,13 +11,26 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from service.keys import KeyLayout
 from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.retry import RetryPolicy
 from service.store import OrderedWrites
 from tests.fixtures.due_work import DueWorkProbe
+from tests.fixtures.redis_cluster import RedisUnderTest
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
 
 
 async def test_writes_land_in_order_with_the_hook_around_each(aredis: aioredis.Redis) -> None:
@@ -38,15 +51,15 @@ async def test_writes_land_in_order_with_the_hook_around_each(aredis: aioredis.R
     assert await aredis.lrange("ordered", 0, -1) == [b"0", b"1", b"2"]
 
 
-async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(aredis: aioredis.Redis) -> None:
+async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(aredis: aioredis.Redis,
+                                                                            layout: KeyLayout) -> None:
     """B9: a write refused because the lease moved is never retried, and nothing queued after
     it is written: none of it is this process's to make any more."""
-    from service import keys
     from service.core import Status
     from service.store import RedisStatusStore
 
     store = RedisStatusStore(aredis)
-    await aredis.set(keys.fence_key("s1"), "8")  # another process acquired s1 after our token 7
+    await aredis.set(layout.fence_key("s1"), "8")  # another process acquired s1 after our token 7
     reported: list[tuple[str, str]] = []
     writes = OrderedWrites(asyncio.get_running_loop().create_task, get_logger(component="test"), ServiceMetrics(),
                            retries=3, retry=RetryPolicy(0.01, 0.01), on_fenced=lambda what, err: reported.append((what, err.token_now)))
@@ -55,5 +68,5 @@ async def test_a_fenced_write_drops_every_queued_write_and_is_reported_once(ared
     assert await writes.flush(5.0) is True
     assert reported == [("set_status", "8")]
     assert not writes.has_unwritten and not writes.needs_repair
-    assert await aredis.get(keys.status_key("s1")) is None and await aredis.get("later") is None
+    assert await aredis.get(layout.status_key("s1")) is None and await aredis.get("later") is None
     assert store.fenced == 1

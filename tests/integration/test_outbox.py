@@ -1,4 +1,5 @@
-"""The durable outbox (B6) against a real redis-server and the real back-office stand-in:
+"""The durable outbox (B6) against a real redis-server and a real Redis Cluster (`any_redis`; the
+outage tests on the server only) and the real back-office stand-in:
 outages of every kind with nothing lost and per-session order kept, duplicates recognised
 by the receiver, large batches, immediate `high` flushes, and a flusher killed mid-flight
 whose successor delivers everything."""
@@ -16,16 +17,28 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from chaos.toxiproxy import Toxiproxy
-from service import keys
+from service.keys import SINGLE, KeyLayout
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
 from service.redis_outbox import RedisOutbox
 from service.ports import StatusUpdate, new_update
 from service.store import RedisStatusStore
 from tests.fixtures.due_work import DueWorkProbe
+from tests.fixtures.redis_cluster import RedisUnderTest
 from tests.fixtures.standins import Standins, eventually
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
 
 STATUSES = [Status.CONNECTING, Status.ACTIVE, Status.INACTIVE]
 
@@ -72,7 +85,8 @@ async def append_many(store: RedisStatusStore, n_updates: int, n_sessions: int) 
     return stored
 
 
-def assert_history_matches(received: list[dict], appended: list[StatusUpdate]) -> None:
+def assert_history_matches(received: list[dict], appended: list[StatusUpdate],
+                           layout: KeyLayout = SINGLE) -> None:
     """The receiver's first-arrival history is exactly what was appended: nothing lost,
     nothing invented, every session's updates in append order with seq 1, 2, 3, …"""
     assert len(received) == len(appended)
@@ -88,7 +102,8 @@ def assert_history_matches(received: list[dict], appended: list[StatusUpdate]) -
         assert [r["update_id"] for r in got] == [u.update_id for u in updates], session_id
         assert [r["status"] for r in got] == [u.status.value for u in updates], session_id
         assert [r["seq"] for r in got] == list(range(1, len(updates) + 1)), session_id
-    assert [r["update_id"] for r in received] == [u.update_id for u in appended]  # one global FIFO
+    if not layout.is_sharded:  # one global FIFO; on a cluster, one per shard: the order per session holds
+        assert [r["update_id"] for r in received] == [u.update_id for u in appended]
 
 
 @contextlib.contextmanager
@@ -109,6 +124,8 @@ def outage(kind: str, standins: Standins, proxy) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("kind", ["error500", "garbage", "slow", "proxy_disabled"])
+# 1,000 updates through each of 4 outages: on the single server only (CI time)
+@pytest.mark.parametrize("any_redis", ["single"], indirect=True)
 async def test_outage_loses_nothing_and_keeps_order(aredis: aioredis.Redis, standins_clean: Standins,
                                                      toxiproxy: Toxiproxy, kind: str) -> None:
     proxy = toxiproxy.create_proxy(f"backoffice-{uuid.uuid4().hex[:8]}",
@@ -142,6 +159,7 @@ async def eventually_async(read, expected: object, timeout_s: float, what: str) 
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("any_redis", ["single"], indirect=True)  # Toxiproxy in front of one server
 async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis, standins_clean: Standins,
                                                          redis_proxy) -> None:
     """The flusher reaches Redis through Toxiproxy; Redis vanishes (proxy disabled) with
@@ -160,7 +178,7 @@ async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis,
                     await eventually(lambda: outbox.retries >= 2, 15.0, "the flusher failing against Redis")
                     assert "redis" in outbox.last_error.lower() or "connect" in outbox.last_error.lower()
                     redis_proxy.enable()
-                    await eventually_async(lambda: aredis.xlen(keys.OUTBOX_KEY), 0, 20.0, "drained after Redis")
+                    await eventually_async(lambda: aredis.xlen(SINGLE.outbox_key()), 0, 20.0, "drained after Redis")
             finally:
                 redis_proxy.enable()
     finally:
@@ -170,7 +188,8 @@ async def test_redis_outage_is_retried_and_loses_nothing(aredis: aioredis.Redis,
     assert history["duplicates"] == 0
 
 
-async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis, layout: KeyLayout,
+                                                          standins_clean: Standins) -> None:
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice, flush_interval_s=1.0)
         store = RedisStatusStore(aredis, outbox=outbox)
@@ -178,7 +197,7 @@ async def test_batches_are_large_when_the_interval_allows(aredis: aioredis.Redis
             appended = await append_many(store, 1000, 50)
             await eventually_async(lambda: outbox.depth(), 0, 20.0, "outbox drained")
     history = standins_clean.backoffice.updates()
-    assert_history_matches(history["updates"], appended)
+    assert_history_matches(history["updates"], appended, layout)
     assert history["duplicates"] == 0
     assert 1000 / history["batches"] >= 50, history["batches"]
 
@@ -218,7 +237,7 @@ async def test_each_batch_yields_between_its_stretches(aredis: aioredis.Redis, s
     assert steps == [0, 0, 0, 1, 1, 1, 2, 2, 2], steps
 
 
-async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Redis,
+async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Redis, layout: KeyLayout,
                                                             standins_clean: Standins) -> None:
     """A batch is in flight (the stand-in recorded it, its reply is delayed) when the
     flusher is cancelled; a new outbox on the same Redis delivers all, duplicates dropped."""
@@ -237,11 +256,12 @@ async def test_killed_flusher_successor_delivers_everything(aredis: aioredis.Red
         async with running(second):
             await eventually_async(lambda: second.depth(), 0, 20.0, "successor drained the outbox")
     history = admin.updates()
-    assert_history_matches(history["updates"], appended)
+    assert_history_matches(history["updates"], appended, layout)
     assert history["duplicates"] == 100  # the in-flight batch, delivered twice, recognised
 
 
-async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, layout: KeyLayout,
+                                            standins_clean: Standins) -> None:
     """Cancel the flusher at many different points of its Redis and HTTP calls; every stop
     must end it (redis-py can swallow a cancellation inside a command, see RedisOutbox.stop)."""
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
@@ -258,18 +278,19 @@ async def test_stop_always_ends_the_flusher(aredis: aioredis.Redis, standins_cle
             assert await outbox.stop(timeout_s=5.0), f"round {round_no}: flusher still running"
             assert not outbox.running
         await outbox.drain()
-    assert_history_matches(standins_clean.backoffice.updates()["updates"], appended)
+    assert_history_matches(standins_clean.backoffice.updates()["updates"], appended, layout)
 
 
-async def test_undecodable_entry_is_quarantined_not_sent(aredis: aioredis.Redis, standins_clean: Standins) -> None:
+async def test_undecodable_entry_is_quarantined_not_sent(aredis: aioredis.Redis, layout: KeyLayout,
+                                                         standins_clean: Standins) -> None:
     async with http_backoffice(standins_clean.backoffice_url, standins_clean) as backoffice:
         outbox = make_outbox(aredis, backoffice)
         first = await append(aredis, new_update("s1", Status.CONNECTING))
-        await aredis.xadd(keys.OUTBOX_KEY, {"update_id": "x", "session_id": "s1", "status": "banana"})
+        await aredis.xadd(layout.outbox_of("s1"), {"update_id": "x", "session_id": "s1", "status": "banana"})
         second = await append(aredis, new_update("s1", Status.ACTIVE))
         await outbox.drain()
     assert [r["update_id"] for r in standins_clean.backoffice.updates()["updates"]] == [
         first.update_id, second.update_id]
     assert outbox.malformed == 1
-    assert await aredis.xlen(keys.OUTBOX_DEAD_KEY) == 1
+    assert await aredis.xlen(layout.dead_key(layout.shard_of("s1"))) == 1
     assert await outbox.depth() == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from service import keys
+from service.keys import KeyLayout
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
 from service.errors import StoreError
@@ -16,12 +16,24 @@ from service.ports import Secret, new_update
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from tests.fixtures.process import free_port
+from tests.fixtures.redis_cluster import RedisUnderTest
 from tests.fixtures.standins import Standins
 
 pytestmark = pytest.mark.integration
 
 
-async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis) -> None:
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
+
+
+async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis, layout: KeyLayout) -> None:
     store = RedisStatusStore(aredis)
     first = new_update("s1", Status.CONNECTING, Priority.NORMAL)
     second = new_update("s1", Status.ACTIVE, Priority.NORMAL)
@@ -29,7 +41,7 @@ async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Red
     again = await store.set_status("s1", Status.CONNECTING, outbox_update=first)  # the "lost reply" retry
     later = await store.set_status("s1", Status.ACTIVE, outbox_update=second)
     assert (stored.seq, again.seq, later.seq) == (1, 1, 2)
-    entries = await aredis.xrange(keys.OUTBOX_KEY)
+    entries = await aredis.xrange(layout.outbox_of("s1"))
     assert [fields[b"update_id"].decode() for _, fields in entries] == [first.update_id, second.update_id]
 
 

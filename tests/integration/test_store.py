@@ -1,4 +1,5 @@
-"""The status store against a real redis-server and a real back-office stand-in over HTTP:
+"""The status store against a real redis-server and a real Redis Cluster (`any_redis`), and a
+real back-office stand-in over HTTP:
 R1 truth table, validity cache (R3, TTL), invalid-wins and outage rules (R4), garbage in
 Redis, atomic status + outbox write, reconnect bookkeeping (B5). The validity rules are
 `service.validity.ValidityChain` over the Redis store."""
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from service import keys
+from service.keys import KeyLayout
 from service.backoffice import HttpBackOffice
 from service.core import Priority, Status
 from service.errors import MalformedInput, StoreError
@@ -21,8 +22,20 @@ from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity
 from tests.fixtures.process import free_port
+from tests.fixtures.redis_cluster import RedisUnderTest
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
 
 
 class ManualClock:
@@ -51,21 +64,23 @@ async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
         await client.aclose()
 
 
-async def test_get_status_round_trip_and_absent(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+async def test_get_status_round_trip_and_absent(aredis: aioredis.Redis, layout: KeyLayout,
+                                                dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
     assert await store.get_status("s1") is None
     for status in Status:
         assert await store.set_status("s1", status) is None
         assert await store.get_status("s1") is status
-    assert await aredis.get(keys.status_key("s1")) == b"inactive"
+    assert await aredis.get(layout.status_key("s1")) == b"inactive"
 
 
 @pytest.mark.parametrize("raw", [b"banana", b"\xff\xfe", b"", b"ACTIVE"])
-async def test_garbage_status_is_counted_not_guessed(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice,
+async def test_garbage_status_is_counted_not_guessed(aredis: aioredis.Redis, layout: KeyLayout,
+                                                     dead_backoffice: HttpBackOffice,
                                                      raw: bytes) -> None:
     store, chain = validated(aredis, dead_backoffice)
-    await aredis.set(keys.status_key("bad"), raw)
-    await aredis.set(keys.status_key("good"), "active")
+    await aredis.set(layout.status_key("bad"), raw)
+    await aredis.set(layout.status_key("good"), "active")
     with pytest.raises(MalformedInput, match="from redis") as caught:
         await store.get_status("bad")
     assert caught.value.source == "redis"
@@ -76,7 +91,7 @@ async def test_garbage_status_is_counted_not_guessed(aredis: aioredis.Redis, dea
     assert await store.get_status("good") is Status.ACTIVE  # other sessions unaffected
 
 
-async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redis,
+async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redis, layout: KeyLayout,
                                                            dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
     update = new_update("s1", Status.CONNECTING, Priority.NORMAL)
@@ -85,8 +100,8 @@ async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redi
                                     pending=PendingReconnect(attempt=1, due_at_s=1234.5))
     assert store.round_trips - before == 1
     assert stored is not None and stored.seq == 1 and stored.update_id == update.update_id
-    assert await aredis.get(keys.status_key("s1")) == b"connecting"
-    entries = await aredis.xrange(keys.OUTBOX_KEY)
+    assert await aredis.get(layout.status_key("s1")) == b"connecting"
+    entries = await aredis.xrange(layout.outbox_of("s1"))
     assert len(entries) == 1
     fields = entries[0][1]
     assert fields[b"update_id"] == update.update_id.encode() and fields[b"seq"] == b"1"
@@ -98,28 +113,29 @@ async def test_status_and_outbox_written_in_one_round_trip(aredis: aioredis.Redi
     assert await store.pending("s1") is None
 
 
-async def test_a_non_numeric_seq_counter_is_replaced_and_counted(aredis: aioredis.Redis,
+async def test_a_non_numeric_seq_counter_is_replaced_and_counted(aredis: aioredis.Redis, layout: KeyLayout,
                                                                    dead_backoffice: HttpBackOffice) -> None:
     """The seq counter holds a non-integer: the write still goes through (before, the append
     failed inside the script and the session's status was never written again), its seq
     restarts at Redis's clock in ms, above any count, and the replacement is counted."""
     store = RedisStatusStore(aredis)
-    await aredis.set(keys.status_key("s1"), "active")
-    await aredis.set(keys.seq_key("s1"), "not-a-number")
+    await aredis.set(layout.status_key("s1"), "active")
+    await aredis.set(layout.seq_key("s1"), "not-a-number")
     stored = await store.set_status("s1", Status.INACTIVE, outbox_update=new_update("s1", Status.INACTIVE))
     assert stored is not None and stored.seq >= 1_600_000_000_000
-    assert await aredis.xlen(keys.OUTBOX_KEY) == 1
-    assert await aredis.get(keys.status_key("s1")) == b"inactive"
+    assert await aredis.xlen(layout.outbox_of("s1")) == 1
+    assert await aredis.get(layout.status_key("s1")) == b"inactive"
     assert store.malformed == 1
     again = await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s1", Status.ACTIVE))
     assert again is not None and again.seq == stored.seq + 1
 
 
-async def test_mismatched_update_is_refused(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+async def test_mismatched_update_is_refused(aredis: aioredis.Redis, layout: KeyLayout,
+                                            dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
     with pytest.raises(ValueError, match="outbox_update"):
         await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s2", Status.ACTIVE))
-    assert await aredis.get(keys.status_key("s1")) is None
+    assert await aredis.get(layout.status_key("s1")) is None
 
 
 async def test_backoffice_outage_uses_redis_answer_and_counts(aredis: aioredis.Redis,
@@ -134,14 +150,15 @@ async def test_backoffice_outage_uses_redis_answer_and_counts(aredis: aioredis.R
     assert dead_backoffice.requests == 2
 
 
-async def test_pending_bookkeeping_and_garbage(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+async def test_pending_bookkeeping_and_garbage(aredis: aioredis.Redis, layout: KeyLayout,
+                                               dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
     assert await store.pending("s1") is None
     await store.save_pending("s1", PendingReconnect(3, 1700000000.25))
     assert await store.pending("s1") == PendingReconnect(3, 1700000000.25)
     await store.set_status("s1", Status.ACTIVE, clear_pending=True)
     assert await store.pending("s1") is None
-    await aredis.hset(keys.session_key("s2"), mapping={"attempt": "three", "due_at_s": "1"})
+    await aredis.hset(layout.session_key("s2"), mapping={"attempt": "three", "due_at_s": "1"})
     with pytest.raises(MalformedInput, match="s2"):
         await store.pending("s2")
     assert store.malformed == 1
@@ -175,14 +192,14 @@ TRUTH_TABLE = [
 
 @pytest.mark.parametrize("validity", ["single", "batch"])
 @pytest.mark.parametrize("redis_value, account, for_reconnect, expected", TRUTH_TABLE)
-async def test_r1_truth_table(aredis: aioredis.Redis, standins_clean, backoffice: HttpBackOffice,
+async def test_r1_truth_table(aredis: aioredis.Redis, layout: KeyLayout, standins_clean, backoffice: HttpBackOffice,
                               redis_value: str | None, account: str, for_reconnect: bool, expected: bool,
                               validity: str) -> None:
     admin = standins_clean.backoffice
     if account != "unknown":
         admin.add_account("s1", active=account == "active")
     if redis_value is not None:
-        await aredis.set(keys.status_key("s1"), redis_value)
+        await aredis.set(layout.status_key("s1"), redis_value)
     asked = backoffice if validity == "single" else BatchedValidity(backoffice)
     store, chain = validated(aredis, asked)
     assert await chain.is_session_active("s1", for_reconnect=for_reconnect) is expected
@@ -191,22 +208,22 @@ async def test_r1_truth_table(aredis: aioredis.Redis, standins_clean, backoffice
     assert chain.backoffice_vetoes == int(redis_valid and account != "active")
 
 
-async def test_cache_answers_until_cleared_or_expired(aredis: aioredis.Redis, standins_clean,
+async def test_cache_answers_until_cleared_or_expired(aredis: aioredis.Redis, layout: KeyLayout, standins_clean,
                                                       backoffice: HttpBackOffice) -> None:
     standins_clean.backoffice.add_account("s1")
     clock = ManualClock()
     store, chain = validated(aredis, backoffice, clock=clock)
-    await aredis.set(keys.status_key("s1"), "active")
+    await aredis.set(layout.status_key("s1"), "active")
     assert await chain.is_session_active("s1")
-    await aredis.set(keys.status_key("s1"), "inactive")  # changed behind the cache's back
+    await aredis.set(layout.status_key("s1"), "inactive")  # changed behind the cache's back
     clock.now_s += 4.9
     assert await chain.is_session_active("s1")  # still cached
     assert chain.cache_hits == 1 and backoffice.requests == 1
     clock.now_s += 0.2
     assert not await chain.is_session_active("s1")  # TTL over: fresh sources
-    await aredis.set(keys.status_key("s1"), "active")
+    await aredis.set(layout.status_key("s1"), "active")
     assert await chain.is_session_active("s1")  # the negative answer was not cached
-    await aredis.set(keys.status_key("s1"), "inactive")
+    await aredis.set(layout.status_key("s1"), "inactive")
     store.clear_cache("s1")  # R3
     assert not await chain.is_session_active("s1")
     assert backoffice.requests == 2
@@ -233,6 +250,8 @@ async def test_set_status_drops_the_cached_answer(aredis: aioredis.Redis, standi
     assert not await chain.is_session_active("s1", for_reconnect=True)
 
 
+# the back-office stand-in writes `inactive` into the session's Redis: the single server only
+@pytest.mark.parametrize("any_redis", ["single"], indirect=True)
 async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis, standins_clean,
                                                          backoffice: HttpBackOffice) -> None:
     """S3: the session waits for its backoff; the back office deletes the account (and
@@ -250,14 +269,14 @@ async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis,
     assert await store.get_status("s1") is Status.INACTIVE
 
 
-async def test_backoffice_says_gone_while_redis_says_active(aredis: aioredis.Redis, standins_clean,
+async def test_backoffice_says_gone_while_redis_says_active(aredis: aioredis.Redis, layout: KeyLayout, standins_clean,
                                                             backoffice: HttpBackOffice) -> None:
     """The back office's own Redis write was lost (or Redis was restored from an old
     snapshot): Redis still says `active`, the back office says deleted. Invalid wins."""
     admin = standins_clean.backoffice
     admin.add_account("s1")
     admin.delete_account("s1")
-    await aredis.set(keys.status_key("s1"), "active")
+    await aredis.set(layout.status_key("s1"), "active")
     store, chain = validated(aredis, backoffice, 60.0)
     assert not await chain.is_session_active("s1", for_reconnect=True)
     assert chain.backoffice_vetoes == 1

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from service import keys
+from service.keys import KeyLayout
 from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import FencedWrite, StoreError
@@ -23,9 +23,22 @@ from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity
 from tests.fixtures.due_work import DueWorkProbe
 from tests.fixtures.process import free_port
+from tests.fixtures.redis_cluster import RedisUnderTest, mget, mset, outbox_length
 from tests.fixtures.standins import Standins
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
+
 
 IDS = [f"b{i}" for i in range(50)]
 ANSWER_TIMEOUT_S = 10.0
@@ -42,7 +55,7 @@ async def dead_backoffice() -> AsyncIterator[HttpBackOffice]:
         await client.aclose()
 
 
-async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
+async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis, layout: KeyLayout,
                                                        dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
     stored = await asyncio.gather(*(
@@ -51,34 +64,35 @@ async def test_writes_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
         for i, sid in enumerate(IDS)))
     assert store.round_trips == 1
     assert [u.seq for u in stored] == [1] * len(IDS)
-    assert await aredis.mget([keys.status_key(sid) for sid in IDS]) == [b"connecting"] * len(IDS)
-    assert await aredis.xlen(keys.OUTBOX_KEY) == len(IDS)
+    assert await mget(aredis, [layout.status_key(sid) for sid in IDS]) == [b"connecting"] * len(IDS)
+    assert await outbox_length(aredis, layout) == len(IDS)
     assert await store.pending("b7") == PendingReconnect(1, 1700000007.0)
 
 
-async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, dead_backoffice: HttpBackOffice) -> None:
+async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, layout: KeyLayout,
+                                           dead_backoffice: HttpBackOffice) -> None:
     """b3's write carries a fencing token that has moved on: it is refused alone, the others commit."""
     store = RedisStatusStore(aredis)
-    await aredis.set(keys.status_key("b3"), "active")
-    await aredis.mset({keys.fence_key(sid): "7" for sid in IDS[:6]})
-    await aredis.set(keys.fence_key("b3"), "8")  # another process took b3 over
+    await aredis.set(layout.status_key("b3"), "active")
+    await mset(aredis, {layout.fence_key(sid): "7" for sid in IDS[:6]})
+    await aredis.set(layout.fence_key("b3"), "8")  # another process took b3 over
     results = await asyncio.gather(*(
         store.set_status(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING), fence=7)
         for sid in IDS[:6]), return_exceptions=True)
     assert store.round_trips == 1
     assert isinstance(results[3], FencedWrite) and "refused" in str(results[3])
     assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 3)
-    assert await aredis.get(keys.status_key("b3")) == b"active", "the refused script wrote nothing"
-    assert await aredis.get(keys.status_key("b4")) == b"connecting"
-    assert await aredis.xlen(keys.OUTBOX_KEY) == 5 and store.fenced == 1
+    assert await aredis.get(layout.status_key("b3")) == b"active", "the refused script wrote nothing"
+    assert await aredis.get(layout.status_key("b4")) == b"connecting"
+    assert await outbox_length(aredis, layout) == 5 and store.fenced == 1
 
 
-async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis,
+async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis, layout: KeyLayout,
                                                             dead_backoffice: HttpBackOffice) -> None:
     store = RedisStatusStore(aredis)
-    await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS[:40]})
-    await aredis.mset({keys.status_key(sid): "inactive" for sid in IDS[40:45]})
-    await aredis.hset(keys.status_key("b45"), mapping={"not": "a string"})  # a hash: malformed, not a failed read
+    await mset(aredis, {layout.status_key(sid): "connecting" for sid in IDS[:40]})
+    await mset(aredis, {layout.status_key(sid): "inactive" for sid in IDS[40:45]})
+    await aredis.hset(layout.status_key("b45"), mapping={"not": "a string"})  # a hash: malformed, not a failed read
     chain = ValidityChain(store, dead_backoffice, ValidityCache(5.0))
     answers = await asyncio.gather(*(chain.is_session_active(sid, for_reconnect=True) for sid in IDS[:46]))
     assert store.round_trips == 1
@@ -110,13 +124,13 @@ async def test_mark_started_rides_on_the_validation_and_replaces_the_record(
 
 
 async def test_attempts_started_in_one_tick_share_one_round_trip_and_one_validity_request(
-        aredis: aioredis.Redis, standins_clean: Standins) -> None:
+        aredis: aioredis.Redis, layout: KeyLayout, standins_clean: Standins) -> None:
     """The storm's shape: N sessions' attempts start in one tick, each saving its start (B5)
     with its validation's read. Every read and mark goes in one pipeline, then every question
     in one back-office request (a mark sent as a request of its own fell into the next tick's
     pipeline: two round trips, and the questions split over two requests)."""
     standins_clean.backoffice.add_accounts(IDS)
-    await aredis.mset({keys.status_key(sid): "connecting" for sid in IDS})
+    await mset(aredis, {layout.status_key(sid): "connecting" for sid in IDS})
     marks = {sid: PendingReconnect(2, 1700000006.0 + i, started_at_s=1700000006.5 + i) for i, sid in enumerate(IDS)}
     async with HttpBackOffice(standins_clean.backoffice_url, standins_clean.backoffice_token,
                               timeout_s=2.0) as http:
@@ -144,7 +158,8 @@ async def test_a_failed_round_trip_fails_every_request_of_it(redis_server, dead_
         await client.aclose()
 
 
-async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: aioredis.Redis) -> None:
+async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: aioredis.Redis,
+                                                                       layout: KeyLayout) -> None:
     """`due_work` is handed on as each pipeline starts and once its reply is read; with one pipeline in
     flight they alternate, so the caller's due work runs between every two pipelines."""
     def batcher(max_pipelines: int, trail: list[str]) -> TickBatcher:
@@ -154,7 +169,7 @@ async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: a
     def build(trail: list[str], sid: str):
         def queue(pipe) -> None:
             trail.append(f"build {sid}")
-            pipe.set(keys.status_key(sid), "active")
+            pipe.set(layout.status_key(sid), "active")
         return queue
 
     one: list[str] = []
@@ -167,7 +182,7 @@ async def test_pipelines_in_flight_are_limited_and_each_stretch_yields(aredis: a
     await asyncio.gather(*(wide.run(build(three, sid)) for sid in IDS[:3]))
     assert three[:6] == ["step", "build b0", "step", "build b1", "step", "build b2"]  # all sent at once
     assert three.count("step") == 6
-    assert await aredis.mget([keys.status_key(sid) for sid in IDS[:3]]) == [b"active"] * 3
+    assert await mget(aredis, [layout.status_key(sid) for sid in IDS[:3]]) == [b"active"] * 3
 
 
 def test_batcher_rejects_a_bad_pipeline_limit(aredis: aioredis.Redis) -> None:

@@ -11,14 +11,28 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from service.keys import KeyLayout
 from service.ports import new_update
-from service import keys
 from service.core import Status
 from service.pending import PendingReconnect
 from service.redis_scripts import WRITE_LUA, WRITE_SHA
 from service.store import RedisStatusStore
+from service.redis_connect import is_cluster_client
+from tests.fixtures.redis_cluster import RedisUnderTest, mget, outbox_length
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
+    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+    return any_redis.client
+
+
+@pytest.fixture
+def layout(any_redis: RedisUnderTest) -> KeyLayout:
+    return any_redis.layout
+
 
 IDS = [f"w{i}" for i in range(40)]
 
@@ -31,8 +45,13 @@ async def store(aredis: aioredis.Redis) -> AsyncIterator[RedisStatusStore]:
 
 
 async def calls(redis: aioredis.Redis) -> dict[str, int]:
-    stats = await redis.info("commandstats")
-    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha", "script|load")}
+    """Script commands the server ran (on a cluster: every primary's, summed)."""
+    if is_cluster_client(redis):
+        per_node = [await redis.info("commandstats", target_nodes=node) for node in redis.get_primaries()]
+    else:
+        per_node = [await redis.info("commandstats")]
+    return {name: sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for stats in per_node)
+            for name in ("eval", "evalsha", "script|load")}
 
 
 async def write_all(store: RedisStatusStore, status: Status) -> None:
@@ -45,18 +64,18 @@ async def write_all(store: RedisStatusStore, status: Status) -> None:
 
 async def test_status_writes_name_the_script_by_sha(store: RedisStatusStore, aredis: aioredis.Redis) -> None:
     assert await aredis.script_exists(WRITE_SHA) == [True]  # loaded at start
-    await aredis.config_resetstat()
+    before = await calls(aredis)
     await write_all(store, Status.CONNECTING)
     await store.set_status("w0", Status.ACTIVE, clear_pending=True)
     await store.save_pending("w1", PendingReconnect(2, 1700000100.0))
-    used = await calls(aredis)
+    used = {name: n - before[name] for name, n in (await calls(aredis)).items()}
     assert used["eval"] == 0, f"a status write sent the {len(WRITE_LUA)}-character script: {used}"
     assert used["evalsha"] == len(IDS) + 2, used
     assert store.round_trips == 3
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "direct"])
-async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, aredis: aioredis.Redis,
+async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, aredis: aioredis.Redis, layout: KeyLayout,
                                                    batched: bool) -> None:
     await aredis.script_flush()
     if batched:
@@ -65,8 +84,8 @@ async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, ared
         for sid in IDS[:3]:
             await store.set_status(sid, Status.CONNECTING, outbox_update=new_update(sid, Status.CONNECTING))
     written = IDS if batched else IDS[:3]
-    assert await aredis.mget([keys.status_key(sid) for sid in written]) == [b"connecting"] * len(written)
-    assert await aredis.xlen(keys.OUTBOX_KEY) == len(written), "a resent write must not append twice"
+    assert await mget(aredis, [layout.status_key(sid) for sid in written]) == [b"connecting"] * len(written)
+    assert await outbox_length(aredis, layout) == len(written), "a resent write must not append twice"
     assert (await calls(aredis))["script|load"] >= 1
     # loaded once: later writes need no reload
     before = store.round_trips
@@ -74,11 +93,12 @@ async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, ared
     assert store.round_trips == before + 1
 
 
-async def test_a_script_lost_between_ticks_costs_one_reload(store: RedisStatusStore, aredis: aioredis.Redis) -> None:
+async def test_a_script_lost_between_ticks_costs_one_reload(store: RedisStatusStore, aredis: aioredis.Redis,
+                                                            layout: KeyLayout) -> None:
     await write_all(store, Status.CONNECTING)
     await aredis.script_flush()
     before = store.round_trips
     await write_all(store, Status.ACTIVE)
-    assert await aredis.mget([keys.status_key(sid) for sid in IDS]) == [b"active"] * len(IDS)
+    assert await mget(aredis, [layout.status_key(sid) for sid in IDS]) == [b"active"] * len(IDS)
     assert store.round_trips == before + 3  # the pipeline, the load, the pipeline again
     assert store._tick.script_reloads == 1
