@@ -23,14 +23,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
-    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:  # this module's tests: single server and cluster
     return any_redis.client
-
-
-@pytest.fixture
-def layout(any_redis: RedisUnderTest) -> KeyLayout:
-    return any_redis.layout
 
 
 async def test_retried_write_keeps_its_seq_and_appends_once(aredis: aioredis.Redis, layout: KeyLayout) -> None:

@@ -30,14 +30,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:
-    """This module's Redis tests run on a single server and on a Redis Cluster (`any_redis`)."""
+def aredis(any_redis: RedisUnderTest) -> aioredis.Redis:  # this module's tests: single server and cluster
     return any_redis.client
-
-
-@pytest.fixture
-def layout(any_redis: RedisUnderTest) -> KeyLayout:
-    return any_redis.layout
 
 
 IDS = [f"b{i}" for i in range(50)]
