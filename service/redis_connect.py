@@ -88,14 +88,8 @@ def is_cluster_url(url: str) -> bool:
 def parse_cluster_url(url: str) -> RedisTarget:
     """`redis+cluster://[[user]:password@]h:p[,h:p...][/]` → `RedisTarget`; raises `ValueError`
     naming what is wrong (never the password)."""
-    userinfo, at, rest = url[len(CLUSTER_SCHEME) + 3:].rpartition("@")
-    username, password = _credentials(userinfo, CLUSTER_SCHEME) if at else (None, None)
-    if "?" in rest or "#" in rest:
-        raise ValueError(f"must not have a ?query or #fragment (like {CLUSTER_EXAMPLE})")
-    hosts, _, path = rest.partition("/")
-    nodes = tuple(_address(item, "cluster node", CLUSTER_EXAMPLE) for item in hosts.split(","))
-    if len(nodes) > MAX_CLUSTER_NODES:
-        raise ValueError(f"names {len(nodes)} cluster nodes, at most {MAX_CLUSTER_NODES}")
+    username, password, nodes, path = _hosts_url(url, CLUSTER_SCHEME, "cluster node", CLUSTER_EXAMPLE,
+                                                 MAX_CLUSTER_NODES)
     if path.rstrip("/") not in ("", "0"):
         raise ValueError(f"a Redis Cluster has one database (0): nothing may follow the nodes but '/' "
                          f"(like {CLUSTER_EXAMPLE})")
@@ -105,16 +99,8 @@ def parse_cluster_url(url: str) -> RedisTarget:
 def parse_sentinel_url(url: str) -> RedisTarget:
     """`redis+sentinel://[[user]:password@]h:p[,h:p...]/service-name[/db]` → `RedisTarget`;
     raises `ValueError` naming what is wrong (never the password)."""
-    # credentials end at the last '@' (host lists and service names hold none), so a password
-    # never reaches a message below, whatever it holds
-    userinfo, at, rest = url[len(SENTINEL_SCHEME) + 3:].rpartition("@")
-    username, password = _credentials(userinfo, SENTINEL_SCHEME) if at else (None, None)
-    if "?" in rest or "#" in rest:
-        raise ValueError(f"must not have a ?query or #fragment (like {SENTINEL_EXAMPLE})")
-    hosts, _, path = rest.partition("/")
-    sentinels = tuple(_address(item, "sentinel", SENTINEL_EXAMPLE) for item in hosts.split(","))
-    if len(sentinels) > MAX_SENTINELS:
-        raise ValueError(f"names {len(sentinels)} sentinels, at most {MAX_SENTINELS}")
+    username, password, sentinels, path = _hosts_url(url, SENTINEL_SCHEME, "sentinel", SENTINEL_EXAMPLE,
+                                                     MAX_SENTINELS)
     service_name, _, db_text = path.partition("/")
     if not service_name or not set(service_name) <= _SERVICE_NAME_CHARS or len(service_name) > 128:
         raise ValueError(f"needs the primary's service name after the sentinels: 1-128 of A-Z a-z 0-9 _ . - "
@@ -124,6 +110,22 @@ def parse_sentinel_url(url: str) -> RedisTarget:
         raise ValueError(f"database must be a number, like {SENTINEL_EXAMPLE}")
     return RedisTarget("sentinel", sentinels=sentinels, service_name=service_name, db=int(db_text or 0),
                        username=username, password=password)
+
+
+def _hosts_url(url: str, scheme: str, what: str, example: str,
+               max_hosts: int) -> tuple[str | None, str | None, tuple[tuple[str, int], ...], str]:
+    """`scheme://[[user]:password@]h:p[,h:p...][/path]` → (user, password, hosts, path)."""
+    # credentials end at the last '@' (host lists and service names hold none), so a password
+    # never reaches a message below, whatever it holds
+    userinfo, at, rest = url[len(scheme) + 3:].rpartition("@")
+    username, password = _credentials(userinfo, scheme) if at else (None, None)
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"must not have a ?query or #fragment (like {example})")
+    hosts, _, path = rest.partition("/")
+    addresses = tuple(_address(item, what, example) for item in hosts.split(","))
+    if len(addresses) > max_hosts:
+        raise ValueError(f"names {len(addresses)} {what}s, at most {max_hosts}")
+    return username, password, addresses, path
 
 
 def _credentials(userinfo: str, scheme: str) -> tuple[str | None, str | None]:
