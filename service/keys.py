@@ -21,6 +21,13 @@ MAX_SHARDS = 1024
 DEFAULT_CLUSTER_SHARDS = 16  # the `redis_cluster_shards` setting's default
 
 
+def check_session_id(session_id: str) -> str:
+    """The id, if it can name a session's keys; else `ValueError` naming what it got."""
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return session_id
+
+
 def status_key(session_id: str) -> str:
     """The session's status string (`active` / `connecting` / `inactive`), shared with the back office."""
     return f"{PREFIX}:status:{session_id}"

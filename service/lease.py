@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import keys
+from service.keys import check_session_id
 from service.errors import ConfigError, StoreError
 from service.logging import get_logger
 from service.redis_connect import layout_for
@@ -35,12 +36,6 @@ from service.redis_scripts import ACQUIRE_LUA, RELEASE_LUA, RENEW_LUA, reply_tex
 log = get_logger(component="lease")
 
 RENEW_CHUNK = 500  # keys per renew script call, so one call never blocks Redis for long
-
-
-def _check_session_id(session_id: str) -> str:
-    if not isinstance(session_id, str) or not session_id:
-        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
-    return session_id
 
 
 def check_lease_settings(owner_id: str, ttl_s: float) -> None:
@@ -97,7 +92,7 @@ class RedisLeases(HeldTokens):
     async def acquire(self, session_id: str) -> bool:
         """Take the lease if it is free (or already ours, which extends it) with a new fencing
         token (`token()`). True if held."""
-        reply = await self._call(self._acquire, f"acquire of {_check_session_id(session_id)!r}",
+        reply = await self._call(self._acquire, f"acquire of {check_session_id(session_id)!r}",
                                  [self.layout.lease_key(session_id), self.layout.fence_key(session_id)],
                                  [self.owner_id, self._ttl_ms])
         for note in reply[2:]:
@@ -117,7 +112,7 @@ class RedisLeases(HeldTokens):
         tokens = self._tokens if tokens is None else tokens
         by_shard: dict[int, list[str]] = {}
         for session_id in dict.fromkeys(session_ids):
-            by_shard.setdefault(self.layout.shard_of(_check_session_id(session_id)), []).append(session_id)
+            by_shard.setdefault(self.layout.shard_of(check_session_id(session_id)), []).append(session_id)
         held: set[str] = set()
         for wanted in by_shard.values():
             held |= await self._renew_shard(wanted, tokens)
@@ -140,7 +135,7 @@ class RedisLeases(HeldTokens):
 
     async def release(self, session_id: str) -> bool:
         """Give the lease up if it is still ours; True if a key was deleted."""
-        self.forget(_check_session_id(session_id))
+        self.forget(check_session_id(session_id))
         deleted = await self._call(self._release, f"release of {session_id!r}",
                                    [self.layout.lease_key(session_id)], [self.owner_id])
         return int(deleted) == 1

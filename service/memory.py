@@ -28,7 +28,8 @@ from service.lease import HeldTokens, check_lease_settings
 from service.pending import PendingReconnect, pending_mapping
 from service.outbox import OutboxFlusher, RawEntry
 from service.ports import BackOffice, Outbox, StatusUpdate
-from service.store import ValidityCache, check_session_id, check_status_write
+from service.keys import check_session_id
+from service.store import ValidityCache, check_status_write
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service import keys
 from service.core.events import MarkStarted, RecordPending
 from service.core.recovery import PendingRecord
 from service.errors import MalformedInput
@@ -38,12 +37,6 @@ def pending_mapping(pending: PendingReconnect) -> dict[str, str]:
     if not pending.counted:
         mapping["counted"] = "0"
     return mapping
-
-
-def queue_pending(pipe: Any, session_id: str, pending: PendingReconnect) -> None:
-    """Replace the whole record (DEL + HSET): no field of an older record may survive."""
-    pipe.delete(keys.session_key(session_id))
-    pipe.hset(keys.session_key(session_id), mapping=pending_mapping(pending))
 
 
 def parse_pending(raw: dict[Any, Any], session_id: str) -> PendingReconnect:

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from service import keys
+from service.keys import check_session_id
 from service.core import Priority, Status
 from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import ConfigError, FencedWrite, MalformedInput, StoreError
@@ -245,12 +246,6 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
 
 
 # -- the Redis store -----------------------------------------------------------------------
-
-
-def check_session_id(session_id: str) -> str:
-    if not isinstance(session_id, str) or not session_id:
-        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
-    return session_id
 
 
 def check_status_write(session_id: str, status: Status, outbox_update: StatusUpdate | None,
