@@ -5,7 +5,7 @@ pipelines, a session's ordered writes.
 Why: asyncio runs a due timer's callback only after every callback queued before it in the
 current pass, and in a storm one pass holds thousands. Whoever runs such a stretch calls
 `run_due_now()` between its steps, so a due timer waits for one step, not the whole pass.
-The owner of the timers (`service.runtime.timers.ReconnectTimers`) implements it.
+The owner of the timers (`service.runtime.drivers.ReconnectTimers`) implements it.
 Owns: the shape of that interface and `NO_DUE_WORK` (nothing is due: for a part used on
 its own). Must not: import anything of the runtime (transports import this module).
 """

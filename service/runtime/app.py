@@ -33,7 +33,7 @@ from service.runtime.gc_pacing import GcPacer
 from service.runtime.loop_watch import GcPauses, LoopLagProbe
 from service.runtime.sources import make_source
 from service.runtime.timeline import TimelineWriter
-from service.runtime.timers import ReconnectTimers
+from service.runtime.drivers import ReconnectTimers
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity

@@ -19,7 +19,7 @@ from service.metrics import ServiceMetrics
 from service.ports import StatusStore, Transport, Validity
 from service.retry import RetryPolicy
 from service.runtime.timeline import TimelineWriter
-from service.runtime.timers import ReconnectTimers
+from service.runtime.drivers import ReconnectTimers
 
 if TYPE_CHECKING:
     from service.runtime.runner import SessionRunner

@@ -3,8 +3,8 @@ real I/O, and turns link outcomes, timers and validation answers back into event
 
 Owns: the machine, the session's `Turn` that serialises events (a stale outcome never reaches
 a new state: each timer, link and validation outcome carries a generation checked under the
-turn) and the dispatch of each command to its part: `LinkDriver` (link.py) and `Validation`
-(validation.py) answer through `deliver`, `SessionTimer` (timers.py) through `deliver_now`;
+turn) and the dispatch of each command to its part: `LinkDriver` (drivers.py) and `Validation`
+(validation.py) answer through `deliver`, `SessionTimer` (drivers.py) through `deliver_now`;
 writes and the cache drop go to the store (`OrderedWrites`, `clear_cache`: `service.store`), `Emit`
 to `SessionReport` (report.py), tasks to `SessionTasks` (tasks.py).
 Must not: make any reconnect decision (attempts, delays, codes, validity rules are the core's),
@@ -27,10 +27,9 @@ from service.errors import FencedWrite, MalformedInput
 from service.pending import record_of
 from service.ports import Secret
 from service.runtime.context import RunnerContext
-from service.runtime.link import LinkDriver
 from service.runtime.report import SessionReport
 from service.runtime.tasks import SessionTasks
-from service.runtime.timers import SessionTimer
+from service.runtime.drivers import LinkDriver, SessionTimer
 from service.runtime.validation import Validation
 from service.store import OrderedWrites
 

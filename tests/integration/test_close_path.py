@@ -34,7 +34,7 @@ from service.runtime import app
 from service.runtime.context import RunnerContext
 from service.runtime.runner import SessionRunner
 from service.runtime.timeline import TimelineWriter
-from service.runtime.timers import ReconnectTimers
+from service.runtime.drivers import ReconnectTimers
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from tests.fixtures.close_path import readme_claim

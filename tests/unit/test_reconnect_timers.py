@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.runtime.timers import ReconnectTimers
+from service.runtime.drivers import ReconnectTimers
 
 
 @pytest.fixture
