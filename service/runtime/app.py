@@ -173,8 +173,8 @@ async def _start_server(service: Service, lease_redis: aioredis.Redis) -> int:
                           f"(another process holds it? 0 picks a free port)") from None
 
 
-def _redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
-    """A client with its own pool: one server, or the primary Sentinel names (followed across failovers)."""
+def redis_client(settings: Settings, max_connections: int) -> aioredis.Redis:
+    """A client with its own pool: one server, the primary Sentinel names (followed across failovers), or a cluster."""
     return open_client(parse_redis_url(settings.redis_url.reveal()), RedisOptions(
         max_connections=max_connections, pool_wait_s=POOL_WAIT_S, timeout_s=REDIS_TIMEOUT_S,
         replica_waits=settings.redis_replica_waits, wait_timeout_ms=settings.redis_wait_timeout_ms))
@@ -189,9 +189,9 @@ def _redis_bound_s(settings: Settings) -> float:
 async def build_service(settings: Settings, *, keep_lateness: bool = False) -> Service:
     """Build and start every part; `keep_lateness` keeps raw timer lateness samples (benchmarks)."""
     log, policy = get_logger(owner_id=settings.owner_id), settings.build_policy()
-    redis = _redis_client(settings, REDIS_MAX_CONNECTIONS)
+    redis = redis_client(settings, REDIS_MAX_CONNECTIONS)
     # leases get their own connections: a renewal must never queue behind 10^4 sessions' traffic
-    lease_redis = _redis_client(settings, LEASE_MAX_CONNECTIONS)
+    lease_redis = redis_client(settings, LEASE_MAX_CONNECTIONS)
     backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token,
                                 timeout_s=settings.backoffice_timeout_s)
     metrics = ServiceMetrics()

@@ -73,7 +73,7 @@ async def test_a_close_event_touches_exactly_the_files_the_readme_lists(redis_se
     settings = load_settings(environ={}, overrides=settings_overrides(redis_server, s, tmp_path, sessions="s0",
                                                                       time_scale=10.0))
     policy = settings.build_policy()
-    redis = app._redis_client(settings, 4)
+    redis = app.redis_client(settings, 4)
     timers = ReconnectTimers()
     backoffice = HttpBackOffice(settings.backoffice_url, settings.backoffice_token, timeout_s=2.0)
     outbox = RedisOutbox(redis, backoffice, batch_size=100, flush_interval_s=60.0, retry_base_s=0.1,
