@@ -18,7 +18,7 @@ from service.core.events import Event, Validated, ValidationFailed
 from service.errors import FencedWrite, StoreError
 from service.pending import PendingReconnect
 from service.retry import Retrying
-from service.runtime.context import RunnerContext
+from service.runtime.context import RunnerContext, SlotHold
 
 Deliver = Callable[[Event, Callable[[], bool]], Awaitable[None]]  # deliver(event, guard)
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
@@ -47,32 +47,50 @@ class Validation:
         self._generation += 1
 
     def start(self, for_reconnect: bool, mark: PendingReconnect | None = None) -> None:
-        """Ask in a task; `mark` records, in the same round trip, that this counted attempt
-        has started (B5)."""
+        """Ask once a validation slot is free (waiting as a queued callback, not a task); `mark`
+        records, in the same round trip, that this counted attempt has started (B5)."""
         self._generation += 1
-        self._spawn(self._ask(for_reconnect, self._generation, mark))
+        generation = self._generation
+        self._ctx.validation_slot().when_free(lambda: self._admitted(for_reconnect, generation, mark))
 
-    async def _ask(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None) -> None:
-        """Ask the store until it can answer; an unreachable Redis is not an answer. Any
-        other exception is a failed validation the core is told of (`ValidationFailed`),
-        counted and logged: this task never ends with the session left validating."""
-        ctx, retry = self._ctx, Retrying(self._ctx.validate_retry)
+    def _admitted(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None) -> bool:
+        """A slot is ours: ask in a task, unless the question went stale while it waited."""
+        if self._generation != generation or self._dropped():
+            return False
+        hold = SlotHold(self._ctx.validation_slot())
+        self._spawn(self._ask(for_reconnect, generation, mark, hold)).add_done_callback(hold.release)
+        return True
+
+    async def _ask(self, for_reconnect: bool, generation: int, mark: PendingReconnect | None,
+                   hold: SlotHold) -> None:
+        """Ask the store until it can answer (the slot `hold` given back after each question); an
+        unreachable Redis is not an answer. Any other exception is a failed validation the core
+        is told of (`ValidationFailed`), counted and logged: this task never ends with the session
+        left validating."""
+        ctx, retry = self._ctx, None
 
         def current() -> bool:
             return self._generation == generation
-        while current() and not self._dropped():
+        while True:
             ctx.timers.run_due_now()
             try:
-                async with ctx.validation_slot():
+                try:
                     ok = await ctx.validity.is_session_active(
                         self._session_id, for_reconnect=for_reconnect, mark_started=mark, fence=self._fence)
+                finally:
+                    hold.release()
             except FencedWrite as err:  # the attempt's start could not be recorded: not ours any more
                 self._on_fenced("mark_started", err)
                 return
             except StoreError as err:
                 ctx.metrics.command_errors.labels(command="Validate").inc()
+                retry = retry or Retrying(ctx.validate_retry)
                 self._log.warning("validation_unavailable", error=str(err), retry_in_s=retry.failed())
                 await retry.wait()
+                if not current() or self._dropped():
+                    return
+                await ctx.validation_slot().acquire()
+                hold = SlotHold(ctx.validation_slot())
                 continue
             except Exception as err:  # noqa: BLE001 - a bug or an input no check foresaw
                 ctx.metrics.command_errors.labels(command="Validate").inc()

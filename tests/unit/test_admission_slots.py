@@ -1,0 +1,179 @@
+"""`Slots` (service/runtime/context.py): the admission slots that pace validations and socket
+opens. A storm's waiting attempts are queued callbacks, not tasks; the order is kept; a slot
+never leaks, whether a start no longer wants it, raises, or a waiter is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.core import Status
+from service.core.events import Start
+from service.errors import StoreError
+from service.memory import MemoryStatusStore
+from service.retry import RetryPolicy
+from service.runtime.context import SlotHold, Slots
+from tests.fixtures.memory import memory_shell, until
+
+
+def test_slots_serve_in_the_order_asked_and_never_more_than_the_limit() -> None:
+    slots, started = Slots(2), []
+    for name in "abcde":
+        slots.when_free(lambda name=name: started.append(name) or True)
+    assert started == ["a", "b"] and slots.waiting == 3
+    slots.release()
+    assert started == ["a", "b", "c"]
+    for _ in range(4):
+        slots.release()
+    assert started == list("abcde") and slots.waiting == 0
+    slots.when_free(lambda: started.append("f") or True)
+    slots.when_free(lambda: started.append("g") or True)
+    slots.when_free(lambda: started.append("h") or True)
+    assert started[-2:] == ["f", "g"], "two slots were free again"
+
+
+def test_starts_that_no_longer_want_a_slot_pass_it_on_however_many_in_a_row() -> None:
+    slots, started = Slots(1), []
+    slots.when_free(lambda: True)
+    for _ in range(20_000):  # stale validations of released sessions: no recursion per entry
+        slots.when_free(lambda: False)
+    slots.when_free(lambda: started.append("live") or True)
+    slots.release()
+    assert started == ["live"] and slots.waiting == 0
+    slots.release()
+    slots.when_free(lambda: started.append("next") or True)
+    assert started == ["live", "next"], "the slot was free again"
+
+
+def test_a_start_that_raises_passes_its_slot_on() -> None:
+    slots, started = Slots(1), []
+
+    def broken() -> bool:
+        raise RuntimeError("a bug in a start")
+    slots.when_free(lambda: True)
+    slots.when_free(broken)
+    slots.when_free(lambda: started.append("after") or True)
+    with pytest.raises(RuntimeError):
+        slots.release()
+    assert started == ["after"]
+    with pytest.raises(RuntimeError):
+        Slots(1).when_free(broken)
+    fresh = Slots(1)
+    with pytest.raises(RuntimeError):
+        fresh.when_free(broken)
+    fresh.when_free(lambda: started.append("free") or True)
+    assert started == ["after", "free"], "the raising start's slot leaked"
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "2"])
+def test_a_limit_that_is_not_a_positive_int_is_refused(limit: object) -> None:
+    with pytest.raises(ValueError, match="slots limit"):
+        Slots(limit)  # type: ignore[arg-type]
+
+
+async def test_a_waiter_cancelled_before_or_after_its_turn_leaks_no_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    before = asyncio.create_task(slots.acquire())
+    handed = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    before.cancel()  # cancelled while waiting: it must not take the slot later
+    await asyncio.gather(before, return_exceptions=True)
+    slots.release()  # goes to `handed`, which is cancelled before it resumes
+    handed.cancel()
+    await asyncio.gather(handed, return_exceptions=True)
+    async with asyncio.timeout(1.0):
+        await slots.acquire()  # the one slot is free again
+    hold = SlotHold(slots)
+    hold.release()
+    hold.release()  # once only
+    async with asyncio.timeout(1.0):
+        await slots.acquire()
+    assert slots.waiting == 0
+
+
+class HeldReads(MemoryStatusStore):
+    """A store whose validation reads wait until `released` is set (a slow Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+        self.released.set()
+        self.reading = 0
+
+    async def get_status(self, session_id: str, **kwargs) -> Status | None:  # type: ignore[override]
+        self.reading += 1
+        try:
+            await self.released.wait()
+        finally:
+            self.reading -= 1
+        return await super().get_status(session_id, **kwargs)
+
+
+def validation_tasks() -> int:
+    return sum(1 for task in asyncio.all_tasks() if "Validation._ask" in task.get_coro().__qualname__)
+
+
+async def test_validations_waiting_for_a_slot_are_not_tasks() -> None:
+    """40 sessions drop at once with 2 validation slots: 2 validations ask, 38 wait in the queue as
+    callbacks (before: 40 tasks, 38 of them parked on a semaphore); all reconnect once Redis answers."""
+    store = HeldReads()
+    shell = memory_shell(store=store)
+    shell.ctx.max_inflight = 2
+    ids = [f"s{i}" for i in range(40)]
+    runners = []
+    for sid in ids:
+        shell.backoffice.accounts[sid] = True
+        runners.append(shell.runner(sid))
+        await runners[-1].deliver(Start())
+    await until(lambda: all(shell.state.statuses.get(sid) is Status.ACTIVE for sid in ids), "all active")
+    store.released.clear()
+    for sid in ids:
+        shell.transport.close(sid, 503)
+    await until(lambda: store.reading == 2 and shell.ctx.validation_slot().waiting == 38, "2 asking, 38 queued")
+    assert validation_tasks() == 2
+    store.released.set()
+    await until(lambda: all(shell.transport.opens.get(sid) == 2 for sid in ids), "every session reopened")
+    assert shell.ctx.validation_slot().waiting == 0
+    for runner in runners:
+        await runner.aclose()
+
+
+class FailingReads(MemoryStatusStore):
+    """A store whose first `failures` validation reads find Redis unreachable."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def get_status(self, session_id: str, **kwargs) -> Status | None:  # type: ignore[override]
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("redis unreachable (stand-in)")
+        return await super().get_status(session_id, **kwargs)
+
+
+async def test_a_validation_retried_while_redis_is_down_gives_its_slot_back_each_time() -> None:
+    """One slot, three sessions, the first four reads fail: each retry waits for the slot again
+    and gives it back, so every session reconnects and the slot ends free."""
+    store = FailingReads(failures=0)
+    shell = memory_shell(store=store)
+    shell.ctx.max_inflight = 1
+    shell.ctx.validate_retry = RetryPolicy(0.01, 0.02, what="validation retry")
+    ids = ["a", "b", "c"]
+    runners = []
+    for sid in ids:
+        shell.backoffice.accounts[sid] = True
+        runners.append(shell.runner(sid))
+        await runners[-1].deliver(Start())
+    await until(lambda: all(shell.state.statuses.get(sid) is Status.ACTIVE for sid in ids), "all active")
+    store.failures = 4
+    for sid in ids:
+        shell.transport.close(sid, 503)
+    await until(lambda: all(shell.transport.opens.get(sid) == 2 for sid in ids), "every session reopened")
+    assert store.failures == 0 and shell.ctx.validation_slot().waiting == 0
+    async with asyncio.timeout(1.0):
+        await shell.ctx.validation_slot().acquire()  # the one slot is free
+    for runner in runners:
+        await runner.aclose()
