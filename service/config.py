@@ -23,9 +23,9 @@ from service.config_checks import (check_http_url, check_path_text, check_policy
                                    check_redis_url, check_ws_url, redact_url, reject_bool, shown)
 from service.core import Policy, PolicyError, build_policy
 from service.errors import ConfigError
-from service.keys import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, SINGLE, KeyLayout
+from service.keys import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, KeyLayout
 from service.ports import Secret
-from service.redis_connect import is_cluster_url
+from service.redis_connect import is_cluster_url, layout_for_url
 from service.session_ids import check_spec, read_id_file
 
 ENV_PREFIX = "RECONNECT_LAB_"
@@ -211,7 +211,7 @@ class Settings(BaseModel):
 
     def key_layout(self) -> KeyLayout:
         """Where the keys live: the single-Redis names, or `redis_cluster_shards` tagged shards."""
-        return KeyLayout(self.redis_cluster_shards) if is_cluster_url(self.redis_url.reveal()) else SINGLE
+        return layout_for_url(self.redis_url.reveal(), self.redis_cluster_shards)
 
     @model_validator(mode="after")
     def _retry_cap_not_below_base(self) -> "Settings":

@@ -322,3 +322,13 @@ def layout_for(redis: Any, layout: KeyLayout | None = None) -> KeyLayout:
     if layout is not None:
         return layout
     return KeyLayout(DEFAULT_CLUSTER_SHARDS) if is_cluster_client(redis) else SINGLE
+
+
+def layout_for_url(url: str, shards: int = DEFAULT_CLUSTER_SHARDS) -> KeyLayout:
+    """The key layout for a `redis_url`: `shards` tagged shards on a cluster, else the
+    single-Redis names (the service's settings and the back-office stand-in agree through this)."""
+    if not is_cluster_url(url):
+        return SINGLE
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"a Redis Cluster's key layout needs cluster_shards >= 1, got {shards!r}")
+    return KeyLayout(shards)

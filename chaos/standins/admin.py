@@ -175,6 +175,14 @@ class BackOfficeAdmin(_AdminClient):
         """Refuse (400, naming the update) every status batch holding an update of these sessions."""
         self.request("PUT", "/admin/refused-sessions", {"session_ids": list(session_ids)})
 
+    def use_redis(self, url: str | None, cluster_shards: int | None = None) -> dict[str, Any]:
+        """Write `inactive` to this Redis from now on (None: to none), at the keys the service's
+        layout names there (`cluster_shards` tagged shards on a `redis+cluster://` URL)."""
+        body: dict[str, Any] = {"url": url}
+        if cluster_shards is not None:
+            body["cluster_shards"] = cluster_shards
+        return dict(self.request("PUT", "/admin/redis", body))
+
     def set_mode(self, mode: str, delay_s: float | None = None, **knobs: Any) -> dict[str, Any]:
         """Set how the API answers (`ok`, `error500`, `garbage`, `slow` or a hostile mode of
         `chaos.standins.hostile.Mode`); `knobs`: `depth`, `digits`, `size_bytes`,

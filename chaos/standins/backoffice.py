@@ -5,7 +5,9 @@ Owns accounts, the ordered record of status updates (de-duplicated by `update_id
 failure modes (error500 / garbage / slow, and the hostile replies of `hostile.py`:
 deep nesting, huge numbers, wrong types, truncated, oversize, padded, never-ending and
 trickling bodies, per endpoint) and, given a Redis URL, the shared-Redis
-write a real back office makes when an account is deleted or deactivated.
+write a real back office makes when an account is deleted or deactivated, at the key the
+service's layout names (`service.keys.KeyLayout`: the single names, or a cluster's tagged
+shards; `PUT /admin/redis` points it at another Redis).
 Must not log the bearer token or accept a request without it.
 """
 
@@ -25,8 +27,9 @@ from chaos.standins import hostile
 from chaos.standins.hostile import HostileParams, Mode
 from chaos.standins.webutil import BadRequest, json_body, json_response
 from service.core import Priority, Status
-from service.keys import status_key
+from service.keys import DEFAULT_CLUSTER_SHARDS, KeyLayout
 from service.ports import Secret
+from service.redis_connect import RedisOptions, layout_for_url, open_client, parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +120,14 @@ def _validate_update(index: int, update: object) -> dict[str, Any]:
 class BackOfficeStandin:
     """`api_app()` needs `Authorization: Bearer <token>`; `admin_app()` drives the state."""
 
-    def __init__(self, token: Secret, *, redis_url: str | None = None) -> None:
+    def __init__(self, token: Secret, *, redis_url: str | None = None,
+                 cluster_shards: int = DEFAULT_CLUSTER_SHARDS) -> None:
         if not token:
             raise ValueError("the back-office token must be a non-empty string")
         self._token = Secret(token)
         self._redis_url = redis_url
+        self._layout: KeyLayout = layout_for_url(redis_url or "", cluster_shards)
+        self._start_redis = (redis_url, self._layout)  # what `/admin/reset` points back at
         self._redis: Any = None
         self.state = BackOfficeState()
 
@@ -148,6 +154,7 @@ class BackOfficeStandin:
             web.get("/admin/updates", self._updates),
             web.post("/admin/mode", self._set_mode),
             web.put("/admin/refused-sessions", self._set_refused),
+            web.put("/admin/redis", self._set_redis),
             web.post("/admin/reset", self._reset),
         ])
         return app
@@ -268,7 +275,7 @@ class BackOfficeStandin:
         if self._redis_url is None:
             return json_response({**answer, "redis": None})
         try:
-            await self._redis_client().set(status_key(session_id), Status.INACTIVE.value)
+            await self._redis_client().set(self._layout.status_key(session_id), Status.INACTIVE.value)
         except Exception as exc:  # noqa: BLE001 - report it; the account change stands
             log.warning("back-office stand-in: Redis write for %s failed: %s", session_id, type(exc).__name__)
             return json_response({**answer, "error": f"account changed but the Redis write failed: {exc}"},
@@ -276,6 +283,10 @@ class BackOfficeStandin:
         return json_response({**answer, "redis": Status.INACTIVE.value})
 
     def _redis_client(self) -> Any:
+        target = parse_redis_url(self._redis_url or "")
+        if self._redis is None and target.kind != "single":  # Sentinel or Cluster: as the service opens it
+            options = RedisOptions(max_connections=8, pool_wait_s=REDIS_TIMEOUT_S, timeout_s=REDIS_TIMEOUT_S)
+            self._redis = open_client(target, options)
         if self._redis is None:
             import redis.asyncio  # only when a Redis URL was given
 
@@ -317,6 +328,28 @@ class BackOfficeStandin:
         self.state.refused_sessions = frozenset(ids)
         return json_response({"refused_sessions": sorted(ids)})
 
+    async def _set_redis(self, request: web.Request) -> web.Response:
+        """`{"url": ..., "cluster_shards": n}`: write to this Redis from now on, in its layout
+        (`n` tagged shards on a cluster, default the service's); `{"url": null}`: to none."""
+        body = await json_body(request)
+        url, shards = body.get("url"), body.get("cluster_shards", DEFAULT_CLUSTER_SHARDS)
+        if url is not None and not isinstance(url, str):
+            raise BadRequest(f"'url' must be a Redis URL string or null, got {type(url).__name__}")
+        try:
+            if url is not None:
+                parse_redis_url(url)
+            layout = layout_for_url(url or "", shards)
+        except ValueError as exc:  # names the problem, never the password
+            raise BadRequest(str(exc)) from None
+        await self._use_redis(url, layout)
+        return json_response({"redis": url is not None, "cluster_shards": layout.shards})
+
+    async def _use_redis(self, url: str | None, layout: KeyLayout) -> None:
+        if (url, layout) != (self._redis_url, self._layout):
+            await self.aclose()
+            self._redis_url, self._layout = url, layout
+
     async def _reset(self, request: web.Request) -> web.Response:
         self.state = BackOfficeState()
+        await self._use_redis(*self._start_redis)
         return json_response({"reset": True})

@@ -23,6 +23,7 @@ from chaos.standins.backoffice import BackOfficeStandin
 from chaos.standins.webutil import start_app
 from chaos.standins.whatsapp import WhatsAppStandin
 from service.config import BACKOFFICE_TOKEN_ENV
+from service.keys import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS
 from service.ports import Secret
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class StandinsConfig:
     redis_url: str | None = None
     ready_file: Path | None = None
     hello_timeout_s: float = 10.0
+    redis_cluster_shards: int = DEFAULT_CLUSTER_SHARDS
 
 
 def register(subparsers: Any) -> None:
@@ -57,6 +59,9 @@ def register(subparsers: Any) -> None:
                         help=f"environment variable holding the API's bearer token (default {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--redis-url", default=None, metavar="URL",
                         help="Redis shared with the service: deleting/deactivating an account writes 'inactive'")
+    parser.add_argument("--redis-cluster-shards", type=_shards, default=DEFAULT_CLUSTER_SHARDS, metavar="N",
+                        help="with a redis+cluster:// URL: the service's redis_cluster_shards, so the "
+                             f"'inactive' write lands at the service's key (default {DEFAULT_CLUSTER_SHARDS})")
     parser.add_argument("--ready-file", type=Path, default=None, metavar="PATH",
                         help="write the bound ports as JSON here once every port listens")
     parser.add_argument("--hello-timeout-s", type=_positive_float, default=10.0, metavar="SECONDS",
@@ -67,6 +72,12 @@ def register(subparsers: Any) -> None:
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"a port must be an integer in 0..65535, got {text!r}")
+    return int(text)
+
+
+def _shards(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..{MAX_SHARDS}, got {text!r}")
     return int(text)
 
 
@@ -88,7 +99,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return 2
     config = StandinsConfig(args.whatsapp_port, args.whatsapp_admin_port, args.backoffice_port,
                             args.backoffice_admin_port, Secret(token), args.redis_url, args.ready_file,
-                            args.hello_timeout_s)
+                            args.hello_timeout_s, args.redis_cluster_shards)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise_open_file_limit()
     asyncio.run(serve(config))
@@ -113,7 +124,8 @@ async def serve(config: StandinsConfig, stop: asyncio.Event | None = None) -> No
     """Run both stand-ins until `stop` is set (or SIGTERM/SIGINT when none is given)."""
     stop = stop or _stop_on_signals()
     whatsapp = WhatsAppStandin(hello_timeout_s=config.hello_timeout_s)
-    backoffice = BackOfficeStandin(config.token, redis_url=config.redis_url)
+    backoffice = BackOfficeStandin(config.token, redis_url=config.redis_url,
+                                   cluster_shards=config.redis_cluster_shards)
     runners = []
     try:
         ports = {}

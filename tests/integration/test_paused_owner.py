@@ -7,7 +7,8 @@ moved), counted in B's /metrics, and B lets the sessions go. Judged from outside
 the WhatsApp stand-in's connects; never B's or C's memory.
 
 With the `baileys` table a 440 is terminal (B would write `inactive`, high priority); with
-the default table it is a drop (B would write `connecting` and reconnect).
+the default table it is a drop (B would write `connecting` and reconnect). Both on a single
+server; on the local cluster the default table with 50 sessions (the same pause).
 """
 
 from __future__ import annotations
@@ -15,29 +16,31 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 
-from service import keys
+from service.keys import KeyLayout
 from tests.fixtures.process import wait_until
+from tests.fixtures.redis_cluster import RedisView
 from tests.fixtures.service import metric_value, scrape, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N = 150
-IDS = [f"s{i}" for i in range(N)]
+CLUSTER_N = 50  # the cluster variant: one table and fewer sessions (the pause is most of its time)
 PAUSE_S = 40.0
 LEASE_TTL_S = 2.0
 REPLACED = 440
 
 
-def leases(redis_client) -> dict[str, str | None]:
-    values = redis_client.mget([keys.lease_key(sid) for sid in IDS])
-    return {sid: (v.decode() if v is not None else None) for sid, v in zip(IDS, values)}
+def leases(r: RedisView, ids: list[str]) -> dict[str, str | None]:
+    values = r.get([r.layout.lease_key(sid) for sid in ids])
+    return {sid: (v.decode() if v is not None else None) for sid, v in zip(ids, values)}
 
 
-def counters(redis_client, key_of) -> list[bytes | None]:
-    return redis_client.mget([key_of(sid) for sid in IDS])
+def counters(r: RedisView, key_of: Callable[[KeyLayout, str], str], ids: list[str]) -> list[bytes | None]:
+    return r.get([key_of(r.layout, sid) for sid in ids])
 
 
 def fenced_total(metrics_text: str) -> float:
@@ -45,29 +48,31 @@ def fenced_total(metrics_text: str) -> float:
                for write in ("set_status", "save_pending", "mark_started"))
 
 
-@pytest.mark.parametrize("codes", ["baileys", "original"])
+@pytest.mark.parametrize(("codes", "service_redis", "n"), [
+    ("baileys", "single", N), ("original", "single", N), ("original", "cluster", CLUSTER_N)],
+    indirect=["service_redis"])
 def test_a_paused_owner_writes_nothing_over_sessions_another_process_took(
-        codes, service_process, standins_clean, redis_client) -> None:
-    s = standins_clean
-    s.backoffice.add_accounts(IDS)
-    common = {"sessions": f"s{{0..{N - 1}}}", "lease_ttl_s": LEASE_TTL_S, "policy": f"codes={codes}"}
+        codes, n, service_process, standins_clean, service_redis) -> None:
+    s, r, ids = standins_clean, service_redis, [f"s{i}" for i in range(n)]
+    s.backoffice.add_accounts(ids)
+    common = {"sessions": f"s{{0..{n - 1}}}", "lease_ttl_s": LEASE_TTL_S, "policy": f"codes={codes}"}
     b = service_process("b", **common)
-    wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}
-               and b.health()["sessions"] == N, 30, "B runs every session, all active")
+    wait_until(lambda: set(statuses(r, ids).values()) == {"active"}
+               and b.health()["sessions"] == n, 30, "B runs every session, all active")
 
     os.kill(b.process.pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        for sid in IDS:  # WhatsApp replaces B's devices: B is frozen and reads none of this yet
+        for sid in ids:  # WhatsApp replaces B's devices: B is frozen and reads none of this yet
             assert s.whatsapp.close(sid, REPLACED) == 1, "only B's socket may be closed"
         c = service_process("c", **common)  # started after the closes, so none of them can reach C
-        wait_until(lambda: set(leases(redis_client).values()) == {"c"}, PAUSE_S, "C leased every session")
-        wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}
-                   and c.health()["sessions"] == N and redis_client.xlen(keys.OUTBOX_KEY) == 0,
+        wait_until(lambda: set(leases(r, ids).values()) == {"c"}, PAUSE_S, "C leased every session")
+        wait_until(lambda: set(statuses(r, ids).values()) == {"active"}
+                   and c.health()["sessions"] == n and r.outbox_length() == 0,
                    PAUSE_S, "C runs every session, all active and delivered")
         took_over_s = time.monotonic() - stopped_at
-        assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in IDS)
-        seqs, fences = counters(redis_client, keys.seq_key), counters(redis_client, keys.fence_key)
+        assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in ids)
+        seqs, fences = counters(r, KeyLayout.seq_key, ids), counters(r, KeyLayout.fence_key, ids)
         wait_until(lambda: time.monotonic() - stopped_at >= PAUSE_S, PAUSE_S + 1, "the pause is over")
         continued_at = time.time()
     finally:
@@ -77,15 +82,15 @@ def test_a_paused_owner_writes_nothing_over_sessions_another_process_took(
     observed_from = time.monotonic()  # B's lease loop runs every TTL/5: watch it for two TTLs
     wait_until(lambda: time.monotonic() - observed_from >= 2 * LEASE_TTL_S, 3 * LEASE_TTL_S, "observed")
 
-    assert set(statuses(redis_client, IDS).values()) == {"active"}, "a stale status was accepted"
-    assert counters(redis_client, keys.seq_key) == seqs, "B appended outbox entries after waking"
-    assert counters(redis_client, keys.fence_key) == fences, "B took a lease back"
-    assert not any(redis_client.exists(keys.session_key(sid)) for sid in IDS), "B left pending records"
-    assert set(leases(redis_client).values()) == {"c"}
+    assert set(statuses(r, ids).values()) == {"active"}, "a stale status was accepted"
+    assert counters(r, KeyLayout.seq_key, ids) == seqs, "B appended outbox entries after waking"
+    assert counters(r, KeyLayout.fence_key, ids) == fences, "B took a lease back"
+    assert not any(r.sync.exists(r.layout.session_key(sid)) for sid in ids), "B left pending records"
+    assert set(leases(r, ids).values()) == {"c"}
     late = [u for u in s.backoffice.updates()["updates"] if u["received_at"] >= continued_at]
     assert late == [], f"the back office received {len(late)} updates after B woke: {late[:3]}"
-    assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in IDS), "B reconnected a session it lost"
-    assert c.health()["sessions"] == N
+    assert all(s.whatsapp.session(sid)["connects"] == 2 for sid in ids), "B reconnected a session it lost"
+    assert c.health()["sessions"] == n
     refused = fenced_total(scrape(b.metrics_port))
     assert refused >= 1, "B's refused writes are not counted in its /metrics"
-    print(f"codes={codes}: C took over in {took_over_s:.1f}s; B's refused writes: {refused:.0f}")
+    print(f"codes={codes} on {r.mode}: C took over in {took_over_s:.1f}s; B's refused writes: {refused:.0f}")

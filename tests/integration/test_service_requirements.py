@@ -1,6 +1,7 @@
-"""R1–R8 end to end: the real service (in this event loop) against real Redis and the real
-stand-ins, observed where a person would look — the status in Redis, the updates the
-back-office stand-in received, and the sockets the WhatsApp stand-in saw.
+"""R1–R8 end to end: the real service (in this event loop) against real Redis (a single
+server and the local cluster) and the real stand-ins, observed where a person would look —
+the status in Redis, the updates the back-office stand-in received, and the sockets the
+WhatsApp stand-in saw.
 
 Timings are the note's scaled by 0.05: backoff 0.1, 0.2, 0.4, 0.8, 1.6 s.
 """
@@ -11,10 +12,11 @@ import random
 
 import pytest
 
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH
 from tests.fixtures.service import events_of, read_timeline, run_service, statuses
 from tests.fixtures.standins import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SERVICE_ON_BOTH]
 
 NON_TERMINAL_REJECT = 500  # `original` table: not terminal, so it is retried with backoff
 
@@ -30,23 +32,23 @@ def connects(standins, session_id: str) -> int:
     return int(standins.whatsapp.session(session_id)["connects"])
 
 
-async def all_active(redis_client, ids: list[str], timeout_s: float = 10.0) -> None:
-    await eventually(lambda: set(statuses(redis_client, ids).values()) == {"active"}, timeout_s,
+async def all_active(service_redis, ids: list[str], timeout_s: float = 10.0) -> None:
+    await eventually(lambda: set(statuses(service_redis, ids).values()) == {"active"}, timeout_s,
                      f"all of {ids[:3]}... active")
 
 
 async def test_r5_terminal_close_marks_inactive_and_never_reconnects(
-        service_settings, standins_clean, redis_client, tmp_path) -> None:
+        service_settings, standins_clean, service_redis, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_accounts(["s0", "s1"])
     async with run_service(service_settings(sessions="s0,s1")) as service:
-        await all_active(redis_client, ["s0", "s1"])
+        await all_active(service_redis, ["s0", "s1"])
         s.whatsapp.close("s0", 401)
         s.whatsapp.close("s1")  # a plain drop at the same moment: its reconnect paces the check
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "inactive", 5, "s0 inactive in Redis")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "inactive", 5, "s0 inactive in Redis")
         # one flush: high priority goes at once, so well inside one flush interval (0.1 s) + HTTP
         await eventually(lambda: ("inactive", "high") in history(s, "s0"), 1.0, "high-priority inactive at the back office")
-        await eventually(lambda: statuses(redis_client, ["s1"])["s1"] == "active"
+        await eventually(lambda: statuses(service_redis, ["s1"])["s1"] == "active"
                          and connects(s, "s1") == 2, 5, "s1 reconnected after its backoff")
         assert connects(s, "s0") == 1, "a terminal close must never reach the stand-in again"
         assert "s0" not in service.gateway.runners
@@ -57,23 +59,23 @@ async def test_r5_terminal_close_marks_inactive_and_never_reconnects(
 
 @pytest.mark.parametrize("validity", ["batch", "single"])
 async def test_s1_flaky_link_reconnects_on_attempt_2_and_r6_resets_attempts(
-        service_settings, standins_clean, redis_client, tmp_path, validity) -> None:
+        service_settings, standins_clean, service_redis, tmp_path, validity) -> None:
     s = standins_clean
     s.backoffice.add_account("s0")
     async with run_service(service_settings(sessions="s0", backoffice_validity=validity)):
-        await all_active(redis_client, ["s0"])
+        await all_active(service_redis, ["s0"])
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)
         s.whatsapp.close("s0")
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "connecting", 2, "connecting")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "connecting", 2, "connecting")
         # refused, not only accepted: a socket is counted at accept, before its hello is judged
         await eventually(lambda: connects(s, "s0") == 2 and s.whatsapp.session("s0")["connected"] == 0, 3,
                          "attempt 1 reached the stand-in and was refused")
         s.whatsapp.unreject("s0")
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active" and connects(s, "s0") == 3,
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "active" and connects(s, "s0") == 3,
                          3, "attempt 2 succeeded")
         # R6: a new drop starts again from attempt 1
         s.whatsapp.close("s0")
-        await eventually(lambda: connects(s, "s0") == 4 and statuses(redis_client, ["s0"])["s0"] == "active",
+        await eventually(lambda: connects(s, "s0") == 4 and statuses(service_redis, ["s0"])["s0"] == "active",
                          3, "second drop recovered")
     records = [r for r in read_timeline(tmp_path / "timeline.jsonl") if r.session_id == "s0"]
     scheduled = [(r.attempt, r.detail["backoff_ms"]) for r in records if r.event == "reconnect_scheduled"]
@@ -86,14 +88,14 @@ async def test_s1_flaky_link_reconnects_on_attempt_2_and_r6_resets_attempts(
     assert batches == 0 if validity == "single" else batches >= 3
 
 
-async def test_r2_five_attempts_then_inactive(service_settings, standins_clean, redis_client, tmp_path) -> None:
+async def test_r2_five_attempts_then_inactive(service_settings, standins_clean, service_redis, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_account("s0")
     async with run_service(service_settings(sessions="s0")) as service:
-        await all_active(redis_client, ["s0"])
+        await all_active(service_redis, ["s0"])
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)
         s.whatsapp.close("s0")
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "inactive", 6, "given up")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "inactive", 6, "given up")
         await eventually(lambda: ("inactive", "high") in history(s, "s0"), 1.0, "back office told, high")
         assert connects(s, "s0") == 1 + 5
         assert "s0" not in service.gateway.runners
@@ -108,11 +110,11 @@ async def test_r2_five_attempts_then_inactive(service_settings, standins_clean, 
 
 
 async def test_r4_s3_account_deleted_during_backoff_cancels_without_a_socket(
-        service_settings, standins_clean, redis_client, tmp_path) -> None:
+        service_settings, standins_clean, service_redis, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_accounts(["s0", "s1"])
     async with run_service(service_settings(sessions="s0,s1")) as service:
-        await all_active(redis_client, ["s0", "s1"])
+        await all_active(service_redis, ["s0", "s1"])
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)
         s.whatsapp.close("s0")
         await eventually(lambda: connects(s, "s0") == 2, 3, "attempt 1 failed")
@@ -123,30 +125,30 @@ async def test_r4_s3_account_deleted_during_backoff_cancels_without_a_socket(
         assert connects(s, "s0") == 2, "no socket may be opened for an invalid session"
         # the drop follows the timeline line once the failed attempt's link is closed (awaited)
         await eventually(lambda: "s0" not in service.gateway.runners, 2, "s0 dropped")
-        assert statuses(redis_client, ["s0", "s1"]) == {"s0": "inactive", "s1": "active"}
+        assert statuses(service_redis, ["s0", "s1"]) == {"s0": "inactive", "s1": "active"}
 
 
-async def test_b3_dead_link_detected_by_keepalives(service_settings, standins_clean, redis_client, tmp_path) -> None:
+async def test_b3_dead_link_detected_by_keepalives(service_settings, standins_clean, service_redis, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_account("s0")
     async with run_service(service_settings(sessions="s0")):
-        await all_active(redis_client, ["s0"])
+        await all_active(service_redis, ["s0"])
         s.whatsapp.mute("s0")  # the socket stays up but pongs stop: a half-open link
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "connecting", 6, "dead link noticed")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "connecting", 6, "dead link noticed")
         s.whatsapp.unmute("s0")
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "active", 6, "reconnected")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "active", 6, "reconnected")
     closed = [r for r in read_timeline(tmp_path / "timeline.jsonl") if r.event == "session_closed"]
     assert closed and closed[0].detail.get("code") == "keepalive_timeout"
 
 
 async def test_r7_one_live_socket_per_session_over_200_close_cycles(
-        service_settings, standins_clean, redis_client) -> None:
+        service_settings, standins_clean, service_redis) -> None:
     s = standins_clean
     ids = [f"s{i}" for i in range(20)]
     s.backoffice.add_accounts(ids)
     rng = random.Random(1234)
     async with run_service(service_settings(sessions="s{0..19}")):
-        await all_active(redis_client, ids)
+        await all_active(service_redis, ids)
         cycles = 0
         while cycles < 200:
             batch = rng.sample(ids, 10)
@@ -155,7 +157,7 @@ async def test_r7_one_live_socket_per_session_over_200_close_cycles(
                 if rng.random() < 0.3:  # a second close lands while the first is being handled
                     s.whatsapp.close(sid)
             cycles += len(batch)
-            await all_active(redis_client, ids)
+            await all_active(service_redis, ids)
             stats = s.whatsapp.stats()
             assert stats["r7_violations"] == [], stats["r7_violations"][:3]
         await eventually(lambda: s.whatsapp.stats()["live"] == len(ids), 5, "one live socket each")
@@ -164,18 +166,18 @@ async def test_r7_one_live_socket_per_session_over_200_close_cycles(
 
 
 async def test_r8_every_step_is_in_the_timeline_with_session_and_attempt(
-        service_settings, standins_clean, redis_client, tmp_path) -> None:
+        service_settings, standins_clean, service_redis, tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_accounts(["s0", "s1", "s2"])
     async with run_service(service_settings(sessions="s0,s1,s2")):
-        await all_active(redis_client, ["s0", "s1", "s2"])
+        await all_active(service_redis, ["s0", "s1", "s2"])
         s.whatsapp.reject("s0", NON_TERMINAL_REJECT)  # s0 fails every attempt and gives up
         s.whatsapp.reject("s2", NON_TERMINAL_REJECT)  # s2 is deleted while it waits
         for sid in ("s0", "s1", "s2"):
             s.whatsapp.close(sid)
         await eventually(lambda: connects(s, "s2") == 2, 3, "s2 attempt 1 failed")
         s.backoffice.delete_account("s2")
-        await eventually(lambda: statuses(redis_client, ["s0"])["s0"] == "inactive", 6, "s0 gave up")
+        await eventually(lambda: statuses(service_redis, ["s0"])["s0"] == "inactive", 6, "s0 gave up")
         await eventually(lambda: "reconnect_cancelled" in events_of(read_timeline(tmp_path / "timeline.jsonl"), "s2"),
                          3, "s2 cancelled")
     records = read_timeline(tmp_path / "timeline.jsonl")

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from chaos.standins.admin import AdminError
 from service.keys import status_key
 from tests.fixtures.process import wait_until
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH, RedisView
 from tests.fixtures.standins import Standins, start_standins
 
 pytestmark = pytest.mark.integration
@@ -511,22 +512,44 @@ def test_modes_error500_garbage_slow_then_ok(standins_clean: Standins) -> None:
         admin.set_mode("sideways")
 
 
-def test_delete_and_deactivate_write_inactive_to_shared_redis(standins_clean: Standins, redis_client: redis.Redis) -> None:
-    admin = standins_clean.backoffice
+@SERVICE_ON_BOTH
+def test_delete_and_deactivate_write_inactive_to_shared_redis(standins_clean: Standins,
+                                                              service_redis: RedisView) -> None:
+    """At the key the service reads there: the contract's name on a single server, the
+    session's tagged shard on a cluster (where the contract's name stays unwritten)."""
+    admin, r = standins_clean.backoffice, service_redis
     admin.add_accounts(["del", "deact", "keep"])
     for sid in ("del", "deact", "keep"):
-        redis_client.set(status_key(sid), "active")
+        r.sync.set(r.layout.status_key(sid), "active")
 
     assert admin.delete_account("del")["redis"] == "inactive"
     assert admin.deactivate("deact")["redis"] == "inactive"
 
-    assert redis_client.get(status_key("del")) == b"inactive"
-    assert redis_client.get(status_key("deact")) == b"inactive"
-    assert redis_client.get(status_key("keep")) == b"active"
+    assert r.statuses(["del", "deact", "keep"]) == {"del": "inactive", "deact": "inactive", "keep": "active"}
     with pytest.raises(AdminError) as info:
         admin.delete_account("never-existed")
     assert info.value.status == 404
-    assert redis_client.get(status_key("never-existed")) is None
+    assert r.statuses(["never-existed"]) == {"never-existed": None}
+    if r.layout.is_sharded:
+        assert r.get([status_key(sid) for sid in ("del", "deact")]) == [None, None]
+
+
+def test_backoffice_redis_can_be_pointed_elsewhere_and_reset_points_it_back(
+        standins_clean: Standins, redis_client: redis.Redis) -> None:
+    admin = standins_clean.backoffice
+    admin.add_accounts(["a", "b"])
+    assert admin.use_redis(None) == {"redis": False, "cluster_shards": 0}
+    assert admin.delete_account("a")["redis"] is None  # no Redis: nothing written
+    for body, named in (({"url": "redis+cluster://127.0.0.1:1,x/"}, "port"), ({"url": 7}, "'url'"),
+                        ({"url": "redis+cluster://127.0.0.1:1/", "cluster_shards": "16"}, "shards"),
+                        ({"url": "redis+cluster://127.0.0.1:1/", "cluster_shards": 0}, "shards")):
+        with pytest.raises(AdminError, match=named) as info:
+            admin.request("PUT", "/admin/redis", body)
+        assert info.value.status == 400
+    admin.reset()  # back to the Redis it was started with, in the single layout
+    admin.add_account("b")
+    assert admin.deactivate("b")["redis"] == "inactive"
+    assert redis_client.get(status_key("a")) is None and redis_client.get(status_key("b")) == b"inactive"
 
 
 def test_backoffice_reset_clears_accounts_updates_and_mode(standins_clean: Standins) -> None:
