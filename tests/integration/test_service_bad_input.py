@@ -8,17 +8,19 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from service.cli import main
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH, RedisView
 from tests.fixtures.service import ascrape, eventually_metric, log_records, metric_value, run_service, statuses
 from tests.fixtures.standins import eventually
 
 IDS = ["s0", "s1", "s2"]
 
 
-def active(redis_client, ids=IDS) -> bool:
-    # raw bytes: a status the test planted as garbage reads as "not active yet", not as an error
-    return all(v == b"active" for v in redis_client.mget([f"rl:status:{sid}" for sid in ids]))
+def active(redis_: redis.Redis | RedisView, ids=IDS) -> bool:
+    # a status the test planted as garbage reads as "not active yet", not as an error
+    return set(statuses(redis_, ids).values()) == {"active"}
 
 
 @pytest.mark.integration
@@ -42,18 +44,19 @@ async def test_malformed_frames_are_counted_logged_and_ignored(
 
 
 @pytest.mark.integration
+@SERVICE_ON_BOTH  # the undelivered updates wait in the outbox: one stream, or a stream per shard
 @pytest.mark.parametrize("mode", ["garbage", "error500"])
 async def test_backoffice_garbage_or_500_is_retried_and_sessions_carry_on(
-        mode, service_settings, standins_clean, redis_client, service_log) -> None:
-    s = standins_clean
+        mode, service_settings, standins_clean, service_redis, service_log) -> None:
+    s, r = standins_clean, service_redis
     s.backoffice.add_accounts(IDS)
     async with run_service(service_settings(sessions="s0,s1,s2")) as service:
-        await eventually(lambda: active(redis_client), 5, "all active")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 3, "start-up updates delivered")
+        await eventually(lambda: active(r), 5, "all active")
+        await eventually(lambda: r.outbox_length() == 0, 3, "start-up updates delivered")
         s.backoffice.set_mode(mode)
         s.whatsapp.close("s0")
         # validation cannot ask the back office: Redis's answer stands, so s0 reconnects
-        await eventually(lambda: s.whatsapp.session("s0")["connects"] == 2 and active(redis_client), 5,
+        await eventually(lambda: s.whatsapp.session("s0")["connects"] == 2 and active(r), 5,
                          "s0 reconnected while the back office answers garbage")
         await eventually(lambda: service.outbox.retries >= 1, 3, "the failed batch is retried")
         port = service.server.port
@@ -61,7 +64,7 @@ async def test_backoffice_garbage_or_500_is_retried_and_sessions_carry_on(
         assert metric_value(text, "reconnect_lab_outbox_depth") >= 2, "undelivered updates stay queued"
         assert metric_value(text, "reconnect_lab_outbox_failed_batches") >= 1
         s.backoffice.set_mode("ok")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 5, "outbox drained once it answers")
+        await eventually(lambda: r.outbox_length() == 0, 5, "outbox drained once it answers")
     got = [(u["status"], u["seq"]) for u in s.backoffice.updates()["updates"] if u["session_id"] == "s0"]
     assert got == [("connecting", 1), ("active", 2), ("connecting", 3), ("active", 4)]
     failures = [r for r in log_records(service_log) if r["event"] == "outbox_batch_failed"]
@@ -69,24 +72,25 @@ async def test_backoffice_garbage_or_500_is_retried_and_sessions_carry_on(
 
 
 @pytest.mark.integration
+@SERVICE_ON_BOTH
 async def test_unusable_redis_values_are_counted_and_do_not_spread(
-        service_settings, standins_clean, redis_client, service_log) -> None:
-    s = standins_clean
+        service_settings, standins_clean, service_redis, service_log) -> None:
+    s, r = standins_clean, service_redis
     ids = ["s0", "s1", "s2", "s3"]
     s.backoffice.add_accounts(ids)
-    redis_client.set("rl:status:s1", "connecting")
-    redis_client.hset("rl:session:s1", mapping={"attempt": "two", "due_at_s": "soon"})
-    redis_client.set("rl:status:s2", b"\xff\xfebanana")
+    r.sync.set(r.layout.status_key("s1"), "connecting")
+    r.sync.hset(r.layout.session_key("s1"), mapping={"attempt": "two", "due_at_s": "soon"})
+    r.sync.set(r.layout.status_key("s2"), b"\xff\xfebanana")
     async with run_service(service_settings(sessions="s0,s1,s2,s3")) as service:
-        await eventually(lambda: active(redis_client, ids), 5, "every session started despite the garbage")
+        await eventually(lambda: active(r, ids), 5, "every session started despite the garbage")
         # garbage written while s3 waits for its reconnect: validation refuses it, s3 alone is dropped
         s.whatsapp.reject("s3", 500)
         s.whatsapp.close("s3")
         await eventually(lambda: s.whatsapp.session("s3")["connects"] == 2, 3, "s3 attempt 1 failed")
-        redis_client.set("rl:status:s3", "banana")
+        r.sync.set(r.layout.status_key("s3"), "banana")
         await eventually(lambda: "s3" not in service.gateway.runners, 5, "s3 cancelled")
         assert s.whatsapp.session("s3")["connects"] == 2
-        assert active(redis_client, ["s0", "s1", "s2"])
+        assert active(r, ["s0", "s1", "s2"])
         text = await ascrape(service.server.port)
         assert metric_value(text, "reconnect_lab_malformed_input_total", source="redis") >= 3
         assert metric_value(text, "reconnect_lab_reconnects_cancelled_total") == 1

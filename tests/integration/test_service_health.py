@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import redis
 
 from service.runtime.app import Service
-from tests.fixtures.service import run_service
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH, RedisView
+from tests.fixtures.service import run_service, statuses
 from tests.fixtures.standins import eventually
 
 pytestmark = pytest.mark.integration
@@ -42,8 +44,8 @@ async def eventually_health(port: int, want_status: int, timeout_s: float, what:
         await asyncio.sleep(0.05)
 
 
-def all_active(redis_client, ids=IDS) -> bool:
-    return all(v == b"active" for v in redis_client.mget([f"rl:status:{sid}" for sid in ids]))
+def all_active(redis_: redis.Redis | RedisView, ids=IDS) -> bool:
+    return set(statuses(redis_, ids).values()) == {"active"}
 
 
 async def test_a_session_stuck_validating_makes_healthz_unhealthy_until_it_moves(
@@ -76,20 +78,21 @@ async def test_a_session_stuck_validating_makes_healthz_unhealthy_until_it_moves
 
 
 @contextlib.asynccontextmanager
-async def started_and_delivered(service_settings, standins, redis_client) -> AsyncIterator[Service]:
+async def started_and_delivered(service_settings, standins, r: RedisView) -> AsyncIterator[Service]:
     """The service with every session active and its start-up updates delivered."""
     standins.backoffice.add_accounts(IDS)
     settings = service_settings(sessions=",".join(IDS), health_outbox_stall_s=STALL_S)
     async with run_service(settings) as service:
-        await eventually(lambda: all_active(redis_client), 10, "all active")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 5, "start-up updates delivered")
+        await eventually(lambda: all_active(r), 10, "all active")
+        await eventually(lambda: r.outbox_length() == 0, 5, "start-up updates delivered")
         yield service
 
 
+@SERVICE_ON_BOTH  # the outbox's oldest entry: of one stream, or of every shard's
 async def test_stalled_delivery_while_the_back_office_answers_is_unhealthy_until_it_drains(
-        service_settings, standins_clean, redis_client) -> None:
-    s = standins_clean
-    async with started_and_delivered(service_settings, s, redis_client) as service:
+        service_settings, standins_clean, service_redis) -> None:
+    s, r = standins_clean, service_redis
+    async with started_and_delivered(service_settings, s, r) as service:
         port = service.server.port
         # the back office answers every status batch, with a reply the service cannot use
         s.backoffice.set_mode("wrong_types", endpoints=["status_batch"])
@@ -99,19 +102,20 @@ async def test_stalled_delivery_while_the_back_office_answers_is_unhealthy_until
         assert any("delivery stalled" in reason for reason in report["reasons"])
         assert report["stuck"] == 0
         s.backoffice.set_mode("ok")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 10, "drained")
+        await eventually(lambda: r.outbox_length() == 0, 10, "drained")
         report = await eventually_health(port, 200, 5, "healthy again")
         assert report["reasons"] == []
 
 
+@SERVICE_ON_BOTH
 async def test_a_back_office_that_is_down_is_not_a_stall_of_this_process(
-        service_settings, standins_clean, redis_client) -> None:
-    s = standins_clean
-    async with started_and_delivered(service_settings, s, redis_client) as service:
+        service_settings, standins_clean, service_redis) -> None:
+    s, r = standins_clean, service_redis
+    async with started_and_delivered(service_settings, s, r) as service:
         port = service.server.port
         s.backoffice.set_mode("error500", endpoints=["status_batch"])
         s.whatsapp.close("s0", 503)
-        await eventually(lambda: redis_client.xlen("rl:outbox") > 0, 5, "updates waiting")
+        await eventually(lambda: r.outbox_length() > 0, 5, "updates waiting")
         # wait past the bound by the outbox's own clock (its oldest entry), then past the reply window
         await eventually(lambda: service.outbox.retries >= 3, 10, "several refused batches")
         loop = asyncio.get_running_loop()
@@ -124,4 +128,4 @@ async def test_a_back_office_that_is_down_is_not_a_stall_of_this_process(
             assert loop.time() < deadline, "the outbox never aged past the bound"
             await asyncio.sleep(0.05)
         s.backoffice.set_mode("ok")
-        await eventually(lambda: redis_client.xlen("rl:outbox") == 0, 10, "drained")
+        await eventually(lambda: r.outbox_length() == 0, 10, "drained")

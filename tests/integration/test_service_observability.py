@@ -13,6 +13,7 @@ import pytest
 
 from service.cli import main
 from tests.fixtures.process import ManagedProcess, free_port
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH
 from tests.fixtures.servers import redis_answers_ping
 from tests.fixtures.service import ascrape, eventually_metric, log_records, metric_value, run_service, statuses
 from tests.fixtures.standins import eventually
@@ -26,12 +27,13 @@ def count(text: str, name: str, **labels: str) -> float:
     return metric_value(text, name, **labels)
 
 
-async def test_metrics_move_as_sessions_drop_and_recover(service_settings, standins_clean, redis_client) -> None:
+@SERVICE_ON_BOTH  # /healthz's Redis probe too: a server's client, or the cluster's
+async def test_metrics_move_as_sessions_drop_and_recover(service_settings, standins_clean, service_redis) -> None:
     s = standins_clean
     s.backoffice.add_accounts(IDS)
     async with run_service(service_settings(sessions="s{0..4}")) as service:
         port = service.server.port
-        await eventually(lambda: set(statuses(redis_client, IDS).values()) == {"active"}, 5, "all active")
+        await eventually(lambda: set(statuses(service_redis, IDS).values()) == {"active"}, 5, "all active")
         before = await eventually_metric(port, lambda t: count(t, "reconnect_lab_sessions", status="active") == 5,
                                          3, "5 active in the gauge")
         assert count(before, "reconnect_lab_session_closes_total", code="None") == 0

@@ -17,8 +17,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.fixtures.service import ascrape, metric_value, read_timeline, run_service
+from tests.fixtures.redis_cluster import SERVICE_ON_BOTH, RedisView
+from tests.fixtures.service import ascrape, metric_value, read_timeline, run_service, statuses
 from tests.fixtures.standins import eventually
 
 pytestmark = pytest.mark.integration
@@ -32,8 +34,8 @@ REPORT = Path(__file__).resolve().parents[2] / "reports" / "service" / "r4-budge
 VALIDITY_CALLS = ["validity", "validity_batch"]
 
 
-def all_active(redis_client, ids=IDS) -> bool:
-    return all(v == b"active" for v in redis_client.mget([f"rl:status:{sid}" for sid in ids]))
+def all_active(redis_: redis.Redis | RedisView, ids=IDS) -> bool:
+    return set(statuses(redis_, ids).values()) == {"active"}
 
 
 def open_delays_s(timeline_path: Path) -> list[float]:
@@ -94,18 +96,19 @@ async def test_a_silent_back_office_costs_a_reconnect_at_most_the_budget(
     }, indent=2) + "\n")
 
 
+@SERVICE_ON_BOTH
 async def test_redis_inactive_decides_without_asking_the_back_office(
-        service_settings, standins_clean, redis_client) -> None:
-    s = standins_clean
+        service_settings, standins_clean, service_redis) -> None:
+    s, r = standins_clean, service_redis
     s.backoffice.add_accounts(["s0"])
     settings = service_settings(sessions="s0", backoffice_timeout_s=TIMEOUT_S, backoffice_validity_budget_s=TIMEOUT_S,
                                 policy={"base_s": 10.0})  # 0.5 s with the tests' time scale
     async with run_service(settings) as service:
-        await eventually(lambda: all_active(redis_client, ["s0"]), 10, "active")
+        await eventually(lambda: all_active(r, ["s0"]), 10, "active")
         s.backoffice.set_mode("never_ends", endpoints=VALIDITY_CALLS)
         s.whatsapp.close("s0", 503)
-        await eventually(lambda: redis_client.get("rl:status:s0") == b"connecting", 5, "s0 in backoff")
-        redis_client.set("rl:status:s0", "inactive")  # as the back office does when it deletes an account
+        await eventually(lambda: statuses(r, ["s0"])["s0"] == "connecting", 5, "s0 in backoff")
+        r.sync.set(r.layout.status_key("s0"), "inactive")  # as the back office does when it deletes an account
         await eventually(lambda: "s0" not in service.gateway.runners, 5, "s0 dropped")
         assert s.backoffice.updates()["validity_batches"] == 0
         assert service.validity.backoffice_budget_expired == 0 and service.validity.backoffice_unreachable == 0

@@ -22,7 +22,7 @@ from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
 from service.validity_batch import BatchedValidity
 from tests.fixtures.process import free_port
-from tests.fixtures.redis_cluster import RedisUnderTest
+from tests.fixtures.redis_cluster import RedisUnderTest, share_with_backoffice
 
 pytestmark = pytest.mark.integration
 
@@ -244,13 +244,12 @@ async def test_set_status_drops_the_cached_answer(aredis: aioredis.Redis, standi
     assert not await chain.is_session_active("s1", for_reconnect=True)
 
 
-# the back-office stand-in writes `inactive` into the session's Redis: the single server only
-@pytest.mark.parametrize("any_redis", ["single"], indirect=True)
-async def test_account_deleted_while_waiting_for_backoff(aredis: aioredis.Redis, standins_clean,
-                                                         backoffice: HttpBackOffice) -> None:
+async def test_account_deleted_while_waiting_for_backoff(any_redis: RedisUnderTest, aredis: aioredis.Redis,
+                                                         standins_clean, backoffice: HttpBackOffice) -> None:
     """S3: the session waits for its backoff; the back office deletes the account (and
-    writes `inactive` to the shared Redis); the close already cleared the cache (R3), so the
-    R4 validation sees fresh sources and fails."""
+    writes `inactive` to the shared Redis, at its layout's key); the close already cleared
+    the cache (R3), so the R4 validation sees fresh sources and fails."""
+    share_with_backoffice(standins_clean, any_redis)
     admin = standins_clean.backoffice
     admin.add_account("s1")
     store, chain = validated(aredis, backoffice, 60.0)
