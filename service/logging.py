@@ -15,9 +15,10 @@ import json
 import logging as std_logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
+import orjson
 import structlog
 
 from service.ports import Secret
@@ -110,8 +111,28 @@ def _render_default(value: Any) -> str:
     return MASK if isinstance(value, Secret) else redact_text(str(value))
 
 
+# datetimes and dataclasses go to `default` as they do with json (orjson would write their fields)
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def json_line(obj: Any, default: Callable[[Any], Any], *, sort_keys: bool = False) -> str:
+    """`obj` as compact JSON, what `json.dumps(obj, default=default, sort_keys=sort_keys,
+    separators=(",", ":"))` writes, rendered by orjson (5-10 times faster). Whatever orjson
+    refuses (integers past 64 bits, keys that are not text, lone surrogates, nesting past
+    255) or writes otherwise (text beyond ASCII and DEL, which json escapes) is rendered by json;
+    orjson writes NaN and infinities as null, and exponents without a `+` or a leading 0."""
+    options = _ORJSON_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else _ORJSON_OPTIONS
+    try:
+        raw = orjson.dumps(obj, default=default, option=options)
+    except TypeError:  # orjson.JSONEncodeError is one
+        raw = b"\x80"
+    if raw.isascii() and b"\x7f" not in raw:  # json escapes DEL too
+        return raw.decode("ascii")
+    return json.dumps(obj, default=default, sort_keys=sort_keys, separators=(",", ":"))
+
+
 def _dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, default=_render_default, separators=(",", ":"))
+    return json_line(obj, _render_default)
 
 
 # (stream, lowest level number written) once `configure_logging` ran; `EventLog` writes there

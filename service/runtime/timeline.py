@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from service.core import TimelineRecord
+from service.logging import json_line
 
 
 class TimelineWriter:
@@ -31,7 +32,8 @@ class TimelineWriter:
     def write(self, record: TimelineRecord) -> None:
         if self._file is None:
             return
-        self._pending.append(record.to_json() + "\n")
+        # `record.to_json()`'s line, rendered by orjson (a line per session event in a storm)
+        self._pending.append(json_line(record.to_dict(), str, sort_keys=True) + "\n")
         self.written += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
