@@ -47,7 +47,7 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 
 
 class LinkDriver:
-    """`open(attempt)` starts a link in a task; `await close()` ends it (R7: awaited)."""
+    """`open(attempt)` starts a link in a task (or `open_here`'s); `await close()` ends it (R7)."""
 
     def __init__(self, session_id: str, credentials: Secret, ctx: RunnerContext, *, log: Any,
                  deliver: Deliver, spawn: Spawn) -> None:
@@ -61,8 +61,10 @@ class LinkDriver:
         self._spawn = spawn
         self._generation = 0
         self._link: Link | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._malformed_seen = 0
+        self._claim: asyncio.Task[Any] | None = None  # the task in `open_here`
+        self._handed: tuple[Link, int, int] | None = None  # a link opened for it to drive
 
     def open(self, attempt: int) -> None:
         """Open a new link for `attempt` (0: the first connect, not a counted attempt)."""
@@ -71,7 +73,22 @@ class LinkDriver:
         link = self._ctx.transport.new_link(self._session_id, self._credentials)
         self.sync_counters()
         self._link, self._malformed_seen = link, 0
-        self._task = self._spawn(self._drive(link, attempt, generation))
+        task = asyncio.current_task()
+        if task is not None and task is self._claim:  # `open_here`'s caller drives it, no task of its own
+            self._handed, self._task = (link, attempt, generation), task
+        else:
+            self._task = self._spawn(self._drive(link, attempt, generation))
+
+    async def open_here(self, delivering: Awaitable[None]) -> None:
+        """Await `delivering` (an event's delivery); a link it opens is driven in this task."""
+        self._claim = asyncio.current_task()
+        try:
+            await delivering
+        finally:
+            self._claim = None
+        handed, self._handed = self._handed, None
+        if handed is not None and handed[2] == self._generation:
+            await self._drive(*handed)
 
     async def _drive(self, link: Link, attempt: int, generation: int) -> None:
         def current() -> bool:

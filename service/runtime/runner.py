@@ -110,8 +110,9 @@ class SessionRunner:
                                     session_id=session_id, fence=fence)  # the session's writes, in order
         self._report = SessionReport(ctx.timeline, ctx.metrics, self._log)
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
-        self._validation = Validation(session_id, ctx, fence=fence, log=self._log, deliver=self.deliver,
-                                      spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.dropped)
+        self._validation = Validation(  # the link its answer opens is driven in its own task (open_here)
+            session_id, ctx, fence=fence, log=self._log, deliver=lambda e, g: self._link.open_here(self.deliver(e, g)),
+            spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.dropped)
 
     @property
     def timer_due(self) -> float | None:

@@ -26,6 +26,9 @@ import json
 import urllib.parse
 import weakref
 
+from websockets.exceptions import InvalidURI
+from websockets.uri import WebSocketURI, parse_uri
+
 from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import ConfigError
 from service.ports import Secret
@@ -71,6 +74,17 @@ class WireTransport:
         self.host = parsed.hostname
         self.port = parsed.port or (443 if parsed.scheme == "wss" else 80)
         self.ssl = parsed.scheme == "wss"
+        try:
+            self._base_uri = parse_uri(self.url + WS_PATH_PREFIX)  # parsed once, not per open
+        except InvalidURI as err:
+            raise ConfigError(f"wire url is not a usable WebSocket URL ({err})") from None
+
+    def uri_for(self, session_id: str) -> WebSocketURI:
+        """The WebSocket URI of `session_id`'s link: `parse_uri` of the link's URL, without parsing
+        it again (the id percent-encoded once, also under a non-ASCII host)."""
+        base = self._base_uri
+        return WebSocketURI(base.secure, base.host, base.port, base.path + urllib.parse.quote(session_id, safe=""),
+                            "", base.username, base.password)
 
     def __repr__(self) -> str:
         return f"WireTransport({self.url!r}, keepalive={self.keepalive_interval_s}s x {self.keepalive_misses})"

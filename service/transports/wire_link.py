@@ -21,7 +21,6 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from service.core import CloseReason, FailReason
 from service.errors import LinkFailed, MalformedInput
@@ -79,10 +78,12 @@ class WireLink:
         self._closed_by: str | None = None  # "keepalive" or "local", when we closed it
         self._result: asyncio.Future[LinkClosed] | None = None
         self._login: asyncio.Future[None] | None = None  # the `open` frame, or why not
-        self._lost: asyncio.Future[None] | None = None  # the TCP connection has ended
+        self._lost: asyncio.Future[None] | None = None  # made by the first wait for the TCP connection's end
+        self._is_lost = False  # the TCP connection has ended
         self._opener: asyncio.Task[Any] | None = None  # the task in the TCP connect, cut off by close()
         self._cut_off = False  # close() cancelled the opener's connect
-        self._open_settled: asyncio.Future[None] | None = None
+        self._opening = False  # open() is under way
+        self._open_settled: asyncio.Future[None] | None = None  # made by a close() that waits for it
         self._keepalive: asyncio.TimerHandle | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._ping_seq = 0
@@ -109,8 +110,7 @@ class WireLink:
             raise LinkFailed("already_used" if self._started else "closed")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._result, self._login, self._lost = loop.create_future(), loop.create_future(), loop.create_future()
-        self._open_settled = loop.create_future()
+        self._result, self._login, self._opening = loop.create_future(), loop.create_future(), True
         try:
             failure = await self._attempt_open(loop, timeout_s)
             if self._close_requested:  # close() cut the attempt off, or raced its last step
@@ -121,7 +121,9 @@ class WireLink:
             self._last_pong_at = loop.time()
             self._keepalive = loop.call_soon(self._keepalive_tick)
         finally:
-            self._open_settled.set_result(None)
+            self._opening = False
+            if self._open_settled is not None:
+                self._open_settled.set_result(None)
         log.debug("wire link open: session %s", self.session_id)
 
     async def _attempt_open(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> LinkFailed | None:
@@ -158,7 +160,8 @@ class WireLink:
     def _made(self, socket: asyncio.Transport) -> None:
         """The TCP connection is up: send the upgrade request."""
         self._socket = socket
-        self._ws = ClientProtocol(parse_uri(self.url), max_size=4 * MAX_FRAME_BYTES, logger=_WS_LOGGER)
+        self._ws = ClientProtocol(self._transport.uri_for(self.session_id), max_size=4 * MAX_FRAME_BYTES,
+                                  logger=_WS_LOGGER)
         self._ws.send_request(self._ws.connect())
         self._flush()
         if self._close_requested:
@@ -177,10 +180,7 @@ class WireLink:
         """Cut a failed attempt off: abort (no handshake on a stalled network), wait bounded."""
         if self._socket is not None:
             self._socket.abort()
-            assert self._lost is not None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._transport.close_timeout_s):
-                    await asyncio.shield(self._lost)
+            await self._until_lost(self._transport.close_timeout_s)
         assert self._result is not None and self._login is not None
         if not self._result.done():
             self._result.set_result(LinkClosed(code=failure.code, wait_s=failure.wait_s,
@@ -273,6 +273,7 @@ class WireLink:
             if handle is not None:
                 handle.cancel()
         self._settle_login(exc or ConnectionResetError())
+        self._is_lost = True
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         if self._keepalive is not None:  # it was open: the link has ended
@@ -347,7 +348,7 @@ class WireLink:
     async def close(self) -> None:
         """Close the socket and wait (bounded) until it is really closed. Never raises."""
         self._close_requested = True
-        if self._open_settled is not None and not self._open_settled.done():
+        if self._opening:
             if self._opener is not None and not self._cut_off and self._opener is not asyncio.current_task():
                 self._cut_off = True
                 self._opener.cancel()  # still connecting: cut it off
@@ -355,6 +356,8 @@ class WireLink:
                 self._socket.abort()  # upgrading or logging in: cut it off
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2 * self._transport.close_timeout_s + 1.0):
+                    if self._open_settled is None:
+                        self._open_settled = asyncio.get_running_loop().create_future()
                     await asyncio.shield(self._open_settled)
         if self._keepalive is None:
             return  # never opened, or the open failed (its socket is already closed)
@@ -374,20 +377,30 @@ class WireLink:
     async def _shutdown(self, grace_s: float) -> None:
         """Closing handshake, then the peer's TCP close; whatever is left after `grace_s` is
         aborted. Returns once the socket is gone (bounded)."""
-        assert self._ws is not None and self._socket is not None and self._lost is not None
+        assert self._ws is not None and self._socket is not None
         if self._keepalive is not None:
             self._keepalive.cancel()
-        with contextlib.suppress(Exception):
+        try:
             if self._ws.state is State.OPEN:
                 self._ws.send_close(1000)
                 self._flush()
-            async with asyncio.timeout(grace_s):
-                await asyncio.shield(self._lost)
+        except Exception:  # noqa: BLE001 - no handshake to wait for: abort at once
+            pass
+        else:
+            await self._until_lost(grace_s)
         self._socket.abort()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._transport.close_timeout_s):
-                await asyncio.shield(self._lost)
+        await self._until_lost(self._transport.close_timeout_s)
         self._finish()
+
+    async def _until_lost(self, timeout_s: float) -> None:
+        """Wait, at most `timeout_s`, for the TCP connection to end (a future only if it has not)."""
+        if self._is_lost:
+            return
+        if self._lost is None or self._lost.done():  # none yet, or cancelled with an earlier waiter
+            self._lost = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                await self._lost
 
 
 class _LinkProtocol(asyncio.Protocol):

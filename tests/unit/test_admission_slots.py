@@ -177,3 +177,25 @@ async def test_a_validation_retried_while_redis_is_down_gives_its_slot_back_each
         await shell.ctx.validation_slot().acquire()  # the one slot is free
     for runner in runners:
         await runner.aclose()
+
+
+def tasks_named(name: str) -> int:
+    return sum(1 for task in asyncio.all_tasks() if name in task.get_coro().__qualname__)
+
+
+async def test_a_reconnects_validation_and_its_link_share_one_task() -> None:
+    """The validated attempt's link is driven by the validation's own task (before: a second
+    task per attempt, `LinkDriver._drive`); its close still reaches the session, twice over."""
+    shell = memory_shell()
+    shell.backoffice.accounts["s1"] = True
+    runner = shell.runner("s1")
+    await runner.deliver(Start())
+    await until(lambda: shell.state.statuses.get("s1") is Status.ACTIVE, "active")
+    assert tasks_named("LinkDriver._drive") == 1, "the first connect (no validation) has its own task"
+    for reopened in (2, 3):
+        shell.transport.close("s1", 503)
+        await until(lambda: shell.transport.opens.get("s1") == reopened and "s1" in shell.transport.live, "reopened")
+        await until(lambda: shell.state.statuses.get("s1") is Status.ACTIVE, "active again")
+        assert (tasks_named("LinkDriver._drive"), tasks_named("Validation._ask")) == (0, 1)
+    await runner.aclose()
+    assert tasks_named("Validation._ask") == 0
