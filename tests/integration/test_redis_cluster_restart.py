@@ -30,7 +30,7 @@ import pytest
 from service.keys import KeyLayout
 from service.ports import StatusUpdate
 from tests.fixtures.redis_cluster import TEST_SHARDS, LocalCluster
-from tests.fixtures.redis_ha import record_commits, until
+from tests.fixtures.redis_ha import StormReads, kill_mid_storm, lost_examples, recover_and_collect
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
 
@@ -62,41 +62,26 @@ async def test_a_node_killed_and_restarted_mid_storm(redis_cluster: LocalCluster
                                 sessions=f"s{{0..{SESSIONS - 1}}}", time_scale=0.5, lease_ttl_s=10.0)
     committed: dict[str, tuple[float, StatusUpdate]] = {}
     victim = cluster.nodes[0]
+    reads = StormReads(lambda: all_active(cluster), lambda: outbox_empty(cluster))
     async with run_service(settings) as service:
-        record_commits(service.outbox, committed)
-        await until(lambda: all_active(cluster), 60, "every session active")
-        await until(lambda: outbox_empty(cluster), 30, "start-up updates delivered")
-        before = len(committed)
-
-        drop_at = time.monotonic()
-        await asyncio.to_thread(standins.whatsapp.outage, 503, refusals=1)
-        await until(lambda: len(committed) - before >= SESSIONS // 4, 30, "the storm's first writes landing")
-        victim.process.kill()  # SIGKILL by PID, mid-storm
-        killed_at = time.monotonic()
-        storm_commits_at_kill = len(committed) - before
-        await asyncio.to_thread(victim.process.start)
+        storm = await kill_mid_storm(service, standins, reads, SESSIONS, committed, victim.process.kill)
+        await asyncio.to_thread(victim.process.start)  # SIGKILLed by PID mid-storm; back on its port
         await asyncio.to_thread(cluster.wait_ok)
         ok_at = time.monotonic()
-
-        await asyncio.to_thread(standins.whatsapp.end_outage)
-        await until(lambda: standins.whatsapp.stats()["connected"] == SESSIONS, 60, "every session connected")
-        await until(lambda: all_active(cluster), 60, "every session active again")
-        await until(lambda: outbox_empty(cluster), 30, "the storm's updates delivered")
+        recovered = await recover_and_collect(service, standins, reads, SESSIONS)
         done_at = time.monotonic()
-        health = await service.health()
-        stats = await asyncio.to_thread(standins.whatsapp.stats)
-        received = {u["update_id"] for u in (await asyncio.to_thread(standins.backoffice.updates))["updates"]}
 
-    lost = sorted(uid for uid in committed if uid not in received)
+    lost = recovered.lost(committed)
     result = {
         "sessions": SESSIONS, "primaries": len(cluster.nodes), "shards": TEST_SHARDS, "redis_replica_waits": 0,
-        "storm_commits_before_kill": storm_commits_at_kill, "kill_after_drop_s": round(killed_at - drop_at, 3),
-        "node_down_s": round(ok_at - killed_at, 3), "recovered_after_cluster_ok_s": round(done_at - ok_at, 3),
+        "storm_commits_before_kill": storm.storm_commits, "kill_after_drop_s": round(storm.killed_at - storm.drop_at, 3),
+        "node_down_s": round(ok_at - storm.killed_at, 3), "recovered_after_cluster_ok_s": round(done_at - ok_at, 3),
         "updates_committed": len(committed), "updates_lost": len(lost),
-        "lost_examples": [committed[uid][1].session_id + ":" + committed[uid][1].status.value for uid in lost[:10]],
+        "lost_examples": lost_examples(committed, lost),
     }
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "redis-cluster-restart.json").write_text(json.dumps(result, indent=2) + "\n")
 
+    health, stats = recovered.health, recovered.stats
     assert health["ok"], health
     assert stats["connected"] == SESSIONS and stats["max_live_per_session"] == 1 and not stats["r7_violations"], stats

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 
 from service.ports import StatusUpdate
-from tests.fixtures.redis_ha import (POLL_S, SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
+from tests.fixtures.redis_ha import (POLL_S, SentinelGroup, group_reads, kill_mid_storm, lost_examples,
                                      recover_and_collect, until)
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
@@ -57,19 +56,12 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
                                 lease_ttl_s=10.0, redis_replica_waits=replica_waits, redis_wait_timeout_ms=1000,
                                 outbox_batch_size=500)
     committed: dict[str, tuple[float, StatusUpdate]] = {}
+    reads, old = group_reads(group, IDS), group.primary_address()
     async with run_service(settings) as service:
-        record_commits(service.outbox, committed)
-        await until(lambda: all_active(group, IDS), 90, "every session active")
-        await until(lambda: outbox_empty(group), 30, "start-up updates delivered")
-        before = len(committed)
-        old = group.primary_address()
-
-        drop_at = time.monotonic()
-        await asyncio.to_thread(standins.whatsapp.outage, 503, refusals=1)
-        await until(lambda: len(committed) - before >= SESSIONS // 4, 30, "the storm's first writes landing")
-        group.primary.kill()  # SIGKILL by PID, mid-storm
-        killed_at = time.monotonic()
-        storm_commits_at_kill = len(committed) - before
+        # SIGKILL by PID, mid-storm
+        storm = await kill_mid_storm(service, standins, reads, SESSIONS, committed, group.primary.kill,
+                                     active_timeout_s=90)
+        killed_at = storm.killed_at
         _, failover_s = await asyncio.to_thread(group.wait_for_new_primary, old, 60.0)
         promoted_at = killed_at + failover_s
         replicated = await asyncio.to_thread(transactions, group)  # what it ran as a replica
@@ -78,14 +70,14 @@ async def test_primary_killed_mid_storm(replica_waits: int, sentinel_groups: Cal
                                   probe_steps_s)
         online_at = await until(group.replica_online, 60, "the new primary has a replica in sync")
 
-        recovered = await recover_and_collect(service, standins, group, IDS)
+        recovered = await recover_and_collect(service, standins, reads, SESSIONS)
 
     writable_at = online_at if replica_waits else promoted_at
     first_write_at = min(t for t, _ in committed.values() if t > promoted_at)
     lost = recovered.lost(committed)
     result = {
         "sessions": SESSIONS, "redis_replica_waits": replica_waits,
-        "storm_commits_before_kill": storm_commits_at_kill, "kill_after_drop_s": round(killed_at - drop_at, 3),
+        "storm_commits_before_kill": storm.storm_commits, "kill_after_drop_s": round(killed_at - storm.drop_at, 3),
         "failover_s": round(failover_s, 3), "replica_in_sync_after_kill_s": round(online_at - killed_at, 3),
         "first_transaction_after_failover_s": round(followed_at - promoted_at, 3),
         "longest_probe_step_s": round(max(probe_steps_s, default=POLL_S), 3),

@@ -28,7 +28,7 @@ import pytest
 from chaos.toxiproxy import Toxiproxy
 from service.ports import StatusUpdate
 from tests.fixtures.redis_ha import (SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
-                                     recover_and_collect, start_partitionable_group, until)
+                                     group_reads, recover_and_collect, start_partitionable_group, until)
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
 
@@ -103,7 +103,7 @@ async def test_partitioned_primary_loses_no_committed_update_with_replica_waits(
 
         # with waits on, leases could not be renewed while no replica acknowledged (up to the heal):
         # sessions released then are adopted again by the lease loop, and open again
-        recovered = await recover_and_collect(service, standins, group, IDS)
+        recovered = await recover_and_collect(service, standins, group_reads(group, IDS), SESSIONS)
         with group.primary_client() as now_primary, group.primary.client() as old_primary:
             same_data = statuses_of(now_primary) == statuses_of(old_primary)
 
