@@ -10,11 +10,14 @@ Must not write anywhere but the stream it is given.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import json
 import logging as std_logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
@@ -135,15 +138,67 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
     return json_line(obj, _render_default)
 
 
+class TickFlushedStream:
+    """The stream every line goes through. An R8 line (`hold`, from `EventLog`) goes out with
+    the others of its event-loop tick, in one write and flush once the tick's callbacks are done
+    (a storm logs thousands a tick: a write and flush each was ~2 % of its CPU); a line written
+    and flushed (structlog's, stdlib's) goes out at once, behind what was held, so the lines
+    keep their order. Outside a running loop (start-up, another thread) a held line goes out at
+    once; what is held at exit is written then."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._held: list[str] = []
+        self._lock = threading.Lock()  # stdlib handlers may write from other threads
+
+    def hold(self, line: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write(line)
+            self.flush()
+            return
+        with self._lock:
+            self._held.append(line)
+            first = len(self._held) == 1
+        if first:
+            loop.call_soon(self.flush)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._write_held()
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_held()
+        self.stream.flush()
+
+    def _write_held(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self.stream.write("".join(held))
+
+
 # (stream, lowest level number written) once `configure_logging` ran; `EventLog` writes there
-_configured: tuple[IO[str], int] | None = None
+_configured: tuple[TickFlushedStream, int] | None = None
+
+
+@atexit.register
+def _flush_held() -> None:
+    if _configured is not None:
+        try:
+            _configured[0].flush()
+        except (OSError, ValueError):  # the stream is closed already: nothing to do
+            pass
 
 
 def configure_logging(stream: IO[str] | None = None, level: str = "info") -> None:
     """JSON lines to `stream` (default stderr), one event per line, secrets redacted."""
     global _configured
     dumps = _dumps
-    out = stream if stream is not None else sys.stderr
+    _flush_held()  # the lines held for the stream before
+    out = TickFlushedStream(stream if stream is not None else sys.stderr)
     _configured = (out, _LEVELS.get(level, std_logging.INFO))
     shared = [
         structlog.contextvars.merge_contextvars,
@@ -203,8 +258,7 @@ class EventLog:
         line = redact_processor(None, level, fields)
         line["level"] = level  # made here, like the timestamp: nothing to redact in either
         line["timestamp"] = datetime.datetime.now(tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-        stream.write(self._prefix + _dumps(line)[1:] + "\n")
-        stream.flush()
+        stream.hold(self._prefix + _dumps(line)[1:] + "\n")
 
 
 def get_logger(**bound: Any) -> Any:
