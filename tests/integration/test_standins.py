@@ -123,11 +123,14 @@ def test_cli_without_token_is_a_usage_error() -> None:
     assert "RL_NO_SUCH_TOKEN" in done.stderr
 
 
-def test_cli_bad_port_is_a_usage_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "chaos", "standins", "--whatsapp-port", "70000"],
+@pytest.mark.parametrize(("args", "says"), [(["--whatsapp-port", "70000"], "0..65535"),
+                                             (["--redis-cluster-shards", "0"], "1..1024"),
+                                             (["--redis-cluster-shards", "many"], "1..1024")])
+def test_cli_bad_port_or_shards_is_a_usage_error(args: list[str], says: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "chaos", "standins", *args],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert "0..65535" in done.stderr
+    assert says in done.stderr
 
 
 def test_cli_stops_gracefully_on_sigterm_and_restarts_on_same_ports(tmp_path: Path) -> None:

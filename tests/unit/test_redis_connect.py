@@ -133,3 +133,15 @@ def test_cluster_settings_take_the_tagged_layout_and_refuse_replica_waits() -> N
     assert "secret-pw" not in str(cluster.safe_dict())
     with pytest.raises((ValueError, ConfigError), match="redis_replica_waits must be 0"):
         Settings(**base, redis_url="redis+cluster://h:1/", redis_replica_waits=1)
+
+
+@pytest.mark.parametrize("shards", [0, -1, True, 1.5, "16", None])
+def test_a_cluster_layout_needs_a_whole_number_of_shards(shards: object) -> None:
+    """What the service's settings and the back-office stand-in both build their layout with."""
+    from service.keys import SINGLE, KeyLayout
+    from service.redis_connect import layout_for_url
+    with pytest.raises(ValueError, match="cluster_shards"):
+        layout_for_url("redis+cluster://h:1/", shards)  # type: ignore[arg-type]
+    assert layout_for_url("redis://h:1/0", shards) is SINGLE  # type: ignore[arg-type]
+    assert layout_for_url("redis+sentinel://h:1/m", shards) is SINGLE  # type: ignore[arg-type]
+    assert layout_for_url("redis+cluster://h:1/") == KeyLayout(16)
