@@ -26,6 +26,7 @@ from aiohttp import web
 from chaos.standins import hostile
 from chaos.standins.hostile import HostileParams, Mode
 from chaos.standins.webutil import BadRequest, json_body, json_response
+from service.config_checks import check_redis_url
 from service.core import Priority, Status
 from service.keys import DEFAULT_CLUSTER_SHARDS, KeyLayout
 from service.ports import Secret
@@ -337,7 +338,7 @@ class BackOfficeStandin:
             raise BadRequest(f"'url' must be a Redis URL string or null, got {type(url).__name__}")
         try:
             if url is not None:
-                parse_redis_url(url)
+                check_redis_url(url)
             layout = layout_for_url(url or "", shards)
         except ValueError as exc:  # names the problem, never the password
             raise BadRequest(str(exc)) from None

@@ -544,6 +544,7 @@ def test_backoffice_redis_can_be_pointed_elsewhere_and_reset_points_it_back(
     assert admin.use_redis(None) == {"redis": False, "cluster_shards": 0}
     assert admin.delete_account("a")["redis"] is None  # no Redis: nothing written
     for body, named in (({"url": "redis+cluster://127.0.0.1:1,x/"}, "port"), ({"url": 7}, "'url'"),
+                        ({"url": "banana://127.0.0.1:1"}, "redis://"), ({"url": "redis://127.0.0.1:1/x"}, "database"),
                         ({"url": "redis+cluster://127.0.0.1:1/", "cluster_shards": "16"}, "shards"),
                         ({"url": "redis+cluster://127.0.0.1:1/", "cluster_shards": 0}, "shards")):
         with pytest.raises(AdminError, match=named) as info:
