@@ -165,3 +165,63 @@ async def test_the_clock_piles_up_only_what_it_collected() -> None:
         assert pacer.collections["sweep"] >= 1 and len(kept) == 250_000
     finally:
         pacer.stop()
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_in_a_storm_the_young_generation_is_frozen_not_collected() -> None:
+    """With a timer due within `freeze_within_s` the clock freezes what is young (constant
+    time) and allocations trigger nothing; once no timer is due so soon, collections resume."""
+    loop = asyncio.get_running_loop()
+    due: list[float | None] = [loop.time() + 0.5]
+    pacer = GcPacer(lambda: due[0], young_threshold=1000, young_every_s=0.01, freeze_within_s=1.0)
+    pacer.start()
+    try:
+        deadline = loop.time() + 5.0
+        while pacer.storm_freezes == 0 and loop.time() < deadline:  # the clock's first tick
+            await asyncio.sleep(0.005)
+        young = gc.get_stats()[0]["collections"]
+        kept = []
+        for _ in range(20):
+            kept.append([[i] for i in range(2_000)])  # twice the threshold a tick: would trigger collections
+            await asyncio.sleep(0.01)
+        assert pacer.storm_freezes >= 5 and pacer.clock_young == 0
+        assert gc.get_stats()[0]["collections"] == young, "no young collection in the storm"
+        assert gc.get_count()[0] < 20_000 and gc.get_threshold()[0] >= 1 << 30
+        due[0] = None
+        deadline = loop.time() + 5.0
+        while pacer.clock_young == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert pacer.clock_young >= 1 and gc.get_threshold()[0] == 1000
+    finally:
+        pacer.stop()
+
+
+async def test_in_a_long_storm_frozen_garbage_stays_bounded() -> None:
+    """Timers always due and garbage cycles made all the time: what the storm freezes is
+    counted, and a forced sweep past `sweep_force_after` reclaims it, again and again."""
+    loop = asyncio.get_running_loop()
+    pacer = GcPacer(lambda: loop.time() + 0.01, young_every_s=0.005, check_every_s=0.01,
+                    sweep_after=50_000, sweep_force_after=100_000)
+    pacer.start()
+    try:
+        frozen_at_start = gc.get_freeze_count()
+        most = 0
+        deadline = loop.time() + 30.0
+        while pacer.collections["forced_sweep"] < 3 and loop.time() < deadline:
+            for _ in range(2_000):
+                Cycle()  # garbage only the collector can reclaim
+            await asyncio.sleep(0.002)
+            most = max(most, gc.get_freeze_count() - frozen_at_start)
+        assert pacer.collections["forced_sweep"] >= 3 and pacer.storm_freezes > 0
+        assert most < 100_000 + 20_000  # the bound and a tick's worth: reclaimed, not piled up forever
+    finally:
+        pacer.stop()
+
+
+def test_a_bad_freeze_horizon_is_refused() -> None:
+    with pytest.raises(ValueError, match="freeze_within_s must be >= 0 or None, got -1"):
+        GcPacer(lambda: None, freeze_within_s=-1)
