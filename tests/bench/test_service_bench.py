@@ -178,6 +178,7 @@ class Lateness:
     timer_ms: list[float] = field(default_factory=list)  # when `BackoffElapsed` was handled
     timer_ms_by_attempt: dict[int, list[float]] = field(default_factory=dict)
     socket_open_ms: list[float] = field(default_factory=list)  # when the validated attempt opened its socket
+    socket_open_ms_by_attempt: dict[int, list[float]] = field(default_factory=dict)
     recovered_on: dict[int, int] = field(default_factory=dict)  # attempt -> sessions recovered on it
 
 
@@ -187,7 +188,7 @@ def lateness_ms(timeline: Path, since_t: float) -> Lateness:
     recovered on which attempt."""
     found = Lateness()
     due: dict[str, float] = {}
-    running_due: dict[str, float] = {}
+    running_due: dict[str, tuple[float, int]] = {}
     last_attempt: dict[str, int] = {}
     with timeline.open(encoding="utf-8") as stream:
         for record in read_jsonl(stream):
@@ -197,12 +198,14 @@ def lateness_ms(timeline: Path, since_t: float) -> Lateness:
                 due[record.session_id] = record.t + float(record.detail["backoff_ms"]) / 1000
                 last_attempt[record.session_id] = record.attempt
             elif record.event == "reconnect_running" and record.session_id in due:
-                running_due[record.session_id] = due.pop(record.session_id)
-                late = (record.t - running_due[record.session_id]) * 1000
+                running_due[record.session_id] = (due.pop(record.session_id), record.attempt)
+                late = (record.t - running_due[record.session_id][0]) * 1000
                 found.timer_ms.append(late)
                 found.timer_ms_by_attempt.setdefault(record.attempt, []).append(late)
             elif record.event == "session_starting" and record.session_id in running_due:
-                found.socket_open_ms.append((record.t - running_due.pop(record.session_id)) * 1000)
+                due_t, attempt = running_due.pop(record.session_id)
+                found.socket_open_ms.append((record.t - due_t) * 1000)
+                found.socket_open_ms_by_attempt.setdefault(attempt, []).append((record.t - due_t) * 1000)
     for attempt in last_attempt.values():
         found.recovered_on[attempt] = found.recovered_on.get(attempt, 0) + 1
     return found
@@ -290,6 +293,8 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
         "lateness_ms": summary_ms(lateness.timer_ms),
         "lateness_ms_by_attempt": {str(k): summary_ms(v) for k, v in sorted(lateness.timer_ms_by_attempt.items())},
         "socket_open_lateness_ms": summary_ms(lateness.socket_open_ms),
+        "socket_open_lateness_ms_by_attempt": {str(k): summary_ms(v)
+                                               for k, v in sorted(lateness.socket_open_ms_by_attempt.items())},
         "r7_violations": len(stats["r7_violations"]),
         "machine": {"cpus": os.cpu_count(), "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]},
         "targets": TARGETS,
@@ -337,6 +342,8 @@ def write_report(result: dict[str, Any]) -> None:
           for attempt, a in result["lateness_ms_by_attempt"].items()],
         f"| socket-open lateness (after validation) p50 / p99 / max (ms) | {opened['p50']} / {opened['p99']} / "
         f"{opened['max']} |",
+        *[f"| … attempt {attempt}'s opens p50 / p99 / max (ms) | {a['p50']} / {a['p99']} / {a['max']} |"
+          for attempt, a in result["socket_open_lateness_ms_by_attempt"].items()],
         f"| R4 back-office answers vetoed / unreachable / past the budget | "
         + " / ".join(str(result["validity_backoffice"][o]) for o in VALIDITY_OUTCOMES) + " |",
         f"| storm wall time (s) | {result['storm_wall_s']} |",
