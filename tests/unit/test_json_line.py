@@ -2,7 +2,7 @@
 wrote: the same text for every value without floats, the same parsed value with them, json's
 own rendering for what orjson refuses or writes otherwise (text beyond ASCII, big integers,
 keys that are not text, lone surrogates), and secrets, dataclasses and datetimes through the
-`default` hook as before."""
+`default` hook as before; and a line's timestamp is the ISO UTC form structlog writes."""
 
 from __future__ import annotations
 
@@ -74,3 +74,17 @@ def test_a_timeline_line_is_the_records_own_json(tmp_path) -> None:
         writer.write(record)
     writer.close()
     assert (tmp_path / "t.jsonl").read_text(encoding="utf-8") == "".join(r.to_json() + "\n" for r in records)
+
+
+@given(st.floats(min_value=1.0, max_value=4_102_444_800.0) | st.integers(1, 4_102_444_800).map(float))
+def test_a_timestamp_is_the_iso_utc_form_structlog_writes(now_s) -> None:
+    from service.logging import utc_timestamp
+    text = utc_timestamp(now_s)
+    assert text.endswith("Z")
+    parsed = datetime.datetime.fromisoformat(text[:-1]).replace(tzinfo=datetime.timezone.utc)
+    exact = datetime.datetime.fromtimestamp(now_s, datetime.timezone.utc)
+    assert abs((parsed - exact).total_seconds()) <= 1.5e-6
+    if parsed.microsecond:  # isoformat's own shape: six digits of fraction, none when there are none
+        assert text == parsed.isoformat().replace("+00:00", "Z")
+    else:
+        assert text == parsed.replace(microsecond=0).isoformat().replace("+00:00", "Z")
