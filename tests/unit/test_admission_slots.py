@@ -1,6 +1,7 @@
 """`Slots` (service/runtime/context.py): the admission slots that pace validations and socket
 opens. A storm's waiting attempts are queued callbacks, not tasks; the order is kept; a slot
-never leaks, whether a start no longer wants it, raises, or a waiter is cancelled."""
+never leaks, whether a start no longer wants it, raises, or a waiter is cancelled. And a
+validated attempt's open runs in its validation's task (`LinkDriver.open_here`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from service.errors import StoreError
 from service.memory import MemoryStatusStore
 from service.retry import RetryPolicy
 from service.runtime.context import SlotHold, Slots
-from tests.fixtures.memory import memory_shell, until
+from service.runtime.runner import SessionRunner
+from tests.fixtures.memory import Shell, memory_shell, until
 
 
 def test_slots_serve_in_the_order_asked_and_never_more_than_the_limit() -> None:
@@ -111,6 +113,17 @@ class HeldReads(MemoryStatusStore):
         return await super().get_status(session_id, **kwargs)
 
 
+async def all_active(shell: Shell, ids: list[str]) -> list[SessionRunner]:
+    """A runner per id, each session's account valid, started until every one is `active`."""
+    runners = []
+    for sid in ids:
+        shell.backoffice.accounts[sid] = True
+        runners.append(shell.runner(sid))
+        await runners[-1].deliver(Start())
+    await until(lambda: all(shell.state.statuses.get(sid) is Status.ACTIVE for sid in ids), "all active")
+    return runners
+
+
 def validation_tasks() -> int:
     return sum(1 for task in asyncio.all_tasks() if "Validation._ask" in task.get_coro().__qualname__)
 
@@ -122,12 +135,7 @@ async def test_validations_waiting_for_a_slot_are_not_tasks() -> None:
     shell = memory_shell(store=store)
     shell.ctx.max_inflight = 2
     ids = [f"s{i}" for i in range(40)]
-    runners = []
-    for sid in ids:
-        shell.backoffice.accounts[sid] = True
-        runners.append(shell.runner(sid))
-        await runners[-1].deliver(Start())
-    await until(lambda: all(shell.state.statuses.get(sid) is Status.ACTIVE for sid in ids), "all active")
+    runners = await all_active(shell, ids)
     store.released.clear()
     for sid in ids:
         shell.transport.close(sid, 503)
@@ -162,12 +170,7 @@ async def test_a_validation_retried_while_redis_is_down_gives_its_slot_back_each
     shell.ctx.max_inflight = 1
     shell.ctx.validate_retry = RetryPolicy(0.01, 0.02, what="validation retry")
     ids = ["a", "b", "c"]
-    runners = []
-    for sid in ids:
-        shell.backoffice.accounts[sid] = True
-        runners.append(shell.runner(sid))
-        await runners[-1].deliver(Start())
-    await until(lambda: all(shell.state.statuses.get(sid) is Status.ACTIVE for sid in ids), "all active")
+    runners = await all_active(shell, ids)
     store.failures = 4
     for sid in ids:
         shell.transport.close(sid, 503)
