@@ -234,7 +234,8 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
         backoffice_timeout_s=settings.backoffice_timeout_s, outbox_retry_cap_s=settings.outbox_retry_cap_s,
         outbox_flush_interval_s=settings.outbox_flush_interval_s, stuck_after_s=settings.health_stuck_after_s,
         outbox_stall_s=settings.health_outbox_stall_s)
-    service.gc_pacer = GcPacer(timers.next_due_s)  # O(1), checked every 0.1 s
+    service.gc_pacer = GcPacer(timers.next_due_s,  # O(1), checked every 0.1 s; a storm's queued attempts
+                               busy=lambda: ctx.validation_slot().waiting > 0 or ctx.open_slot().waiting > 0)
     log.info("service_starting", settings=settings.safe_dict(), redis=redact_url(settings.redis_url.reveal()))
     try:
         await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)

@@ -26,7 +26,8 @@ and each pause lands on whichever reconnect timers are due then. So:
   memory stays bounded under endless churn. A young collection the clock ran adds what gc's
   count held then, not a full `young_threshold`: counted as full, an idle process's clock
   (50 a second) made a sweep every ~8 s, and a storm paid one (1–3 s of CPU) mid-way.
-- in a storm (a session timer due within `freeze_within_s`) the clock freezes the young
+- in a storm (a session timer due within `freeze_within_s`, or `busy()`: attempts queued
+  behind the process's CPU, which at 10^4 sessions outlast the timers by 10 s) the clock freezes the young
   generation instead of collecting it, and allocations trigger no collection: measured in a
   3,000-session storm, its collections walked the attempts in flight over and over (~12 % of
   its CPU) and found ~1,200 objects of garbage in all, a fraction of one per attempt. Freezing
@@ -51,7 +52,8 @@ class GcPacer:
     first found. `collections` counts what it did: `quiet` (middle generation collected),
     `deferred` (pile frozen instead), `sweep` and `forced_sweep`; `clock_young` the young
     collections its clock ran (`young_every_s=None` turns the clock off), `storm_freezes` the
-    times it froze the young generation instead (`freeze_within_s=None` turns that off)."""
+    times it froze the young generation instead (`freeze_within_s=None` turns that off; `busy`
+    says a storm is on whatever the timers say)."""
 
     _running = 0
     _saved: tuple[int, int, int] | None = None
@@ -59,7 +61,8 @@ class GcPacer:
     def __init__(self, next_due_s: NextDue, *, young_threshold: int = 5_000, check_every_s: float = 0.1,
                  min_quiet_s: float = 0.05, quiet_after: int = 20, defer_after: int = 60,
                  sweep_after: int = 2_000_000, sweep_force_after: int = 20_000_000,
-                 young_every_s: float | None = 0.02, freeze_within_s: float | None = 2.5) -> None:
+                 young_every_s: float | None = 0.02, freeze_within_s: float | None = 2.5,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         counts = (young_threshold, quiet_after, defer_after, sweep_after, sweep_force_after)
         if young_every_s is not None and young_every_s <= 0:
             raise ValueError(f"GcPacer: young_every_s must be > 0 or None, got {young_every_s}")
@@ -94,6 +97,7 @@ class GcPacer:
         self._clock_since_middle = 0
         self._clock_found = 0
         self.freeze_within_s = freeze_within_s
+        self.busy = busy  # attempts queued for the process (a storm's tail, its timers all fired)
         self._storm = False  # young objects frozen by the clock, not collected (a timer is due soon)
         self.storm_freezes = 0
 
@@ -151,7 +155,7 @@ class GcPacer:
     def _young_tick(self) -> None:
         assert self.young_every_s is not None
         self._young_handle = asyncio.get_running_loop().call_later(self.young_every_s, self._young_tick)
-        if self.freeze_within_s is not None and not self._quiet_for(self.freeze_within_s):
+        if self.freeze_within_s is not None and (self.busy() or not self._quiet_for(self.freeze_within_s)):
             self._freeze_young()
             return
         if self._storm:

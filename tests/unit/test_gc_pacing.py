@@ -225,3 +225,23 @@ async def test_in_a_long_storm_frozen_garbage_stays_bounded() -> None:
 def test_a_bad_freeze_horizon_is_refused() -> None:
     with pytest.raises(ValueError, match="freeze_within_s must be >= 0 or None, got -1"):
         GcPacer(lambda: None, freeze_within_s=-1)
+
+
+async def test_attempts_queued_behind_the_cpu_are_a_storm_whatever_the_timers_say() -> None:
+    """At 10^4 sessions the attempts' work outlasts their timers by seconds: `busy()` keeps the
+    young generation frozen with no timer due, and collections resume once it says no more."""
+    loop = asyncio.get_running_loop()
+    queued = [True]
+    pacer = GcPacer(lambda: None, young_every_s=0.01, freeze_within_s=1.0, busy=lambda: queued[0])
+    pacer.start()
+    try:
+        deadline = loop.time() + 5.0
+        while pacer.storm_freezes < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        assert pacer.storm_freezes >= 3 and pacer.clock_young == 0
+        queued[0] = False
+        while pacer.clock_young == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        assert pacer.clock_young >= 1
+    finally:
+        pacer.stop()
