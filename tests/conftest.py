@@ -4,8 +4,10 @@ Redis, Toxiproxy, the stand-ins and the chaos runs come from the package's own p
 plugin (`chaos/pytest_plugin.py`, entry point `pytest11`), as in any project that installs it.
 """
 
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.service", "tests.fixtures.socks5", "tests.fixtures.redis_ha",
-                  "tests.fixtures.redis_cluster"]
+# in import order: a plugin another imports comes first (pytest rewrites a plugin's asserts only
+# if it registers it before anything imports it)
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.redis_ha", "tests.fixtures.redis_cluster",
+                  "tests.fixtures.service", "tests.fixtures.socks5"]
 
 # The shell's and the core's own tests run first, in this order: a planted defect in the runner,
 # a store port or the machine turns `make test-quick` (which stops at the first failure) red in
