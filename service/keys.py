@@ -120,6 +120,15 @@ class KeyLayout:
         """An update's idempotency key, in its session's shard."""
         return f"{self._base(self.shard_of(session_id))}:outbox:id:{update_id}"
 
+    def write_keys(self, session_id: str, update_id: str) -> tuple[str, ...]:
+        """The fenced write's keys (`service.redis_scripts.WRITE_LUA`'s order): fence, status,
+        pending record, outbox, seq, `update_id`'s idempotency key, outbox quarantine; the same
+        names as the methods above, from one shard lookup (a storm writes thousands a second)."""
+        base = self._base(self.shard_of(session_id))
+        outbox = f"{base}:outbox"
+        return (f"{base}:fence:{session_id}", f"{base}:status:{session_id}", f"{base}:session:{session_id}",
+                outbox, f"{base}:seq:{session_id}", f"{base}:outbox:id:{update_id}", outbox + ":malformed")
+
     def outbox_shards(self) -> range:
         """Every shard that has an outbox stream (one in the single layout)."""
         return range(max(1, self.shards))

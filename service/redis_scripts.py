@@ -31,6 +31,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from service.redis_connect import is_cluster_client
+from service.status_values import READ_STATUS_LUA
 
 # kind(key) -> Redis type name; bump(key, notes) -> INCR, or the clock in ms when not an integer;
 # drop_odd(key, wanted, notes) deletes a key whose type is neither `wanted` nor none.
@@ -152,8 +153,9 @@ def script_sha(text: str) -> str:
 
 
 WRITE_SHA = script_sha(WRITE_LUA)
+READ_STATUS_SHA = script_sha(READ_STATUS_LUA)  # the status read (`service.status_values`)
 # the scripts queued on pipelines by SHA: what `load_scripts` loads
-PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA}
+PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA, READ_STATUS_SHA: READ_STATUS_LUA}
 
 
 async def load_scripts(redis: Any) -> None:

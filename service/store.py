@@ -14,7 +14,8 @@ Owns:
   (`service.tick_batch.TickBatcher`: a storm's sessions share round trips; `round_trips`).
   Writes carry the lease's fencing token (`fence=`) in `service.redis_scripts.WRITE_LUA`, sent
   by SHA1 (`queue_write`): refused whole (`FencedWrite`, counted in `fenced`) once another
-  process took the session. A status key that is not a string reads as malformed (counted).
+  process took the session. A status key that is not a string reads as malformed (counted);
+  the read's script (`service.status_values.READ_STATUS_LUA`) goes by SHA1 too.
 Must not: decide what to write (the core does), drop a write, judge validity (the chain
 does, over any store), or send to the back office but through the outbox (an update rides
 in its status write's script; the outbox is told of each committed one so its flusher wakes).
@@ -42,9 +43,9 @@ from service.metrics import ServiceMetrics
 from service.pending import PendingReconnect, parse_pending, pending_mapping
 from service.ports import Outbox, StatusStore, StatusUpdate, new_update
 from service.redis_connect import layout_for
-from service.redis_scripts import WRITE_SHA, load_scripts, reply_text
+from service.redis_scripts import READ_STATUS_SHA, WRITE_SHA, load_scripts, reply_text
 from service.retry import RetryPolicy, Retrying
-from service.status_values import READ_STATUS_LUA, parse_status
+from service.status_values import parse_status
 from service.tick_batch import TickBatcher
 
 log = get_logger(component="store")
@@ -219,6 +220,15 @@ def parse_write_reply(reply: Any) -> WriteReply:
     return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
 
 
+_TEXT: dict[Any, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
+
+
+def _text(value: Any, kind: type[Status] | type[Priority]) -> str:
+    """A status's or priority's stored string (a plain string is checked by `kind`)."""
+    text = _TEXT.get(value) if type(value) is kind else None
+    return kind(value).value if text is None else text
+
+
 def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
                 update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
                 clear_pending: bool = False, layout: keys.KeyLayout = keys.SINGLE) -> None:
@@ -232,17 +242,14 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
     else:
         op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
     if update is None:
-        entry: list[Any] = ["", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S]
+        entry: tuple[Any, ...] = ("", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S)
     else:
-        entry = [update.update_id, session_id, Priority(update.priority).value, repr(float(update.at_s)),
-                 APPEND_IDEMPOTENCY_TTL_S]
-    outbox = layout.outbox_of(session_id)
-    script_keys = [layout.fence_key(session_id), layout.status_key(session_id), layout.session_key(session_id),
-                   outbox, layout.seq_key(session_id), layout.update_id_key(session_id, entry[0] or "-"),
-                   outbox + ":malformed"]
+        entry = (update.update_id, session_id, _text(update.priority, Priority), repr(float(update.at_s)),
+                 APPEND_IDEMPOTENCY_TTL_S)
+    script_keys = layout.write_keys(session_id, entry[0] or "-")
     # a command, not pipe.evalsha: redis-py's cluster pipeline blocks that method (the command routes by its keys)
     pipe.execute_command("EVALSHA", WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),
-                         "" if status is None else Status(status).value, op, attempt, due, started, *entry, counted)
+                         "" if status is None else _text(status, Status), op, attempt, due, started, *entry, counted)
 
 
 # -- the Redis store -----------------------------------------------------------------------
@@ -286,14 +293,17 @@ class RedisStatusStore:
     def _count_round_trip(self) -> None:
         self.round_trips += 1
 
-    async def _run(self, what: str, build: Callable[[Any], None]) -> list[Any]:
-        """`build`'s results from the tick's pipeline; Redis failures as `StoreError` naming `what`."""
+    async def _run(self, build: Callable[[Any], None], operation: str, session_id: str) -> list[Any]:
+        """`build`'s results from the tick's pipeline; Redis failures as `StoreError` naming the
+        operation and session (the text is made only then: most requests succeed)."""
         try:
             return await self._tick.run(build)
         except ResponseError as err:
+            what = f"{operation} of {session_id!r}"
             raise StoreError(f"redis rejected {what}: {err}; a key holds a value of the wrong "
                              "kind (written by hand?): inspect it") from err
         except RedisError as err:
+            what = f"{operation} of {session_id!r}"
             raise StoreError(f"redis failed during {what}: {type(err).__name__}: {err}; "
                              "check that Redis is up, then retry") from err
 
@@ -314,10 +324,10 @@ class RedisStatusStore:
             pending_mapping(mark_started)  # a bad record raises before anything is queued
 
         def build(pipe: Any) -> None:
-            pipe.eval(READ_STATUS_LUA, 1, key)
+            pipe.execute_command("EVALSHA", READ_STATUS_SHA, 1, key)  # loaded at start, like the write
             if mark_started is not None:
                 queue_write(pipe, session_id, token=fence, pending=mark_started, layout=self.layout)
-        results = await self._run(f"GET status of {session_id!r}", build)
+        results = await self._run(build, "GET status", session_id)
         if mark_started is not None:
             self._checked(session_id, results[1], fence)
         raw = results[0]
@@ -338,7 +348,7 @@ class RedisStatusStore:
         def build(pipe: Any) -> None:
             queue_write(pipe, session_id, token=fence, status=status, update=outbox_update,
                         pending=pending, clear_pending=clear_pending, layout=self.layout)
-        results = await self._run(f"SET status of {session_id!r}", build)
+        results = await self._run(build, "SET status", session_id)
         seq = self._checked(session_id, results[0], fence)
         if outbox_update is None:
             return None
@@ -368,15 +378,16 @@ class RedisStatusStore:
         check_session_id(session_id)
         if pending is not None:
             pending_mapping(pending)
-        results = await self._run(f"HSET pending of {session_id!r}", lambda pipe: queue_write(
-            pipe, session_id, token=fence, pending=pending, clear_pending=pending is None, layout=self.layout))
+        results = await self._run(lambda pipe: queue_write(
+            pipe, session_id, token=fence, pending=pending, clear_pending=pending is None, layout=self.layout),
+            "HSET pending", session_id)
         self._checked(session_id, results[0], fence)
 
     async def pending(self, session_id: str) -> PendingReconnect | None:
         """The B5 record, or None; garbage or a key that is not a hash: `MalformedInput` (counted)."""
         key = self.layout.session_key(check_session_id(session_id))
         try:
-            (raw,) = await self._run(f"HGETALL pending of {session_id!r}", lambda pipe: pipe.hgetall(key))
+            (raw,) = await self._run(lambda pipe: pipe.hgetall(key), "HGETALL pending", session_id)
         except StoreError as err:
             if not _wrong_type(err):
                 raise

@@ -1,5 +1,5 @@
-"""The fenced write is sent by its SHA (EVALSHA), not its 2 KB text, against a real
-redis-server: no status write sends the script, and a script cache Redis lost (a restart,
+"""The fenced write and the status read are sent by their SHA (EVALSHA), not their text (the
+write's is 2 KB), against a real redis-server: no status write or read sends its script, and a script cache Redis lost (a restart,
 `SCRIPT FLUSH`) is loaded again and the write goes through, alone or with a tick's others.
 """
 
@@ -62,10 +62,11 @@ async def test_status_writes_name_the_script_by_sha(store: RedisStatusStore, are
     await write_all(store, Status.CONNECTING)
     await store.set_status("w0", Status.ACTIVE, clear_pending=True)
     await store.save_pending("w1", PendingReconnect(2, 1700000100.0))
+    assert await store.get_status("w0") is Status.ACTIVE
     used = {name: n - before[name] for name, n in (await calls(aredis)).items()}
-    assert used["eval"] == 0, f"a status write sent the {len(WRITE_LUA)}-character script: {used}"
-    assert used["evalsha"] == len(IDS) + 2, used
-    assert store.round_trips == 3
+    assert used["eval"] == 0, f"a status write or read sent its script: {used} ({len(WRITE_LUA)} characters)"
+    assert used["evalsha"] == len(IDS) + 3, used
+    assert store.round_trips == 4
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "direct"])
@@ -85,6 +86,16 @@ async def test_a_lost_script_cache_is_loaded_again(store: RedisStatusStore, ared
     before = store.round_trips
     await store.set_status(IDS[0], Status.ACTIVE, clear_pending=True)
     assert store.round_trips == before + 1
+
+
+async def test_a_status_read_after_a_lost_script_cache_loads_it_again(store: RedisStatusStore,
+                                                                      aredis: aioredis.Redis) -> None:
+    await store.set_status(IDS[0], Status.CONNECTING)
+    await aredis.script_flush()
+    before = store.round_trips
+    assert await asyncio.gather(store.get_status(IDS[0]), store.get_status(IDS[1])) == [Status.CONNECTING, None]
+    assert store.round_trips == before + 3  # the pipeline, the load, the pipeline again
+    assert store._tick.script_reloads == 1
 
 
 async def test_a_script_lost_between_ticks_costs_one_reload(store: RedisStatusStore, aredis: aioredis.Redis,

@@ -43,6 +43,15 @@ def test_every_key_of_a_session_shares_one_slot(session_id: str, update_id: str,
     assert len({key_slot(k.encode("utf-8", "surrogatepass")) for k in touched}) == 1
 
 
+@given(session_id=ids, update_id=st.text(min_size=1, max_size=40), shards=st.integers(0, 1024))
+def test_the_write_keys_are_the_named_keys_in_script_order(session_id: str, update_id: str, shards: int) -> None:
+    layout = KeyLayout(shards)
+    assert layout.write_keys(session_id, update_id) == (
+        layout.fence_key(session_id), layout.status_key(session_id), layout.session_key(session_id),
+        layout.outbox_of(session_id), layout.seq_key(session_id), layout.update_id_key(session_id, update_id),
+        layout.outbox_of(session_id) + ":malformed")
+
+
 def test_shards_are_stable_and_spread_over_slots() -> None:
     layout = KeyLayout(16)
     assert layout.shard_of("session-42") == KeyLayout(16).shard_of("session-42")  # no per-process salt
