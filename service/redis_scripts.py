@@ -69,7 +69,7 @@ end
 # 9 priority, 10 at_s, 11 idempotency TTL s, 12 counted ('0' = an uncounted wait, else counted).
 # Returns {1, seq (0: no entry), notes...}, or {0, the session's token now} with nothing written.
 # A retried write (same update_id) finds its idempotency key and reuses its seq: no second entry.
-WRITE_LUA = _LIB + """
+_WRITE_BODY = """
 local notes = {}
 if ARGV[1] ~= '' then
   local now = fence_of(KEYS[1])
@@ -104,6 +104,7 @@ local reply = {1, seq}
 for _, note in ipairs(notes) do reply[#reply + 1] = note end
 return reply
 """
+WRITE_LUA = _LIB + _WRITE_BODY
 
 # KEYS: 1 lease, 2 fence; ARGV: 1 owner id, 2 TTL ms. Returns {1, token, notes...} or {0}.
 # Every acquisition (even of a lease this owner still holds) takes a new token: whatever an
@@ -154,8 +155,32 @@ def script_sha(text: str) -> str:
 
 WRITE_SHA = script_sha(WRITE_LUA)
 READ_STATUS_SHA = script_sha(READ_STATUS_LUA)  # the status read (`service.status_values`)
+
+# One tick's scripted requests on a single Redis, in one call (`service.tick_batch`): the scripts
+# above as functions, run in order, each in a pcall so one that fails answers its own error.
+# ARGV: 1 the number of calls, then per call: its script's number in BATCH_OPS, its key count,
+# its argument count, its arguments; KEYS: every call's keys, in order. Returns one reply per call.
+BATCH_OPS: dict[str, int] = {WRITE_SHA: 1, READ_STATUS_SHA: 2}  # the scripts a batch can run, by SHA
+BATCH_LUA = _LIB + "local function write(KEYS, ARGV)" + _WRITE_BODY + "end\n" \
+    + "local function read_status(KEYS, ARGV)" + READ_STATUS_LUA + "end\n" + """
+local ops = {write, read_status}
+local replies = {}
+local k, a = 0, 2
+for i = 1, tonumber(ARGV[1]) do
+  local op, nkeys, nargs = ops[tonumber(ARGV[a])], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local call_keys, call_args = {}, {}
+  for j = 1, nkeys do call_keys[j] = KEYS[k + j] end
+  for j = 1, nargs do call_args[j] = ARGV[a + 2 + j] end
+  k, a = k + nkeys, a + 3 + nargs
+  local ok, reply = pcall(op, call_keys, call_args)
+  if not ok and type(reply) ~= 'table' then reply = redis.error_reply(tostring(reply)) end
+  replies[i] = reply
+end
+return replies
+"""
+BATCH_SHA = script_sha(BATCH_LUA)
 # the scripts queued on pipelines by SHA: what `load_scripts` loads
-PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA, READ_STATUS_SHA: READ_STATUS_LUA}
+PIPELINED_SCRIPTS: dict[str, str] = {WRITE_SHA: WRITE_LUA, READ_STATUS_SHA: READ_STATUS_LUA, BATCH_SHA: BATCH_LUA}
 
 
 async def load_scripts(redis: Any) -> None:

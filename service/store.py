@@ -10,8 +10,9 @@ Owns:
   a cancelled writer (a released session) leaves stays queued for `repair()` (the gateway's).
 - `ValidityCache`: short positive validity answers (R3, asked first by `service.validity`),
   dropped for a session by every close (`clear_cache`) and every status write.
-- `RedisStatusStore`: every call joins the one MULTI/EXEC of its event-loop tick
-  (`service.tick_batch.TickBatcher`: a storm's sessions share round trips; `round_trips`).
+- `RedisStatusStore`: every call joins the one round trip of its event-loop tick
+  (`service.tick_batch.TickBatcher`: a storm's sessions share round trips; `round_trips`): its
+  reads and writes are script calls, a tick's batched into one call on a single Redis.
   Writes carry the lease's fencing token (`fence=`) in `service.redis_scripts.WRITE_LUA`, sent
   by SHA1 (`queue_write`): refused whole (`FencedWrite`, counted in `fenced`) once another
   process took the session. A status key that is not a string reads as malformed (counted);
@@ -293,11 +294,12 @@ class RedisStatusStore:
     def _count_round_trip(self) -> None:
         self.round_trips += 1
 
-    async def _run(self, build: Callable[[Any], None], operation: str, session_id: str) -> list[Any]:
+    async def _run(self, build: Callable[[Any], None], operation: str, session_id: str,
+                   scripted: bool = True) -> list[Any]:
         """`build`'s results from the tick's pipeline; Redis failures as `StoreError` naming the
         operation and session (the text is made only then: most requests succeed)."""
         try:
-            return await self._tick.run(build)
+            return await self._tick.run(build, scripted=scripted)
         except ResponseError as err:
             what = f"{operation} of {session_id!r}"
             raise StoreError(f"redis rejected {what}: {err}; a key holds a value of the wrong "
@@ -387,7 +389,8 @@ class RedisStatusStore:
         """The B5 record, or None; garbage or a key that is not a hash: `MalformedInput` (counted)."""
         key = self.layout.session_key(check_session_id(session_id))
         try:
-            (raw,) = await self._run(lambda pipe: pipe.hgetall(key), "HGETALL pending", session_id)
+            (raw,) = await self._run(lambda pipe: pipe.hgetall(key), "HGETALL pending", session_id,
+                                     scripted=False)
         except StoreError as err:
             if not _wrong_type(err):
                 raise

@@ -1,14 +1,18 @@
 """Per-tick batching: what callers ask in one event-loop tick goes out together, once, as soon as
 the tick's callbacks are done — the pattern written once (`TickBatch`), and Redis's use of it
-(`TickBatcher`: one MULTI/EXEC per tick under the status store, `service.store`). R4's
+(`TickBatcher`: one round trip per tick under the status store, `service.store`: one batch
+script call, else one MULTI/EXEC, or a pipeline on a cluster). R4's
 back-office questions use `TickBatch` too (`service.validity_batch.BatchedValidity`).
 
 `TickBatch` owns: collecting requests, the one flush per tick (scheduled with `call_soon` on
 the first request), splitting a large tick into chunks of at most `max_chunk`, running each
 chunk's send in its own task (kept until done, awaited by `aclose`), and handing an outcome
 to a caller's future (`settle`).
-`TickBatcher` owns: handing each request the results of its own commands, and the fallback
-when Redis rejects a whole transaction (each of its requests is then sent alone, so one bad
+`TickBatcher` owns: sending a tick whose requests are all script calls (`scripted`) as one call
+of `service.redis_scripts.BATCH_LUA` on a single Redis (`ScriptBatch`: one command packed and
+one reply read for the whole tick; each call runs in its own pcall, so it fails alone),
+handing each request the results of its own commands, and the fallback
+when Redis rejects a whole transaction or batch (each of its requests is then sent alone, so one bad
 request cannot fail the others), and the one when Redis does not hold a script a request
 named by SHA (`on_noscript` loads them, then those requests are sent again, once: a restart
 or `SCRIPT FLUSH` costs a round trip, not a write). It yields the loop's attention: at most
@@ -35,7 +39,7 @@ from redis.exceptions import ResponseError
 
 from service.due_work import NO_DUE_WORK, DueWork
 from service.redis_connect import is_cluster_client
-from service.redis_scripts import is_noscript
+from service.redis_scripts import BATCH_OPS, BATCH_SHA, is_noscript
 
 Q = TypeVar("Q")  # what a caller adds
 U = TypeVar("U")  # what a chunk holds (after `prepare`)
@@ -105,7 +109,7 @@ def is_fatal(err: BaseException) -> bool:
     return isinstance(err, (asyncio.CancelledError, KeyboardInterrupt, SystemExit))
 
 
-# -- Redis: one MULTI/EXEC per tick -------------------------------------------------------
+# -- Redis: one round trip per tick -------------------------------------------------------
 
 Build = Callable[[Any], None]  # queues one request's commands on a pipeline; must not raise
 
@@ -114,6 +118,37 @@ Build = Callable[[Any], None]  # queues one request's commands on a pipeline; mu
 class _Request:
     build: Build
     future: asyncio.Future[list[Any]]
+    scripted: bool
+
+
+class ScriptBatch:
+    """A pipeline stand-in that takes only `execute_command("EVALSHA", sha, ...)` of a script in
+    `BATCH_OPS` and sends them all as one call of `BATCH_LUA` (`service.redis_scripts`)."""
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+        self.args: list[Any] = [0]  # the number of calls, then each call's
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return self.calls
+
+    def execute_command(self, command: str, sha: str, numkeys: int, *keys_and_args: Any) -> None:
+        op = BATCH_OPS.get(sha) if command == "EVALSHA" else None
+        if op is None:
+            raise ValueError(f"a scripted request may queue only EVALSHA of a batched script, got {command} {sha}")
+        self.keys.extend(keys_and_args[:numkeys])
+        self.args.extend((op, numkeys, len(keys_and_args) - numkeys))
+        self.args.extend(keys_and_args[numkeys:])
+        self.calls += 1
+
+    async def execute(self, redis: Any) -> list[Any]:
+        """One reply per call (an error reply as its `ResponseError`), in order."""
+        self.args[0] = self.calls
+        replies = await redis.execute_command("EVALSHA", BATCH_SHA, len(self.keys), *self.keys, *self.args)
+        if not isinstance(replies, list) or len(replies) != self.calls:
+            raise ResponseError(f"a batch of {self.calls} script calls answered {replies!r:.80}")
+        return replies
 
 
 class TickBatcher:
@@ -142,11 +177,12 @@ class TickBatcher:
         self.split_batches = 0  # whole transactions Redis rejected, resent request by request
         self.script_reloads = 0  # times Redis did not hold a script and `on_noscript` loaded them
 
-    async def run(self, build: Build) -> list[Any]:
+    async def run(self, build: Build, *, scripted: bool = False) -> list[Any]:
         """Queue `build` for this tick's pipeline and wait for its results. A command of this
         request that Redis rejected is raised (`ResponseError`); a failed round trip raises
-        the `RedisError`/`OSError` that ended it, for every request it carried."""
-        request = _Request(build, asyncio.get_running_loop().create_future())
+        the `RedisError`/`OSError` that ended it, for every request it carried. `scripted`:
+        `build` queues only EVALSHA of `BATCH_OPS` scripts (see `_send`)."""
+        request = _Request(build, asyncio.get_running_loop().create_future(), scripted)
         self._batch.add(request)
         return await request.future
 
@@ -196,23 +232,38 @@ class TickBatcher:
         await self._execute(requests, reload=False)
 
     async def _send(self, requests: list[_Request]) -> tuple[list[Any], list[tuple[int, int]]]:
-        """One pipeline for `requests` once a slot is free: its results, and each request's span."""
-        spans: list[tuple[int, int]] = []
+        """One round trip for `requests` once a slot is free: its results, and each request's span.
+        On a single Redis, requests that are all `scripted` go as one `ScriptBatch` call (one
+        command to pack and one reply to read, not a MULTI, EXEC and a reply per command); any
+        other tick as one MULTI/EXEC. Either runs whole, alone, in order."""
         async with self._slots:
             self._due_work.run_due_now()
+            cluster = is_cluster_client(self.redis)
+            if not cluster and all(request.scripted for request in requests):
+                batch = ScriptBatch()
+                spans = self._build(requests, batch)
+                results = await batch.execute(self.redis)
+                self._due_work.run_due_now()
+                return results, spans
             # a cluster runs no MULTI across slots: each request is one script or read, atomic alone,
             # and a node keeps the order of what it is sent (a session's requests all go to one node)
-            async with self.redis.pipeline(transaction=not is_cluster_client(self.redis)) as pipe:
-                for request in requests:
-                    start = len(pipe)
-                    request.build(pipe)
-                    spans.append((start, len(pipe)))
-                self.pipelines += 1
-                self.requests += len(requests)
-                self._on_round_trip()
+            async with self.redis.pipeline(transaction=not cluster) as pipe:
+                spans = self._build(requests, pipe)
                 results = await pipe.execute(raise_on_error=False)
                 self._due_work.run_due_now()  # before the connection's release, which may suspend
         return results, spans
+
+    def _build(self, requests: list[_Request], pipe: Any) -> list[tuple[int, int]]:
+        """Queue every request on `pipe` (counted as one round trip); each request's span."""
+        spans: list[tuple[int, int]] = []
+        for request in requests:
+            start = len(pipe)
+            request.build(pipe)
+            spans.append((start, len(pipe)))
+        self.pipelines += 1
+        self.requests += len(requests)
+        self._on_round_trip()
+        return spans
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (nothing new is flushed after the loop stops)."""

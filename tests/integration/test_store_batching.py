@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from service.keys import KeyLayout
 from service.backoffice import HttpBackOffice
 from service.core import Status
 from service.errors import FencedWrite, StoreError
-from service.tick_batch import TickBatcher
+from service.redis_scripts import WRITE_SHA
+from service.tick_batch import ScriptBatch, TickBatcher
 from service.ports import Secret, new_update
 from service.pending import PendingReconnect
 from service.store import RedisStatusStore, ValidityCache
@@ -79,6 +81,33 @@ async def test_one_bad_request_fails_alone(aredis: aioredis.Redis, layout: KeyLa
     assert await aredis.get(layout.status_key("b3")) == b"active", "the refused script wrote nothing"
     assert await aredis.get(layout.status_key("b4")) == b"connecting"
     assert await outbox_length(aredis, layout) == 5 and store.fenced == 1
+
+
+async def test_a_script_call_that_fails_fails_alone(aredis: aioredis.Redis, layout: KeyLayout) -> None:
+    """A call whose script raises (here a TTL that is no number, after its outbox entry) answers
+    its own error; the tick's other requests commit, in the same round trip (on a single Redis
+    the tick is one batch call: each call runs in its own pcall)."""
+    store = RedisStatusStore(aredis)
+    script_keys = layout.write_keys("b1", "u-bad")
+
+    def bad(pipe) -> None:
+        pipe.execute_command("EVALSHA", WRITE_SHA, len(script_keys), *script_keys, "", "active", "keep", "", "", "",
+                             "u-bad", "b1", "normal", "1.0", "not-a-ttl", "")
+    results = await asyncio.gather(
+        store.set_status("b0", Status.ACTIVE, outbox_update=new_update("b0", Status.ACTIVE)),
+        store._tick.run(bad, scripted=True),
+        store.set_status("b2", Status.ACTIVE, outbox_update=new_update("b2", Status.ACTIVE)), return_exceptions=True)
+    assert isinstance(results[1], ResponseError) and "integer" in str(results[1]), results[1]
+    assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception), results
+    assert (store.round_trips, store._tick.split_batches) == (1, 0)
+    assert await mget(aredis, [layout.status_key(sid) for sid in ("b0", "b1", "b2")]) == [b"active", None, b"active"]
+
+
+def test_a_scripted_request_queues_only_batched_scripts() -> None:
+    with pytest.raises(ValueError, match="only EVALSHA of a batched script, got SET"):
+        ScriptBatch().execute_command("SET", "rl:status:b0", 1)
+    with pytest.raises(ValueError, match="got EVALSHA 0{40}"):
+        ScriptBatch().execute_command("EVALSHA", "0" * 40, 0)
 
 
 async def test_validations_of_one_tick_share_one_round_trip(aredis: aioredis.Redis, layout: KeyLayout,
