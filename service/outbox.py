@@ -66,8 +66,26 @@ def redis_text(value: Any, what: str) -> str:
     raise MalformedInput("redis", f"{what} has unexpected type {type(value).__name__}")
 
 
+_STATUS_OF = {member.value.encode(): member for member in Status}
+_PRIORITY_OF = {member.value.encode(): member for member in Priority}
+
+
 def decode_entry(fields: dict[Any, Any]) -> StatusUpdate:
-    """One stream entry's fields → `StatusUpdate`; raises `MalformedInput("redis", ...)`."""
+    """One stream entry's fields → `StatusUpdate`; raises `MalformedInput("redis", ...)`.
+    Fields as Redis returns them (UTF-8 bytes) decode on a short path (an outbox batch holds
+    hundreds); anything else, on `_decode_checked`, which names what is wrong."""
+    try:
+        if len(fields) == len(_FIELDS):  # the six names and no other key (a str twin of one would be a 7th)
+            get = fields.__getitem__
+            return StatusUpdate(update_id=get(b"update_id").decode(), session_id=get(b"session_id").decode(),
+                                status=_STATUS_OF[get(b"status")], priority=_PRIORITY_OF[get(b"priority")],
+                                seq=int(get(b"seq").decode()), at_s=float(get(b"at_s").decode()))
+    except (AttributeError, KeyError, TypeError, UnicodeDecodeError, ValueError):
+        pass
+    return _decode_checked(fields)
+
+
+def _decode_checked(fields: dict[Any, Any]) -> StatusUpdate:
     text = {redis_text(k, "outbox field name"): v for k, v in fields.items()}
     missing = [name for name in _FIELDS if name not in text]
     if missing:
