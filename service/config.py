@@ -77,7 +77,7 @@ class Settings(BaseModel):
         "longest a reconnect's validation (R4) waits for the back office; past it Redis's answer "
         "stands, as when the back office is down"))
     transport: Literal["wire", "neonize"] = Field("wire", description="WhatsApp transport: wire | neonize")
-    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description=(
+    event_loop: Literal["asyncio", "uvloop"] = Field("uvloop", description=(
         "the event loop: 'asyncio' (the standard library's) or 'uvloop' (libuv's: less CPU per "
         "socket callback and connect, timers to the millisecond)"))
     whatsapp_url: str = Field("ws://127.0.0.1:8765", description="WhatsApp (stand-in) URL for the wire transport")

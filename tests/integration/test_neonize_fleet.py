@@ -159,3 +159,27 @@ async def test_a_worker_past_max_connects_takes_no_new_client_and_exits_once_its
         assert not gone(pids[2])
     finally:
         await transport.aclose()
+
+
+def test_a_worker_starts_in_its_own_process_group_on_uvloop() -> None:
+    """The service's default loop is uvloop, which refuses `create_subprocess_exec`'s
+    `process_group`: the worker must still start (it took a `ValueError` on every dial once)
+    and still leave the service's process group, not its session."""
+    import sys
+
+    import uvloop
+
+    from service.transports.neonize_worker.supervisor import WorkerProcess
+
+    async def spawn_and_stop() -> tuple[bool, int, int]:
+        worker = await WorkerProcess.spawn(sys.executable)
+        try:
+            ready = await asyncio.wait_for(worker.wait_ready(), 60)
+            return ready, os.getpgid(worker.pid), os.getsid(worker.pid)
+        finally:
+            await worker.stop(grace_s=10)
+
+    ready, group, session = uvloop.run(spawn_and_stop())
+    assert ready
+    assert group != os.getpgid(0)
+    assert session == os.getsid(0)

@@ -1,6 +1,6 @@
-"""`event_loop = "uvloop"`: `python -m service` runs on uvloop and a session still goes round
-the whole loop — drop, a failed attempt, backoff, recovery — against the real stand-ins, Redis
-and sockets, as it does on asyncio's loop (the other integration tests)."""
+"""`event_loop`: `python -m service` runs on the loop it names — uvloop (the default) or
+asyncio's own — and on each a session goes round the whole loop — drop, a failed attempt,
+backoff, recovery — against the real stand-ins, Redis and sockets."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ IDS = [f"s{i}" for i in range(5)]
 REJECT = 500  # not terminal: the attempt fails and is retried
 
 
-def test_uvloop_service_recovers_a_dropped_session(service_process, standins_clean, redis_client, tmp_path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_service_recovers_a_dropped_session_on_its_loop(loop, service_process, standins_clean, redis_client,
+                                                            tmp_path) -> None:
     s = standins_clean
     s.backoffice.add_accounts(IDS)
-    service = service_process("uv", sessions=f"s{{0..{len(IDS) - 1}}}", event_loop="uvloop", time_scale=0.25)
+    service = service_process("uv", sessions=f"s{{0..{len(IDS) - 1}}}", event_loop=loop, time_scale=0.25)
     wait_until(lambda: set(statuses(redis_client, IDS).values()) == {"active"}, 20, "sessions active")
     running = [line for line in service.log_lines() if line.get("event") == "service_running"]
-    assert [line.get("event_loop") for line in running] == ["uvloop"], running
+    assert [line.get("event_loop") for line in running] == [loop], running
     s.whatsapp.reject("s1", REJECT)
     s.whatsapp.close("s1")
     wait_until(lambda: int(s.whatsapp.session("s1")["connects"]) >= 2, 20, "attempt 1 made (refused)")

@@ -84,13 +84,14 @@ class WorkerProcess:
                     on_message: Callable[[], None] | None = None) -> WorkerProcess:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT + (os.pathsep + path if path else "")}
-        # Its own process group (a terminal's Ctrl-C does not reach it: the service stops it),
-        # but the service's session: Linux schedules each session as one group (autogroup), so a
+        # The service's session: Linux schedules each session as one group (autogroup), so a
         # worker in a session of its own would take the CPU on par with the service whatever its
         # nice value (`worker.WORKER_NICE`); in the service's, its nice puts it behind the loop.
+        # The worker moves to a process group of its own as it starts (`worker.main`): uvloop,
+        # the default loop, refuses `process_group`, and `preexec_fn` is unsafe with threads.
         proc = await asyncio.create_subprocess_exec(
             python, "-m", WORKER_MODULE, *worker_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES, process_group=0)
+            stderr=asyncio.subprocess.PIPE, env=env, limit=2 * MAX_LINE_BYTES)
         return cls(proc, secrets, on_message)
 
     def add_secret(self, secret: str) -> None:

@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = sys.argv[1:] if argv is None else argv
     level = args[args.index("--log-level") + 1] if "--log-level" in args[:-1] else "WARNING"
+    os.setpgid(0, 0)  # a process group of its own: a terminal's Ctrl-C reaches the service, which stops it
     os.nice(WORKER_NICE)
     send = _take_stdout()
     redactor = Redactor()
