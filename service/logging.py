@@ -25,6 +25,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from service.core.timeline import TimelineRecord
 from service.ports import Secret
 
 MASK = "***"
@@ -117,6 +118,7 @@ def _render_default(value: Any) -> str:
 
 # datetimes and dataclasses go to `default` as they do with json (orjson would write their fields)
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_SORTED_OPTIONS = _ORJSON_OPTIONS | orjson.OPT_SORT_KEYS
 
 
 def json_line(obj: Any, default: Callable[[Any], Any], *, sort_keys: bool = False) -> str:
@@ -125,14 +127,21 @@ def json_line(obj: Any, default: Callable[[Any], Any], *, sort_keys: bool = Fals
     refuses (integers past 64 bits, keys that are not text, lone surrogates, nesting past
     255) or writes otherwise (text beyond ASCII and DEL, which json escapes) is rendered by json;
     orjson writes NaN and infinities as null, and exponents without a `+` or a leading 0."""
-    options = _ORJSON_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else _ORJSON_OPTIONS
+    line = ascii_json(obj, default, sort_keys=sort_keys)
+    if line is not None:
+        return line
+    return json.dumps(obj, default=default, sort_keys=sort_keys, separators=(",", ":"))
+
+
+def ascii_json(obj: Any, default: Callable[[Any], Any], *, sort_keys: bool = False) -> str | None:
+    """`json_line(obj, ...)` when orjson renders it as json does (ASCII text but DEL), else None."""
     try:
-        raw = orjson.dumps(obj, default=default, option=options)
+        raw = orjson.dumps(obj, default=default, option=_SORTED_OPTIONS if sort_keys else _ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is one
-        raw = b"\x80"
+        return None
     if raw.isascii() and b"\x7f" not in raw:  # json escapes DEL too
         return raw.decode("ascii")
-    return json.dumps(obj, default=default, sort_keys=sort_keys, separators=(",", ":"))
+    return None
 
 
 def _dumps(obj: Any, **kwargs: Any) -> str:
@@ -261,8 +270,31 @@ class EventLog:
         else:
             self._own = True
         self._bound_keys = frozenset(context)
+        self._keyed = self._own and self._bound_keys.isdisjoint(("attempt", "status"))  # log_record's table serves it
         inner = _dumps(redact_processor(None, "", context))[1:-1]
         self._prefix = "{" + inner + "," if inner else "{"
+
+    def log_record(self, level: str, record: TimelineRecord, key: tuple | None) -> None:
+        """`record`'s R8 line: `log(level, record.event, attempt=record.attempt, status=record.status,
+        **detail)`, the detail without `session_id` and `event`. The line but its bound part and
+        timestamp is rendered once per level and content (`key`: `record.content_key()`): a storm
+        logs thousands of records of a few contents."""
+        detail = record.detail
+        configured = _configured
+        if key is not None and configured is not None and self._keyed and self._bound_keys.isdisjoint(detail):
+            body = _bodies.get((level, key))
+            if body is None and _UNKEYED_FIELDS.isdisjoint(detail):
+                body = _render_body(level, record)
+                if len(_bodies) >= _MAX_BODIES:
+                    _bodies.clear()
+                _bodies[(level, key)] = body
+            if body is not None:
+                stream, lowest = configured
+                if _LEVELS[level] >= lowest:
+                    stream.hold(f'{self._prefix}{body},"timestamp":"{utc_timestamp(time.time())}"}}\n')
+                return
+        self.log(level, record.event, attempt=record.attempt, status=record.status,
+                 **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
 
     def log(self, level: str, event: str, **fields: Any) -> None:
         configured = _configured
@@ -277,6 +309,20 @@ class EventLog:
         line["level"] = level  # made here, like the timestamp: nothing to redact in either
         line["timestamp"] = utc_timestamp(time.time())
         stream.hold(self._prefix + _dumps(line)[1:] + "\n")
+
+
+_MAX_BODIES = 4096
+_bodies: dict[tuple, str] = {}  # (level, content key) → a record's line between its bound part and timestamp
+_UNKEYED_FIELDS = frozenset({"attempt", "status", "session_id", "event", "level", "timestamp"})  # detail keys `log` treats apart
+
+
+def _render_body(level: str, record: TimelineRecord) -> str:
+    """What `EventLog.log` writes for `record` between the bound part and `,"timestamp":...}`."""
+    fields: dict[str, Any] = {"attempt": record.attempt, "status": record.status, **record.detail}
+    fields["event"] = record.event
+    line = redact_processor(None, level, fields)
+    line["level"] = level
+    return _dumps(line)[1:-1]
 
 
 def get_logger(**bound: Any) -> Any:

@@ -11,6 +11,8 @@ from service.core.statuses import Priority, Status
 from service.core.timeline import TimelineRecord
 from service.core.vocabulary import DropReason, FailReason, ReleaseReason, ScheduleReason
 
+_new = object.__new__
+
 # ---- events -----------------------------------------------------------------------
 
 
@@ -201,6 +203,13 @@ class Emit:
     """Log this structured step and append it to the timeline (R8)."""
 
     record: TimelineRecord
+
+    @classmethod
+    def trusted(cls, record: TimelineRecord) -> Emit:
+        """`Emit(record)` without the frozen dataclass's `__init__` (the core makes one per step)."""
+        emit = _new(cls)
+        emit.__dict__["record"] = record
+        return emit
 
 
 Command = (ClearCache | SetStatus | ScheduleReconnect | CancelReconnect | Validate | CloseSocket

@@ -48,7 +48,12 @@ class State(str, Enum):
 # immediate (uncounted) reconnects allowed in a row when the policy has no attempt cap
 IMMEDIATE_STREAK = 5
 _SUM_TERMS = 1_000  # schedule terms summed when estimating a resumed disconnection's start
-_CLEAR_PENDING = ClearPending()  # a value without fields: one for every session
+# commands are frozen values: those a storm repeats are made once, for every session
+_CLEAR_PENDING, _CLEAR_CACHE, _CLOSE_SOCKET, _VALIDATE = ClearPending(), ClearCache(), CloseSocket(), Validate(True)
+_SET_STATUS = {(status, priority): SetStatus(status, priority) for status in Status for priority in Priority}
+# the texts of members (an enum's `.value` is a Python-level property: a dict is ~8x faster)
+_EVENT_TEXT = {event: event.value for event in LogEvent}
+_STATUS_TEXT = {status: status.value for status in Status}
 
 _I, _C, _O, _B, _V, _D = State.IDLE, State.CONNECTING, State.OPEN, State.BACKOFF, State.VALIDATING, State.DROPPED
 
@@ -197,7 +202,7 @@ class SessionMachine:
             self._vars.counted_timer = False
             if self.persist:
                 self._out.append(MarkStarted(attempt=self._vars.attempts, at_s=self._now))
-        self._cmd(Validate(for_reconnect=True))
+        self._cmd(_VALIDATE)
 
     def _on_Validated(self, event: Validated) -> None:
         if event.ok:
@@ -216,7 +221,7 @@ class SessionMachine:
 
     def _on_Resumed(self, event: Resumed) -> None:
         self._vars.status = Status.CONNECTING
-        self._cmd(ClearCache())
+        self._cmd(_CLEAR_CACHE)
         self._emit(LogEvent.SESSION_RESUMED, pending_attempt=event.attempt)
         delay_s = None if event.remaining_s is None else max(0.0, event.remaining_s)
         # the crashed process knew when the disconnection began; the un-jittered schedule estimates it
@@ -249,7 +254,7 @@ class SessionMachine:
 
     # ---- the close path (R3, R5, R2, B1) ----
     def _close(self, code: CloseCode, wait_s: float | None, reason: str | None = None) -> None:
-        self._cmd(ClearCache())  # R3: first, whatever the reason
+        self._cmd(_CLEAR_CACHE)  # R3: first, whatever the reason
         state = self._vars.state
         self._emit(LogEvent.CONNECTION_UPDATE, connection=Connection.CLOSE)
         if state is State.CONNECTING and self._vars.attempts > 0:
@@ -319,7 +324,7 @@ class SessionMachine:
     # ---- sockets (R7) ----
     def _open(self, attempt: int) -> None:
         if self._vars.has_socket:
-            self._cmd(CloseSocket())
+            self._cmd(_CLOSE_SOCKET)
         self._vars.state = State.CONNECTING
         self._vars.has_socket = True
         self._emit(LogEvent.SESSION_STARTING, attempt=attempt)
@@ -327,7 +332,7 @@ class SessionMachine:
 
     def _drop(self, reason: DropReason | str) -> None:
         if self._vars.has_socket:
-            self._cmd(CloseSocket())
+            self._cmd(_CLOSE_SOCKET)
         self._vars.state = State.DROPPED
         self._vars.has_socket = False
         self._cmd(Drop(reason=reason))
@@ -342,7 +347,7 @@ class SessionMachine:
     def _set_status(self, status: Status, priority: Priority) -> None:
         if self._vars.status is not status:
             self._vars.status = status
-            self._cmd(SetStatus(status=status, priority=priority))
+            self._cmd(_SET_STATUS[status, priority])
 
     def _cmd(self, command: Command) -> None:
         if command.__class__ is CloseSocket:
@@ -352,11 +357,12 @@ class SessionMachine:
     def _emit(self, event: LogEvent, attempt: int | None = None, **detail: Any) -> None:
         if not self.trace:
             return
-        status = self._vars.status.value if self._vars.status is not None else None
-        record = TimelineRecord(t=self._now, session_id=self.session_id, event=event.value,
-                                attempt=self._vars.attempts if attempt is None else attempt,
-                                status=status, detail={k: v for k, v in detail.items() if v is not None})
-        self._out.append(Emit(record))
+        status = self._vars.status
+        record = TimelineRecord.trusted(self._now, self.session_id, _EVENT_TEXT[event],
+                                        self._vars.attempts if attempt is None else attempt,
+                                        None if status is None else _STATUS_TEXT[status],
+                                        {k: v for k, v in detail.items() if v is not None})
+        self._out.append(Emit.trusted(record))
 
 
 _KEY_VARS = tuple(f.name for f in fields(_Vars) if f.name != "previous_delay_s")

@@ -18,6 +18,9 @@ from service.runtime.timeline import TimelineWriter
 
 _WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.SESSION_TERMINAL, LogEvent.RECONNECT_CANCELLED,
                           LogEvent.RECONNECT_FAILED})
+_LEVEL = {event: "warning" if event in _WARN_EVENTS else "info" for event in LogEvent}  # by name: text or member
+_COUNTED = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.RECONNECT_CANCELLED, LogEvent.SESSION_CLOSED,
+                      LogEvent.SESSION_TERMINAL})
 
 
 class SessionReport:
@@ -29,16 +32,20 @@ class SessionReport:
         self._events = EventLog(log)  # R8 step lines, rendered without the processor chain
 
     def emit(self, record: TimelineRecord) -> None:
-        self._timeline.write(record)
-        metrics, detail = self._metrics, record.detail
-        if record.event == LogEvent.MAX_ATTEMPTS_REACHED:
+        key = record.content_key()  # the timeline's and the log's rendering of this content, once
+        self._timeline.write(record, key)
+        event = record.event
+        if event in _COUNTED:
+            self._count(event, record.detail)
+        self._events.log_record(_LEVEL.get(event, "info"), record, key)
+
+    def _count(self, event: str, detail: Any) -> None:
+        metrics = self._metrics
+        if event == LogEvent.MAX_ATTEMPTS_REACHED:
             metrics.give_ups.inc()
-        elif record.event == LogEvent.RECONNECT_CANCELLED:
+        elif event == LogEvent.RECONNECT_CANCELLED:
             metrics.cancelled.inc()
-        elif record.event == LogEvent.SESSION_CLOSED:
+        elif event == LogEvent.SESSION_CLOSED:
             metrics.count_close(detail.get("code"))
-        elif record.event == LogEvent.SESSION_TERMINAL:
+        elif event == LogEvent.SESSION_TERMINAL:
             metrics.terminal.labels(code=str(detail.get("code"))).inc()
-        level = "warning" if record.event in _WARN_EVENTS else "info"
-        self._events.log(level, record.event, attempt=record.attempt, status=record.status,
-                         **{k: v for k, v in detail.items() if k not in ("session_id", "event")})

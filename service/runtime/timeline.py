@@ -3,7 +3,9 @@
 Owns the file handle. Lines are buffered only until the end of the current event-loop
 tick and then flushed, so a chaos runner tailing the file sees each step within
 milliseconds while a storm of 10^4 sessions does not cost one syscall per line.
-Must not interpret records; the core makes them.
+A storm writes thousands of records that differ only in `t` and `session_id`: the rest of a
+line is rendered once per `TimelineRecord.content_key` and kept (a bounded table), so a line
+costs the rendering of those two values. Must not interpret records; the core makes them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,40 @@ from pathlib import Path
 from typing import IO
 
 from service.core import TimelineRecord
-from service.logging import json_line
+from service.logging import ascii_json, json_line
+
+_MAX_RENDERED = 4096
+# content key → the line's text before the session id and between it and `t` (keys sorted:
+# attempt, detail, event, session_id, status, t); None when orjson does not render it as json does
+_rendered: dict[tuple, tuple[str, str] | None] = {}
+
+
+def _render_parts(record: TimelineRecord) -> tuple[str, str] | None:
+    attempt, detail = ascii_json(record.attempt, str), ascii_json(record.detail, str, sort_keys=True)
+    event, status = ascii_json(record.event, str), ascii_json(record.status, str)
+    if attempt is None or detail is None or event is None or status is None:
+        return None
+    return (f'{{"attempt":{attempt},"detail":{detail},"event":{event},"session_id":',
+            f',"status":{status},"t":')
+
+
+def render_line(record: TimelineRecord, key: tuple | None = None) -> str:
+    """`record`'s line: `json_line(record.to_dict(), str, sort_keys=True)`, from its rendered
+    parts when its content was rendered before (`key`: its `content_key()`, if known)."""
+    if key is None:
+        key = record.content_key()
+    if key is not None:
+        parts = _rendered.get(key, ())
+        if parts == ():
+            parts = _render_parts(record)
+            if len(_rendered) >= _MAX_RENDERED:
+                _rendered.clear()
+            _rendered[key] = parts
+        if parts is not None:
+            session_id, t = ascii_json(record.session_id, str), ascii_json(record.t, str)
+            if session_id is not None and t is not None:
+                return f"{parts[0]}{session_id}{parts[1]}{t}}}"
+    return json_line(record.to_dict(), str, sort_keys=True)
 
 
 class TimelineWriter:
@@ -29,11 +64,11 @@ class TimelineWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = path.open("a", encoding="utf-8")
 
-    def write(self, record: TimelineRecord) -> None:
+    def write(self, record: TimelineRecord, key: tuple | None = None) -> None:
+        """Queue `record`'s line (`key`: its `content_key()`, when the caller has it)."""
         if self._file is None:
             return
-        # `record.to_json()`'s line, rendered by orjson (a line per session event in a storm)
-        self._pending.append(json_line(record.to_dict(), str, sort_keys=True) + "\n")
+        self._pending.append(render_line(record, key) + "\n")
         self.written += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
