@@ -1,19 +1,28 @@
 """Prometheus metrics of the service and the loopback HTTP server for /metrics and /healthz.
 
 Owns metric names and the aiohttp app that serves them. Each `ServiceMetrics` has its
-own registry, so several gateways in one test process never collide. Must not decide
-anything about reconnects: the runtime reports what happened, this module counts it.
+own registry, so several gateways in one test process never collide. What a storm moves for
+every session (statuses, attempts, closes, backoff and lateness) is kept as plain numbers
+that a scrape reads (`Tally`, `PlainHistogram`): prometheus-client's children take a lock per
+bump (~1 us each, ~10 bumps a session in a storm). Those are moved from the event loop's
+thread only. Must not decide anything about reconnects: the runtime reports what happened,
+this module counts it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from service.core import Status
 
@@ -23,25 +32,85 @@ PAUSE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HOST = "127.0.0.1"
 
 
+class Tally:
+    """A counter or gauge with one label, kept as plain numbers: `counts[label value]`. A scrape
+    reads it as prometheus-client's own metric of that name (with `_created` for a counter)."""
+
+    def __init__(self, kind: str, name: str, documentation: str, label: str, registry: CollectorRegistry,
+                 values: Iterable[str] = ()) -> None:
+        self.kind, self.name, self.documentation, self.label = kind, name, documentation, label
+        self.counts: dict[str, float] = {}
+        self._created: dict[str, float] = {}
+        for value in values:
+            self.add(value, 0)
+        registry.register(self)
+
+    def add(self, value: str, amount: float) -> None:
+        if value not in self.counts:
+            self.counts[value] = 0
+            self._created[value] = time.time()
+        self.counts[value] += amount
+
+    def collect(self) -> list[Metric]:
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+            for value, count in list(self.counts.items()):
+                counter.add_metric([value], count, created=self._created[value])
+            return [counter]
+        gauge = GaugeMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in list(self.counts.items()):
+            gauge.add_metric([value], count)
+        return [gauge]
+
+
+class PlainHistogram:
+    """`observe(value)` like prometheus-client's `Histogram` (no labels), kept as plain numbers."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = sorted(float(bound) for bound in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+        self._created = time.time()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        index = bisect_left(self.bounds, value)  # `le`: a value on a bound is in its bucket
+        if value == value:  # NaN is in no bucket (its sum takes it), as in prometheus-client
+            self.counts[index] += 1
+        self.sum += value
+
+    def collect(self) -> list[Metric]:
+        histogram = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self.bounds, float("inf")], self.counts):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        histogram.add_metric([], buckets, self.sum)
+        histogram.samples.append(Sample(self.name + "_created", {}, self._created))
+        return [histogram]
+
+
 class ServiceMetrics:
     """Every counter, gauge and histogram the service exports (prefix `reconnect_lab_`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.attempts = Counter("reconnect_lab_reconnect_attempts", "reconnect attempts (attempt >= 1) by outcome",
-                                ["outcome"], registry=r)
-        self.sessions = Gauge("reconnect_lab_sessions", "sessions run by this process, by status", ["status"], registry=r)
-        self.backoff = Histogram("reconnect_lab_backoff_seconds", "scheduled reconnect delays",
-                                 buckets=BACKOFF_BUCKETS_S, registry=r)
-        self.lateness = Histogram("reconnect_lab_reconnect_lateness_seconds",
-                                  "how late a reconnect timer fired against its scheduled time",
-                                  buckets=LATENESS_BUCKETS_S, registry=r)
+        self.attempts = Tally("counter", "reconnect_lab_reconnect_attempts", "reconnect attempts (attempt >= 1) "
+                              "by outcome", "outcome", r, ("opened", "failed"))
+        self.sessions = Tally("gauge", "reconnect_lab_sessions", "sessions run by this process, by status", "status",
+                              r, (status.value for status in Status))
+        self.backoff = PlainHistogram("reconnect_lab_backoff_seconds", "scheduled reconnect delays",
+                                      BACKOFF_BUCKETS_S, r)
+        self.lateness = PlainHistogram("reconnect_lab_reconnect_lateness_seconds",
+                                       "how late a reconnect timer fired against its scheduled time",
+                                       LATENESS_BUCKETS_S, r)
         self.give_ups = Counter("reconnect_lab_give_ups", "sessions marked inactive after max attempts", registry=r)
         self.terminal = Counter("reconnect_lab_terminal_closes", "closes with a terminal code", ["code"], registry=r)
         self.cancelled = Counter("reconnect_lab_reconnects_cancelled", "reconnects cancelled because validation failed",
                                  registry=r)
-        self.closes = Counter("reconnect_lab_session_closes", "link closes seen, by code", ["code"], registry=r)
+        self.closes = Tally("counter", "reconnect_lab_session_closes", "link closes seen, by code", "code", r)
         self.illegal = Counter("reconnect_lab_illegal_transitions", "events the core rejected as illegal",
                                ["event"], registry=r)
         self.malformed = Counter("reconnect_lab_malformed_input", "rejected malformed input, by source",
@@ -75,36 +144,32 @@ class ServiceMetrics:
         self.gc_pause = Histogram("reconnect_lab_gc_pause_seconds", "cyclic garbage-collector pauses, by generation",
                                   ["generation"], buckets=PAUSE_BUCKETS_S, registry=r)
         self._gc_pause = {generation: self.gc_pause.labels(generation=str(generation)) for generation in (0, 1, 2)}
-        # children of labelled metrics on the storm path, looked up once (`labels()` is not free)
-        self._by_status = {status: self.sessions.labels(status=status.value) for status in Status}
-        for child in self._by_status.values():
-            child.set(0)
-        self._attempts = {outcome: self.attempts.labels(outcome=outcome) for outcome in ("opened", "failed")}
-        self._closes: dict[str, Any] = {}
+        self._by_status = self.sessions.counts
+        self._status_text = {status: status.value for status in Status}
 
     def status_changed(self, old: Status | None, new: Status | None) -> None:
         """Move one session between status gauges (None: not counted)."""
         if old is new:
             return
         if old is not None:
-            self._by_status[old].dec()
+            self._by_status[self._status_text[old]] -= 1
         if new is not None:
-            self._by_status[new].inc()
+            self._by_status[self._status_text[new]] += 1
 
     def count_attempt(self, outcome: str) -> None:
         """One reconnect attempt (attempt >= 1) ended: `opened` or `failed`."""
-        child = self._attempts.get(outcome)
-        if child is None:
+        if outcome not in ("opened", "failed"):
             raise ValueError(f"attempt outcome must be 'opened' or 'failed', got {outcome!r}")
-        child.inc()
+        self.attempts.counts[outcome] += 1
 
     def count_close(self, code: object) -> None:
         """One link close, by its code (any value; labelled by its text)."""
-        label = str(code)
-        child = self._closes.get(label)
-        if child is None:
-            child = self._closes[label] = self.closes.labels(code=label)
-        child.inc()
+        label = code if type(code) is str else str(code)
+        counts = self.closes.counts
+        if label in counts:
+            counts[label] += 1
+        else:
+            self.closes.add(label, 1)
 
     def observe_gc_pause(self, generation: int, pause_s: float) -> None:
         child = self._gc_pause.get(generation)
