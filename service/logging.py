@@ -282,12 +282,15 @@ class EventLog:
         detail = record.detail
         configured = _configured
         if key is not None and configured is not None and self._keyed and self._bound_keys.isdisjoint(detail):
-            body = _bodies.get((level, key))
+            bodies = _bodies.get(level)
+            if bodies is None:
+                bodies = _bodies[level] = {}
+            body = bodies.get(key)
             if body is None and _UNKEYED_FIELDS.isdisjoint(detail):
                 body = _render_body(level, record)
-                if len(_bodies) >= _MAX_BODIES:
-                    _bodies.clear()
-                _bodies[(level, key)] = body
+                if len(bodies) >= _MAX_BODIES:
+                    bodies.clear()
+                bodies[key] = body
             if body is not None:
                 stream, lowest = configured
                 if _LEVELS[level] >= lowest:
@@ -312,7 +315,7 @@ class EventLog:
 
 
 _MAX_BODIES = 4096
-_bodies: dict[tuple, str] = {}  # (level, content key) → a record's line between its bound part and timestamp
+_bodies: dict[str, dict[tuple, str]] = {}  # level → content key → a record's line between its bound part and timestamp
 _UNKEYED_FIELDS = frozenset({"attempt", "status", "session_id", "event", "level", "timestamp"})  # detail keys `log` treats apart
 
 

@@ -14,10 +14,14 @@ import asyncio
 from pathlib import Path
 from typing import IO
 
+import orjson
+
 from service.core import TimelineRecord
 from service.logging import ascii_json, json_line
 
 _MAX_RENDERED = 4096
+_MAX_SESSIONS = 65536
+_session_text: dict[str, str | None] = {}  # a session id's JSON text (None: not orjson's ASCII)
 # content key → the line's text before the session id and between it and `t` (keys sorted:
 # attempt, detail, event, session_id, status, t); None when orjson does not render it as json does
 _rendered: dict[tuple, tuple[str, str] | None] = {}
@@ -30,6 +34,19 @@ def _render_parts(record: TimelineRecord) -> tuple[str, str] | None:
         return None
     return (f'{{"attempt":{attempt},"detail":{detail},"event":{event},"session_id":',
             f',"status":{status},"t":')
+
+
+def _session_json(session_id: object) -> str | None:
+    """A session id's JSON text (None: not orjson's ASCII), kept for ids that are text."""
+    if type(session_id) is not str:  # 1 and True would be one key of two texts
+        return ascii_json(session_id, str)
+    text = _session_text.get(session_id, "")
+    if text == "":
+        text = ascii_json(session_id, str)
+        if len(_session_text) >= _MAX_SESSIONS:
+            _session_text.clear()
+        _session_text[session_id] = text
+    return text
 
 
 def render_line(record: TimelineRecord, key: tuple | None = None) -> str:
@@ -45,7 +62,9 @@ def render_line(record: TimelineRecord, key: tuple | None = None) -> str:
                 _rendered.clear()
             _rendered[key] = parts
         if parts is not None:
-            session_id, t = ascii_json(record.session_id, str), ascii_json(record.t, str)
+            session_id = _session_json(record.session_id)
+            t = record.t
+            t = orjson.dumps(t).decode() if type(t) is float else ascii_json(t, str)  # a float's is ASCII
             if session_id is not None and t is not None:
                 return f"{parts[0]}{session_id}{parts[1]}{t}}}"
     return json_line(record.to_dict(), str, sort_keys=True)

@@ -29,7 +29,7 @@ KEYS = ["code", "reason", "backoff_ms", "level", "timestamp", "event", "session_
 records = st.builds(
     TimelineRecord,
     t=st.sampled_from([NOW_S, 0.0, -0.0, 1e16, 1, True, float("nan")]),
-    session_id=st.sampled_from(["s1", "s2", "é"]),
+    session_id=st.sampled_from(["s1", "s2", "é", "\x7f", 1, True]),
     event=st.sampled_from([*LogEvent, "session_closed", "é"]),
     attempt=st.sampled_from([0, 1, False, True, 2**64, 1.0]),
     status=st.sampled_from([None, "active", Status.ACTIVE, "connecting", "\x7f"]),
@@ -39,11 +39,12 @@ records = st.builds(
 
 @pytest.fixture(autouse=True)
 def fresh_tables():
-    timeline_module._rendered.clear()
-    logging_module._bodies.clear()
+    tables = (timeline_module._rendered, timeline_module._session_text, logging_module._bodies)
+    for table in tables:
+        table.clear()
     yield
-    timeline_module._rendered.clear()
-    logging_module._bodies.clear()
+    for table in tables:
+        table.clear()
 
 
 @settings(max_examples=300, deadline=None)
