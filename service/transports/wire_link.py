@@ -76,7 +76,8 @@ class WireLink:
         self._started = False
         self._close_requested = False
         self._closed_by: str | None = None  # "keepalive" or "local", when we closed it
-        self._result: asyncio.Future[LinkClosed] | None = None
+        self._closed: LinkClosed | None = None  # how the link ended, once it has
+        self._closed_waiters: list[asyncio.Future[None]] = []  # `wait_closed()` calls still waiting
         self._login: asyncio.Future[None] | None = None  # the `open` frame, or why not
         self._lost: asyncio.Future[None] | None = None  # made by the first wait for the TCP connection's end
         self._is_lost = False  # the TCP connection has ended
@@ -97,7 +98,7 @@ class WireLink:
 
     @property
     def is_open(self) -> bool:
-        return self._keepalive is not None and self._result is not None and not self._result.done()
+        return self._keepalive is not None and self._closed is None
 
     @property
     def url(self) -> str:
@@ -110,7 +111,7 @@ class WireLink:
             raise LinkFailed("already_used" if self._started else "closed")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._result, self._login, self._opening = loop.create_future(), loop.create_future(), True
+        self._login, self._opening = loop.create_future(), True
         try:
             failure = await self._attempt_open(loop, timeout_s)
             if self._close_requested:  # close() cut the attempt off, or raced its last step
@@ -181,10 +182,10 @@ class WireLink:
         if self._socket is not None:
             self._socket.abort()
             await self._until_lost(self._transport.close_timeout_s)
-        assert self._result is not None and self._login is not None
-        if not self._result.done():
-            self._result.set_result(LinkClosed(code=failure.code, wait_s=failure.wait_s,
-                                               reason=f"open failed: {failure.reason}"))
+        assert self._login is not None
+        if self._closed is None:
+            self._settle_closed(LinkClosed(code=failure.code, wait_s=failure.wait_s,
+                                           reason=f"open failed: {failure.reason}"))
         # `open()` raising is the one report of this failure (the session logs and counts it):
         # a login the connection failed after the attempt stopped waiting is read here, so
         # asyncio does not log it again as an exception never retrieved
@@ -323,8 +324,8 @@ class WireLink:
 
     def _finish(self) -> None:
         """Resolve `wait_closed()` once the socket is gone, from whoever saw it first."""
-        assert self._ws is not None and self._result is not None
-        if self._result.done():
+        assert self._ws is not None
+        if self._closed is not None:
             return
         if self._closed_by == "keepalive":
             closed = LinkClosed(code=KEEPALIVE_TIMEOUT, reason="keepalives unanswered")
@@ -335,15 +336,33 @@ class WireLink:
             ws_code = ABNORMAL_CLOSURE if rcvd is None else rcvd.code
             closed = LinkClosed(code=from_ws_close_code(ws_code), wait_s=parse_close_reason(rcvd and rcvd.reason),
                                 reason=f"peer closed (websocket code {ws_code})")
-        self._result.set_result(closed)
+        self._settle_closed(closed)
         log.debug("wire link closed: session %s code %s", self.session_id, closed.code)
+
+    def _settle_closed(self, closed: LinkClosed) -> None:
+        """The link has ended: say how, once, and wake every `wait_closed()`."""
+        self._closed = closed
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a waiter whose caller was cancelled is done already
+                waiter.set_result(None)
 
     # -- close --------------------------------------------------------------------
 
     async def wait_closed(self) -> LinkClosed:
-        if self._result is None:
+        if not self._started:
             raise RuntimeError("wait_closed() before open(): this link was never opened")
-        return await asyncio.shield(self._result)
+        if self._closed is None:  # a future of this caller's own: cancelling it ends no other wait
+            waiter = asyncio.get_running_loop().create_future()
+            self._closed_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._closed_waiters:
+                    self._closed_waiters.remove(waiter)
+                raise
+        assert self._closed is not None
+        return self._closed
 
     async def close(self) -> None:
         """Close the socket and wait (bounded) until it is really closed. Never raises."""
@@ -361,6 +380,8 @@ class WireLink:
                     await asyncio.shield(self._open_settled)
         if self._keepalive is None:
             return  # never opened, or the open failed (its socket is already closed)
+        if self._is_lost and self._shutdown_task is None:
+            return  # the TCP connection has ended (the peer closed it): nothing to send or wait for
         try:
             await asyncio.shield(self._begin_shutdown("local", grace_s=self._transport.close_timeout_s))
         except Exception as exc:  # noqa: BLE001 - close never raises
@@ -369,7 +390,7 @@ class WireLink:
     def _begin_shutdown(self, by: str, grace_s: float) -> asyncio.Task[None]:
         """One shutdown per link; later callers wait for the same one."""
         if self._shutdown_task is None:
-            if self._closed_by is None and self._result is not None and not self._result.done():
+            if self._closed_by is None and self._started and self._closed is None:
                 self._closed_by = by
             self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown(grace_s))
         return self._shutdown_task

@@ -201,6 +201,26 @@ async def test_peer_close_is_reported_with_decoded_code(wire: WireTransport, sta
     assert not link.is_open
 
 
+async def test_a_cancelled_wait_leaves_the_end_to_every_other_waiter(wire: WireTransport,
+                                                                     standins_clean: Standins) -> None:
+    """Each `wait_closed()` waits on its own: cancelling one ends no other, and after the peer
+    closed, `close()` returns at once and every later wait reads the same end."""
+    link = await opened(wire)
+    cancelled = asyncio.create_task(link.wait_closed())
+    waiting = [asyncio.create_task(link.wait_closed()) for _ in range(2)]
+    await eventually(lambda: len(link._closed_waiters) == 3, 5, "three waits")
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert link.is_open and len(link._closed_waiters) == 2
+    standins_clean.whatsapp.close("s1", 428)
+    async with asyncio.timeout(10):
+        ends = await asyncio.gather(*waiting)
+    assert [end.code for end in ends] == [428, 428]
+    await link.close()
+    assert (await link.wait_closed()) is ends[0] and not link.is_open
+
+
 async def test_due_work_runs_before_each_read_and_close_callback(standins_clean: Standins) -> None:
     """`due_work` (due timers handed on) runs in the socket's own callbacks: before
     the frames that open the link, and before a close is taken in."""
