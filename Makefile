@@ -108,8 +108,9 @@ test-chaos-busy: venv tools
 	kill $$pids 2>/dev/null; wait $$pids 2>/dev/null || true; \
 	exit $$status
 
+# `make bench PYTEST_ARGS='tests/bench/test_x.py'` runs that file alone; options alone (-k ...) run all of tests/bench
 bench: venv tools
-	$(TEST_ENV) $(PY) -m pytest tests/bench --benchmark-enable $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(if $(filter tests/%,$(PYTEST_ARGS)),,tests/bench) --benchmark-enable $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks build dist *.egg-info
