@@ -24,7 +24,7 @@ an in-flight slot). Writes `reports/service/bench-<N>[-<variant>].json` and `.md
 Size: SERVICE_BENCH_SESSIONS (default 10,000), clipped to what the open-file hard limit
 allows for the drop. Other variants: SERVICE_BENCH_JITTER=full|equal|decorrelated (the
 policy's jitter; default none, the note's) and SERVICE_BENCH_MAX_INFLIGHT (the service's
-`max_inflight`, default its own), SERVICE_BENCH_LOOP=uvloop (its `event_loop`) and SERVICE_BENCH_VALIDITY=single (one back-office
+`max_inflight`, default its own), SERVICE_BENCH_LOOP=asyncio|uvloop (its `event_loop`; default the service's, uvloop) and SERVICE_BENCH_VALIDITY=single (one back-office
 request per validity question instead of one per loop tick). With the `proxy` drop one switch serves every session, so
 a session whose attempt 2 comes before the last session's attempt 1 has failed (jitter, or
 a storm longer than the backoff) meets the link still down: the report says on which
@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 
+from service.config import Settings
 from service.core import read_jsonl
 from tests.fixtures.service import metric_value, scrape, statuses
 
@@ -55,7 +56,8 @@ REQUESTED = int(os.environ.get("SERVICE_BENCH_SESSIONS", "10000"))
 JITTER = os.environ.get("SERVICE_BENCH_JITTER", "none")
 DROP = os.environ.get("SERVICE_BENCH_DROP", "outage")
 VALIDITY = os.environ.get("SERVICE_BENCH_VALIDITY", "batch")  # the service's `backoffice_validity`
-LOOP = os.environ.get("SERVICE_BENCH_LOOP", "asyncio")  # the service's `event_loop`
+SERVICE_LOOP = Settings.model_fields["event_loop"].default  # the service's own default
+LOOP = os.environ.get("SERVICE_BENCH_LOOP", SERVICE_LOOP)  # the service's `event_loop`
 SOCKETS_PER_SESSION = {"outage": 1, "proxy": 2}  # in the one process holding the most
 OUTAGE_CODE = 503  # "service unavailable": reconnect, in every close-code table
 MAX_INFLIGHT = int(os.environ["SERVICE_BENCH_MAX_INFLIGHT"]) if os.environ.get("SERVICE_BENCH_MAX_INFLIGHT") else None
@@ -308,7 +310,7 @@ def variant_name() -> str:
     parts = (([] if DROP == "outage" else [f"drop-{DROP}"]) + ([] if VALIDITY == "batch" else [f"validity-{VALIDITY}"])
              + ([] if JITTER == "none" else [f"jitter-{JITTER}"])
              + ([] if MAX_INFLIGHT is None else [f"inflight-{MAX_INFLIGHT}"])
-             + ([] if LOOP == "asyncio" else [LOOP]))
+             + ([] if LOOP == SERVICE_LOOP else [LOOP]))
     return "-".join(parts)
 
 
