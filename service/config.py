@@ -122,8 +122,9 @@ class Settings(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1,
                              description="seed of the jitter random generator (none: random)")
     start_concurrency: int = Field(500, ge=1, le=100_000, description="sessions opening at once at start-up")
-    max_inflight: int = Field(256, ge=1, le=100_000, description=(
-        "validations and socket opens in flight at once (paces a reconnect storm; decides nothing)"))
+    max_inflight: int = Field(4096, ge=1, le=100_000, description=(
+        "socket opens in flight at once, and the cap of the validations in flight (their limit adapts "
+        "below it to how fast they answer; paces a reconnect storm; decides nothing)"))
     health_stuck_after_s: float | None = Field(None, gt=0, le=DAY_S, description=(
         "/healthz is unhealthy while a session is validating or connecting for longer than this "
         "(none: twice the sum of the bounds of those steps; see service/README.md)"))

@@ -134,6 +134,8 @@ class ServiceMetrics:
         self.outbox_dead = Gauge("reconnect_lab_outbox_dead_letters", "outbox entries moved to the dead stream "
                                  "since start, by reason (malformed: undecodable; refused: the back office "
                                  "refuses it)", ["reason"], registry=r)
+        self.validation_slots = Gauge("reconnect_lab_validation_slots", "validations let in flight at once "
+                                      "now (adapts between a floor and max_inflight)", registry=r)
         self.leases = Gauge("reconnect_lab_leases_held", "session leases held by this process", registry=r)
         self.outbox_depth = Gauge("reconnect_lab_outbox_depth", "status updates waiting for the back office", registry=r)
         self.outbox_age = Gauge("reconnect_lab_outbox_oldest_age_seconds", "age of the oldest unacknowledged update",

@@ -95,6 +95,7 @@ class Service:
         if redis_malformed > self._redis_malformed_seen:
             self.metrics.malformed.labels(source="redis").inc(redis_malformed - self._redis_malformed_seen)
             self._redis_malformed_seen = redis_malformed
+        self.metrics.validation_slots.set(self.gateway.ctx.validation_slot().limit)
         self.metrics.outbox_retries.set(self.outbox.retries)
         for reason, count in self.outbox.dead.counts.items():
             self.metrics.outbox_dead.labels(reason=reason).set(count)
@@ -219,6 +220,7 @@ async def build_service(settings: Settings, *, keep_lateness: bool = False) -> S
     ctx = RunnerContext(store=store, validity=chain, transport=transport, policy=policy, metrics=metrics,
                         timeline=timeline, log=log, clock=time.time, lateness_s=[] if keep_lateness else None,
                         rng_seed=settings.seed, max_inflight=settings.max_inflight, timers=timers,
+                        validity_budget_s=settings.backoffice_validity_budget_s,
                         validate_retry=RetryPolicy(settings.redis_retry_base_s, settings.redis_retry_cap_s),
                         write_retry=RetryPolicy(settings.redis_retry_base_s, settings.status_write_retry_cap_s))
     source = make_source(settings.sessions, settings.session_credentials)

@@ -33,14 +33,31 @@ class Slots:
     future) is more for the cyclic GC to walk. `async with` waits for a slot (a retry)."""
 
     def __init__(self, limit: int) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"slots limit must be an int >= 1, got {limit!r}")
-        self._free = limit
+        self._limit = _checked_limit(limit)
+        self._free = limit  # below 0 after a lower limit: that many holders give theirs back for good
         self._queue: deque[Callable[[], bool]] = deque()
 
     @property
     def waiting(self) -> int:
         return len(self._queue)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def set_limit(self, limit: int) -> None:
+        """A lower limit takes effect as holders release; a higher one hands the new slots to the
+        first in line at once."""
+        extra, self._limit = _checked_limit(limit) - self._limit, limit
+        if extra <= 0:
+            self._free += extra
+            return
+        try:
+            while extra > 0 and self._queue:
+                extra -= 1
+                self.release()  # pays a lowered limit back first; if a start raises, `_hand` passed it on
+        finally:
+            self._free += extra
 
     def when_free(self, start: Callable[[], bool]) -> None:
         """Call `start()` holding a slot, now or once one is free. `start` returns False when it
@@ -53,8 +70,9 @@ class Slots:
             self._queue.append(start)
 
     def release(self) -> None:
-        """Give a held slot back: to the first in line that still wants it, else free."""
-        while self._queue:
+        """Give a held slot back: to the first in line that still wants it, else free (or gone,
+        while more are held than a lowered limit allows)."""
+        while self._free >= 0 and self._queue:
             if self._hand(self._queue.popleft()):
                 return
         self._free += 1
@@ -92,6 +110,42 @@ class Slots:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+
+def _checked_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"slots limit must be an int >= 1, got {limit!r}")
+    return limit
+
+
+class AdmissionLimit:
+    """The validations' `Slots` limit, adapted to how fast validations answer (AIMD, like TCP's
+    window): it starts at `floor`; each answer within a quarter of `budget_s` (R4's back-office
+    budget) adds one slot, so the limit about doubles per round of answers, up to `cap`; an
+    answer past half the budget multiplies it by `cut` (at most once per budget period, the
+    answers admitted before a cut come back slow too), never below `floor`."""
+
+    def __init__(self, *, cap: int, budget_s: float, floor: int = 64, cut: float = 0.7,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < cut < 1 or not budget_s > 0:
+            raise ValueError(f"admission cut must be in (0, 1) and budget_s > 0, got {cut!r}, {budget_s!r}")
+        self.cap, self.floor = _checked_limit(cap), min(_checked_limit(floor), cap)
+        self.fast_s, self.slow_s, self.budget_s, self.cut = budget_s / 4, budget_s / 2, budget_s, cut
+        self.slots = Slots(self.floor)
+        self.clock = clock
+        self._cut_at_s = -float("inf")
+
+    def answered(self, took_s: float) -> None:
+        """A validation took `took_s` from its admission to its answer."""
+        slots = self.slots
+        if took_s < self.fast_s:
+            if slots.limit < self.cap:
+                slots.set_limit(slots.limit + 1)
+        elif took_s > self.slow_s and slots.limit > self.floor:
+            now_s = self.clock()
+            if now_s - self._cut_at_s >= self.budget_s:
+                self._cut_at_s = now_s
+                slots.set_limit(max(self.floor, int(slots.limit * self.cut)))
 
 
 class SlotHold:
@@ -132,15 +186,21 @@ class RunnerContext:
     rng_seed: int | None = None
     # admission control: at most this many validations / socket opens in flight at once. It paces
     # I/O (like a connection pool); when and whether to reconnect is still the core's decision.
-    max_inflight: int = 256
+    # The validations' limit adapts below it (`AdmissionLimit`) to how fast they answer within
+    # R4's back-office budget (setting backoffice_validity_budget_s).
+    max_inflight: int = 4096
+    validity_budget_s: float = 1.0
     timers: ReconnectTimers = field(default_factory=ReconnectTimers)  # every runner's reconnect timer
-    _validations: Slots | None = None
+    _admission: AdmissionLimit | None = None
     _opens: Slots | None = None
 
+    def admission(self) -> AdmissionLimit:
+        if self._admission is None:
+            self._admission = AdmissionLimit(cap=self.max_inflight, budget_s=self.validity_budget_s)
+        return self._admission
+
     def validation_slot(self) -> Slots:
-        if self._validations is None:
-            self._validations = Slots(self.max_inflight)
-        return self._validations
+        return self.admission().slots
 
     def open_slot(self) -> Slots:
         if self._opens is None:

@@ -67,18 +67,20 @@ class Validation:
         unreachable Redis is not an answer. Any other exception is a failed validation the core
         is told of (`ValidationFailed`), counted and logged: this task never ends with the session
         left validating."""
-        ctx, retry = self._ctx, None
+        ctx, retry, admission = self._ctx, None, self._ctx.admission()
 
         def current() -> bool:
             return self._generation == generation
         while True:
             ctx.timers.run_due_now()
             try:
+                asked_s = admission.clock()
                 try:
                     ok = await ctx.validity.is_session_active(
                         self._session_id, for_reconnect=for_reconnect, mark_started=mark, fence=self._fence)
                 finally:
                     hold.release()
+                admission.answered(admission.clock() - asked_s)  # an answer paces the next admissions
             except FencedWrite as err:  # the attempt's start could not be recorded: not ours any more
                 self._on_fenced("mark_started", err)
                 return

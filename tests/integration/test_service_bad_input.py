@@ -63,6 +63,8 @@ async def test_backoffice_garbage_or_500_is_retried_and_sessions_carry_on(
         text = await ascrape(port)
         assert metric_value(text, "reconnect_lab_outbox_depth") >= 2, "undelivered updates stay queued"
         assert metric_value(text, "reconnect_lab_outbox_failed_batches") >= 1
+        slots = metric_value(text, "reconnect_lab_validation_slots")  # the adaptive limit, read at the scrape
+        assert 64 <= slots <= service.settings.max_inflight and slots == service.gateway.ctx.validation_slot().limit
         s.backoffice.set_mode("ok")
         await eventually(lambda: r.outbox_length() == 0, 5, "outbox drained once it answers")
     got = [(u["status"], u["seq"]) for u in s.backoffice.updates()["updates"] if u["session_id"] == "s0"]

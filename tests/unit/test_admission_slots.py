@@ -1,11 +1,14 @@
 """`Slots` (service/runtime/context.py): the admission slots that pace validations and socket
 opens. A storm's waiting attempts are queued callbacks, not tasks; the order is kept; a slot
 never leaks, whether a start no longer wants it, raises, or a waiter is cancelled. And a
-validated attempt's open runs in its validation's task (`LinkDriver.open_here`)."""
+validated attempt's open runs in its validation's task (`LinkDriver.open_here`). The
+validations' limit adapts (`AdmissionLimit`): it grows on fast answers, shrinks on slow ones,
+between its floor and its cap."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -14,7 +17,7 @@ from service.core.events import Start
 from service.errors import StoreError
 from service.memory import MemoryStatusStore
 from service.retry import RetryPolicy
-from service.runtime.context import SlotHold, Slots
+from service.runtime.context import AdmissionLimit, SlotHold, Slots
 from service.runtime.runner import SessionRunner
 from tests.fixtures.memory import Shell, memory_shell, until
 
@@ -202,3 +205,142 @@ async def test_a_reconnects_validation_and_its_link_share_one_task() -> None:
         assert (tasks_named("LinkDriver._drive"), tasks_named("Validation._ask")) == (0, 1)
     await runner.aclose()
     assert tasks_named("Validation._ask") == 0
+
+
+def test_a_lower_limit_takes_effect_as_holders_release() -> None:
+    slots, started = Slots(4), []
+    for name in "abcdef":
+        slots.when_free(lambda name=name: started.append(name) or True)
+    assert started == list("abcd")
+    slots.set_limit(2)
+    assert slots.limit == 2
+    slots.release()
+    slots.release()
+    assert started == list("abcd"), "two of the four holders gave theirs back for good"
+    slots.release()
+    assert started == list("abcde"), "then a release hands on again"
+    slots.release()
+    slots.release()
+    slots.release()
+    assert started == list("abcdef") and slots.waiting == 0
+    slots.when_free(lambda: started.append("g") or True)
+    slots.when_free(lambda: started.append("h") or True)
+    slots.when_free(lambda: started.append("i") or True)
+    assert started[-2:] == ["g", "h"], "two slots once every holder released"
+
+
+def test_a_higher_limit_hands_its_slots_to_the_waiters_at_once_in_order() -> None:
+    slots, started = Slots(1), []
+    for name in "abcdef":
+        slots.when_free(lambda name=name: started.append(name) or True)
+    slots.when_free(lambda: False)  # a stale start: passes its slot on
+    slots.when_free(lambda: started.append("g") or True)
+    assert started == ["a"]
+    slots.set_limit(3)
+    assert started == ["a", "b", "c"] and slots.limit == 3
+    slots.set_limit(2)
+    slots.set_limit(6)  # one holder more than 2 was owed back: 6 - 3 held = 3 free
+    assert started == list("abcdef")
+    slots.set_limit(7)
+    assert started == list("abcdefg") and slots.waiting == 0
+    slots.set_limit(8)  # nobody waits: one slot free
+    slots.when_free(lambda: started.append("h") or True)
+    slots.when_free(lambda: started.append("i") or True)
+    assert started[-1] == "h" and slots.waiting == 1
+
+
+def test_a_lower_then_higher_limit_owes_nothing_twice() -> None:
+    slots, started = Slots(4), []
+    for name in "abcd":
+        slots.when_free(lambda name=name: started.append(name) or True)
+    slots.set_limit(1)
+    slots.set_limit(4)  # back where it was, nobody released: still four held, none free
+    slots.when_free(lambda: started.append("e") or True)
+    assert started == list("abcd")
+    slots.release()
+    assert started == list("abcde")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_fast_answers_grow_the_limit_about_double_per_round_up_to_the_cap() -> None:
+    limit = AdmissionLimit(cap=200, budget_s=1.0, floor=64)
+    assert limit.slots.limit == 64, "it starts at the floor"
+    for _ in range(64):
+        limit.answered(0.01)
+    assert limit.slots.limit == 128, "a round of answers well inside the budget doubles it"
+    for _ in range(500):
+        limit.answered(0.2)
+    assert limit.slots.limit == 200, "never past the cap"
+    for _ in range(50):
+        limit.answered(0.25)  # neither fast nor past half the budget: no change
+        limit.answered(0.5)
+    assert limit.slots.limit == 200
+
+
+def test_a_slow_answer_cuts_the_limit_once_per_budget_period_never_below_the_floor() -> None:
+    clock = Clock()
+    limit = AdmissionLimit(cap=4096, budget_s=1.0, floor=64, clock=clock)
+    for _ in range(1000):
+        limit.answered(0.001)
+    assert limit.slots.limit == 1064
+    limit.answered(0.6)
+    assert limit.slots.limit == 744, "x0.7"
+    for _ in range(100):
+        limit.answered(0.9)  # the answers admitted before the cut come back slow too
+    assert limit.slots.limit == 744, "once per budget period"
+    clock.now_s += 1.0
+    limit.answered(2.0)
+    assert limit.slots.limit == 520
+    for _ in range(20):
+        clock.now_s += 1.0
+        limit.answered(0.9)
+    assert limit.slots.limit == 64, "never below the floor"
+
+
+def test_a_cap_below_the_floor_is_the_floor_and_bad_settings_are_refused() -> None:
+    limit = AdmissionLimit(cap=2, budget_s=1.0)
+    assert limit.slots.limit == 2
+    limit.answered(0.001)
+    assert limit.slots.limit == 2
+    with pytest.raises(ValueError, match="cut"):
+        AdmissionLimit(cap=10, budget_s=1.0, cut=1.0)
+    with pytest.raises(ValueError, match="budget_s"):
+        AdmissionLimit(cap=10, budget_s=0.0)
+    with pytest.raises(ValueError, match="slots limit"):
+        AdmissionLimit(cap=0, budget_s=1.0)
+    with pytest.raises(ValueError, match="slots limit"):
+        Slots(3).set_limit(0)
+
+
+async def test_slow_validity_answers_through_a_runner_lower_the_limit() -> None:
+    """40 sessions reconnect with Redis answering at once: each fast answer adds a slot (64 -> 104).
+    Then Redis holds its answers past half the back-office budget: the limit is cut (x0.7)."""
+    store = HeldReads()
+    shell = memory_shell(store=store)
+    shell.ctx.validity_budget_s = 0.4
+    ids = [f"s{i}" for i in range(40)]
+    runners = await all_active(shell, ids)
+    assert shell.ctx.validation_slot().limit == 64
+    for sid in ids:
+        shell.transport.close(sid, 503)
+    await until(lambda: all(shell.transport.opens.get(sid) == 2 for sid in ids), "every session reopened")
+    grown = shell.ctx.validation_slot().limit
+    assert grown > 64, "fast answers grow the limit"
+    store.released.clear()
+    for sid in ids:
+        shell.transport.close(sid, 503)
+    await until(lambda: store.reading == 40, "every validation asking")
+    held_since_s = time.monotonic()
+    await until(lambda: time.monotonic() - held_since_s > 0.25, "Redis answers past half the budget")
+    store.released.set()
+    await until(lambda: all(shell.transport.opens.get(sid) == 3 for sid in ids), "every session reopened")
+    assert shell.ctx.validation_slot().limit == max(64, int(grown * 0.7)), "cut once"
+    for runner in runners:
+        await runner.aclose()
