@@ -47,7 +47,8 @@ import pytest
 
 from service.config import Settings
 from service.core import TimelineRecord
-from tests.bench.test_service_bench import REPORT_DIR, lateness_ms, raise_fd_limit, summary_ms, wait_until
+from tests.bench.test_service_bench import (REPORT_DIR, interpreter, lateness_ms, raise_fd_limit, summary_ms,
+                                            wait_until)
 from tests.fixtures.socks5 import Socks5Server
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow, pytest.mark.integration,
@@ -230,7 +231,8 @@ def test_neonize_storm_cycles(service_process, standins_clean, toxiproxy, socks5
         "lateness_ms": summary_ms(lateness.timer_ms),
         "socket_open_lateness_ms": summary_ms(lateness.socket_open_ms),
         "per_cycle": cycles,
-        "machine": {"cpus": os.cpu_count(), "load_1_5_15_before": [round(x, 2) for x in load_before],
+        "machine": {"cpus": os.cpu_count(), "python": interpreter(),
+                    "load_1_5_15_before": [round(x, 2) for x in load_before],
                     "load_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
         "targets": TARGETS,
     }

@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -298,12 +299,18 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
         "socket_open_lateness_ms_by_attempt": {str(k): summary_ms(v)
                                                for k, v in sorted(lateness.socket_open_ms_by_attempt.items())},
         "r7_violations": len(stats["r7_violations"]),
-        "machine": {"cpus": os.cpu_count(), "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]},
+        "machine": {"cpus": os.cpu_count(), "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "python": interpreter()},
         "targets": TARGETS,
     }
     write_report(result)
     assert result["r7_violations"] == 0
     assert sum(recovered_on.values()) == n, "every session must have gone through the storm"
+
+
+def interpreter() -> str:
+    """The Python the service ran on (this venv's, as the service's process): its build moves CPU figures."""
+    return f"CPython {sys.version.split()[0]} ({os.path.realpath(sys.executable)})"
 
 
 def variant_name() -> str:
@@ -329,7 +336,7 @@ def write_report(result: dict[str, Any]) -> None:
         f"{result['sessions']} sessions in one `python -m service` process, dropped at once: {result['drop']}, "
         f"then up. {result['policy']}; "
         f"max_inflight: {result['max_inflight']}; transport: `{result['transport']}`; event loop: "
-        f"{result['event_loop']}.",
+        f"{result['event_loop']}; {result['machine']['python']}.",
         *(["", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
         "| measure | value |", "|---|---|",
         f"| recovered on attempt | {result['recovered_on_attempt']} |",
