@@ -357,11 +357,12 @@ class SessionMachine:
     def _emit(self, event: LogEvent, attempt: int | None = None, **detail: Any) -> None:
         if not self.trace:
             return
+        if None in detail.values():  # else the keywords' own fresh dict is the detail, as it is
+            detail = {k: v for k, v in detail.items() if v is not None}
         status = self._vars.status
         record = TimelineRecord.trusted(self._now, self.session_id, _EVENT_TEXT[event],
                                         self._vars.attempts if attempt is None else attempt,
-                                        None if status is None else _STATUS_TEXT[status],
-                                        {k: v for k, v in detail.items() if v is not None})
+                                        None if status is None else _STATUS_TEXT[status], detail)
         self._out.append(Emit.trusted(record))
 
 

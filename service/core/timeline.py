@@ -51,8 +51,13 @@ class TimelineRecord:
         constructor, a storm makes thousands a second (a frozen dataclass's `__init__` sets each
         field through `object.__setattr__` and copies `detail`: ~4x the time)."""
         record = _new(cls)
-        record.__dict__.update(t=t, session_id=session_id, event=event, attempt=attempt, status=status,
-                               detail=detail)
+        fields = record.__dict__  # item by item: no keyword dict made and merged
+        fields["t"] = t
+        fields["session_id"] = session_id
+        fields["event"] = event
+        fields["attempt"] = attempt
+        fields["status"] = status
+        fields["detail"] = detail
         return record
 
     def to_dict(self) -> dict[str, Any]:

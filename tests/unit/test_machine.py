@@ -316,3 +316,23 @@ def test_a_shell_that_never_resumes_gets_no_crash_bookkeeping():
     assert not [c for _, c in skipped.commands if isinstance(c, bookkeeping)]
     assert [c for _, c in skipped.commands] == [c for _, c in kept.commands if not isinstance(c, bookkeeping)]
     assert skipped.machine.fork().persist is False
+
+
+def test_a_records_detail_leaves_out_what_is_none_and_is_its_own():
+    machine = open_session()
+    records = [c.record for c in machine.handle(Closed(code=503), 1.0) if isinstance(c, Emit)]
+    assert {r.event: r.detail for r in records}["session_closed"] == {"code": 503}  # no reason: left out
+    assert all(None not in r.detail.values() for r in records)
+    machine.handle(BackoffElapsed(), 3.0)
+    machine.handle(Validated(ok=True), 3.0)
+    failed = [c.record for c in machine.handle(StartFailed("refused"), 3.0) if isinstance(c, Emit)]
+    assert {r.event: r.detail for r in failed}["session_closed"] == {"reason": "refused"}  # no code: left out
+    details = [r.detail for r in records + failed]
+    assert len({id(detail) for detail in details}) == len(details)  # no record shares another's
+    uncapped = SessionMachine("s2", build_policy({"max_attempts": "unlimited"}), status=Status.ACTIVE)
+    uncapped.handle(Start(), 0.0)
+    uncapped.handle(Opened(), 0.0)
+    scheduled = [c.record for c in uncapped.handle(Closed(code=503), 1.0)
+                 if isinstance(c, Emit) and c.record.event == "reconnect_scheduled"]
+    assert scheduled and "max_attempts" not in scheduled[0].detail and scheduled[0].attempt == 1
+    assert set(scheduled[0].detail) == {"backoff_ms", "reason"}
