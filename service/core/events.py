@@ -216,6 +216,7 @@ Command = (ClearCache | SetStatus | ScheduleReconnect | CancelReconnect | Valida
            | OpenSocket | Drop | Emit | RecordPending | MarkStarted | ClearPending)
 
 _WRITTEN_WITH: dict[type, tuple[type, ...]] = {SetStatus: (RecordPending, ClearPending), MarkStarted: (Validate,)}
+WRITTEN_FIRST = frozenset(_WRITTEN_WITH)  # the kinds a pair starts with: `written_with` is None for any other
 
 
 def written_with(commands: list[Command], index: int) -> Command | None:

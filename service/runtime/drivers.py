@@ -8,14 +8,13 @@ outcome handed back as the event the machine is given (`Opened`, `StartFailed`, 
 makes the old link's outcomes stale before the next link opens), the link's malformed-frame
 counter, and how a failed open or an ended link is reported and counted.
 
-`ReconnectTimers`: the one owner of every session's reconnect timer. One sorted index of (due
-time, order) handles, ONE loop `TimerHandle` armed for the earliest entry only, real
-cancellation (a cancelled timer leaves nothing behind), and the hand-on of due timers
-(`run_due_now`, the `service.due_work.DueWork` interface): any session event or socket callback
-that runs first fires what has fallen due, so in a storm a due timer waits for one step of work,
-not for a whole pass of the loop. Owns the firing order (earliest due first; equal due times in
-the order scheduled) and the containment of a timer's exception (counted by `on_error`, the next
-timer still fires). `SessionTimer` is one session's timer on it.
+`ReconnectTimers`: the one owner of every session's reconnect timer. One sorted index of (due time, order)
+handles, ONE loop `TimerHandle` armed for the earliest entry only, real cancellation (a cancelled timer
+leaves nothing behind), and the hand-on of due timers (`run_due_now`, the `service.due_work.DueWork`
+interface): any session event or socket callback that runs first fires what has fallen due, so in a storm a
+due timer waits for one step of work, not for a whole pass of the loop. Owns the firing order (earliest due
+first; equal due times in the order scheduled) and the containment of a timer's exception (counted by
+`on_error`, the next timer still fires). `SessionTimer` is one session's timer on it.
 
 Must not: decide anything (the core does, from the events), let an I/O error escape the
 session, or fire a timer before it is due.
@@ -180,6 +179,7 @@ class ReconnectTimers:
         self._running = False
         self._armed: asyncio.TimerHandle | None = None
         self._armed_due_s: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the armed timer's: `run_due_now` reads its clock
         self.fired_early = 0  # timers fired by a hand-on before the loop's timer came
 
     def __len__(self) -> int:
@@ -212,7 +212,7 @@ class ReconnectTimers:
         comparison when nothing is due: the armed time is the earliest entry's."""
         due_s = self._armed_due_s
         if due_s is not None and not self._running:
-            now_s = asyncio.get_running_loop().time()
+            now_s = self._loop.time()  # type: ignore[union-attr]  # armed: not None
             if due_s <= now_s:
                 self.run_due(now_s, by_hand_on=True)
 
@@ -252,15 +252,15 @@ class ReconnectTimers:
             return
         if self._armed is not None:
             self._armed.cancel()
-            self._armed = None
-        self._armed_due_s = due_s
+        self._armed, self._armed_due_s = None, due_s
         if due_s is not None:
-            self._armed = asyncio.get_running_loop().call_at(due_s, self._on_loop_timer, due_s)
+            self._loop = asyncio.get_running_loop()
+            self._armed = self._loop.call_at(due_s, self._on_loop_timer, due_s)
 
     def _on_loop_timer(self, due_s: float) -> None:
         """The loop reached the armed time (asyncio may call up to its clock resolution early)."""
         self._armed, self._armed_due_s = None, None
-        self.run_due(max(asyncio.get_running_loop().time(), due_s))
+        self.run_due(max(self._loop.time(), due_s))  # type: ignore[union-attr]  # armed: not None
 
 
 class SessionTimer:

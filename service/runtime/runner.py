@@ -21,7 +21,7 @@ from collections.abc import Callable
 from service.core import IllegalTransition, SessionMachine, State, Status
 from service.core.events import (
     BackoffElapsed, CancelReconnect, ClearCache, ClearPending, CloseSocket, Command, Drop, Emit, Event,
-    MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate, written_with,
+    MarkStarted, OpenSocket, RecordPending, ScheduleReconnect, SetStatus, Validate, WRITTEN_FIRST, written_with,
 )
 from service.errors import FencedWrite, MalformedInput
 from service.pending import record_of
@@ -78,12 +78,6 @@ class Turn:
                 return
         self._held = False
 
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-
 
 class SessionRunner:
     """Drives one session. `deliver(event)` is the only way events reach the machine."""
@@ -100,8 +94,9 @@ class SessionRunner:
         self.drop_reason: str | None = None
         self._lock = Turn()  # one event at a time; a due timer may take it inside its callback
         self._timer = SessionTimer(ctx.timers, lambda guard: self.deliver_now(BackoffElapsed(), guard))
+        self._loop = asyncio.get_running_loop()  # the runner's; asked once, not per event
         self._loop_now = 0.0  # loop time when the current event was handed to the machine
-        self.state_since = asyncio.get_running_loop().time()  # loop time the machine entered its state
+        self.state_since = self._loop.time()  # loop time the machine entered its state
         self._log = ctx.log.bind(session_id=session_id)
         self._tasks = SessionTasks(ctx.metrics, self._log)
         self._spawn = self._tasks.spawn
@@ -112,7 +107,7 @@ class SessionRunner:
         self._link = LinkDriver(session_id, credentials, ctx, log=self._log, deliver=self.deliver, spawn=self._spawn)
         self._validation = Validation(  # the link its answer opens is driven in its own task (open_here)
             session_id, ctx, fence=fence, log=self._log, deliver=lambda e, g: self._link.open_here(self.deliver(e, g)),
-            spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.dropped)
+            spawn=self._spawn, on_fenced=self._fenced, dropped=lambda: self.machine.state is State.DROPPED)
 
     @property
     def timer_due(self) -> float | None:
@@ -130,16 +125,18 @@ class SessionRunner:
         session first: `ReconnectTimers.run_due_now`). Never raises."""
         self._ctx.timers.run_due_now()
         try:
-            async with self._lock:
-                if self.dropped:
-                    return
-                if guard is not None and not guard():
-                    return  # a stale timer, link or validation outcome: its generation has passed
+            if not self._lock.try_acquire():  # not `async with`: no coroutines to enter and leave a free turn
+                await self._lock.acquire()
+            try:
+                if self.machine.state is State.DROPPED or (guard is not None and not guard()):
+                    return  # dropped, or a stale timer, link or validation outcome: its generation has passed
                 commands = self._step(event)
                 index = self._run_now(commands, 0)
                 while index < len(commands):  # a command that must be awaited (closing a socket)
                     await self._run_awaited(commands[index])
                     index = self._run_now(commands, index + 1)
+            finally:
+                self._lock.release()
         except Exception as err:  # noqa: BLE001 - one session's bug must not reach the others
             self._session_error(event, err)
 
@@ -149,7 +146,7 @@ class SessionRunner:
             self._spawn(self.deliver(event, guard))
             return
         try:
-            if self.dropped or not guard():
+            if self.machine.state is State.DROPPED or not guard():
                 self._lock.release()
                 return
             commands = self._step(event)
@@ -179,8 +176,8 @@ class SessionRunner:
 
     def _step(self, event: Event) -> list[Command]:
         """The machine's commands for `event` (none if the core calls it illegal)."""
-        self._loop_now = asyncio.get_running_loop().time()
-        lateness_s = self._timer.lateness_s(self._loop_now) if isinstance(event, BackoffElapsed) else None
+        self._loop_now = self._loop.time()
+        lateness_s = self._timer.lateness_s(self._loop_now) if type(event) is BackoffElapsed else None
         if lateness_s is not None:
             self._ctx.metrics.lateness.observe(max(0.0, lateness_s))
             if self._ctx.lateness_s is not None:
@@ -206,7 +203,7 @@ class SessionRunner:
             kind = type(command)
             if kind is CloseSocket:
                 return index
-            paired = written_with(commands, index)
+            paired = written_with(commands, index) if kind in WRITTEN_FIRST else None
             try:
                 if kind is Emit:
                     self._report.emit(command.record)

@@ -17,15 +17,16 @@ from service.metrics import ServiceMetrics
 
 
 class SessionTasks:
-    """`spawn(coro) -> task`; `await cancel_all()` at the end."""
+    """`spawn(coro) -> task`; `await cancel_all()` at the end. Made in the loop its tasks run in."""
 
     def __init__(self, metrics: ServiceMetrics, log: Any) -> None:
         self._metrics = metrics
         self._log = log
         self._live: set[asyncio.Task[Any]] = set()
+        self._create_task = asyncio.get_running_loop().create_task  # the session's loop, asked once
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._create_task(coro)
         self._live.add(task)
         task.add_done_callback(self._done)
         return task

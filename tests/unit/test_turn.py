@@ -26,9 +26,12 @@ async def test_waiters_are_served_in_order_and_a_callback_cannot_barge_in() -> N
     turn, order = Turn(), []
 
     async def worker(name: str) -> None:
-        async with turn:
+        await turn.acquire()
+        try:
             order.append(name)
             await asyncio.sleep(0)
+        finally:
+            turn.release()
 
     assert turn.try_acquire()
     tasks = [asyncio.ensure_future(worker(n)) for n in "abc"]
