@@ -158,20 +158,23 @@ READ_STATUS_SHA = script_sha(READ_STATUS_LUA)  # the status read (`service.statu
 
 # One tick's scripted requests on a single Redis, in one call (`service.tick_batch`): the scripts
 # above as functions, run in order, each in a pcall so one that fails answers its own error.
-# ARGV: 1 the number of calls, then per call: its script's number in BATCH_OPS, its key count,
-# its argument count, its arguments; KEYS: every call's keys, in order. Returns one reply per call.
+# ARGV: 1 the number of calls, 2 the calls as one MessagePack array (packing it costs the service
+# far less than a command argument each): per call its script's number in BATCH_OPS, its key count,
+# its argument count, its keys, its arguments. No KEYS: a batch runs only on a single Redis, never
+# on a cluster, which alone needs every key declared. Returns one reply per call.
 BATCH_OPS: dict[str, int] = {WRITE_SHA: 1, READ_STATUS_SHA: 2}  # the scripts a batch can run, by SHA
 BATCH_LUA = _LIB + "local function write(KEYS, ARGV)" + _WRITE_BODY + "end\n" \
     + "local function read_status(KEYS, ARGV)" + READ_STATUS_LUA + "end\n" + """
 local ops = {write, read_status}
+local items = cmsgpack.unpack(ARGV[2])
 local replies = {}
-local k, a = 0, 2
+local at = 1
 for i = 1, tonumber(ARGV[1]) do
-  local op, nkeys, nargs = ops[tonumber(ARGV[a])], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local op, nkeys, nargs = ops[items[at]], items[at + 1], items[at + 2]
   local call_keys, call_args = {}, {}
-  for j = 1, nkeys do call_keys[j] = KEYS[k + j] end
-  for j = 1, nargs do call_args[j] = ARGV[a + 2 + j] end
-  k, a = k + nkeys, a + 3 + nargs
+  for j = 1, nkeys do call_keys[j] = items[at + 2 + j] end
+  for j = 1, nargs do call_args[j] = items[at + 2 + nkeys + j] end
+  at = at + 3 + nkeys + nargs
   local ok, reply = pcall(op, call_keys, call_args)
   if not ok and type(reply) ~= 'table' then reply = redis.error_reply(tostring(reply)) end
   replies[i] = reply

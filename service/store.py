@@ -53,6 +53,7 @@ log = get_logger(component="store")
 
 MAX_REQUESTS_PER_PIPELINE = 200  # building and parsing one is a stretch the loop cannot interrupt
 APPEND_IDEMPOTENCY_TTL_S = 86_400  # an outbox entry's idempotency key: retries of one write come within seconds
+_TTL_TEXT = str(APPEND_IDEMPOTENCY_TTL_S)  # as a command sends it (a batch carries text as it is: `ScriptBatch`)
 
 
 # -- one session's writes, in order -----------------------------------------------------
@@ -243,10 +244,10 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
     else:
         op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
     if update is None:
-        entry: tuple[Any, ...] = ("", session_id, "", "", APPEND_IDEMPOTENCY_TTL_S)
+        entry: tuple[Any, ...] = ("", session_id, "", "", _TTL_TEXT)
     else:
         entry = (update.update_id, session_id, _text(update.priority, Priority), repr(float(update.at_s)),
-                 APPEND_IDEMPOTENCY_TTL_S)
+                 _TTL_TEXT)
     script_keys = layout.write_keys(session_id, entry[0] or "-")
     # a command, not pipe.evalsha: redis-py's cluster pipeline blocks that method (the command routes by its keys)
     pipe.execute_command("EVALSHA", WRITE_SHA, len(script_keys), *script_keys, "" if token is None else str(token),

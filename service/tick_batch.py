@@ -9,8 +9,9 @@ the first request), splitting a large tick into chunks of at most `max_chunk`, r
 chunk's send in its own task (kept until done, awaited by `aclose`), and handing an outcome
 to a caller's future (`settle`).
 `TickBatcher` owns: sending a tick whose requests are all script calls (`scripted`) as one call
-of `service.redis_scripts.BATCH_LUA` on a single Redis (`ScriptBatch`: one command packed and
-one reply read for the whole tick; each call runs in its own pcall, so it fails alone),
+of `service.redis_scripts.BATCH_LUA` on a single Redis (`ScriptBatch`: one command packed, its
+calls one MessagePack array, and one reply read for the whole tick; each call runs in its own
+pcall, so it fails alone),
 handing each request the results of its own commands, and the fallback
 when Redis rejects a whole transaction or batch (each of its requests is then sent alone, so one bad
 request cannot fail the others), and the one when Redis does not hold a script a request
@@ -34,7 +35,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Encoder
 from redis.exceptions import ResponseError
 
 from service.due_work import NO_DUE_WORK, DueWork
@@ -123,11 +126,12 @@ class _Request:
 
 class ScriptBatch:
     """A pipeline stand-in that takes only `execute_command("EVALSHA", sha, ...)` of a script in
-    `BATCH_OPS` and sends them all as one call of `BATCH_LUA` (`service.redis_scripts`)."""
+    `BATCH_OPS` and sends them all as one call of `BATCH_LUA` (`service.redis_scripts`), whose
+    calls travel as one MessagePack array: packing it costs ~40 ns an item, against ~200 ns for
+    each argument of a command (hiredis), and a fenced write has 22."""
 
     def __init__(self) -> None:
-        self.keys: list[Any] = []
-        self.args: list[Any] = [0]  # the number of calls, then each call's
+        self.items: list[Any] = []  # per call: its op, key count and argument count, its keys, its arguments
         self.calls = 0
 
     def __len__(self) -> int:
@@ -137,18 +141,29 @@ class ScriptBatch:
         op = BATCH_OPS.get(sha) if command == "EVALSHA" else None
         if op is None:
             raise ValueError(f"a scripted request may queue only EVALSHA of a batched script, got {command} {sha}")
-        self.keys.extend(keys_and_args[:numkeys])
-        self.args.extend((op, numkeys, len(keys_and_args) - numkeys))
-        self.args.extend(keys_and_args[numkeys:])
+        if not _AS_IS.issuperset(map(type, keys_and_args)):  # a number (a write's TTL), or worse
+            keys_and_args = tuple([arg if type(arg) in _AS_IS else batch_arg(arg) for arg in keys_and_args])
+        self.items += (op, numkeys, len(keys_and_args) - numkeys)
+        self.items += keys_and_args
         self.calls += 1
 
     async def execute(self, redis: Any) -> list[Any]:
         """One reply per call (an error reply as its `ResponseError`), in order."""
-        self.args[0] = self.calls
-        replies = await redis.execute_command("EVALSHA", BATCH_SHA, len(self.keys), *self.keys, *self.args)
+        payload = msgpack.packb(self.items, use_bin_type=False)  # bytes as strings: Lua's cmsgpack has no bin
+        replies = await redis.execute_command("EVALSHA", BATCH_SHA, 0, self.calls, payload)
         if not isinstance(replies, list) or len(replies) != self.calls:
             raise ResponseError(f"a batch of {self.calls} script calls answered {replies!r:.80}")
         return replies
+
+
+_AS_IS = frozenset({str, bytes})  # what MessagePack carries as the bytes a command would
+_ENCODER = Encoder("utf-8", "strict", False)  # redis-py's, as the service's clients use it
+
+
+def batch_arg(value: Any) -> bytes:
+    """An argument of a batched call as the bytes redis-py's encoder sends in a command (a
+    number as its repr; a bool, None or a container raises its `DataError`)."""
+    return bytes(_ENCODER.encode(value))
 
 
 class TickBatcher:

@@ -103,6 +103,33 @@ async def test_a_script_call_that_fails_fails_alone(aredis: aioredis.Redis, layo
     assert await mget(aredis, [layout.status_key(sid) for sid in ("b0", "b1", "b2")]) == [b"active", None, b"active"]
 
 
+async def test_a_batched_write_stores_what_the_same_command_alone_stores(aredis: aioredis.Redis,
+                                                                         layout: KeyLayout) -> None:
+    """Arguments of every type a command takes (text beyond ASCII, bytes, int, float,
+    memoryview) reach the script as the bytes a command alone would send: the tick's batch
+    (one MessagePack array on a single Redis) and a plain EVALSHA leave the same keys."""
+    store = RedisStatusStore(aredis)
+
+    def args(sid: str) -> list:
+        return [*layout.write_keys(sid, f"u-ünï-{sid}"), b"", "active", "set", 3, 1700000000.5, memoryview(b"1.25"),
+                f"u-ünï-{sid}", sid, b"normal", 1.0, 60, "0"]
+
+    def batched(pipe) -> None:
+        pipe.execute_command("EVALSHA", WRITE_SHA, 7, *args("b1"))
+    await store._tick.run(batched, scripted=True)
+    await aredis.evalsha(WRITE_SHA, 7, *args("b2"))
+    for sid in ("b1", "b2"):
+        assert await aredis.get(layout.status_key(sid)) == b"active"
+        assert await aredis.hgetall(layout.session_key(sid)) == {
+            b"attempt": b"3", b"due_at_s": b"1700000000.5", b"started_at_s": b"1.25", b"counted": b"0"}
+        assert 0 < await aredis.ttl(layout.write_keys(sid, f"u-ünï-{sid}")[5]) <= 60
+    entries = await aredis.xrange(layout.write_keys("b1", "u")[3]) + (
+        [] if layout.write_keys("b1", "u")[3] == layout.write_keys("b2", "u")[3]
+        else await aredis.xrange(layout.write_keys("b2", "u")[3]))
+    assert sorted(fields[b"update_id"] for _, fields in entries) == ["u-ünï-b1".encode(), "u-ünï-b2".encode()]
+    assert {fields[b"at_s"] for _, fields in entries} == {b"1.0"}
+
+
 def test_a_scripted_request_queues_only_batched_scripts() -> None:
     with pytest.raises(ValueError, match="only EVALSHA of a batched script, got SET"):
         ScriptBatch().execute_command("SET", "rl:status:b0", 1)

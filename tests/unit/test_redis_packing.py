@@ -1,11 +1,13 @@
-"""Commands packed by hiredis (`service.redis_connect.HiredisPacking`) are byte for byte what
-redis-py's own asyncio connection packs, for every argument type redis-py takes, and refused
-alike (`DataError`) for the ones it refuses."""
+"""Commands packed by hiredis (`service.redis_connect.HiredisPacking`), and the arguments of a
+tick's batched script calls (`service.tick_batch.ScriptBatch`), are byte for byte what redis-py's
+own asyncio connection packs, for every argument type redis-py takes, and refused alike
+(`DataError`) for the ones it refuses."""
 
 from __future__ import annotations
 
 import enum
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
@@ -15,6 +17,8 @@ from redis.exceptions import DataError
 
 from service.core import Status
 from service.redis_connect import HiredisPacking, RedisOptions, open_client, parse_redis_url, with_hiredis_packing
+from service.redis_scripts import BATCH_OPS, READ_STATUS_SHA
+from service.tick_batch import ScriptBatch
 
 
 class Level(enum.IntEnum):
@@ -75,3 +79,23 @@ def test_sentinel_pools_pack_with_hiredis_too() -> None:
                          RedisOptions(max_connections=2, pool_wait_s=1.0, timeout_s=1.0))
     assert issubclass(client.connection_pool.connection_class, HiredisPacking)
     assert isinstance(client, aioredis.Redis)
+
+
+@given(st.lists(ARGS, max_size=25))
+def test_a_batched_calls_arguments_reach_redis_as_a_commands_would(args) -> None:
+    """`ScriptBatch` carries a tick's calls as one MessagePack array: each argument must unpack
+    (as Lua's cmsgpack reads it: raw strings) to the bytes redis-py would have sent it as."""
+    batch = ScriptBatch()
+    batch.execute_command("EVALSHA", READ_STATUS_SHA, min(1, len(args)), *args)
+    sent = msgpack.unpackb(msgpack.packb(batch.items, use_bin_type=False), raw=True)
+    assert sent[3:] == [bytes(PLAIN.encoder.encode(arg)) for arg in args]
+    assert sent[:3] == [BATCH_OPS[READ_STATUS_SHA], min(1, len(args)), len(args) - min(1, len(args))]
+
+
+@pytest.mark.parametrize("bad", [None, True, [1], {"a": 1}])
+def test_an_argument_redis_py_refuses_is_refused_by_a_batch_alike(bad) -> None:
+    with pytest.raises(DataError) as plain:
+        PLAIN.pack_command("SET", "k", bad)
+    with pytest.raises(DataError) as batched:
+        ScriptBatch().execute_command("EVALSHA", READ_STATUS_SHA, 1, "k", bad)
+    assert str(batched.value) == str(plain.value)

@@ -23,6 +23,7 @@ from service.pending import PendingReconnect
 from service.ports import BackOffice, Leases, Outbox, StatusStore, StatusUpdate, Validity, new_update
 from service.store import RedisStatusStore, ValidityCache
 from service.validity import ValidityChain
+from tests.fixtures.fake_redis import fake_server
 from tests.fixtures.memory import MemoryBackOffice, until
 
 
@@ -60,7 +61,7 @@ async def ports(request: pytest.FixtureRequest) -> AsyncIterator[Ports]:
         state = MemoryState()
         yield Ports("memory", MemoryStatusStore(state), state)
         return
-    server = fakeredis.FakeServer()
+    server = fake_server()
     client = fakeredis.FakeAsyncRedis(server=server)
     store = RedisStatusStore(client)
     yield Ports("redis", store, server)
