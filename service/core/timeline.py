@@ -20,8 +20,8 @@ from service.core.vocabulary import (
 
 _new = object.__new__
 _FIELDS = ("t", "session_id", "event", "attempt", "status", "detail")
-# types whose equal values render alike (the text enums render as their text); a float is keyed
-# by its bits too, as 0.0 == -0.0
+# types whose equal values render alike (the text enums render as their text); a zero float is keyed
+# by its bits, as 0.0 == -0.0 (a NaN equals only itself: a record with one just misses a shell's table)
 _KEYED_TYPES = frozenset({str, int, float, bool, type(None), Status, Priority, LogEvent, Connection, DropReason,
                           ReleaseReason, GiveUpLimit, ScheduleReason, CloseReason, FailReason})
 
@@ -80,7 +80,9 @@ class TimelineRecord:
         if not _KEYED_TYPES.issuperset(types):
             return None
         if float in types:
-            values = tuple(v.hex() if type(v) is float else v for v in (self.attempt, self.status, *detail.values()))
+            values = (self.attempt, self.status, *detail.values())
+            if 0.0 in values:  # 0.0 == -0.0 (and 0 == False, 0 == 0.0): keyed by their bits, not their value
+                values = tuple(v.hex() if type(v) is float else v for v in values)
             return (self.event, types, *detail, *values)
         return (self.event, self.attempt, self.status, types, *detail.items())
 

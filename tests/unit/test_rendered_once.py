@@ -111,6 +111,23 @@ def test_values_equal_in_python_but_rendered_apart_have_apart_keys(one, other) -
     assert keys[0] != keys[1]
 
 
+@pytest.mark.parametrize("zero", [-0.0, 0, False])
+def test_a_zero_float_beside_other_floats_keeps_its_key_apart(zero) -> None:
+    records = [TimelineRecord(0.0, "s", "reconnect_scheduled", 1, "connecting", {"backoff_ms": 1500.0, "wait": value})
+               for value in (0.0, zero)]
+    assert records[0].content_key() != records[1].content_key()
+    for record in records:
+        assert render_line(record) == json_line(record.to_dict(), str, sort_keys=True)
+
+
+def test_records_with_equal_floats_share_one_key() -> None:
+    records = [TimelineRecord(t, s, "reconnect_scheduled", 1, "connecting", {"backoff_ms": ms, "max_attempts": 5})
+               for t, s, ms in ((1.0, "s1", 2000.0), (2.5, "s2", 2000.0), (3.0, "s3", float("2e3")))]
+    assert len({record.content_key() for record in records}) == 1
+    nan = [TimelineRecord(0.0, "s", "e", 0, None, {"x": float("nan")}) for _ in range(2)]
+    assert render_line(nan[0]) == render_line(nan[1]) == json_line(nan[0].to_dict(), str, sort_keys=True)
+
+
 def test_contents_of_nested_or_unknown_values_have_no_key() -> None:
     for value in ([1], {"a": 1}, object(), b"x"):
         assert TimelineRecord(0.0, "s", "e", 0, None, {"code": value}).content_key() is None
