@@ -117,7 +117,7 @@ def is_fatal(err: BaseException) -> bool:
 Build = Callable[[Any], None]  # queues one request's commands on a pipeline; must not raise
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     build: Build
     future: asyncio.Future[list[Any]]
@@ -220,10 +220,14 @@ class TickBatcher:
             return
         unscripted: list[_Request] = []
         for request, (start, end) in zip(requests, spans):
-            mine = results[start:end]
-            error = next((r for r in mine if isinstance(r, Exception)), None)
             if request.future.done():
                 continue
+            mine = results[start:end]
+            error = None
+            for result in mine:  # a loop, not next() over a generator: a tick settles hundreds
+                if isinstance(result, Exception):
+                    error = result
+                    break
             if error is not None and reload and self._on_noscript is not None and is_noscript(error):
                 unscripted.append(request)  # sent again whole: scripted writes repeat harmlessly
             elif error is not None:
@@ -271,10 +275,12 @@ class TickBatcher:
     def _build(self, requests: list[_Request], pipe: Any) -> list[tuple[int, int]]:
         """Queue every request on `pipe` (counted as one round trip); each request's span."""
         spans: list[tuple[int, int]] = []
+        start = len(pipe)
         for request in requests:
-            start = len(pipe)
             request.build(pipe)
-            spans.append((start, len(pipe)))
+            end = len(pipe)
+            spans.append((start, end))
+            start = end
         self.pipelines += 1
         self.requests += len(requests)
         self._on_round_trip()
