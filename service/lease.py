@@ -78,6 +78,7 @@ class RedisLeases(HeldTokens):
         self._renew = redis.register_script(RENEW_LUA)
         self._release = redis.register_script(RELEASE_LUA)
         self._tokens: dict[str, int] = {}  # session → the fencing token of our acquisition
+        self._renewal_keys: dict[str, tuple[str, str]] = {}  # the last renewal's sessions: (lease, fence) key
         self.round_trips = 0
         self.lost = 0  # leases found taken or expired at renewal
         self.malformed = 0  # lease or fence values of the wrong kind, replaced at acquisition
@@ -110,26 +111,40 @@ class RedisLeases(HeldTokens):
         locally (counted in `lost` if we thought we held them). One script call per chunk of
         RENEW_CHUNK sessions of one shard."""
         tokens = self._tokens if tokens is None else tokens
+        known, keys_of = self._renewal_keys, {}
+        for session_id in session_ids:  # a session's keys are named (and its id checked) once, not every round
+            if session_id not in keys_of:
+                keys_of[session_id] = known.get(session_id) or self._keys_of(session_id)
+        self._renewal_keys = keys_of  # what the next round asks again, and no more
         by_shard: dict[int, list[str]] = {}
-        for session_id in dict.fromkeys(session_ids):
-            by_shard.setdefault(self.layout.shard_of(check_session_id(session_id)), []).append(session_id)
+        if self.layout.is_sharded:
+            for session_id in keys_of:
+                by_shard.setdefault(self.layout.shard_of(session_id), []).append(session_id)
+        elif keys_of:
+            by_shard[0] = list(keys_of)
         held: set[str] = set()
         for wanted in by_shard.values():
-            held |= await self._renew_shard(wanted, tokens)
+            held |= await self._renew_shard(wanted, tokens, keys_of)
         return held
 
-    async def _renew_shard(self, wanted: list[str], tokens: Mapping[str, int]) -> set[str]:
+    def _keys_of(self, session_id: str) -> tuple[str, str]:
+        check_session_id(session_id)
+        return self.layout.lease_key(session_id), self.layout.fence_key(session_id)
+
+    async def _renew_shard(self, wanted: list[str], tokens: Mapping[str, int],
+                           keys_of: Mapping[str, tuple[str, str]]) -> set[str]:
         held: set[str] = set()
         for start in range(0, len(wanted), RENEW_CHUNK):
             chunk = wanted[start:start + RENEW_CHUNK]
-            pairs = [key for s in chunk for key in (self.layout.lease_key(s), self.layout.fence_key(s))]
+            pairs = [key for s in chunk for key in keys_of[s]]
             checked = [str(tokens[s]) if s in tokens else "" for s in chunk]
             indexes = await self._call(self._renew, f"renew of {len(chunk)} sessions",
                                        pairs, [self.owner_id, self._ttl_ms, *checked])
             renewed = {chunk[int(i) - 1] for i in indexes}
-            for session_id in chunk:
-                if session_id not in renewed and self.forget(session_id):
-                    self.lost += 1
+            if len(renewed) < len(chunk):  # some are lost: only then look for which
+                for session_id in chunk:
+                    if session_id not in renewed and self.forget(session_id):
+                        self.lost += 1
             held |= renewed
         return held
 

@@ -69,6 +69,23 @@ async def test_renew_many_in_chunks(any_redis: RedisUnderTest) -> None:
     assert a.round_trips - before == (3 if r.mode == "single" else r.layout.shards)  # chunks of 500 per shard
 
 
+async def test_renewals_of_changing_sets_name_each_session_right(any_redis: RedisUnderTest) -> None:
+    """A renewal names a session's keys from the round before (ids checked when first seen):
+    sets that shrink, grow, repeat an id or lose a lease between rounds renew exactly what is
+    ours, and a bad id is refused whenever it comes."""
+    r = any_redis
+    a = leases(r, "gw-a", 5.0)
+    assert all([await a.acquire(s) for s in ("s1", "s2", "s3")])
+    assert await a.renew(["s1", "s2", "s1"]) == {"s1", "s2"}
+    assert await a.renew(["s1"]) == {"s1"}
+    await r.client.set(r.layout.lease_key("s2"), "gw-b")  # another process took s2 over
+    assert await a.renew(["s3", "s2", "s1"]) == {"s1", "s3"} and a.lost == 1
+    assert 4000 < await r.client.pttl(r.layout.lease_key("s3")) <= 5000
+    with pytest.raises(ValueError, match="session_id"):
+        await a.renew(["s1", ""])
+    assert await a.renew(["s3", "s1"]) == {"s1", "s3"}
+
+
 async def test_release_only_by_owner(any_redis: RedisUnderTest) -> None:
     r = any_redis
     a = leases(r, "gw-a", 5.0)
