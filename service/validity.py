@@ -28,10 +28,9 @@ does), or remember negative answers.
 
 from __future__ import annotations
 
-import asyncio
-
 from service.core import Status
 from service.core.statuses import is_valid_status
+from service.deadlines import deadline
 from service.errors import BackOfficeError, ConfigError, MalformedInput, StoreError
 from service.logging import get_logger
 from service.pending import PendingReconnect, pending_mapping
@@ -115,7 +114,7 @@ class ValidityChain:
         if self.backoffice_budget_s is None:
             return await self.backoffice.is_valid(session_id)
         try:
-            async with asyncio.timeout(self.backoffice_budget_s):
+            async with deadline(self.backoffice_budget_s):
                 return await self.backoffice.is_valid(session_id)
         except TimeoutError:
             self.backoffice_budget_expired += 1

@@ -33,6 +33,7 @@ from sortedcontainers import SortedList
 
 from service.core import CloseReason, FailReason
 from service.core.events import Closed, Event, KeepaliveMissed, Opened, StartFailed
+from service.deadlines import deadline
 from service.errors import LinkFailed, MalformedInput
 from service.ports import Link, LinkClosed, Secret
 
@@ -96,9 +97,8 @@ class LinkDriver:
         timeout_s = self._ctx.policy.timeouts.connect_timeout_s
         try:
             async with self._ctx.open_slot():  # the connect timeout starts once a slot is ours
-                # the transport enforces timeout_s; the outer deadline only guards a transport bug
-                # (a deadline, not wait_for: no second task per attempt)
-                async with asyncio.timeout(timeout_s + 1.0):
+                # the transport enforces timeout_s; this deadline (no task, no loop timer) only guards a transport bug
+                async with deadline(timeout_s + 1.0):
                     await link.open(timeout_s)
         except Exception as err:  # noqa: BLE001 - every failure to open is a StartFailed
             if current():
@@ -152,7 +152,7 @@ class LinkDriver:
             task.cancel()
         if link is not None:
             try:
-                async with asyncio.timeout(self._ctx.close_timeout_s):
+                async with deadline(self._ctx.close_timeout_s):
                     await link.close()
             except Exception as err:  # noqa: BLE001 - R7: errors while closing are ignored
                 self._log.info("close_socket_error", error=repr(err))

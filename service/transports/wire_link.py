@@ -23,6 +23,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 
 from service.core import CloseReason, FailReason
+from service.deadlines import deadline
 from service.errors import LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
 from service.transports.wire_protocol import MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode, from_ws_close_code
@@ -135,7 +136,7 @@ class WireLink:
         transport = self._transport
         self._opener = asyncio.current_task()
         try:
-            async with asyncio.timeout(timeout_s):
+            async with deadline(timeout_s):
                 try:
                     await loop.create_connection(lambda: _LinkProtocol(self), transport.host, transport.port,
                                                  ssl=transport.ssl or None)
@@ -374,7 +375,7 @@ class WireLink:
             elif self._socket is not None:
                 self._socket.abort()  # upgrading or logging in: cut it off
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(2 * self._transport.close_timeout_s + 1.0):
+                async with deadline(2 * self._transport.close_timeout_s + 1.0):
                     if self._open_settled is None:
                         self._open_settled = asyncio.get_running_loop().create_future()
                     await asyncio.shield(self._open_settled)
@@ -420,7 +421,7 @@ class WireLink:
         if self._lost is None or self._lost.done():  # none yet, or cancelled with an earlier waiter
             self._lost = asyncio.get_running_loop().create_future()
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(timeout_s):
+            async with deadline(timeout_s):
                 await self._lost
 
 
