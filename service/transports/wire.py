@@ -7,10 +7,12 @@ never log credentials or frame contents.
 
 Why the `websockets` library's Sans-I/O `ClientProtocol` under a plain asyncio `Protocol`
 (`wire_link`) rather than its asyncio client (or aiohttp's): the protocol object does the
-RFC 6455 work — the upgrade request and its answer, framing and masking, UTF-8 and size
-checks, the closing handshake, answering pings — and the link only moves bytes, so a link is
+RFC 6455 work on frames — framing and masking, UTF-8 and size checks, the closing handshake,
+answering pings — and the link only moves bytes, so a link is
 one socket callback object, a few futures and one keepalive timer (no reader or keepalive
-task, no locks, no message assembler). Measured against its asyncio client, one open and
+task, no locks, no message assembler). The upgrade itself (request, answer, its checks) is
+`wire_handshake`'s: the library's verdicts, without its HTTP parser (half of a refused
+attempt's link CPU). Measured against its asyncio client, one open and
 close costs about half the CPU with the GC on and a third less with it off
 (`tests/bench/test_wire_link_bench.py`): fewer objects for the cyclic GC to walk. R7's "old
 socket really closed before the new one opens": `close()` sends the close frame and returns

@@ -1,5 +1,6 @@
 """One `wire` link: a WebSocket to the stand-in on websockets' Sans-I/O `ClientProtocol`
-under a plain asyncio `Protocol` (why: `service.transports.wire`).
+under a plain asyncio `Protocol` (why: `service.transports.wire`), its upgrade sent and its
+answer judged by `wire_handshake`.
 
 Owns the link's life — connect, upgrade, hello, `open`; the keepalive (a loop timer, no
 task); the closing handshake and waiting, bounded, for the TCP connection to end (R7) — and
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus
 from websockets.frames import Opcode
-from websockets.http11 import Response
 from websockets.protocol import State
 
 from service.core import CloseReason, FailReason
 from service.deadlines import deadline
 from service.errors import LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
+from service.transports import wire_handshake
 from service.transports.wire_protocol import MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode, from_ws_close_code
 
 if TYPE_CHECKING:
@@ -72,7 +73,9 @@ class WireLink:
         self.pongs_received = 0
         self._transport = transport
         self._credentials = credentials
-        self._ws: ClientProtocol | None = None  # the Sans-I/O WebSocket state
+        self._ws: ClientProtocol | None = None  # the Sans-I/O WebSocket state, OPEN once the upgrade is answered
+        self._answer: wire_handshake.UpgradeAnswer | None = None  # the upgrade's answer, while it is awaited
+        self._handshake_failed: LinkFailed | None = None  # why the answer was no upgrade
         self._socket: asyncio.Transport | None = None
         self._started = False
         self._close_requested = False
@@ -162,10 +165,10 @@ class WireLink:
     def _made(self, socket: asyncio.Transport) -> None:
         """The TCP connection is up: send the upgrade request."""
         self._socket = socket
-        self._ws = ClientProtocol(self._transport.uri_for(self.session_id), max_size=4 * MAX_FRAME_BYTES,
-                                  logger=_WS_LOGGER)
-        self._ws.send_request(self._ws.connect())
-        self._flush()
+        uri = self._transport.uri_for(self.session_id)
+        self._ws = ClientProtocol(uri, max_size=4 * MAX_FRAME_BYTES, logger=_WS_LOGGER, state=State.OPEN)
+        self._answer = wire_handshake.UpgradeAnswer(self._ws.key)
+        socket.write(wire_handshake.request(uri, self._ws.key))
         if self._close_requested:
             socket.abort()
 
@@ -201,14 +204,18 @@ class WireLink:
     def _received(self, data: bytes) -> None:
         ws = self._ws
         assert ws is not None and self._socket is not None
-        ws.receive_data(data)
+        if self._answer is not None:  # the upgrade's answer, whole or in part, then perhaps frames
+            rest = self._answered(self._answer, data)
+            if rest is None:
+                return
+            data = rest
+        if data:
+            ws.receive_data(data)
         for event in ws.events_received():
-            if isinstance(event, Response):
-                self._answered(ws)
-            elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 self._piece(event.opcode, bytes(event.data), event.fin)
         self._flush()
-        if ws.close_rcvd is not None or ws.handshake_exc is not None or ws.parser_exc is not None:
+        if ws.close_rcvd is not None or ws.parser_exc is not None:
             self._settle_login()
         if self._keepalive is not None and self._peer_close_deadline is None and ws.close_expected():
             # the closing handshake is under way: the peer ends the TCP connection, or we do
@@ -229,11 +236,22 @@ class WireLink:
             message, self._fragments = b"".join(self._fragments), None
             self._frame(message)
 
-    def _answered(self, ws: ClientProtocol) -> None:
-        """The upgrade was answered: send the hello, or fail the login with why not."""
-        if ws.handshake_exc is None:
-            ws.send_text(encode("hello", session_id=self.session_id,
-                                credentials=self._credentials.reveal()).encode("utf-8"))
+    def _answered(self, answer: wire_handshake.UpgradeAnswer, data: bytes) -> bytes | None:
+        """Read the upgrade's answer: once whole, send the hello and return the bytes after it
+        (frames); None while more is to come, or when it was no upgrade (the login failed with
+        why, the socket aborted)."""
+        try:
+            rest = answer.feed(data)
+        except LinkFailed as failure:
+            self._answer, self._handshake_failed = None, failure
+            self._settle_login()
+            return None
+        if rest is not None:
+            self._answer = None
+            assert self._ws is not None
+            self._ws.send_text(encode("hello", session_id=self.session_id,
+                                      credentials=self._credentials.reveal()).encode("utf-8"))
+        return rest
 
     def _frame(self, raw: bytes | str) -> None:
         frame = self._decode(raw)
@@ -257,8 +275,8 @@ class WireLink:
         if ws is not None and ws.close_rcvd is not None:
             code, wait_s = from_ws_close_code(ws.close_rcvd.code), parse_close_reason(ws.close_rcvd.reason)
             login.set_exception(LinkFailed("rejected", code, wait_s))
-        elif ws is not None and ws.handshake_exc is not None:
-            login.set_exception(_link_failed(ws.handshake_exc))
+        elif self._handshake_failed is not None:
+            login.set_exception(self._handshake_failed)
         elif exc is None and ws is not None and ws.parser_exc is None and ws.state is not State.CLOSED:
             return  # nothing has ended yet
         else:

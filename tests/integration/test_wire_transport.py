@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from websockets.utils import accept_key
 
 from chaos.toxiproxy import Toxiproxy
 from service.errors import LinkFailed
@@ -69,8 +70,9 @@ class RawServer:
 
 
 @asynccontextmanager
-async def raw_server(*, reset_after_request: bool) -> AsyncIterator[RawServer]:
-    """Accepts TCP and never answers; or, with `reset_after_request`, answers with a RST."""
+async def raw_server(*, reset_after_request: bool, answer: bytes | None = None) -> AsyncIterator[RawServer]:
+    """Accepts TCP and never answers; or, with `reset_after_request`, answers with a RST; or
+    answers the upgrade request with `answer` (`{accept}` in it: the request's key's answer)."""
     state = RawServer(port=0)
     writers: list[asyncio.StreamWriter] = []
 
@@ -84,9 +86,13 @@ async def raw_server(*, reset_after_request: bool) -> AsyncIterator[RawServer]:
             writer.transport.abort()
             return
         try:
+            if answer is not None:
+                head = await reader.readuntil(b"\r\n\r\n")
+                key = head.split(b"Sec-WebSocket-Key: ", 1)[1].split(b"\r\n", 1)[0].decode()
+                writer.write(answer.replace(b"{accept}", accept_key(key).encode()))
             while await reader.read(4096):
                 pass
-        except ConnectionError:
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         state.peer_gone.set()
 
@@ -261,6 +267,39 @@ async def test_reset_during_handshake_is_reset() -> None:
         with pytest.raises(LinkFailed) as info:
             await transport.new_link("s1", CREDS).open(OPEN_TIMEOUT_S)
     assert info.value.reason == "reset"
+
+
+UPGRADED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
+@pytest.mark.parametrize(("answer", "reason", "code"), [
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "handshake_rejected", 503),
+    (UPGRADED + b"\r\n", "handshake_failed", None),  # no Sec-WebSocket-Accept
+    (UPGRADED + b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+     "handshake_failed", None),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "reset", None),
+])
+async def test_an_upgrade_answered_otherwise_fails_the_open_and_ends_the_socket(answer: bytes, reason: str,
+                                                                              code: int | None) -> None:
+    async with raw_server(reset_after_request=False, answer=answer) as server:
+        transport = transport_for(f"ws://127.0.0.1:{server.port}")
+        with pytest.raises(LinkFailed) as info:
+            await transport.new_link("s1", CREDS).open(OPEN_TIMEOUT_S)
+        assert (info.value.reason, info.value.code) == (reason, code)
+        async with asyncio.timeout(5):
+            await server.peer_gone.wait()  # our side really closed the TCP connection
+
+
+async def test_frames_in_the_same_packet_as_the_upgrade_are_read() -> None:
+    opened = b'{"type":"open"}'
+    answer = UPGRADED + b"Sec-WebSocket-Accept: {accept}\r\n\r\n" + bytes([0x81, len(opened)]) + opened
+    async with raw_server(reset_after_request=False, answer=answer) as server:
+        link = transport_for(f"ws://127.0.0.1:{server.port}").new_link("s1", CREDS)
+        await link.open(OPEN_TIMEOUT_S)
+        assert link.is_open
+        await link.close()
+        async with asyncio.timeout(5):
+            await server.peer_gone.wait()
 
 
 async def test_silent_server_times_out_and_the_attempt_is_cut_off() -> None:
