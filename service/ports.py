@@ -10,6 +10,8 @@ Owns interface shapes and the plain values crossing them; must not do I/O itself
 from __future__ import annotations
 
 import hmac
+import itertools
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -123,13 +125,32 @@ class StatusUpdate:
     at_s: float  # wall-clock epoch seconds when the service decided it
 
 
+_id_prefix = ""
+_id_count = itertools.count()
+
+
+def _new_update_ids() -> None:
+    """This process's update ids: 80 random bits, new in every process (a forked child too),
+    then a count (`next` of a count is atomic: threads never share an id), unique like a uuid4
+    each for a fraction of its cost (no urandom call, no UUID made)."""
+    global _id_prefix, _id_count
+    _id_prefix, _id_count = uuid.uuid4().hex[:20], itertools.count()
+
+
+_new_update_ids()
+os.register_at_fork(after_in_child=_new_update_ids)
+
+
 def new_update(session_id: str, status: Status, priority: Priority = Priority.NORMAL,
                *, at_s: float | None = None) -> StatusUpdate:
-    """A fresh update with a unique `update_id`; its `seq` (0 here) is assigned by Redis on append."""
+    """A fresh update with a unique `update_id` (32 hex digits); its `seq` (0 here) is assigned
+    by Redis on append."""
     if not isinstance(session_id, str) or not session_id:
         raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
-    return StatusUpdate(update_id=uuid.uuid4().hex, session_id=session_id, status=Status(status),
-                        priority=Priority(priority), seq=0, at_s=time.time() if at_s is None else at_s)
+    return StatusUpdate(update_id=f"{_id_prefix}{next(_id_count):012x}", session_id=session_id,
+                        status=status if type(status) is Status else Status(status),
+                        priority=priority if type(priority) is Priority else Priority(priority),
+                        seq=0, at_s=time.time() if at_s is None else at_s)
 
 
 @runtime_checkable

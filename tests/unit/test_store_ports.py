@@ -6,6 +6,7 @@ test_lease.py, test_outbox*.py, test_fencing.py (those are the truth; fakeredis 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -307,3 +308,24 @@ async def test_mark_started_is_saved_with_the_read_and_refused_when_fenced(ports
         await chain.is_session_active("s1", for_reconnect=True, mark_started=PendingReconnect(2, 20.0, 20.5),
                                       fence=(a.token("s1") or 0) + 1)
     assert await ports.store.pending("s1") == mark
+
+
+def test_update_ids_are_unique_and_new_in_a_forked_child() -> None:
+    """`new_update`'s ids (a random prefix per process and a count) never repeat in a process,
+    have a uuid4's shape (32 hex digits), and a forked child draws a prefix of its own."""
+    ids = [new_update("s1", Status.ACTIVE).update_id for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then out at once
+        os.write(write_end, new_update("s1", Status.ACTIVE).update_id.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id = pipe.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    parent_id = new_update("s1", Status.ACTIVE).update_id
+    assert len(child_id) == 32 and child_id[:20] != parent_id[:20], (child_id, parent_id)
+    texts = new_update("s1", "active", "high")  # statuses and priorities given as text become the enums
+    assert (type(texts.status), type(texts.priority)) == (Status, Priority) and texts.priority is Priority.HIGH
