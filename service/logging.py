@@ -292,12 +292,20 @@ class EventLog:
                     bodies.clear()
                 bodies[key] = body
             if body is not None:
-                stream, lowest = configured
-                if _LEVELS[level] >= lowest:
-                    stream.hold(f'{self._prefix}{body},"timestamp":"{utc_timestamp(time.time())}"}}\n')
+                self.log_body(level, record, body)
                 return
         self.log(level, record.event, attempt=record.attempt, status=record.status,
                  **{k: v for k, v in detail.items() if k not in ("session_id", "event")})
+
+    def log_body(self, level: str, record: TimelineRecord, body: str) -> None:
+        """`log_record(level, record, ...)` with `body`, `record_body(level, record)` kept for its content."""
+        configured = _configured
+        if configured is None or not self._keyed or not self._bound_keys.isdisjoint(record.detail):
+            self.log_record(level, record, None)
+            return
+        stream, lowest = configured
+        if _LEVELS[level] >= lowest:
+            stream.hold(f'{self._prefix}{body},"timestamp":"{utc_timestamp(time.time())}"}}\n')
 
     def log(self, level: str, event: str, **fields: Any) -> None:
         configured = _configured
@@ -317,6 +325,13 @@ class EventLog:
 _MAX_BODIES = 4096
 _bodies: dict[str, dict[tuple, str]] = {}  # level → content key → a record's line between its bound part and timestamp
 _UNKEYED_FIELDS = frozenset({"attempt", "status", "session_id", "event", "level", "timestamp"})  # detail keys `log` treats apart
+
+
+def record_body(level: str, record: TimelineRecord) -> str | None:
+    """What `EventLog.log_record` writes for `record` between a session's bound part and its
+    timestamp, the same for records of equal `content_key()`; None for a detail that names a key
+    a line makes itself (those go the long way)."""
+    return _render_body(level, record) if _UNKEYED_FIELDS.isdisjoint(record.detail) else None
 
 
 def _render_body(level: str, record: TimelineRecord) -> str:

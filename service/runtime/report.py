@@ -2,8 +2,10 @@
 (R8, compared line by line with the simulation), the metrics an event moves (give-ups,
 cancellations, closes by code, terminal codes) and the structured log line.
 
-Owns: the level of each event's log line and which event moves which metric. Must not:
-decide anything, or write to Redis (a report is never on the path to Redis).
+Owns: the level of each event's log line, which event moves which metric, and the table of
+what a content renders to (a storm's records repeat a few contents: one lookup a record finds
+both its timeline line's parts and its log line's body). Must not: decide anything, or write
+to Redis (a report is never on the path to Redis).
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from typing import Any
 
 from service.core import LogEvent
 from service.core.timeline import TimelineRecord
-from service.logging import EventLog
+from service.logging import EventLog, record_body
 from service.metrics import ServiceMetrics
-from service.runtime.timeline import TimelineWriter
+from service.runtime.timeline import TimelineWriter, line_from_parts, line_parts
 
 _WARN_EVENTS = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.SESSION_TERMINAL, LogEvent.RECONNECT_CANCELLED,
                           LogEvent.RECONNECT_FAILED})
 _LEVEL = {event: "warning" if event in _WARN_EVENTS else "info" for event in LogEvent}  # by name: text or member
 _COUNTED = frozenset({LogEvent.MAX_ATTEMPTS_REACHED, LogEvent.RECONNECT_CANCELLED, LogEvent.SESSION_CLOSED,
                       LogEvent.SESSION_TERMINAL})
+_MAX_KEPT = 4096
+# content key → its timeline line's parts (`line_parts`) and its log line's body (`record_body`)
+_kept: dict[tuple, tuple[tuple[str, str] | None, str | None]] = {}
 
 
 class SessionReport:
@@ -33,11 +38,30 @@ class SessionReport:
 
     def emit(self, record: TimelineRecord) -> None:
         key = record.content_key()  # the timeline's and the log's rendering of this content, once
-        self._timeline.write(record, key)
         event = record.event
+        level = _LEVEL.get(event, "info")
+        body = None
+        if key is None:
+            self._timeline.write(record)
+        else:
+            kept = _kept.get(key)
+            if kept is None:
+                if len(_kept) >= _MAX_KEPT:
+                    _kept.clear()
+                kept = _kept[key] = (line_parts(record), record_body(level, record))
+            parts, body = kept
+            if self._timeline.path is not None:
+                line = None if parts is None else line_from_parts(parts, record)
+                if line is None:
+                    self._timeline.write(record, key)
+                else:
+                    self._timeline.write_line(line)
         if event in _COUNTED:
             self._count(event, record.detail)
-        self._events.log_record(_LEVEL.get(event, "info"), record, key)
+        if body is not None:
+            self._events.log_body(level, record, body)
+        else:
+            self._events.log_record(level, record, key)
 
     def _count(self, event: str, detail: Any) -> None:
         metrics = self._metrics

@@ -25,9 +25,12 @@ _session_text: dict[str, str | None] = {}  # a session id's JSON text (None: not
 # content key → the line's text before the session id and between it and `t` (keys sorted:
 # attempt, detail, event, session_id, status, t); None when orjson does not render it as json does
 _rendered: dict[tuple, tuple[str, str] | None] = {}
+_dumps = orjson.dumps
 
 
-def _render_parts(record: TimelineRecord) -> tuple[str, str] | None:
+def line_parts(record: TimelineRecord) -> tuple[str, str] | None:
+    """`record`'s line but its session id and time, as the texts before and after the id (None:
+    not orjson's ASCII); equal for records of equal `content_key()`."""
     attempt, detail = ascii_json(record.attempt, str), ascii_json(record.detail, str, sort_keys=True)
     event, status = ascii_json(record.event, str), ascii_json(record.status, str)
     if attempt is None or detail is None or event is None or status is None:
@@ -36,7 +39,7 @@ def _render_parts(record: TimelineRecord) -> tuple[str, str] | None:
             f',"status":{status},"t":')
 
 
-def _session_json(session_id: object) -> str | None:
+def session_json(session_id: object) -> str | None:
     """A session id's JSON text (None: not orjson's ASCII), kept for ids that are text."""
     if type(session_id) is not str:  # 1 and True would be one key of two texts
         return ascii_json(session_id, str)
@@ -57,17 +60,25 @@ def render_line(record: TimelineRecord, key: tuple | None = None) -> str:
     if key is not None:
         parts = _rendered.get(key, ())
         if parts == ():
-            parts = _render_parts(record)
+            parts = line_parts(record)
             if len(_rendered) >= _MAX_RENDERED:
                 _rendered.clear()
             _rendered[key] = parts
         if parts is not None:
-            session_id = _session_json(record.session_id)
-            t = record.t
-            t = orjson.dumps(t).decode() if type(t) is float else ascii_json(t, str)  # a float's is ASCII
-            if session_id is not None and t is not None:
-                return f"{parts[0]}{session_id}{parts[1]}{t}}}"
+            line = line_from_parts(parts, record)
+            if line is not None:
+                return line
     return json_line(record.to_dict(), str, sort_keys=True)
+
+
+def line_from_parts(parts: tuple[str, str], record: TimelineRecord) -> str | None:
+    """`record`'s line from its content's `line_parts` (None: its session id or time is not orjson's ASCII)."""
+    session_id = session_json(record.session_id)
+    t = record.t
+    t = _dumps(t).decode() if type(t) is float else ascii_json(t, str)  # a float's is ASCII
+    if session_id is None or t is None:
+        return None
+    return f"{parts[0]}{session_id}{parts[1]}{t}}}"
 
 
 class TimelineWriter:
@@ -75,7 +86,6 @@ class TimelineWriter:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.written = 0
         self._file: IO[str] | None = None
         self._pending: list[str] = []
         self._flush_scheduled = False
@@ -85,10 +95,14 @@ class TimelineWriter:
 
     def write(self, record: TimelineRecord, key: tuple | None = None) -> None:
         """Queue `record`'s line (`key`: its `content_key()`, when the caller has it)."""
+        if self._file is not None:
+            self.write_line(render_line(record, key))
+
+    def write_line(self, line: str) -> None:
+        """Queue a rendered line (`render_line`'s text; its newline comes with the tick's write)."""
         if self._file is None:
             return
-        self._pending.append(render_line(record, key) + "\n")
-        self.written += 1
+        self._pending.append(line)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             try:
@@ -101,7 +115,8 @@ class TimelineWriter:
         if self._file is None or not self._pending:
             return
         lines, self._pending = self._pending, []
-        self._file.write("".join(lines))
+        lines.append("")  # the last line's newline
+        self._file.write("\n".join(lines))
         self._file.flush()
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,8 +19,11 @@ from hypothesis import strategies as st
 import service.logging as logging_module
 from service.core import Connection, LogEvent, Status, TimelineRecord
 from service.logging import EventLog, configure_logging, get_logger, json_line
+from service.metrics import ServiceMetrics
+from service.runtime import report as report_module
 from service.runtime import timeline as timeline_module
-from service.runtime.timeline import render_line
+from service.runtime.report import SessionReport
+from service.runtime.timeline import TimelineWriter, render_line
 
 NOW_S = 1_764_434_400.25
 VALUES = [0, 0.0, -0.0, False, 1, 1.0, True, "1", None, float("nan"), float("inf"), 2**64, -(2**63) - 1, 1e16,
@@ -39,7 +44,7 @@ records = st.builds(
 
 @pytest.fixture(autouse=True)
 def fresh_tables():
-    tables = (timeline_module._rendered, timeline_module._session_text, logging_module._bodies)
+    tables = (timeline_module._rendered, timeline_module._session_text, logging_module._bodies, report_module._kept)
     for table in tables:
         table.clear()
     yield
@@ -93,6 +98,32 @@ def check_log_lines(batch: list[TimelineRecord], level: str) -> None:
         kept = log_line(kept_line)
         assert kept == expected
         assert (kept == "") == (level == "debug")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(records, min_size=1, max_size=6))
+def test_a_reports_lines_are_what_the_full_renderings_write(batch: list[TimelineRecord]) -> None:
+    """`SessionReport.emit` finds both renderings of a content in one table: each record's timeline
+    line and log line (at its event's level) are the ones the full renderings write."""
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as folder:
+        patch.setattr(logging_module.time, "time", lambda: NOW_S)
+        bound = get_logger(component="session").bind(session_id="s1")
+        writer = TimelineWriter(Path(folder) / "timeline.jsonl")
+        report = SessionReport(writer, ServiceMetrics(), bound)
+        for record in batch:
+            level = report_module._LEVEL.get(record.event, "info")
+            fields = {k: v for k, v in record.detail.items() if k not in ("session_id", "event")}
+            try:
+                expected = log_line(lambda: EventLog(bound).log(level, record.event, attempt=record.attempt,
+                                                                status=record.status, **fields))
+            except TypeError:  # a detail key `level`: the call cannot be made, as before
+                with pytest.raises(TypeError):
+                    log_line(lambda: report.emit(record))
+                continue
+            assert log_line(lambda: report.emit(record)) == expected
+            lines = writer.path.read_text(encoding="utf-8").splitlines()
+            assert lines[-1] == json_line(record.to_dict(), str, sort_keys=True)
+        writer.close()
 
 
 def test_equal_contents_share_one_rendering_and_differ_in_time_and_session() -> None:
