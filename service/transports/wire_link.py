@@ -27,7 +27,8 @@ from service.deadlines import deadline
 from service.errors import LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
 from service.transports import wire_handshake
-from service.transports.wire_protocol import MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode, from_ws_close_code
+from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode_bytes,
+                                               from_ws_close_code)
 
 if TYPE_CHECKING:
     from service.transports.wire import WireTransport
@@ -249,8 +250,7 @@ class WireLink:
         if rest is not None:
             self._answer = None
             assert self._ws is not None
-            self._ws.send_text(encode("hello", session_id=self.session_id,
-                                      credentials=self._credentials.reveal()).encode("utf-8"))
+            self._ws.send_text(encode_bytes("hello", session_id=self.session_id, credentials=self._credentials.reveal()))
         return rest
 
     def _frame(self, raw: bytes | str) -> None:
@@ -330,7 +330,7 @@ class WireLink:
         try:
             assert self._ws is not None
             if self._ws.state is State.OPEN:
-                self._ws.send_text(encode("ping", seq=self._ping_seq).encode("utf-8"))
+                self._ws.send_text(encode_bytes("ping", seq=self._ping_seq))
                 self._flush()
         except Exception as err:  # noqa: BLE001 - an unwatched link would stay up for good
             log.warning("wire link: keepalive send failed (%s), closing (session %s)",

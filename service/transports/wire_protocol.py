@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from service.errors import MalformedInput
 
 WS_PATH_PREFIX = "/ws/"
@@ -39,9 +41,15 @@ def from_ws_close_code(ws_code: int | None) -> int | None:
 
 
 def encode(frame_type: str, **fields: Any) -> str:
+    return encode_bytes(frame_type, **fields).decode("utf-8")
+
+
+def encode_bytes(frame_type: str, **fields: Any) -> bytes:
+    """The frame as the UTF-8 text a WebSocket text frame carries (orjson: compact, non-ASCII
+    as itself; a tenth of json.dumps's CPU for the hello each attempt sends)."""
     if frame_type not in FRAME_TYPES:
         raise ValueError(f"unknown frame type {frame_type!r}; known: {sorted(FRAME_TYPES)}")
-    return json.dumps({"type": frame_type, **fields}, separators=(",", ":"))
+    return orjson.dumps({"type": frame_type, **fields})
 
 
 def decode(raw: str | bytes) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from chaos.gateway import PLACEHOLDERS
 from service.errors import MalformedInput
 from service.transports.wire import ban_close_reason
-from service.transports.wire_protocol import decode, encode, from_ws_close_code, to_ws_close_code
+from service.transports.wire_protocol import decode, encode, encode_bytes, from_ws_close_code, to_ws_close_code
 
 CONTRACT = Path(__file__).resolve().parents[2] / "chaos" / "CONTRACT.md"
 
@@ -55,3 +55,13 @@ def test_the_contract_documents_every_placeholder():
     text = CONTRACT.read_text(encoding="utf-8")
     missing = [name for name in PLACEHOLDERS if f"`{{{name}}}`" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize("credentials", ["", "plain", "p\u00e4ss", "\u2603\U0001f600", 'quote " and \\ backslash',
+                                         "".join(map(chr, range(32))) + "\x7f", "\ud7ff\ue000\uffff", "x" * 4096])
+def test_an_encoded_frame_decodes_to_what_was_encoded(credentials: str) -> None:
+    """Any text a hello may carry survives the trip (the frames are UTF-8 JSON, escaped as needed)."""
+    frame = encode_bytes("hello", session_id="s1", credentials=credentials)
+    assert decode(frame) == {"type": "hello", "session_id": "s1", "credentials": credentials}
+    assert json.loads(frame) == json.loads(json.dumps({"type": "hello", "session_id": "s1", "credentials": credentials}))
+    assert encode("hello", session_id="s1", credentials=credentials) == frame.decode("utf-8")
