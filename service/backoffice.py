@@ -18,20 +18,38 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import orjson
 
-from service.core import Status
+from service.core import Priority, Status
 from service.errors import BackOfficeError, ConfigError
 from service.ports import Secret, StatusUpdate
 
 MAX_REPLY_BYTES = 1024 * 1024
+_JSON_TYPE = {"Content-Type": "application/json"}
 _VALIDITY_STATUSES = (200, 404)  # 404 with a well-formed body means "no such account"
+
+
+_TEXT: dict[Any, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
 
 
 def update_to_json(update: StatusUpdate) -> dict[str, Any]:
     """The wire shape of one update in a batch."""
+    status, priority = update.status, update.priority
     return {"update_id": update.update_id, "session_id": update.session_id,
-            "status": Status(update.status).value, "priority": update.priority.value,
+            "status": _TEXT[status] if type(status) is Status else Status(status).value,
+            "priority": _TEXT[priority] if type(priority) is Priority else priority.value,
             "seq": update.seq, "at_s": update.at_s}
+
+
+def json_body(body: Any) -> bytes:
+    """A request's JSON, as json writes it but for spaces and escapes: orjson's (a batch of
+    hundreds of updates, several times faster), else json's where orjson refuses (an integer
+    past 64 bits, a key that is not text) or may write otherwise (a NaN or infinity: null)."""
+    try:
+        text = orjson.dumps(body)
+    except TypeError:
+        text = b"null"
+    return json.dumps(body).encode() if b"null" in text else text
 
 
 class HttpBackOffice:
@@ -82,7 +100,9 @@ class HttpBackOffice:
         what = f"back office {method} {path}"
         self.requests += 1
         try:
-            async with self._client().request(method, self.base_url + path, json=body) as resp:
+            data = None if body is None else json_body(body)
+            async with self._client().request(method, self.base_url + path, data=data,
+                                              headers=None if body is None else _JSON_TYPE) as resp:
                 status = resp.status
                 if status < 500:  # up and talking, whatever it says
                     self.last_reply_at[path if path.endswith("/batch") else "validity"] = time.monotonic()

@@ -186,7 +186,8 @@ class OutboxFlusher:
     def notify(self, update: StatusUpdate) -> None:
         """An update was committed: wake the flusher now if it is `high` or a batch is full."""
         self._appended_since_flush += 1
-        if Priority(update.priority) is Priority.HIGH:
+        priority = update.priority
+        if (priority if type(priority) is Priority else Priority(priority)) is Priority.HIGH:
             self._urgent = "high"
             self._wake.set()
         elif self._appended_since_flush >= self.batch_size:
