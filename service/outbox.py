@@ -77,9 +77,9 @@ def decode_entry(fields: dict[Any, Any]) -> StatusUpdate:
     try:
         if len(fields) == len(_FIELDS):  # the six names and no other key (a str twin of one would be a 7th)
             get = fields.__getitem__
-            return StatusUpdate(update_id=get(b"update_id").decode(), session_id=get(b"session_id").decode(),
-                                status=_STATUS_OF[get(b"status")], priority=_PRIORITY_OF[get(b"priority")],
-                                seq=int(get(b"seq").decode()), at_s=float(get(b"at_s").decode()))
+            return StatusUpdate.trusted(get(b"update_id").decode(), get(b"session_id").decode(),
+                                        _STATUS_OF[get(b"status")], _PRIORITY_OF[get(b"priority")],
+                                        int(get(b"seq").decode()), float(get(b"at_s").decode()))
     except (AttributeError, KeyError, TypeError, UnicodeDecodeError, ValueError):
         pass
     return _decode_checked(fields)

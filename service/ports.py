@@ -124,7 +124,24 @@ class StatusUpdate:
     seq: int
     at_s: float  # wall-clock epoch seconds when the service decided it
 
+    @classmethod
+    def trusted(cls, update_id: str, session_id: str, status: Status, priority: Priority, seq: int,
+                at_s: float) -> StatusUpdate:
+        """The update of these values, already of their types: for the outbox, which makes
+        hundreds a batch (a frozen dataclass's `__init__` sets each field through
+        `object.__setattr__`: ~3x the time)."""
+        update = _new(cls)
+        fields = update.__dict__
+        fields["update_id"] = update_id
+        fields["session_id"] = session_id
+        fields["status"] = status
+        fields["priority"] = priority
+        fields["seq"] = seq
+        fields["at_s"] = at_s
+        return update
 
+
+_new = object.__new__
 _id_prefix = ""
 _id_count = itertools.count()
 
@@ -147,10 +164,10 @@ def new_update(session_id: str, status: Status, priority: Priority = Priority.NO
     by Redis on append."""
     if not isinstance(session_id, str) or not session_id:
         raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
-    return StatusUpdate(update_id=f"{_id_prefix}{next(_id_count):012x}", session_id=session_id,
-                        status=status if type(status) is Status else Status(status),
-                        priority=priority if type(priority) is Priority else Priority(priority),
-                        seq=0, at_s=time.time() if at_s is None else at_s)
+    return StatusUpdate.trusted(f"{_id_prefix}{next(_id_count):012x}", session_id,
+                                status if type(status) is Status else Status(status),
+                                priority if type(priority) is Priority else Priority(priority),
+                                0, time.time() if at_s is None else at_s)
 
 
 @runtime_checkable

@@ -4,6 +4,8 @@ back-office stand-in is tests/integration/test_outbox.py."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,3 +57,13 @@ def test_an_entry_decodes_as_the_checked_decoding_does(replaced: dict, dropped: 
 
 def test_an_entry_as_redis_returns_it_decodes() -> None:
     assert decode_entry(GOOD_FIELDS) == StatusUpdate("u" * 32, "s1", Status.ACTIVE, Priority.HIGH, 12, 1700000000.25)
+
+
+def test_a_trusted_update_is_the_update_the_constructor_makes() -> None:
+    """`StatusUpdate.trusted` (the decoder's and `new_update`'s fast constructor) makes a value
+    equal to the dataclass's own, hashing alike and just as frozen."""
+    made = StatusUpdate("u" * 32, "s1", Status.ACTIVE, Priority.HIGH, 12, 1700000000.25)
+    trusted = StatusUpdate.trusted("u" * 32, "s1", Status.ACTIVE, Priority.HIGH, 12, 1700000000.25)
+    assert trusted == made and hash(trusted) == hash(made) and repr(trusted) == repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trusted.seq = 13  # type: ignore[misc]
