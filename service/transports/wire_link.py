@@ -268,20 +268,25 @@ class WireLink:
             self._last_pong_at = asyncio.get_running_loop().time()
 
     def _settle_login(self, exc: Exception | None = None) -> None:
-        """Fail a login still waiting, with the reason the connection gives."""
+        """Fail a login still waiting, with the reason the connection gives — once the TCP
+        connection has ended (`_ended`): a reason found before (a refusal, a failed upgrade, a
+        broken frame) aborts the socket, and its end settles the login, so the open wakes once,
+        its socket already gone."""
         login, ws = self._login, self._ws
         if login is None or login.done():
             return
         if ws is not None and ws.close_rcvd is not None:
             code, wait_s = from_ws_close_code(ws.close_rcvd.code), parse_close_reason(ws.close_rcvd.reason)
-            login.set_exception(LinkFailed("rejected", code, wait_s))
+            failure = LinkFailed("rejected", code, wait_s)
         elif self._handshake_failed is not None:
-            login.set_exception(self._handshake_failed)
+            failure = self._handshake_failed
         elif exc is None and ws is not None and ws.parser_exc is None and ws.state is not State.CLOSED:
             return  # nothing has ended yet
         else:
-            login.set_exception(LinkFailed("reset"))
-        if self._socket is not None:
+            failure = LinkFailed("reset")
+        if self._is_lost or self._socket is None:
+            login.set_exception(failure)
+        else:
             self._socket.abort()
 
     def _ended(self, exc: Exception | None) -> None:
@@ -292,8 +297,8 @@ class WireLink:
         for handle in (self._keepalive, self._peer_close_deadline):
             if handle is not None:
                 handle.cancel()
-        self._settle_login(exc or ConnectionResetError())
         self._is_lost = True
+        self._settle_login(exc or ConnectionResetError())
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         if self._keepalive is not None:  # it was open: the link has ended
