@@ -94,7 +94,7 @@ class MemoryStatusStore:
     async def set_status(self, session_id: str, status: Status, *, outbox_update: StatusUpdate | None = None,
                          pending: PendingReconnect | None = None, clear_pending: bool = False,
                          fence: int | None = None) -> StatusUpdate | None:
-        status = check_status_write(session_id, status, outbox_update, pending, clear_pending)
+        status, _ = check_status_write(session_id, status, outbox_update, pending, clear_pending)
         self.clear_cache(session_id)
         self.state.fence_allows(session_id, fence)
         seq = 0 if outbox_update is None else self.state.append(outbox_update)

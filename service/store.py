@@ -232,15 +232,14 @@ def _text(value: Any, kind: type[Status] | type[Priority]) -> str:
 
 
 def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status | None = None,
-                update: StatusUpdate | None = None, pending: PendingReconnect | None = None,
+                update: StatusUpdate | None = None, pending: dict[str, str] | None = None,
                 clear_pending: bool = False, layout: keys.KeyLayout = keys.SINGLE) -> None:
     """Queue one fenced write on `pipe`: the status, its outbox entry (`update`, of `status`) and
-    the pending record set, cleared or kept, at `layout`'s keys (one slot on a cluster). `token`
-    None writes unfenced (tools, tests)."""
+    the pending record set (`pending`: its `pending_mapping`, made as the write was checked),
+    cleared or kept, at `layout`'s keys (one slot on a cluster). `token` None writes unfenced."""
     if pending is not None:
-        mapping = pending_mapping(pending)
-        op, attempt, due, started = "set", mapping["attempt"], mapping["due_at_s"], mapping.get("started_at_s", "")
-        counted = mapping.get("counted", "")
+        op, attempt, due, started = "set", pending["attempt"], pending["due_at_s"], pending.get("started_at_s", "")
+        counted = pending.get("counted", "")
     else:
         op, attempt, due, started, counted = ("clear" if clear_pending else "keep"), "", "", "", ""
     if update is None:
@@ -258,18 +257,17 @@ def queue_write(pipe: Any, session_id: str, *, token: int | None, status: Status
 
 
 def check_status_write(session_id: str, status: Status, outbox_update: StatusUpdate | None,
-                       pending: PendingReconnect | None, clear_pending: bool) -> Status:
-    """What every store checks before a status write queues anything; returns the `Status`."""
+                       pending: PendingReconnect | None, clear_pending: bool) -> tuple[Status, dict[str, str] | None]:
+    """What every store checks before a status write queues anything; returns the `Status` and
+    the pending record's `pending_mapping` (None: no record)."""
     check_session_id(session_id)
-    status = Status(status)
+    status = status if type(status) is Status else Status(status)
     if outbox_update is not None and (outbox_update.session_id != session_id or outbox_update.status != status):
         raise ValueError(f"outbox_update is for ({outbox_update.session_id!r}, {outbox_update.status}), "
                          f"but the write is ({session_id!r}, {status})")
     if pending is not None and clear_pending:
         raise ValueError("set_status: pass pending or clear_pending, not both")
-    if pending is not None:
-        pending_mapping(pending)  # bad bookkeeping raises here, before anything is queued
-    return status
+    return status, None if pending is None else pending_mapping(pending)  # bad bookkeeping raises here
 
 
 class RedisStatusStore:
@@ -323,13 +321,12 @@ class RedisStatusStore:
         is saved as the B5 record, fenced, in the read's request (no round trip of its own); its
         refusal (`FencedWrite`) wins over the read."""
         key = self.layout.status_key(check_session_id(session_id))
-        if mark_started is not None:
-            pending_mapping(mark_started)  # a bad record raises before anything is queued
+        mark = None if mark_started is None else pending_mapping(mark_started)  # a bad record raises here
 
         def build(pipe: Any) -> None:
             pipe.execute_command("EVALSHA", READ_STATUS_SHA, 1, key)  # loaded at start, like the write
-            if mark_started is not None:
-                queue_write(pipe, session_id, token=fence, pending=mark_started, layout=self.layout)
+            if mark is not None:
+                queue_write(pipe, session_id, token=fence, pending=mark, layout=self.layout)
         results = await self._run(build, "GET status", session_id)
         if mark_started is not None:
             self._checked(session_id, results[1], fence)
@@ -345,12 +342,12 @@ class RedisStatusStore:
                          fence: int | None = None) -> StatusUpdate | None:
         """The port's write (`service.ports.StatusStore.set_status`) in one fenced script; Redis
         assigns the `seq`. After a `StoreError` it may have committed: retry with the same update."""
-        status = check_status_write(session_id, status, outbox_update, pending, clear_pending)
+        status, mapping = check_status_write(session_id, status, outbox_update, pending, clear_pending)
         self.clear_cache(session_id)
 
         def build(pipe: Any) -> None:
             queue_write(pipe, session_id, token=fence, status=status, update=outbox_update,
-                        pending=pending, clear_pending=clear_pending, layout=self.layout)
+                        pending=mapping, clear_pending=clear_pending, layout=self.layout)
         results = await self._run(build, "SET status", session_id)
         seq = self._checked(session_id, results[0], fence)
         if outbox_update is None:
@@ -379,10 +376,9 @@ class RedisStatusStore:
         """Replace the session's reconnect record with `pending` (None: delete it), fenced like
         `set_status` (which saves it in the status write's script when given `pending=`)."""
         check_session_id(session_id)
-        if pending is not None:
-            pending_mapping(pending)
+        mapping = None if pending is None else pending_mapping(pending)  # a bad record raises here
         results = await self._run(lambda pipe: queue_write(
-            pipe, session_id, token=fence, pending=pending, clear_pending=pending is None, layout=self.layout),
+            pipe, session_id, token=fence, pending=mapping, clear_pending=pending is None, layout=self.layout),
             "HSET pending", session_id)
         self._checked(session_id, results[0], fence)
 

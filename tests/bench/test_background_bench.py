@@ -26,7 +26,7 @@ from redis.asyncio.connection import Connection
 
 from service import keys
 from service.core import Status
-from service.pending import PendingReconnect
+from service.pending import PendingReconnect, pending_mapping
 from service.ports import new_update
 from service.redis_connect import with_hiredis_packing
 from service.redis_scripts import BATCH_SHA, READ_STATUS_SHA
@@ -51,18 +51,20 @@ class Commands:
 
 
 def storm_tick(pipe, requests: int) -> None:
-    """A storm's requests of one tick, queued on `pipe`."""
+    """A storm's requests of one tick, queued on `pipe` (each record's fields made as the store
+    makes them, as its write is checked: `pending_mapping`)."""
     now_s = time.time()
     for i in range(requests):
         sid = f"s{i}"
         if i % 3 == 0:  # a validation's read, with its "attempt started" record
             pipe.execute_command("EVALSHA", READ_STATUS_SHA, 1, keys.SINGLE.status_key(sid))
-            queue_write(pipe, sid, token=12345, pending=PendingReconnect(1, now_s, started_at_s=now_s))
+            queue_write(pipe, sid, token=12345, pending=pending_mapping(PendingReconnect(1, now_s, started_at_s=now_s)))
         elif i % 3 == 1:  # a status write with its outbox entry and pending record
-            queue_write(pipe, sid, token=12345, status=Status.CONNECTING, pending=PendingReconnect(2, now_s + 4),
-                        update=new_update(sid, Status.CONNECTING, at_s=now_s))
+            queue_write(pipe, sid, token=12345, status=Status.CONNECTING,
+                        update=new_update(sid, Status.CONNECTING, at_s=now_s),
+                        pending=pending_mapping(PendingReconnect(2, now_s + 4)))
         else:
-            queue_write(pipe, sid, token=12345, pending=PendingReconnect(2, now_s + 4))
+            queue_write(pipe, sid, token=12345, pending=pending_mapping(PendingReconnect(2, now_s + 4)))
 
 
 def batched() -> int:

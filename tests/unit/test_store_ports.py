@@ -113,6 +113,25 @@ async def test_status_outbox_entry_and_pending_record_in_one_write(ports: Ports)
         await store.save_pending("s1", PendingReconnect(-1, 1.0))
 
 
+async def test_a_record_no_restart_could_read_is_refused_before_anything_is_written(ports: Ports) -> None:
+    """B5: every write that carries a pending record (with a status, as an attempt's start with a
+    read, on its own) refuses a bad one with what is wrong, and nothing of that write lands."""
+    store = ports.store
+    await store.set_status("s1", Status.CONNECTING, outbox_update=new_update("s1", Status.CONNECTING),
+                           pending=PendingReconnect(1, 12.5))
+    for bad in (PendingReconnect(-1, 1.0), PendingReconnect("2", 1.0)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="attempt"):
+            await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s1", Status.ACTIVE), pending=bad)
+        with pytest.raises(ValueError, match="attempt"):
+            await store.get_status("s1", mark_started=bad)
+        with pytest.raises(ValueError, match="attempt"):
+            await store.save_pending("s1", bad)
+    assert await store.get_status("s1") is Status.CONNECTING
+    assert await store.pending("s1") == PendingReconnect(1, 12.5)
+    again = await store.set_status("s1", Status.ACTIVE, outbox_update=new_update("s1", Status.ACTIVE))
+    assert again is not None and again.seq == 2, "a refused write took an outbox seq"
+
+
 async def test_a_write_with_a_token_that_moved_is_refused_whole(ports: Ports) -> None:
     """B9: once another owner took the session, nothing of a fenced write lands."""
     a, b = ports.leases("gw-a"), ports.leases("gw-b")
