@@ -222,6 +222,14 @@ def parse_write_reply(reply: Any) -> WriteReply:
     return WriteReply(True, reply[1], notes=tuple(reply_text(note) for note in reply[2:]))
 
 
+def accepted_seq(reply: Any) -> int | None:
+    """The seq of the common reply, an accepted write that replaced nothing (`[1, seq]`), read
+    without a `WriteReply`; None for any other reply (`parse_write_reply` reads it)."""
+    if type(reply) is list and len(reply) == 2 and type(reply[0]) is int and reply[0] == 1 and type(reply[1]) is int:
+        return reply[1]
+    return None
+
+
 _TEXT: dict[Any, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
 
 
@@ -360,6 +368,9 @@ class RedisStatusStore:
 
     def _checked(self, session_id: str, reply: Any, fence: int | None) -> int:
         """A fenced write's reply → its seq (replacements counted, logged); `FencedWrite` if refused."""
+        seq = accepted_seq(reply)
+        if seq is not None:
+            return seq
         result = parse_write_reply(reply)
         for note in result.notes:
             self.malformed += 1
