@@ -64,6 +64,8 @@ class RedisQueue:
         return [(entry_id, fields) for _, _, entry_id, fields in merged[:count]]
 
     def _by_shard(self, entry_ids: list[str]) -> dict[int, list[str]]:
+        if not self.layout.is_sharded:  # one stream: the ids as they are (a batch deletes hundreds)
+            return {0: list(entry_ids)} if entry_ids else {}
         grouped: dict[int, list[str]] = {}
         for entry_id in entry_ids:
             shard, stream_id = self._split(entry_id)
