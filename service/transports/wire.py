@@ -6,9 +6,9 @@ frames per `wire_protocol`) and mapping every way a link fails or ends onto
 never log credentials or frame contents.
 
 Why the `websockets` library's Sans-I/O `ClientProtocol` under a plain asyncio `Protocol`
-(`wire_link`) rather than its asyncio client (or aiohttp's): the protocol object does the
-RFC 6455 work on frames — framing and masking, UTF-8 and size checks, the closing handshake,
-answering pings — and the link only moves bytes, so a link is
+(`wire_link`, `wire_socket`) rather than its asyncio client (or aiohttp's): the protocol
+object does the RFC 6455 work on frames — framing and masking, UTF-8 and size checks, the
+closing handshake, answering pings — and the link only moves bytes, so a link is
 one socket callback object, a few futures and one keepalive timer (no reader or keepalive
 task, no locks, no message assembler). The upgrade itself (request, answer, its checks) is
 `wire_handshake`'s: the library's verdicts, without its HTTP parser (half of a refused
@@ -34,8 +34,8 @@ from websockets.uri import WebSocketURI, parse_uri
 from service.due_work import NO_DUE_WORK, DueWork
 from service.errors import ConfigError
 from service.ports import Secret
-from service.transports.wire_link import KEEPALIVE_TIMEOUT, WireLink, parse_close_reason
-from service.transports.wire_protocol import WS_PATH_PREFIX
+from service.transports.wire_link import KEEPALIVE_TIMEOUT, WireLink
+from service.transports.wire_protocol import WS_PATH_PREFIX, parse_close_reason
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT_S", "KEEPALIVE_TIMEOUT", "WireLink", "WireTransport", "ban_close_reason",
            "parse_close_reason"]

@@ -1,24 +1,23 @@
 """One `wire` link: a WebSocket to the stand-in on websockets' Sans-I/O `ClientProtocol`
-under a plain asyncio `Protocol` (why: `service.transports.wire`), its upgrade sent and its
-answer judged by `wire_handshake`.
+under a plain asyncio `Protocol` (why: `service.transports.wire`; the `Protocol`, which
+starts the WebSocket and sends the upgrade, is `wire_socket`'s), the upgrade's answer judged
+by `wire_handshake`.
 
-Owns the link's life — connect, upgrade, hello, `open`; the keepalive (a loop timer, no
-task); the closing handshake and waiting, bounded, for the TCP connection to end (R7) — and
-turning every way it fails or ends into `LinkFailed` / `LinkClosed`. Must not decide about
-reconnects, or log credentials or frame contents.
+Owns the link's life — connect, upgrade answer, hello, `open`; the keepalive (a loop timer,
+no task); the closing handshake and waiting, bounded, for the TCP connection to end (R7) —
+and turning every way it fails or ends into `LinkFailed` / `LinkClosed`. Must not decide
+about reconnects, or log credentials or frame contents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus
+from websockets.exceptions import InvalidHandshake
 from websockets.frames import Opcode
 from websockets.protocol import State
 
@@ -26,43 +25,20 @@ from service.core import CloseReason, FailReason
 from service.deadlines import deadline
 from service.errors import LinkFailed, MalformedInput
 from service.ports import LinkClosed, Secret
-from service.transports import wire_handshake
 from service.transports.wire_protocol import (MAX_FRAME_BYTES, WS_PATH_PREFIX, decode, encode_bytes,
-                                               from_ws_close_code)
+                                               from_ws_close_code, parse_close_reason)
+from service.transports.wire_socket import LinkProtocol, link_failed
 
 if TYPE_CHECKING:
+    from websockets.client import ClientProtocol
+
+    from service.transports import wire_handshake
     from service.transports.wire import WireTransport
 
 log = logging.getLogger("service.transports.wire")
 
 KEEPALIVE_TIMEOUT = CloseReason.KEEPALIVE_TIMEOUT
 ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection ended without a close frame
-
-
-def parse_close_reason(reason: str | None) -> float | None:
-    """`reconnect_after_s` from a close reason, or None when it carries none."""
-    if not reason or not reason.startswith("{"):
-        return None
-    try:
-        value = json.loads(reason).get("reconnect_after_s")
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return None
-    return float(value)
-
-
-class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """websockets logs each frame at DEBUG, hello credentials included: never let it."""
-
-    def isEnabledFor(self, level: int) -> bool:
-        return level > logging.DEBUG and self.logger.isEnabledFor(level)
-
-    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_WS_LOGGER = _QuietLogger(logging.getLogger(__name__ + ".websockets"), {})
 
 
 class WireLink:
@@ -77,7 +53,7 @@ class WireLink:
         self._ws: ClientProtocol | None = None  # the Sans-I/O WebSocket state, OPEN once the upgrade is answered
         self._answer: wire_handshake.UpgradeAnswer | None = None  # the upgrade's answer, while it is awaited
         self._handshake_failed: LinkFailed | None = None  # why the answer was no upgrade
-        self._socket: asyncio.Transport | None = None
+        self._socket: asyncio.Transport | None = None  # the TCP connection (set with `_ws` by `LinkProtocol`)
         self._started = False
         self._close_requested = False
         self._closed_by: str | None = None  # "keepalive" or "local", when we closed it
@@ -142,7 +118,7 @@ class WireLink:
         try:
             async with deadline(timeout_s):
                 try:
-                    await loop.create_connection(lambda: _LinkProtocol(self), transport.host, transport.port,
+                    await loop.create_connection(lambda: LinkProtocol(self), transport.host, transport.port,
                                                  ssl=transport.ssl or None)
                 finally:
                     self._opener = None
@@ -160,18 +136,8 @@ class WireLink:
         except LinkFailed as failure:
             return failure
         except (InvalidHandshake, OSError, EOFError) as exc:
-            return _link_failed(exc)
+            return link_failed(exc)
         return None
-
-    def _made(self, socket: asyncio.Transport) -> None:
-        """The TCP connection is up: send the upgrade request."""
-        self._socket = socket
-        uri = self._transport.uri_for(self.session_id)
-        self._ws = ClientProtocol(uri, max_size=4 * MAX_FRAME_BYTES, logger=_WS_LOGGER, state=State.OPEN)
-        self._answer = wire_handshake.UpgradeAnswer(self._ws.key)
-        socket.write(wire_handshake.request(uri, self._ws.key))
-        if self._close_requested:
-            socket.abort()
 
     def _flush(self) -> None:
         """Write what the WebSocket protocol has to send (the empty chunk: half-close)."""
@@ -447,48 +413,3 @@ class WireLink:
             async with deadline(timeout_s):
                 await self._lost
 
-
-class _LinkProtocol(asyncio.Protocol):
-    """asyncio's side of one link: hands its socket's callbacks to the link, after the
-    transport's `due_work` is handed on (the runtime's due reconnect timers)."""
-
-    def __init__(self, link: WireLink) -> None:
-        self.link = link
-        self.run_due_now = link._transport.due_work.run_due_now
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.link._made(transport)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self.run_due_now()
-        try:
-            self.link._received(data)
-        except Exception as err:  # noqa: BLE001 - a bug here must end this link, not the loop's pass
-            log.warning("wire link: reading failed (%s), closing (session %s)", type(err).__name__,
-                        self.link.session_id)
-            if self.link._socket is not None:
-                self.link._socket.abort()
-
-    def eof_received(self) -> bool | None:
-        return None  # the peer ended its side: close ours too (connection_lost follows)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.run_due_now()
-        self.link._ended(exc)
-
-
-def _link_failed(exc: BaseException) -> LinkFailed:
-    """Map a connect error to a `LinkFailed` reason (never with the credentials)."""
-    if isinstance(exc, ConnectionRefusedError):
-        return LinkFailed("refused")
-    if isinstance(exc, TimeoutError):  # the kernel's connect timeout (ETIMEDOUT)
-        return LinkFailed(FailReason.CONNECT_TIMEOUT)
-    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError, InvalidMessage)):
-        return LinkFailed("reset")
-    if isinstance(exc, InvalidStatus):
-        return LinkFailed("handshake_rejected", exc.response.status_code)
-    if isinstance(exc, InvalidHandshake):
-        return LinkFailed("handshake_failed")
-    if isinstance(exc, OSError):
-        return LinkFailed("network_error")
-    return LinkFailed("error")

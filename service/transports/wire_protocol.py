@@ -40,6 +40,19 @@ def from_ws_close_code(ws_code: int | None) -> int | None:
     return ws_code - CODE_OFFSET
 
 
+def parse_close_reason(reason: str | None) -> float | None:
+    """`reconnect_after_s` from a close reason, or None when it carries none."""
+    if not reason or not reason.startswith("{"):
+        return None
+    try:
+        value = json.loads(reason).get("reconnect_after_s")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value)
+
+
 def encode(frame_type: str, **fields: Any) -> str:
     return encode_bytes(frame_type, **fields).decode("utf-8")
 

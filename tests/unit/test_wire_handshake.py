@@ -14,7 +14,7 @@ from websockets.utils import accept_key
 
 from service.errors import LinkFailed
 from service.transports import wire_handshake
-from service.transports.wire_link import _link_failed
+from service.transports.wire_socket import link_failed
 
 ACCEPT = "{accept}"  # replaced by the key's answer
 UPGRADE = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
@@ -85,7 +85,7 @@ def library_verdict(answer: bytes) -> tuple[str, int | None]:
     ws.receive_data(answer.replace(ACCEPT.encode(), accept_key(ws.key).encode()))
     ws.receive_eof()
     if ws.handshake_exc is not None:
-        failed = _link_failed(ws.handshake_exc)
+        failed = link_failed(ws.handshake_exc)
         return failed.reason, failed.code
     return "open", None
 
