@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from service.core import Status
 from tests.fixtures.redis_cluster import SERVICE_ON_BOTH
 from tests.fixtures.service import events_of, read_timeline, run_service, statuses
 from tests.fixtures.standins import eventually
@@ -119,6 +120,8 @@ async def test_r4_s3_account_deleted_during_backoff_cancels_without_a_socket(
         s.whatsapp.close("s0")
         await eventually(lambda: connects(s, "s0") == 2, 3, "attempt 1 failed")
         s.backoffice.delete_account("s0")  # also writes `inactive` to Redis, as the real one does
+        # read where the service reads it (its own store, in its layout); it writes no status until the cancel
+        assert await service.store.get_status("s0") is Status.INACTIVE
         timeline = tmp_path / "timeline.jsonl"
         await eventually(lambda: "reconnect_cancelled" in events_of(read_timeline(timeline), "s0"), 3,
                          "the timer fired and validation failed")
@@ -126,6 +129,9 @@ async def test_r4_s3_account_deleted_during_backoff_cancels_without_a_socket(
         # the drop follows the timeline line once the failed attempt's link is closed (awaited)
         await eventually(lambda: "s0" not in service.gateway.runners, 2, "s0 dropped")
         assert statuses(service_redis, ["s0", "s1"]) == {"s0": "inactive", "s1": "active"}
+        # Redis's `inactive` decided (R1); the back office's veto alone would also cancel, and
+        # would hide a back office writing its status at a key the service never reads
+        assert service.validity.backoffice_vetoes == 0
 
 
 async def test_b3_dead_link_detected_by_keepalives(service_settings, standins_clean, service_redis, tmp_path) -> None:

@@ -276,7 +276,9 @@ async def test_backoffice_says_gone_while_redis_says_active(aredis: aioredis.Red
 
 
 @pytest.mark.parametrize("mode", ["error500", "garbage", "slow"])
-async def test_backoffice_failing_modes_use_redis_answer(aredis: aioredis.Redis, standins_clean, mode: str) -> None:
+async def test_backoffice_failing_modes_use_redis_answer(any_redis: RedisUnderTest, aredis: aioredis.Redis,
+                                                         standins_clean, mode: str) -> None:
+    share_with_backoffice(standins_clean, any_redis)
     admin = standins_clean.backoffice
     admin.add_account("s1")
     admin.set_mode(mode, delay_s=1.0 if mode == "slow" else None)
@@ -288,4 +290,6 @@ async def test_backoffice_failing_modes_use_redis_answer(aredis: aioredis.Redis,
         assert chain.backoffice_unreachable == 1
         admin.set_mode("ok")
         admin.deactivate("s1")  # also writes inactive to Redis
+        assert await store.get_status("s1") is Status.INACTIVE  # at the key the store reads
         assert not await chain.is_session_active("s1", for_reconnect=True)  # nothing stale was cached
+        assert chain.backoffice_vetoes == 0  # Redis's answer decided, not the back office's veto
