@@ -25,7 +25,10 @@ Size: SERVICE_BENCH_SESSIONS (default 10,000), clipped to what the open-file har
 allows for the drop. Other variants: SERVICE_BENCH_JITTER=full|equal|decorrelated (the
 policy's jitter; default none, the note's) and SERVICE_BENCH_MAX_INFLIGHT (the service's
 `max_inflight`, default its own), SERVICE_BENCH_LOOP=asyncio|uvloop (its `event_loop`; default the service's, uvloop) and SERVICE_BENCH_VALIDITY=single (one back-office
-request per validity question instead of one per loop tick). With the `proxy` drop one switch serves every session, so
+request per validity question instead of one per loop tick), SERVICE_BENCH_BACKOFFICE=shared (the
+back-office stand-in in the WhatsApp stand-in's process, as the other tests run them; by default
+it runs in a process of its own, as a real back office is apart from WhatsApp: sharing one loop,
+its answers wait behind the WhatsApp stand-in's thousands of handshakes). With the `proxy` drop one switch serves every session, so
 a session whose attempt 2 comes before the last session's attempt 1 has failed (jitter, or
 a storm longer than the backoff) meets the link still down: the report says on which
 attempt each session recovered.
@@ -49,6 +52,7 @@ import pytest
 from service.config import Settings
 from service.core import read_jsonl
 from tests.fixtures.service import metric_value, scrape, statuses
+from tests.fixtures.standins import Standins, start_standins
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow, pytest.mark.integration]
 
@@ -61,6 +65,8 @@ SERVICE_LOOP = Settings.model_fields["event_loop"].default  # the service's own 
 LOOP = os.environ.get("SERVICE_BENCH_LOOP", SERVICE_LOOP)  # the service's `event_loop`
 SOCKETS_PER_SESSION = {"outage": 1, "proxy": 2}  # in the one process holding the most
 OUTAGE_CODE = 503  # "service unavailable": reconnect, in every close-code table
+BACKOFFICE = os.environ.get("SERVICE_BENCH_BACKOFFICE", "apart")  # the back-office stand-in's process
+BACKOFFICE_STANDIN = {"apart": "its own process", "shared": "the WhatsApp stand-in's process"}
 MAX_INFLIGHT = int(os.environ["SERVICE_BENCH_MAX_INFLIGHT"]) if os.environ.get("SERVICE_BENCH_MAX_INFLIGHT") else None
 FD_MARGIN = 400
 TARGETS = {"p99_lateness_ms": 100.0, "redis_round_trips_per_reconnect": 4.0, "updates_per_backoffice_batch": 50.0}
@@ -138,11 +144,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def snapshot(service: Any, standins: Any) -> dict[str, float]:
+def snapshot(service: Any, standin_pids: list[int]) -> dict[str, float]:
     text = scrape(service.metrics_port, timeout_s=30.0)
     return {
         "cpu_s": cpu_s(service.process.pid),
-        "standins_cpu_s": cpu_s(standins.process.pid),
+        "standins_cpu_s": sum(cpu_s(pid) for pid in standin_pids),
         "redis_round_trips": metric_value(text, "reconnect_lab_redis_round_trips"),
         "backoffice_requests": metric_value(text, "reconnect_lab_backoffice_requests", call="all"),
         "status_batches": metric_value(text, "reconnect_lab_backoffice_requests", call="status_batch_answered"),
@@ -227,13 +233,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path, request) -> None:
+def backoffice_apart(standins: Standins, tmp_path: Path, log_dir: Path,
+                     request: pytest.FixtureRequest) -> tuple[Standins, list[int]]:
+    """`standins` with the back office of stand-ins of its own (stopped after the test) when
+    SERVICE_BENCH_BACKOFFICE is `apart`, and the stand-in processes' PIDs."""
+    if BACKOFFICE not in BACKOFFICE_STANDIN:
+        raise ValueError(f"SERVICE_BENCH_BACKOFFICE must be one of {sorted(BACKOFFICE_STANDIN)}, got {BACKOFFICE!r}")
+    if BACKOFFICE == "shared":
+        return standins, [standins.process.pid]
+    apart = start_standins(log_dir, tmp_path / "backoffice-ready.json", standins.redis_url, name="backoffice")
+    request.addfinalizer(apart.process.stop)
+    ports = {**standins.ports, **{name: port for name, port in apart.ports.items() if name.startswith("backoffice")}}
+    return (Standins(standins.process, ports, apart.backoffice_token, standins.redis_url),
+            [standins.process.pid, apart.process.pid])
+
+
+def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path, request, server_log_dir) -> None:
     n, clipped = session_count()
-    s = standins_clean
+    s, standin_pids = backoffice_apart(standins_clean, tmp_path, server_log_dir, request)
     ids = [f"s{i}" for i in range(n)]
     s.backoffice.add_accounts(ids)
     drop = Drop(s, request)
-    service = service_process("bench", sessions=f"s{{0..{n - 1}}}", time_scale=1.0, lease_ttl_s=10.0,
+    service = service_process("bench", backoffice_url=s.backoffice_url, backoffice_token=s.backoffice_token, sessions=f"s{{0..{n - 1}}}", time_scale=1.0, lease_ttl_s=10.0,
                               whatsapp_url=drop.whatsapp_url, outbox_batch_size=500,
                               outbox_flush_interval_s=0.5, start_concurrency=500, seed=None,
                               policy=None if JITTER == "none" else f"jitter={JITTER}", max_inflight=MAX_INFLIGHT,
@@ -241,12 +262,12 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
     wait_until(lambda: set(statuses(redis_client, ids).values()) == {"active"}, 300, f"{n} sessions active")
     wait_until(lambda: redis_client.xlen("rl:outbox") == 0, 60, "start-up updates delivered")
     bo_before = s.backoffice.updates()
-    before = snapshot(service, s)
+    before = snapshot(service, standin_pids)
     storm_t = time.time()
 
     drop.begin()
     if drop.proxy is not None:  # one switch for every session: back on once attempt 1 failed everywhere
-        wait_until(lambda: snapshot(service, s)["attempts_failed"] - before["attempts_failed"] >= n, 60,
+        wait_until(lambda: snapshot(service, standin_pids)["attempts_failed"] - before["attempts_failed"] >= n, 60,
                    "attempt 1 failed for every session")
         drop.end()
     else:  # each session's one refusal is spent by its attempt 1: watch Redis, not the measured loop
@@ -255,7 +276,7 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
     wait_until(lambda: set(statuses(redis_client, ids).values()) == {"active"}, 300, "every session recovered")
     drop.end()
     wait_until(lambda: redis_client.xlen("rl:outbox") == 0, 60, "storm updates delivered")
-    after = snapshot(service, s)
+    after = snapshot(service, standin_pids)
     bo_after = s.backoffice.updates()
     lateness = lateness_ms(tmp_path / "timeline-bench.jsonl", storm_t)
     recovered_on = lateness.recovered_on
@@ -274,7 +295,7 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
         "policy": "note defaults: base 2 s, factor 2, cap 32 s, 5 attempts, "
                   + ("no jitter" if JITTER == "none" else f"{JITTER} jitter"),
         "variant": variant_name(), "max_inflight": MAX_INFLIGHT or "service default",
-        "backoffice_validity": VALIDITY, "event_loop": LOOP, "transport": "wire",
+        "backoffice_validity": VALIDITY, "backoffice_standin": BACKOFFICE_STANDIN[BACKOFFICE], "event_loop": LOOP, "transport": "wire",
         "drop": drop.described + " until attempt 1 failed everywhere",
         "drop_ended_after_s": round(enabled_after_s, 3),
         "recovered_on_attempt": {str(k): v for k, v in sorted(recovered_on.items())},
@@ -317,7 +338,7 @@ def variant_name() -> str:
     parts = (([] if DROP == "outage" else [f"drop-{DROP}"]) + ([] if VALIDITY == "batch" else [f"validity-{VALIDITY}"])
              + ([] if JITTER == "none" else [f"jitter-{JITTER}"])
              + ([] if MAX_INFLIGHT is None else [f"inflight-{MAX_INFLIGHT}"])
-             + ([] if LOOP == SERVICE_LOOP else [LOOP]))
+             + ([] if LOOP == SERVICE_LOOP else [LOOP]) + ([] if BACKOFFICE == "apart" else ["backoffice-shared"]))
     return "-".join(parts)
 
 
@@ -336,7 +357,7 @@ def write_report(result: dict[str, Any]) -> None:
         f"{result['sessions']} sessions in one `python -m service` process, dropped at once: {result['drop']}, "
         f"then up. {result['policy']}; "
         f"max_inflight: {result['max_inflight']}; transport: `{result['transport']}`; event loop: "
-        f"{result['event_loop']}; {result['machine']['python']}.",
+        f"{result['event_loop']}; back-office stand-in in {result['backoffice_standin']}; {result['machine']['python']}.",
         *(["", f"Size: {result['clipped_because']}."] if result["clipped_because"] else []), "",
         "| measure | value |", "|---|---|",
         f"| recovered on attempt | {result['recovered_on_attempt']} |",
