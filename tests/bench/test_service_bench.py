@@ -28,7 +28,8 @@ policy's jitter; default none, the note's) and SERVICE_BENCH_MAX_INFLIGHT (the s
 request per validity question instead of one per loop tick), SERVICE_BENCH_BACKOFFICE=shared (the
 back-office stand-in in the WhatsApp stand-in's process, as the other tests run them; by default
 it runs in a process of its own, as a real back office is apart from WhatsApp: sharing one loop,
-its answers wait behind the WhatsApp stand-in's thousands of handshakes). With the `proxy` drop one switch serves every session, so
+its answers wait behind the WhatsApp stand-in's thousands of handshakes). With the `proxy` drop
+one switch serves every session, so
 a session whose attempt 2 comes before the last session's attempt 1 has failed (jitter, or
 a storm longer than the backoff) meets the link still down: the report says on which
 attempt each session recovered.
@@ -254,7 +255,8 @@ def test_reconnect_storm(service_process, standins_clean, redis_client, tmp_path
     ids = [f"s{i}" for i in range(n)]
     s.backoffice.add_accounts(ids)
     drop = Drop(s, request)
-    service = service_process("bench", backoffice_url=s.backoffice_url, backoffice_token=s.backoffice_token, sessions=f"s{{0..{n - 1}}}", time_scale=1.0, lease_ttl_s=10.0,
+    service = service_process("bench", sessions=f"s{{0..{n - 1}}}", time_scale=1.0, lease_ttl_s=10.0,
+                              backoffice_url=s.backoffice_url, backoffice_token=s.backoffice_token,
                               whatsapp_url=drop.whatsapp_url, outbox_batch_size=500,
                               outbox_flush_interval_s=0.5, start_concurrency=500, seed=None,
                               policy=None if JITTER == "none" else f"jitter={JITTER}", max_inflight=MAX_INFLIGHT,
