@@ -27,7 +27,7 @@ import pytest
 
 from chaos.toxiproxy import Toxiproxy
 from service.ports import StatusUpdate
-from tests.fixtures.redis_ha import (SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
+from tests.fixtures.redis_ha import (DOWN_AFTER_MS, SentinelGroup, all_active, lost_examples, outbox_empty, record_commits,
                                      group_reads, recover_and_collect, start_partitionable_group, until)
 from tests.fixtures.service import run_service
 from tests.fixtures.standins import Standins
@@ -96,6 +96,8 @@ async def test_partitioned_primary_loses_no_committed_update_with_replica_waits(
         group.proxies["primary"].disable()  # the primary alone: cut from the service and the sentinels
         partitioned_at, committed_before_cut = time.monotonic(), len(committed) - before
         new, failover_s = await asyncio.to_thread(group.wait_for_new_primary, old, 60.0)
+        # heal only once no sentinel would fail over again (with the old primary back, to it)
+        await asyncio.to_thread(group.wait_until_settled_on, new, hold_s=2 * DOWN_AFTER_MS / 1000, timeout_s=60.0)
         group.proxies["replication"].remove_toxic(stall)
         group.proxies["primary"].enable()
         healed_at = await until(lambda: demoted(group), 60, "the old primary demoted and in sync")
