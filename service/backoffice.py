@@ -22,22 +22,19 @@ import orjson
 
 from service.core import Priority, Status
 from service.errors import BackOfficeError, ConfigError
-from service.ports import Secret, StatusUpdate
+from service.ports import ENUM_TEXT, Secret, StatusUpdate
 
 MAX_REPLY_BYTES = 1024 * 1024
 _JSON_TYPE = {"Content-Type": "application/json"}
 _VALIDITY_STATUSES = (200, 404)  # 404 with a well-formed body means "no such account"
 
 
-_TEXT: dict[Any, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
-
-
 def update_to_json(update: StatusUpdate) -> dict[str, Any]:
     """The wire shape of one update in a batch."""
     status, priority = update.status, update.priority
     return {"update_id": update.update_id, "session_id": update.session_id,
-            "status": _TEXT[status] if type(status) is Status else Status(status).value,
-            "priority": _TEXT[priority] if type(priority) is Priority else priority.value,
+            "status": ENUM_TEXT[status] if type(status) is Status else Status(status).value,
+            "priority": ENUM_TEXT[priority] if type(priority) is Priority else priority.value,
             "seq": update.seq, "at_s": update.at_s}
 
 

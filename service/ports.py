@@ -142,6 +142,7 @@ class StatusUpdate:
 
 
 _new = object.__new__
+ENUM_TEXT: dict[Status | Priority, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
 _id_prefix = ""
 _id_count = itertools.count()
 

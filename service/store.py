@@ -42,7 +42,7 @@ from service.errors import ConfigError, FencedWrite, MalformedInput, StoreError
 from service.logging import get_logger
 from service.metrics import ServiceMetrics
 from service.pending import PendingReconnect, parse_pending, pending_mapping
-from service.ports import Outbox, StatusStore, StatusUpdate, new_update
+from service.ports import ENUM_TEXT, Outbox, StatusStore, StatusUpdate, new_update
 from service.redis_connect import layout_for
 from service.redis_scripts import READ_STATUS_SHA, WRITE_SHA, load_scripts, reply_text
 from service.retry import RetryPolicy, Retrying
@@ -230,12 +230,9 @@ def accepted_seq(reply: Any) -> int | None:
     return None
 
 
-_TEXT: dict[Any, str] = {member: member.value for member in (*Status, *Priority)}  # `.value` is slow on an Enum
-
-
 def _text(value: Any, kind: type[Status] | type[Priority]) -> str:
     """A status's or priority's stored string (a plain string is checked by `kind`)."""
-    text = _TEXT.get(value) if type(value) is kind else None
+    text = ENUM_TEXT.get(value) if type(value) is kind else None
     return kind(value).value if text is None else text
 
 
